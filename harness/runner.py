@@ -1,0 +1,215 @@
+"""One invocation: for each model, load it once and run every task on it, writing one results file each.
+
+A finished result is reused unless `force`; a task writes its plots into a staging folder
+and its results file last, atomically, so an interrupted run leaves no results file
+and the next run completes it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+import harness
+from harness.context import RunContext
+from harness.errors import UsageError
+from harness.models import LoadOptions, Model, load_model, pick_device, pick_dtype, slugify
+from harness.registry import resolve_tasks
+from harness.results import (
+    Environment, ModelRecord, Results, TaskRecord, Timing, config_hash, read_results, write_results,
+)
+from harness.task import Task, parse_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSpec:
+    """Everything `harness run` was asked to do."""
+
+    models: list[str]
+    tasks: list[str]
+    task_args: list[str] = field(default_factory=list)
+    output_dir: Path = Path("results")
+    seed: int = 0
+    limit: int | None = None
+    batch_size: int | str = "auto"
+    load: LoadOptions = field(default_factory=LoadOptions)
+    log_samples: bool = False
+    force: bool = False
+    show_progress: bool | None = None
+
+
+@dataclass
+class Outcome:
+    model: str
+    task: str
+    path: Path
+    reused: bool
+    results: Results
+
+
+@dataclass
+class Planned:
+    task: type[Task]
+    config: Any
+    path: Path
+
+
+def split_task_args(task_classes: Sequence[type[Task]], task_args: Sequence[str]) -> dict[str, list[str]]:
+    """Route each `key=value` (or `task:key=value`) to the tasks that have that option."""
+    import dataclasses
+
+    routed: dict[str, list[str]] = {t.name: [] for t in task_classes}
+    for item in task_args:
+        target, colon, rest = item.partition(":")
+        if colon and "=" not in target:
+            if target not in routed:
+                raise UsageError(f"--task-arg {item}: task {target} is not among the tasks of this run")
+            routed[target].append(rest)
+            continue
+        key = item.partition("=")[0].strip()
+        owners = [t for t in task_classes if key in {f.name for f in dataclasses.fields(t.Config)}]
+        for t in owners or task_classes[:1]:  # no owner: let the first task's parser name the error
+            routed[t.name].append(item)
+    return routed
+
+
+def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
+    """Resolve task names and parse their configs before any model is loaded: bad input fails fast."""
+    classes = resolve_tasks(spec.tasks)
+    routed = split_task_args(classes, spec.task_args)
+    return [(t, parse_config(t, routed[t.name])) for t in classes]
+
+
+def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any, spec: RunSpec) -> Path:
+    """results/<model>/<task>.json for the default run; a suffix keyed by config, seed and limit otherwise."""
+    default = (config_hash(asdict(task.Config())), 0, None)
+    key = (config_hash(asdict(config)), spec.seed, spec.limit)
+    stem = task.name if key == default else f"{task.name}-{config_hash({'k': list(key)})[:8]}"
+    return output_dir / slugify(model_spec) / f"{stem}.json"
+
+
+def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spec: str, dtype: str) -> Results | None:
+    if spec.force or not path.exists():
+        return None
+    try:
+        old = read_results(path)
+    except Exception:
+        log.warning("%s is unreadable; running again", path)
+        return None
+    same = (
+        old.task.version == task.version
+        and old.task.config_hash == config_hash(asdict(config))
+        and old.seed == spec.seed
+        and old.limit == spec.limit
+        and old.model.spec == model_spec
+        and old.model.dtype == dtype
+        and old.model.quantization == quantization_name(spec.load)
+    )
+    return old if same else None
+
+
+def quantization_name(options: LoadOptions) -> str | None:
+    return "bnb-4bit" if options.load_in_4bit else "bnb-8bit" if options.load_in_8bit else None
+
+
+def environment(model: Model) -> Environment:
+    import transformers
+
+    device = model.input_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return Environment(
+        python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
+        platform=platform.platform(), device_name=name,
+    )
+
+
+def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunSpec) -> Results:
+    """Run one task and write its results file; plots go to a folder named like the file."""
+    artifacts = path.with_suffix("")
+    staging = path.parent / f".{artifacts.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
+    ctx = RunContext(
+        model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, artifacts_dir=staging,
+        log_samples=spec.log_samples, show_progress=spec.show_progress,
+    )
+    start, tokens_before = time.perf_counter(), model.tokens_processed
+    torch.manual_seed(spec.seed)
+    try:
+        outcome = task().run(model, config, ctx)
+        ctx.write_samples()
+        seconds = time.perf_counter() - start
+        info = model.info
+        results = Results(
+            harness_version=harness.__version__,
+            task=TaskRecord(name=task.name, version=task.version, config=asdict(config), config_hash=config_hash(asdict(config))),
+            model=ModelRecord(
+                spec=info.spec, source=info.source, resolved_revision=info.revision, architecture=info.architecture,
+                n_params=info.n_params, dtype=info.dtype, quantization=info.quantization, device=info.device,
+            ),
+            metrics=outcome.metrics,
+            reference=outcome.reference,
+            environment=environment(model),
+            timing=Timing(seconds_total=round(seconds, 3), tokens_processed=model.tokens_processed - tokens_before),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            seed=spec.seed,
+            limit=spec.limit,
+            notes=outcome.notes,
+            details=outcome.details,
+            artifacts=[f"{artifacts.name}/{a}" for a in ctx.artifacts],
+        )
+        if artifacts.exists():
+            shutil.rmtree(artifacts)
+        if staging.exists():
+            staging.rename(artifacts)
+        write_results(path, results)  # last: its presence means the run finished
+        return results
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
+    plans = plan_tasks(spec)
+    device = "cuda" if (spec.load.device_map or spec.load.load_in_4bit or spec.load.load_in_8bit) else pick_device(spec.load)
+    dtype = str(pick_dtype(spec.load, device)).removeprefix("torch.")
+    outcomes: list[Outcome] = []
+    for model_spec in spec.models:
+        todo: list[Planned] = []
+        for task, config in plans:
+            path = result_path(spec.output_dir, model_spec, task, config, spec)
+            old = reusable(path, task, config, spec, model_spec, dtype)
+            if old is not None:
+                report(f"{task.name} on {model_spec}: reused {path} (--force to run again)")
+                outcomes.append(Outcome(model_spec, task.name, path, True, old))
+            else:
+                todo.append(Planned(task, config, path))
+        if not todo:
+            continue
+        report(f"loading {model_spec} ...")
+        model = load_model(model_spec, spec.load)
+        for item in todo:
+            report(f"running {item.task.name} on {model_spec} ...")
+            results = run_task(model, item.task, item.config, item.path, spec)
+            report(f"{item.task.name} on {model_spec}: {summary(results)} -> {item.path} ({results.timing.seconds_total:.0f} s)")
+            outcomes.append(Outcome(model_spec, item.task.name, item.path, False, results))
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return outcomes
+
+
+def summary(results: Results, limit: int = 4) -> str:
+    parts = [f"{k} {m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]" for k, m in list(results.metrics.items())[:limit]]
+    return "; ".join(parts)

@@ -1,0 +1,108 @@
+"""Sites and collect: our resid_post.L is the library's own hidden state, batched or not, for every layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import UsageError
+from harness.models import from_hf
+from harness.sites import collect, parse_site
+from tests.tiny_models import TINY_CONFIGS, tiny_model, tiny_tokenizer
+
+PROMPTS = [
+    "Let's do some day of the week math. Two days from Monday is",
+    "Three months from May is",
+    "Hello",
+    "One day from Sunday is the day after Sunday, which is",
+]
+
+
+def wrap(model_type: str, **overrides):
+    return from_hf(tiny_model(model_type, **overrides), tiny_tokenizer(), spec=f"tiny-{model_type}")
+
+
+def reference_hidden_states(model, prompt: str) -> tuple[torch.Tensor, ...]:
+    ids = model.tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        return model.hf(**ids, output_hidden_states=True).hidden_states
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_CONFIGS))
+def test_resid_post_equals_output_hidden_states(model_type):
+    """hidden_states[L + 1] is the output of block L (the last one is taken after the final norm)."""
+    model = wrap(model_type)
+    n = model.n_layers
+    sites = [f"resid_post.{L}" for L in range(n)]
+    for batch_size in (1, len(PROMPTS)):
+        acts = collect(model, PROMPTS, sites, positions="all", batch_size=batch_size)
+        for i, prompt in enumerate(PROMPTS):
+            ref = reference_hidden_states(model, prompt)
+            for L in range(n - 1):
+                torch.testing.assert_close(acts[f"resid_post.{L}"][i], ref[L + 1][0], atol=1e-4, rtol=1e-4)
+            final_norm = model.hf.get_submodule(model.layout.final_norm)
+            with torch.no_grad():
+                normed = final_norm(acts[f"resid_post.{n - 1}"][i][None])[0]
+            torch.testing.assert_close(normed, ref[n][0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma3_text", "gpt2", "bloom", "opt", "gpt_neox"])
+def test_every_site_kind_batched_equals_alone(model_type):
+    model = wrap(model_type)
+    sites = ["resid_pre.0", "resid_pre.1", "attn_out.1", "mlp_out.1", "mlp_act.2", "resid_post.2", "logits"]
+    batched = collect(model, PROMPTS, sites, positions="last", batch_size=4)
+    for i, prompt in enumerate(PROMPTS):
+        alone = collect(model, [prompt], sites, positions="last", batch_size=1)
+        for s in sites:
+            torch.testing.assert_close(batched[s][i], alone[s][0], atol=1e-4, rtol=1e-4)
+    assert batched["mlp_act.2"].shape[-1] != model.d_model or model_type == "bloom"
+
+
+def test_positions_pick_exactly_the_tokens_asked():
+    model = wrap("llama")
+    full = collect(model, PROMPTS, ["resid_post.1"], positions="all", batch_size=3)["resid_post.1"]
+    first = collect(model, PROMPTS, ["resid_post.1"], positions=0, batch_size=3)["resid_post.1"]
+    per_prompt = [1, 2, 0, 3]
+    chosen = collect(model, PROMPTS, ["resid_post.1"], positions=per_prompt, batch_size=3)["resid_post.1"]
+    last = collect(model, PROMPTS, ["resid_post.1"], positions="last", batch_size=3)["resid_post.1"]
+    for i in range(len(PROMPTS)):
+        torch.testing.assert_close(first[i], full[i][0])
+        torch.testing.assert_close(chosen[i], full[i][per_prompt[i]])
+        torch.testing.assert_close(last[i], full[i][-1])
+    assert first.shape == (len(PROMPTS), model.d_model)
+
+
+def test_forward_stops_after_the_deepest_layer_asked():
+    model = wrap("llama")
+    ran: list[int] = []
+    handles = [b.register_forward_pre_hook(lambda mod, args, L=L: ran.append(L)) for L, b in enumerate(model.blocks)]
+    lm_head_calls: list[int] = []
+    handles.append(model.hf.lm_head.register_forward_hook(lambda *a: lm_head_calls.append(1)))
+    try:
+        collect(model, PROMPTS[:2], ["resid_post.0"], batch_size=2)
+        assert ran == [0] and not lm_head_calls
+        ran.clear()
+        collect(model, PROMPTS[:2], ["resid_pre.1"], batch_size=2)
+        assert ran == [0, 1]
+        ran.clear()
+        collect(model, PROMPTS[:2], ["mlp_act.1", "resid_post.0"], batch_size=2)
+        assert ran == [0, 1] and not lm_head_calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_no_hook_is_left_behind():
+    model = wrap("gpt2")
+    before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules())
+    collect(model, PROMPTS, ["resid_post.2", "mlp_act.1", "attn_out.0"], batch_size=2)
+    after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules())
+    assert before == after
+
+
+def test_bad_site_names_are_usage_errors():
+    with pytest.raises(UsageError, match="past the model's depth"):
+        parse_site("resid_post.3", n_layers=3)
+    with pytest.raises(UsageError, match="unknown site"):
+        parse_site("resid_mid.1", n_layers=3)
+    assert parse_site("mlp_act.2", 3).name == "mlp_act.2"
