@@ -1,0 +1,115 @@
+"""Interventions change the computation, touch only what they name, and leave nothing behind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.intervene import Edit, intervene
+from harness.models import from_hf
+from harness.scoring import generate, score
+from harness.sites import collect
+from tests.tiny_models import tiny_model, tiny_tokenizer
+
+PROMPTS = ["Two days from Monday is", "Three months from May is", "Hello there", "One day from Sunday is"]
+TARGETS = list(range(20))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return from_hf(tiny_model("llama"), tiny_tokenizer(), spec="tiny-llama")
+
+
+def n_hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules())
+
+
+def test_score_batched_equals_alone(model):
+    batched = score(model, PROMPTS, TARGETS, batch_size=4)
+    for i, p in enumerate(PROMPTS):
+        alone = score(model, [p], TARGETS, batch_size=1)
+        torch.testing.assert_close(batched.logits[i], alone.logits[0], atol=1e-4, rtol=1e-4)
+    ids = model.tokenizer(PROMPTS[0], return_tensors="pt")
+    with torch.no_grad():
+        plain = model.hf(**ids).logits[0, -1, TARGETS]
+    torch.testing.assert_close(batched.logits[0], plain, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("op,value", [
+    ("set", torch.ones(64)),
+    ("add", 3 * torch.ones(64)),
+    ("project_out", torch.randn(2, 64, generator=torch.Generator().manual_seed(0))),
+    ("scale", 0.0),
+])
+def test_each_op_changes_logits_and_is_fully_undone(model, op, value):
+    before = score(model, PROMPTS, TARGETS, batch_size=2).logits
+    hooks_before = n_hooks(model)
+    with intervene(model, [Edit("resid_post.1", op, value, position="last")]):
+        during = score(model, PROMPTS, TARGETS, batch_size=2).logits
+    after = score(model, PROMPTS, TARGETS, batch_size=2).logits
+    assert (during - before).abs().max() > 1e-3
+    assert torch.equal(before, after)  # bit-identical
+    assert n_hooks(model) == hooks_before
+
+
+def test_hooks_removed_on_exception(model):
+    before = n_hooks(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with intervene(model, [Edit("mlp_act.0", "set", torch.zeros(96), position="all")]):
+            raise RuntimeError("boom")
+    assert n_hooks(model) == before
+
+
+def test_edit_touches_only_the_named_position(model):
+    clean = collect(model, PROMPTS, ["resid_post.0", "resid_post.2"], positions="all", batch_size=4)
+    pos = [1, 2, 0, 3]
+    with intervene(model, [Edit("resid_post.0", "set", torch.zeros(64), position=pos)]):
+        edited = collect(model, PROMPTS, ["resid_post.0", "resid_post.2"], positions="all", batch_size=4)
+    for i, p in enumerate(pos):
+        e, c = edited["resid_post.0"][i], clean["resid_post.0"][i]
+        assert torch.count_nonzero(e[p]) == 0
+        others = [j for j in range(len(c)) if j != p]
+        torch.testing.assert_close(e[others], c[others])
+        # causal attention: tokens before the edit are unchanged downstream too, later ones change
+        torch.testing.assert_close(edited["resid_post.2"][i][:p], clean["resid_post.2"][i][:p])
+        assert (edited["resid_post.2"][i][p:] - clean["resid_post.2"][i][p:]).abs().max() > 1e-4
+
+
+def test_per_prompt_values_follow_prompt_order_not_batch_order(model):
+    values = torch.randn(len(PROMPTS), 64, generator=torch.Generator().manual_seed(1))
+    with intervene(model, [Edit("resid_post.1", "set", values, position="last")]):
+        got = collect(model, PROMPTS, ["resid_post.1"], batch_size=3)["resid_post.1"]
+    torch.testing.assert_close(got, values)
+
+
+def test_patch_from_cached_run_reproduces_the_clean_logits(model):
+    clean_prompt, corrupt_prompt = "Two days from Monday is", "Two days from Friday is"
+    tok = model.tokenizer
+    assert len(tok(clean_prompt)["input_ids"]) == len(tok(corrupt_prompt)["input_ids"])
+    cache = collect(model, [clean_prompt], ["resid_post.0"], positions="all")["resid_post.0"]
+    clean = score(model, [clean_prompt], TARGETS).logits
+    corrupt = score(model, [corrupt_prompt], TARGETS).logits
+    with intervene(model, [Edit("resid_post.0", "patch", cache, position="all")]):
+        patched = score(model, [corrupt_prompt], TARGETS).logits
+    assert (clean - corrupt).abs().max() > 1e-3
+    torch.testing.assert_close(patched, clean, atol=1e-5, rtol=1e-5)
+
+
+def test_dims_restrict_the_edit_to_chosen_neurons(model):
+    clean = collect(model, PROMPTS, ["mlp_act.1"], batch_size=4)["mlp_act.1"]
+    with intervene(model, [Edit("mlp_act.1", "set", torch.tensor(5.0), position="last", dims=[3, 7])]):
+        edited = collect(model, PROMPTS, ["mlp_act.1"], batch_size=4)["mlp_act.1"]
+    assert torch.all(edited[:, [3, 7]] == 5.0)
+    keep = [j for j in range(clean.shape[1]) if j not in (3, 7)]
+    torch.testing.assert_close(edited[:, keep], clean[:, keep])
+
+
+def test_generation_is_steered_on_every_new_token(model):
+    plain = generate(model, PROMPTS, max_new_tokens=5, batch_size=2)
+    alone = [generate(model, [p], max_new_tokens=5, batch_size=1)[0] for p in PROMPTS]
+    assert plain == alone  # left padding does not change greedy generation
+    steer = 8 * model.hf.get_input_embeddings().weight[42]
+    with intervene(model, [Edit("resid_post.2", "add", steer, position="all")]):
+        steered = generate(model, PROMPTS, max_new_tokens=5, batch_size=2)
+    assert steered != plain
+    assert generate(model, PROMPTS, max_new_tokens=5, batch_size=2) == plain
