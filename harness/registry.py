@@ -42,7 +42,8 @@ def register_task(cls: T) -> T:
 
 def _load_entry_points() -> None:
     for ep in entry_points(group=GROUP):
-        if ep.name in _registered:
+        if ep.name in _registered:  # imported already, e.g. by a sibling entry point of the same module
+            _origin[ep.name] = ep.dist.name if ep.dist else _origin[ep.name]
             continue
         try:
             cls = ep.load()

@@ -1,0 +1,349 @@
+"""weekday_circle and month_circle: modular arithmetic on circular features.
+
+Engels, Michaud, Liao, Gurnee, Tegmark (2024), "Not All Language Model Features Are
+Linear" (arXiv 2405.14860). Method, in the order the task runs it:
+
+1. Data: every (alpha, beta) pair, "Let's do some day of the week math. Two days from
+   Monday is" -> gamma = (alpha + beta) mod m (m = 7 weekdays, 12 months).
+2. Behaviour: argmax over the m answer tokens (first token of " " + name) equals gamma.
+3. Representation: at the alpha token (the last token of the day/month name), for every
+   layer, PCA(5) + least squares onto (cos, sin) of 2*pi*alpha/m, held out by leaving one
+   duration beta out; controls: shuffled labels and a random plane in the same PCA space.
+4. Intervention: at resid_post.L_int, alpha token, replace the state by the task mean
+   with its probe-plane component set to the circle point of another alpha' (the paper's
+   circle patch), and count how often the answer moves to gamma' = (alpha' + beta) mod m;
+   beside it the whole-state patch from the alpha' prompt (ceiling), the mean ablation
+   (floor), `rotate` (keep the state, rotate only its probe coordinates) and the circle
+   patch with the two control probes.
+
+Choices where the paper is silent, as the spec directs:
+- L_int defaults to the best held-out probe layer in the first half of the network; the
+  paper's "layer l" is the input of block l, our resid_post.(l-1).
+- The best layer is chosen by held-out R^2; the controls are reported at that same layer.
+- Months: the paper's text reads "{Num} months from {Month}"; we write "One month" for
+  beta = 1 and keep "months" otherwise; `--task-arg template=code` gives the released
+  code's wording ("days of the week math", "One months").
+- `--limit N` limits the behaviour and intervention problems to the first N (by alpha,
+  beta); the probes always use every prompt, because leave-one-beta-out needs them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from harness.errors import UsageError
+from harness.intervene import Edit
+from harness.registry import register_task
+from harness.results import Metric, Reference
+from harness.stats import metric
+from harness.task import Task, TaskResult
+from probes.circle import CircularProbe, circle_targets, cross_validate_circle, r2_score_xy, shuffled_labels
+from probes.irreducibility import mixture_index, separability_index
+
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December"]
+NUMBER_WORDS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven", "Twelve"]
+
+PAPER = "Engels et al. 2024, Not All Language Model Features Are Linear (arXiv 2405.14860)"
+NO_REFERENCE = "no reference: the paper reports no value for this metric"
+
+
+@dataclass(frozen=True)
+class Problem:
+    alpha: int
+    beta: int
+    gamma: int
+    prompt: str
+    name: str  # the alpha day or month as written in the prompt
+
+
+def weekday_prompt(alpha: int, beta: int, template: str) -> str:
+    duration = f"{NUMBER_WORDS[beta - 1]} day{'s' if beta > 1 else ''}"
+    math = "days of the week math" if template == "code" else "day of the week math"
+    return f"Let's do some {math}. {duration} from {WEEKDAYS[alpha]} is"
+
+
+def month_prompt(alpha: int, beta: int, template: str) -> str:
+    unit = "months" if (template == "code" or beta > 1) else "month"
+    return f"Let's do some calendar math. {NUMBER_WORDS[beta - 1]} {unit} from {MONTHS[alpha]} is"
+
+
+def make_problems(names: list[str], template: str) -> list[Problem]:
+    """All m x m (alpha, beta) pairs, beta = 1..m, sorted by (alpha, beta); no randomness."""
+    m = len(names)
+    build = weekday_prompt if names is WEEKDAYS else month_prompt
+    return [
+        Problem(alpha, beta, (alpha + beta) % m, build(alpha, beta, template), names[alpha])
+        for alpha in range(m)
+        for beta in range(1, m + 1)
+    ]
+
+
+def answer_token_ids(tokenizer, names: list[str]) -> list[int]:
+    """First token of " " + name for each answer; two names sharing it cannot be told apart."""
+    ids = [tokenizer(" " + n, add_special_tokens=False)["input_ids"][0] for n in names]
+    if len(set(ids)) != len(ids):
+        clash = [n for n, i in zip(names, ids) if ids.count(i) > 1]
+        raise UsageError(f"the tokenizer gives {', '.join(clash)} the same first token; this task needs distinct answer tokens")
+    return ids
+
+
+def name_positions(tokenizer, problems: list[Problem]) -> list[int]:
+    """Index of the last token of the alpha name in each tokenised prompt (special tokens included)."""
+    positions = []
+    for p in problems:
+        start = p.prompt.rindex(p.name)
+        end = start + len(p.name)
+        enc = tokenizer(p.prompt, add_special_tokens=True, return_offsets_mapping=True)
+        hits = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start]
+        if not hits:
+            raise UsageError(f"cannot locate '{p.name}' in the tokenised prompt; the tokenizer gives no offsets")
+        positions.append(hits[-1])
+    return positions
+
+
+@dataclass
+class CircleConfig:
+    """Defaults are the paper's settings."""
+
+    template: Literal["paper", "code"] = "paper"  # code: the released code's wording
+    layer: int | None = None  # intervention layer (resid_post.L); default: best probe layer in the first half
+    n_components: int = 5  # PCA dimensions before the circular probe
+    intervention: bool = True
+    offdist: bool = False  # the (r, theta) grid: is alpha encoded in the angle?
+    irreducibility: bool = False  # separability S and mixture M_eps of the probe plane
+
+    def __post_init__(self) -> None:
+        if self.n_components < 2:
+            raise ValueError("n_components must be at least 2")
+
+
+class CircleTask(Task):
+    """Shared by both cycles; subclasses set `names` and the paper's reference numbers."""
+
+    paper = PAPER
+    version = "1.0"
+    Config = CircleConfig
+    names: list[str]
+    reference_accuracy: dict[str, float]
+    reference_extra: dict[str, dict[str, float]] = {}
+
+    def run(self, model, config: CircleConfig, ctx) -> TaskResult:
+        m = len(self.names)
+        if config.layer is not None and not 0 <= config.layer < model.n_layers:
+            raise UsageError(f"--task-arg layer={config.layer} is past the model's depth ({model.n_layers} layers, 0..{model.n_layers - 1})")
+        tok = model.tokenizer
+        problems = make_problems(self.names, config.template)
+        answers = answer_token_ids(tok, self.names)
+        positions = name_positions(tok, problems)
+        prompts = [p.prompt for p in problems]
+        alpha = np.array([p.alpha for p in problems])
+        beta = np.array([p.beta for p in problems])
+        gamma = np.array([p.gamma for p in problems])
+        metrics: dict[str, Metric] = {}
+        notes: list[str] = []
+        details: dict = {"n_layers": model.n_layers, "answer_token_ids": answers}
+
+        # Behaviour.
+        used = np.array(ctx.limited(list(range(len(problems)))))
+        scores = ctx.score([prompts[i] for i in used], answers, desc="behaviour")
+        predicted = scores.logits.argmax(-1).numpy()
+        correct = predicted == gamma[used]
+        metrics["accuracy"] = metric(correct.astype(float), seed=ctx.seed)
+        metrics["accuracy_full_vocab"] = metric((scores.top_token.numpy() == np.array(answers)[gamma[used]]).astype(float), seed=ctx.seed)
+        acc = metrics["accuracy"]
+        if acc.ci_low <= 1 / m <= acc.ci_high:
+            notes.append("behaviour near chance")
+        for r, i in enumerate(used):
+            ctx.log_sample({"prompt": prompts[i], "alpha": int(alpha[i]), "beta": int(beta[i]), "gamma": int(gamma[i]),
+                            "predicted": int(predicted[r]), "correct": bool(correct[r])})
+
+        # Representation: every layer at the alpha token, in one pass.
+        sites = [f"resid_post.{L}" for L in range(model.n_layers)]
+        acts = ctx.collect(prompts, sites, positions=positions, desc="activations")
+        X = {L: acts[f"resid_post.{L}"].numpy().astype(np.float64) for L in range(model.n_layers)}
+        shuffled = shuffled_labels(alpha, ctx.rng(1))
+        fits = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components) for L in X}
+        fits_shuffled = {L: cross_validate_circle(X[L], shuffled, beta, m, config.n_components) for L in X}
+        fits_plane = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components, random_plane=ctx.rng(2)) for L in X}
+        best = max(X, key=lambda L: fits[L].r2)
+        details["best_layer"] = best
+        details["per_layer"] = {
+            name: [round(float(getattr(f[L], attr)), 6) for L in range(model.n_layers)]
+            for name, f, attr in [
+                ("probe_r2", fits, "r2"), ("probe_r2_shuffled", fits_shuffled, "r2"), ("probe_r2_random_plane", fits_plane, "r2"),
+                ("probe_angle_error_deg", fits, "mean_angle_error_deg"), ("probe_angle_error_deg_shuffled", fits_shuffled, "mean_angle_error_deg"),
+                ("probe_class_acc", fits, "class_accuracy"),
+            ]
+        }
+        targets = circle_targets(alpha, m)
+        targets_shuffled = circle_targets(shuffled, m)
+        for suffix, fit, t in [("", fits[best], targets), ("_shuffled", fits_shuffled[best], targets_shuffled), ("_random_plane", fits_plane[best], targets)]:
+            metrics[f"probe_r2{suffix}"] = metric(np.hstack([fit.pred_xy, t]), statistic=_r2_rows, seed=ctx.seed)
+            metrics[f"probe_angle_error_deg{suffix}"] = metric(fit.angle_error_deg, higher_is_better=False, seed=ctx.seed)
+            metrics[f"probe_class_acc{suffix}"] = metric(fit.correct.astype(float), seed=ctx.seed)
+        gap = np.hstack([fits[best].pred_xy, targets, fits_shuffled[best].pred_xy, targets_shuffled])
+        metrics["probe_r2_minus_shuffled"] = metric(gap, statistic=lambda g: _r2_rows(g[:, :4]) - _r2_rows(g[:, 4:]), seed=ctx.seed)
+        self.plot_circle(ctx, X[best], alpha, best, config.n_components)
+        self.plot_layers(ctx, details["per_layer"], best)
+
+        if config.irreducibility:
+            plane = fits[best].pred_xy
+            details["irreducibility"] = {"separability_bits": separability_index(plane), "mixture_index": mixture_index(plane, seed=ctx.seed)}
+
+        # Intervention.
+        if config.intervention:
+            first_half = range(max(1, model.n_layers // 2))
+            layer = config.layer if config.layer is not None else max(first_half, key=lambda L: fits[L].r2)
+            details["intervention_layer"] = layer
+            metrics.update(self.intervene(ctx, X[layer], layer, problems, used, positions, answers, alpha, shuffled, config, details))
+            if config.offdist:
+                metrics["angle_consistency"] = self.offdist(ctx, X[layer], layer, problems, positions, answers, alpha, config)
+
+        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+
+    def intervene(self, ctx, H, layer, problems, used, positions, answers, alpha, shuffled, config, details) -> dict[str, Metric]:
+        """Every (problem, alpha' != alpha) under each patch; success = answer moves to gamma'."""
+        m = len(self.names)
+        site = f"resid_post.{layer}"
+        probe = CircularProbe(m, config.n_components).fit(H, alpha)
+        probe_shuffled = CircularProbe(m, config.n_components).fit(H, shuffled)
+        probe_plane = CircularProbe(m, config.n_components, random_plane=ctx.rng(3)).fit(H, alpha)
+        index = {(p.alpha, p.beta): i for i, p in enumerate(problems)}
+        runs = [(i, a2) for i in used for a2 in range(m) if a2 != problems[i].alpha]
+        src = np.array([i for i, _ in runs])
+        new_alpha = np.array([a2 for _, a2 in runs])
+        old_gamma = np.array([problems[i].gamma for i in src])
+        new_gamma = (new_alpha + np.array([problems[i].beta for i in src])) % m
+        new_xy = circle_targets(new_alpha, m)
+        mean = H.mean(0)
+        delta = 2 * np.pi * (new_alpha - alpha[src]) / m
+        values = {
+            "": probe.hidden_state_for(new_xy),
+            "_patch": H[[index[(a2, problems[i].beta)] for i, a2 in runs]],
+            "_mean": np.repeat(mean[None], len(runs), 0),
+            "_rotate": probe.rotate(H[src], delta),
+            "_shuffled": probe_shuffled.hidden_state_for(new_xy),
+            "_random_plane": probe_plane.hidden_state_for(new_xy),
+        }
+        prompts = [problems[i].prompt for i in src]
+        pos = [positions[i] for i in src]
+        clean = ctx.score(prompts[:: m - 1], answers, desc="clean").logits.numpy()  # one row per problem
+        clean_correct = clean.argmax(-1) == old_gamma[:: m - 1]
+        on_correct = np.repeat(clean_correct, m - 1)
+        rows = np.arange(len(runs))
+        out: dict[str, Metric] = {}
+        for suffix, value in values.items():
+            with ctx.intervene([Edit(site, "set", torch.as_tensor(value, dtype=torch.float32), position=pos)]):
+                logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}").logits.numpy()
+            success = (logits.argmax(-1) == new_gamma).astype(float)
+            diff = logits[rows, old_gamma] - logits[rows, new_gamma]
+            out[f"intervention_success{suffix}"] = metric(success, seed=ctx.seed)
+            out[f"intervention_logit_diff{suffix}"] = metric(diff, higher_is_better=False, seed=ctx.seed)
+            if on_correct.any():
+                out[f"intervention_success{suffix}_on_correct"] = metric(success[on_correct], seed=ctx.seed)
+        base_diff = np.repeat(clean[np.arange(len(clean)), old_gamma[:: m - 1]], m - 1) - clean[np.repeat(np.arange(len(clean)), m - 1), new_gamma]
+        out["clean_logit_diff"] = metric(base_diff, higher_is_better=None, seed=ctx.seed)
+        details["intervention_runs"] = len(runs)
+        details["problems_answered_correctly"] = int(clean_correct.sum())
+        return out
+
+    def offdist(self, ctx, H, layer, problems, positions, answers, alpha, config) -> Metric:
+        """Write points (r cos t, r sin t) into the probe plane, beta = 2: does the answer follow the angle?"""
+        m = len(self.names)
+        probe = CircularProbe(m, config.n_components).fit(H, alpha)
+        base = next(i for i, p in enumerate(problems) if p.alpha == 0 and p.beta == 2)
+        radii = np.round(np.arange(0, 2.01, 0.1), 2)
+        thetas = 2 * np.pi * np.arange(100) / 100
+        r, t = np.meshgrid(radii, thetas, indexing="ij")
+        xy = np.stack([r.ravel() * np.cos(t.ravel()), r.ravel() * np.sin(t.ravel())], 1)
+        values = torch.as_tensor(probe.hidden_state_for(xy), dtype=torch.float32)
+        prompts = [problems[base].prompt] * len(xy)
+        with ctx.intervene([Edit(f"resid_post.{layer}", "set", values, position=[positions[base]] * len(xy))]):
+            day = ctx.score(prompts, answers, desc="offdist").logits.numpy().argmax(-1)
+        implied = (np.round(t.ravel() * m / (2 * np.pi)).astype(int) + 2) % m
+        keep = r.ravel() >= 0.5
+        self.plot_offdist(ctx, r.ravel(), t.ravel(), day)
+        return metric((day[keep] == implied[keep]).astype(float), seed=ctx.seed)
+
+    def reference(self) -> Reference:
+        metrics = {model: {"accuracy": acc} for model, acc in self.reference_accuracy.items()}
+        for model, extra in self.reference_extra.items():
+            metrics.setdefault(model, {}).update(extra)
+        no_ref = ["probe_r2", "probe_angle_error_deg", "probe_class_acc", "intervention_success"]
+        return Reference(source=f"{PAPER}, Table 1 and section 5", metrics=metrics, notes={k: NO_REFERENCE for k in no_ref})
+
+    # Plots.
+    def plot_circle(self, ctx, H, alpha, layer, k) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        centred = H - H.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        pcs = centred @ vt[:2].T
+        fig, ax = plt.subplots(figsize=(5, 5))
+        cmap = plt.get_cmap("hsv")
+        m = len(self.names)
+        for a in range(m):
+            sel = alpha == a
+            ax.scatter(pcs[sel, 0], pcs[sel, 1], color=cmap(a / m), label=self.names[a], s=25)
+        ax.set_xlabel("PC1"), ax.set_ylabel("PC2")
+        ax.set_title(f"{self.name}: resid_post.{layer}, {self.noun} token")
+        ax.legend(fontsize=7, loc="best")
+        ctx.save_figure(fig, "circle.png")
+
+    def plot_layers(self, ctx, per_layer, best) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name in ("probe_r2", "probe_r2_shuffled", "probe_r2_random_plane"):
+            ax.plot(per_layer[name], marker="o", ms=3, label=name)
+        ax.axvline(best, color="grey", ls=":")
+        ax.set_xlabel("layer (resid_post.L)"), ax.set_ylabel("held-out R²")
+        ax.legend(fontsize=7)
+        ctx.save_figure(fig, "probe_layers.png")
+
+    def plot_offdist(self, ctx, r, t, day) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 5), subplot_kw={"projection": "polar"})
+        ax.scatter(t, r, c=day, cmap="hsv", vmin=0, vmax=len(self.names), s=6)
+        ax.set_title("argmax answer over the probe plane")
+        ctx.save_figure(fig, "offdist.png")
+
+
+def _r2_rows(rows: np.ndarray) -> float:
+    """R^2 of held-out predictions stored as rows [pred_x, pred_y, target_x, target_y] (for the bootstrap)."""
+    return r2_score_xy(rows[:, :2], rows[:, 2:4])
+
+
+@register_task
+class WeekdayCircle(CircleTask):
+    name = "weekday_circle"
+    description = "Day-of-week arithmetic ('Two days from Monday is'): behaviour, the circle of days in the residual stream, and moving along it."
+    names = WEEKDAYS
+    noun = "day"
+    reference_accuracy = {"meta-llama/Meta-Llama-3-8B": 0.592, "mistralai/Mistral-7B-v0.1": 0.633, "openai-community/gpt2": 0.163}
+    # Mistral layer 8, weekdays: mean logit difference of the circle patch with a PCA probe vs an SAE-plane probe.
+    reference_extra = {"mistralai/Mistral-7B-v0.1": {
+        "intervention_logit_diff_layer8_pca_probe": -2.58,
+        "intervention_logit_diff_layer8_sae_probe": -2.01,
+        "intervention_logit_diff_layer8_probe_at_layer6_pca": 0.029,
+        "intervention_logit_diff_layer8_probe_at_layer6_sae": -2.32,
+    }}
+
+
+@register_task
+class MonthCircle(CircleTask):
+    name = "month_circle"
+    description = "Month arithmetic ('Four months from January is'): behaviour, the circle of months in the residual stream, and moving along it."
+    names = MONTHS
+    noun = "month"
+    reference_accuracy = {"meta-llama/Meta-Llama-3-8B": 0.993, "mistralai/Mistral-7B-v0.1": 0.868, "openai-community/gpt2": 0.069}
