@@ -107,6 +107,17 @@ def name_positions(tokenizer, problems: list[Problem]) -> list[int]:
     return positions
 
 
+def behaviour_metrics(scores, gamma: np.ndarray, answers: list[int], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Metric]]:
+    """Accuracy over the m answer tokens (the paper's metric) and over the whole vocabulary."""
+    predicted = scores.logits.argmax(-1).numpy()
+    correct = predicted == gamma
+    full_vocab = scores.top_token.numpy() == np.asarray(answers)[gamma]
+    return predicted, correct, {
+        "accuracy": metric(correct.astype(float), seed=seed),
+        "accuracy_full_vocab": metric(full_vocab.astype(float), seed=seed),
+    }
+
+
 @dataclass
 class CircleConfig:
     """Defaults are the paper's settings."""
@@ -152,12 +163,9 @@ class CircleTask(Task):
         # Behaviour.
         used = np.array(ctx.limited(list(range(len(problems)))))
         scores = ctx.score([prompts[i] for i in used], answers, desc="behaviour")
-        predicted = scores.logits.argmax(-1).numpy()
-        correct = predicted == gamma[used]
-        metrics["accuracy"] = metric(correct.astype(float), seed=ctx.seed)
-        metrics["accuracy_full_vocab"] = metric((scores.top_token.numpy() == np.array(answers)[gamma[used]]).astype(float), seed=ctx.seed)
-        acc = metrics["accuracy"]
-        if acc.ci_low <= 1 / m <= acc.ci_high:
+        predicted, correct, behaviour = behaviour_metrics(scores, gamma[used], answers, ctx.seed)
+        metrics.update(behaviour)
+        if behaviour["accuracy"].ci_low <= 1 / m <= behaviour["accuracy"].ci_high:
             notes.append("behaviour near chance")
         for r, i in enumerate(used):
             ctx.log_sample({"prompt": prompts[i], "alpha": int(alpha[i]), "beta": int(beta[i]), "gamma": int(gamma[i]),
