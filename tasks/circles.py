@@ -8,7 +8,8 @@ Linear" (arXiv 2405.14860). Method, in the order the task runs it:
 2. Behaviour: argmax over the m answer tokens (first token of " " + name) equals gamma.
 3. Representation: at the alpha token (the last token of the day/month name), for every
    layer, PCA(5) + least squares onto (cos, sin) of 2*pi*alpha/m, held out by leaving one
-   duration beta out; controls: shuffled labels and a random plane in the same PCA space.
+   duration beta out; controls: shuffled labels and a random plane in the same PCA space
+   (the spec's two), and ours, the same clusters put in a scrambled cyclic order.
 4. Intervention: at resid_post.L_int, alpha token, replace the state by the task mean
    with its probe-plane component set to the circle point of another alpha' (the paper's
    circle patch), and count how often the answer moves to gamma' = (alpha' + beta) mod m;
@@ -107,6 +108,21 @@ def name_positions(tokenizer, problems: list[Problem]) -> list[int]:
     return positions
 
 
+def scrambled_order(alpha: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Control (c), ours: move every class to a random place on the circle, never a rotation or reflection.
+
+    The shuffled control permutes prompts and so breaks the clusters; this one keeps the m
+    clusters and breaks only their cyclic order. With m = 7 clusters in a 5-D PCA space a
+    linear map can place the cluster means almost anywhere, so a high R^2 here says the
+    probe fits any arrangement of the classes, not an ordered circle.
+    """
+    dihedral = {tuple((s * np.arange(m) + r) % m) for r in range(m) for s in (1, -1)}
+    while True:
+        order = rng.permutation(m)
+        if tuple(order) not in dihedral:
+            return order[alpha]
+
+
 def behaviour_metrics(scores, gamma: np.ndarray, answers: list[int], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Metric]]:
     """Accuracy over the m answer tokens (the paper's metric) and over the whole vocabulary."""
     predicted = scores.logits.argmax(-1).numpy()
@@ -178,6 +194,8 @@ class CircleTask(Task):
         shuffled = shuffled_labels(alpha, ctx.rng(1))
         fits = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components) for L in X}
         fits_shuffled = {L: cross_validate_circle(X[L], shuffled, beta, m, config.n_components) for L in X}
+        reordered = scrambled_order(alpha, m, ctx.rng(4))
+        fits_order = {L: cross_validate_circle(X[L], reordered, beta, m, config.n_components) for L in X}
         fits_plane = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components, random_plane=ctx.rng(2)) for L in X}
         best = max(X, key=lambda L: fits[L].r2)
         details["best_layer"] = best
@@ -185,13 +203,15 @@ class CircleTask(Task):
             name: [round(float(getattr(f[L], attr)), 6) for L in range(model.n_layers)]
             for name, f, attr in [
                 ("probe_r2", fits, "r2"), ("probe_r2_shuffled", fits_shuffled, "r2"), ("probe_r2_random_plane", fits_plane, "r2"),
+                ("probe_r2_scrambled_order", fits_order, "r2"),
                 ("probe_angle_error_deg", fits, "mean_angle_error_deg"), ("probe_angle_error_deg_shuffled", fits_shuffled, "mean_angle_error_deg"),
                 ("probe_class_acc", fits, "class_accuracy"),
             ]
         }
         targets = circle_targets(alpha, m)
         targets_shuffled = circle_targets(shuffled, m)
-        for suffix, fit, t in [("", fits[best], targets), ("_shuffled", fits_shuffled[best], targets_shuffled), ("_random_plane", fits_plane[best], targets)]:
+        for suffix, fit, t in [("", fits[best], targets), ("_shuffled", fits_shuffled[best], targets_shuffled), ("_random_plane", fits_plane[best], targets),
+                               ("_scrambled_order", fits_order[best], circle_targets(reordered, m))]:
             metrics[f"probe_r2{suffix}"] = metric(np.hstack([fit.pred_xy, t]), statistic=_r2_rows, seed=ctx.seed)
             metrics[f"probe_angle_error_deg{suffix}"] = metric(fit.angle_error_deg, higher_is_better=False, seed=ctx.seed)
             metrics[f"probe_class_acc{suffix}"] = metric(fit.correct.astype(float), seed=ctx.seed)
@@ -311,7 +331,7 @@ class CircleTask(Task):
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for name in ("probe_r2", "probe_r2_shuffled", "probe_r2_random_plane"):
+        for name in ("probe_r2", "probe_r2_shuffled", "probe_r2_random_plane", "probe_r2_scrambled_order"):
             ax.plot(per_layer[name], marker="o", ms=3, label=name)
         ax.axvline(best, color="grey", ls=":")
         ax.set_xlabel("layer (resid_post.L)"), ax.set_ylabel("held-out R²")

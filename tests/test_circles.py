@@ -14,7 +14,7 @@ from harness.scoring import Scores
 from probes.circle import CircularProbe
 from tasks.circles import (
     MONTHS, NUMBER_WORDS, WEEKDAYS, MonthCircle, WeekdayCircle, answer_token_ids, behaviour_metrics, make_problems,
-    name_positions,
+    name_positions, scrambled_order,
 )
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
@@ -125,3 +125,15 @@ def test_task_end_to_end_on_a_tiny_model(tiny, tmp_path):
 def test_layer_option_is_checked_against_depth(tiny):
     with pytest.raises(UsageError, match="past the model's depth"):
         MonthCircle().run(tiny, MonthCircle.Config(layer=7), RunContext(model=tiny, show_progress=False))
+
+
+@pytest.mark.parametrize("m", [7, 12])
+def test_scrambled_order_is_never_a_rotation_or_reflection(m):
+    alpha = np.repeat(np.arange(m), m)
+    for seed in range(50):
+        labels = scrambled_order(alpha, m, np.random.default_rng(seed))
+        order = labels[::m]
+        assert sorted(order) == list(range(m))
+        steps = {(int(order[(i + 1) % m]) - int(order[i])) % m for i in range(m)}
+        assert steps != {1} and steps != {m - 1}  # neither the cycle nor its mirror, from any start
+    assert np.array_equal(scrambled_order(alpha, m, np.random.default_rng(1)), scrambled_order(alpha, m, np.random.default_rng(1)))

@@ -98,7 +98,7 @@ def test_run_writes_valid_results_then_reuses_them(capsys, tmp_path, tiny_folder
     path = tmp_path / "tiny-llama" / "weekday_circle.json"
     data = json.loads(path.read_text())
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
-    for name in ("accuracy", "probe_r2", "probe_r2_shuffled", "probe_r2_random_plane", "intervention_success",
+    for name in ("accuracy", "probe_r2", "probe_r2_shuffled", "probe_r2_random_plane", "probe_r2_scrambled_order", "intervention_success",
                  "intervention_logit_diff_patch", "intervention_success_mean", "intervention_success_rotate"):
         m = data["metrics"][name]
         assert m["ci_low"] <= m["value"] <= m["ci_high"] and m["n"] > 0
