@@ -41,8 +41,10 @@ class RunContext:
     def _bar(self, desc: str):
         return lambda batches: self.progress(batches, desc)
 
-    def score(self, prompts: Sequence[str], targets: Sequence[int], desc: str = "scoring") -> scoring.Scores:
-        return scoring.score(self.model, prompts, targets, self.batch_size, self._bar(desc))
+    def score(self, prompts: Sequence[str], targets: Sequence[int], desc: str = "scoring",
+              prefix_lengths: Sequence[int] | None = None) -> scoring.Scores:
+        """Next-token scores; `prefix_lengths` reuses shared prefixes (see harness.scoring.score)."""
+        return scoring.score(self.model, prompts, targets, self.batch_size, self._bar(desc), prefix_lengths)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, desc: str = "generating") -> list[str]:
         return scoring.generate(self.model, prompts, max_new_tokens, self.batch_size, self._bar(desc))

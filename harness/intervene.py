@@ -88,6 +88,8 @@ class _Applier:
         return x * v
 
     def __call__(self, act: torch.Tensor) -> torch.Tensor:
+        if getattr(self.model, "edits_suspended", False):  # computing a shared prefix no edit may touch
+            return act
         batch = getattr(self.model, "current_batch", None)
         if batch is None:
             raise RuntimeError("interventions apply inside harness score/generate/collect calls")
@@ -96,6 +98,8 @@ class _Applier:
         prefill = act.shape[1] == batch.input_ids.shape[1]
         positions = self.positions
         if positions is None:  # every token, generated ones included
+            if bool((batch.pad < 0).any()):
+                raise ValueError("position='all' edits cannot be combined with a reused prefix")
             if self.per_prompt_all:
                 if prefill:
                     for r, i in enumerate(batch.indices):
@@ -109,6 +113,8 @@ class _Applier:
         if not prefill:  # a generated token: position-specific edits were made in the prompt
             return act
         cols = batch.columns(positions).to(act.device)
+        if bool((cols < 0).any()):
+            raise ValueError("an edit falls inside a reused prefix: shorten prefix_lengths to end before every edit")
         v = self._value_for(batch.indices, act)
         act[rows, cols] = self._apply(act[rows, cols], v)
         return act

@@ -68,6 +68,7 @@ class Model:
     blocks: Any = field(init=False)
     current_batch: Any = field(default=None, init=False)  # the batch in flight, for intervention hooks
     tokens_processed: int = field(default=0, init=False)
+    edits_suspended: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.blocks = resolve(self.hf, self.layout.blocks)

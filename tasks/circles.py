@@ -268,7 +268,8 @@ class CircleTask(Task):
         out: dict[str, Metric] = {}
         for suffix, value in values.items():
             with ctx.intervene([Edit(site, "set", torch.as_tensor(value, dtype=torch.float32), position=pos)]):
-                logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}").logits.numpy()
+                # Every token before the alpha token is the same with or without the edit: computed once.
+                logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}", prefix_lengths=pos).logits.numpy()
             success = (logits.argmax(-1) == new_gamma).astype(float)
             diff = logits[rows, old_gamma] - logits[rows, new_gamma]
             out[f"intervention_success{suffix}"] = metric(success, seed=ctx.seed)
@@ -293,7 +294,7 @@ class CircleTask(Task):
         values = torch.as_tensor(probe.hidden_state_for(xy), dtype=torch.float32)
         prompts = [problems[base].prompt] * len(xy)
         with ctx.intervene([Edit(f"resid_post.{layer}", "set", values, position=[positions[base]] * len(xy))]):
-            day = ctx.score(prompts, answers, desc="offdist").logits.numpy().argmax(-1)
+            day = ctx.score(prompts, answers, desc="offdist", prefix_lengths=[positions[base]] * len(xy)).logits.numpy().argmax(-1)
         implied = (np.round(t.ravel() * m / (2 * np.pi)).astype(int) + 2) % m
         keep = r.ravel() >= 0.5
         self.plot_offdist(ctx, r.ravel(), t.ravel(), day)

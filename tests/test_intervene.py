@@ -113,3 +113,28 @@ def test_generation_is_steered_on_every_new_token(model):
         steered = generate(model, PROMPTS, max_new_tokens=5, batch_size=2)
     assert steered != plain
     assert generate(model, PROMPTS, max_new_tokens=5, batch_size=2) == plain
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma3_text", "gpt2", "bloom", "opt", "gpt_neox", "qwen3", "phi3"])
+def test_reused_prefix_scores_like_a_full_run(model_type):
+    model = from_hf(tiny_model(model_type), tiny_tokenizer(), spec=f"tiny-{model_type}")
+    tok = model.tokenizer
+    prompts = [p for p in PROMPTS for _ in range(3)] + ["Two days from Friday is", "Two days from Tuesday is"]
+    lengths = [len(tok(p)["input_ids"]) for p in prompts]
+    edit_at = [n - 2 for n in lengths]  # the second-to-last token, as a patch of a name before " is"
+    values = torch.randn(len(prompts), 64, generator=torch.Generator().manual_seed(2))
+    edits = [Edit("resid_post.1", "set", values, position=edit_at)]
+    plain = score(model, prompts, TARGETS, batch_size=4)
+    reused = score(model, prompts, TARGETS, batch_size=4, prefix_lengths=edit_at)
+    torch.testing.assert_close(reused.logits, plain.logits, atol=1e-4, rtol=1e-4)
+    with intervene(model, edits):
+        plain = score(model, prompts, TARGETS, batch_size=4)
+        reused = score(model, prompts, TARGETS, batch_size=4, prefix_lengths=edit_at)
+    torch.testing.assert_close(reused.logits, plain.logits, atol=1e-4, rtol=1e-4)
+    assert torch.equal(reused.top_token, plain.top_token)
+
+
+def test_an_edit_inside_the_reused_prefix_is_refused(model):
+    with intervene(model, [Edit("resid_post.0", "set", torch.zeros(64), position=0)]):
+        with pytest.raises(ValueError, match="inside a reused prefix"):
+            score(model, PROMPTS, TARGETS, prefix_lengths=[2] * len(PROMPTS))
