@@ -24,15 +24,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive integer or auto") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive integer or auto")
-    return value
+    return text if text == "auto" else positive_int(text)
 
 
 def positive_int(text: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,11 @@ PLUGIN = Path(__file__).parent / "plugin_example"
 def installed(tmp_path_factory) -> Path:
     """pip-install the example plugin into a private folder, as a user would into their environment."""
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    source = tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(PLUGIN, source)  # setuptools writes build/ and egg-info/ beside the sources
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(PLUGIN)],
-        check=True, cwd=build, env={**os.environ, "PIP_NO_INDEX": "1"},
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
+        check=True, cwd=source, env={**os.environ, "PIP_NO_INDEX": "1"},
     )
     return target
 
