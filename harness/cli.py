@@ -61,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     lst = sub.add_parser("list", help="list the tasks, with paper and version")
     lst.add_argument("--debug", action="store_true")
+    board = sub.add_parser("leaderboard", help="build, show and publish leaderboards from results files")
+    board_sub = board.add_subparsers(dest="action", parser_class=ArgumentParser, required=True)
+    build = board_sub.add_parser("build", help="validate results files and write leaderboards/<task>.json, index.json, index.html")
+    build.add_argument("--results", type=Path, default=Path("results"), help="folder of results files (default results/)")
+    build.add_argument("--out", type=Path, default=Path("leaderboards"))
+    show = board_sub.add_parser("show", help="print a task's leaderboard")
+    show.add_argument("--task", required=True)
+    show.add_argument("--dir", type=Path, default=Path("leaderboards"))
+    pub = board_sub.add_parser("publish", help="copy to a folder or git work tree, or upload to hf://datasets/ORG/NAME")
+    pub.add_argument("--to", required=True)
+    pub.add_argument("--dir", type=Path, default=Path("leaderboards"))
+    pub.add_argument("--dry-run", action="store_true", help="list the files that would be sent, send nothing")
+    for p in (build, show, pub):
+        p.add_argument("--debug", action="store_true")
     return parser
 
 
@@ -98,6 +112,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness import leaderboard, publish
+
+    if args.action == "build":
+        if not args.results.is_dir():
+            raise UsageError(f"no results folder {args.results}: run `harness run` first or pass --results DIR")
+        report = leaderboard.build(args.results, args.out)
+        for path, reason in report.skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"built {len(report.tasks)} leaderboard(s) from {len(report.used)} results file(s) in {args.out}: {', '.join(report.tasks) or 'none'}")
+        return 0
+    if args.action == "show":
+        data = leaderboard.read_board(args.dir, args.task)
+        for board in data["boards"]:
+            print(f"{data['task']} (version {board['task_version']}, config {board['config_hash']})")
+            print(leaderboard.format_table(board))
+            print()
+        return 0
+    sent = publish.publish(args.dir, args.to, dry_run=args.dry_run)
+    verb = "would send" if args.dry_run else "sent"
+    print(f"{verb} {len(sent)} file(s) to {args.to}")
+    for rel in sent if args.dry_run else []:
+        print(f"  {rel}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -109,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 2
-        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard}[args.command](args)
     except UsageError as e:
         if debug:
             raise

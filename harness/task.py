@@ -39,6 +39,7 @@ class Task:
     paper: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
+    headline_metrics: ClassVar[list[str] | None] = None  # leaderboard columns; None: the first few metrics
 
     def run(self, model: Any, config: Any, ctx: Any) -> TaskResult:
         raise NotImplementedError

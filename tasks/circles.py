@@ -156,6 +156,8 @@ class CircleTask(Task):
     paper = PAPER
     version = "1.0"
     Config = CircleConfig
+    headline_metrics = ["accuracy", "probe_r2", "probe_r2_scrambled_order", "probe_r2_shuffled",
+                        "intervention_success", "intervention_success_patch", "intervention_logit_diff"]
     names: list[str]
     reference_accuracy: dict[str, float]
     reference_extra: dict[str, dict[str, float]] = {}

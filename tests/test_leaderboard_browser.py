@@ -1,0 +1,74 @@
+"""The static leaderboard page in a real headless browser (Debian's Chromium driven by Selenium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from harness.leaderboard import build
+from tests.test_leaderboard import HOSTILE, results_dir  # noqa: F401  (fixture)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium and chromium-driver (see .ci/run)")
+        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def model_column(table) -> list[str]:
+    return [row.find_elements("tag name", "td")[0].text for row in table.find_elements("css selector", "tbody tr:not(.reference)")]
+
+
+def test_page_loads_sorts_and_escapes(browser, results_dir, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    out = tmp_path / "leaderboards"
+    build(results_dir, out)
+    browser.get((out / "index.html").as_uri())
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+    assert browser.title == "probe-harness leaderboards"
+
+    tables = browser.find_elements(By.CSS_SELECTOR, "section#task-weekday_circle table")
+    assert len(tables) == 3  # version 2.0, version 1.0 with two configs
+    table = next(t for t in tables if len(model_column(t)) == 3)
+    assert model_column(table) == ["org/model-b", HOSTILE, "org/model-a"]
+    assert not table.find_elements(By.TAG_NAME, "img")  # the hostile name is text, not markup
+    reference = table.find_elements(By.CSS_SELECTOR, "tr.reference")
+    assert reference and "paper: mistralai/Mistral-7B-v0.1" in reference[0].text and "0.633" in reference[0].text
+    assert "[0.500, 0.700]" in table.text  # intervals shown
+
+    header = table.find_elements(By.TAG_NAME, "th")
+    header[1].click()  # accuracy, ascending
+    assert model_column(table) == ["org/model-a", HOSTILE, "org/model-b"]
+    header[1].click()  # descending
+    assert model_column(table) == ["org/model-b", HOSTILE, "org/model-a"]
+    header[0].click()  # model name, alphabetical
+    assert model_column(table) == sorted(model_column(table))
+    assert table.find_elements(By.CSS_SELECTOR, "tbody tr")[-1].get_attribute("class") == "reference"  # paper row stays last
+
+    link = table.find_element(By.LINK_TEXT, "weekday_circle-circle.png")
+    assert link.get_attribute("href").endswith("assets/weekday_circle/model-b/weekday_circle-circle.png")
+    assert browser.title == "probe-harness leaderboards"  # no script from a results file ran
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
