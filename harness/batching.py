@@ -92,13 +92,19 @@ class BatchSizer:
         else:
             self.size = int(requested)
 
+    @classmethod
+    def of(cls, batch_size: "int | str | BatchSizer", device: torch.device) -> "BatchSizer":
+        """Reuse a sizer (a task keeps the size it found) or make one from a requested size."""
+        return batch_size if isinstance(batch_size, BatchSizer) else cls(batch_size, device)
+
     def run(self, n_items: int, step: Callable[[int], Iterator[Any]]) -> list[Any]:
         """Call step(batch_size) and collect what it yields; on CUDA OOM halve the size and start again."""
         while True:
+            used = min(self.size, max(n_items, 1))
             try:
-                return list(step(min(self.size, max(n_items, 1))))
+                return list(step(used))
             except torch.OutOfMemoryError:
-                if not self.auto or self.size == 1:
+                if not self.auto or used == 1:
                     raise
-                self.size //= 2
+                self.size = used // 2
                 torch.cuda.empty_cache()

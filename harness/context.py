@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from harness import intervene as _intervene
+from harness.batching import BatchSizer
 from harness import scoring, sites
 from harness.sites import Position
 
@@ -33,10 +34,17 @@ class RunContext:
     samples: list[dict] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.task"))
+    _sizers: dict[str, BatchSizer] = field(default_factory=dict, repr=False)
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
         disable = None if self.show_progress is None else not self.show_progress
         return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False)
+
+    def _sizer(self, kind: str) -> BatchSizer:
+        """One batch size per kind of call, kept for the whole task: halved once on OOM, not again per call."""
+        if kind not in self._sizers:
+            self._sizers[kind] = BatchSizer(self.batch_size, self.model.input_device)
+        return self._sizers[kind]
 
     def _bar(self, desc: str):
         return lambda batches: self.progress(batches, desc)
@@ -44,13 +52,13 @@ class RunContext:
     def score(self, prompts: Sequence[str], targets: Sequence[int], desc: str = "scoring",
               prefix_lengths: Sequence[int] | None = None) -> scoring.Scores:
         """Next-token scores; `prefix_lengths` reuses shared prefixes (see harness.scoring.score)."""
-        return scoring.score(self.model, prompts, targets, self.batch_size, self._bar(desc), prefix_lengths)
+        return scoring.score(self.model, prompts, targets, self._sizer("score"), self._bar(desc), prefix_lengths)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, desc: str = "generating") -> list[str]:
-        return scoring.generate(self.model, prompts, max_new_tokens, self.batch_size, self._bar(desc))
+        return scoring.generate(self.model, prompts, max_new_tokens, self._sizer("generate"), self._bar(desc))
 
     def collect(self, prompts: Sequence[str], sites_: Sequence[str], positions: Position = "last", desc: str = "collecting") -> dict[str, Any]:
-        return sites.collect(self.model, prompts, sites_, positions, self.batch_size, self._bar(desc))
+        return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc))
 
     def intervene(self, edits: Sequence[_intervene.Edit]):
         return _intervene.intervene(self.model, edits)

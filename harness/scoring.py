@@ -31,7 +31,7 @@ def score(
     model: Any,
     prompts: Sequence[str],
     targets: Sequence[int],
-    batch_size: int | str = "auto",
+    batch_size: int | str | BatchSizer = "auto",
     progress: Callable[[Any], Any] | None = None,
     prefix_lengths: Sequence[int] | None = None,
 ) -> Scores:
@@ -76,7 +76,7 @@ def score(
                 record([chunk[r] for r in suffix_batch.indices], _forward_after_prefix(model, cache, prefix, chunk, suffix_batch, keep))
             yield None
 
-    BatchSizer(batch_size, model.input_device).run(n, step if prefix_lengths is None else step_after_prefixes)
+    BatchSizer.of(batch_size, model.input_device).run(n, step if prefix_lengths is None else step_after_prefixes)
     return out
 
 
@@ -121,7 +121,7 @@ def generate(
     model: Any,
     prompts: Sequence[str],
     max_new_tokens: int = 32,
-    batch_size: int | str = "auto",
+    batch_size: int | str | BatchSizer = "auto",
     progress: Callable[[Any], Any] | None = None,
 ) -> list[str]:
     """Greedy continuations of each prompt (interventions in force apply to every step)."""
@@ -146,5 +146,5 @@ def generate(
                 out[i] = tok.decode(new[r], skip_special_tokens=True)
             yield None
 
-    BatchSizer(batch_size, model.input_device).run(len(prompts), step)
+    BatchSizer.of(batch_size, model.input_device).run(len(prompts), step)
     return out

@@ -173,7 +173,7 @@ def collect(
     prompts: Sequence[str],
     sites: Sequence[str],
     positions: Position = "last",
-    batch_size: int | str = "auto",
+    batch_size: int | str | BatchSizer = "auto",
     progress: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Activations at `sites` for each prompt, at exactly the `positions` asked.
@@ -228,7 +228,7 @@ def collect(
             yield None
 
     with hooks(handles):
-        BatchSizer(batch_size, model.input_device).run(len(prompts), step)
+        BatchSizer.of(batch_size, model.input_device).run(len(prompts), step)
     if per_prompt is None:
         return out
     return {name: torch.stack(rows) for name, rows in out.items()}

@@ -1,0 +1,48 @@
+"""Batching: length-sorted left-padded batches, and the automatic batch size that halves on OOM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.batching import BatchSizer, make_batches
+
+
+def test_batches_are_sorted_longest_first_and_left_padded():
+    ids = [[1, 2], [3, 4, 5, 6], [7], [8, 9, 10]]
+    batches = make_batches(ids, batch_size=2, pad_id=0)
+    assert [b.indices for b in batches] == [[1, 3], [0, 2]]
+    first = batches[0]
+    assert first.input_ids.tolist() == [[3, 4, 5, 6], [0, 8, 9, 10]]
+    assert first.attention_mask.tolist() == [[1, 1, 1, 1], [0, 1, 1, 1]]
+    assert first.position_ids.tolist() == [[0, 1, 2, 3], [0, 0, 1, 2]]
+    assert first.columns([0, -1, 0, 0]).tolist() == [3, 1]  # prompt 1 last token, prompt 3 first token
+    with pytest.raises(IndexError):
+        first.columns([0, 4, 0, 0])
+
+
+def step_that_fits(limit: int, seen: list[int]):
+    def step(size: int):
+        seen.append(size)
+        for start in range(0, 100, size):
+            if size > limit:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            yield start
+    return step
+
+
+def test_auto_batch_size_halves_on_oom_and_keeps_what_it_found():
+    sizer = BatchSizer("auto", torch.device("cuda"))
+    seen: list[int] = []
+    done = sizer.run(100, step_that_fits(40, seen))
+    assert seen == [100, 50, 25] and sizer.size == 25 and done == list(range(0, 100, 25))
+    seen.clear()
+    assert BatchSizer.of(sizer, torch.device("cuda")) is sizer
+    sizer.run(100, step_that_fits(40, seen))
+    assert seen == [25]  # the next call of the same task starts from the size that fitted
+
+
+def test_fixed_batch_size_does_not_hide_oom():
+    with pytest.raises(torch.OutOfMemoryError):
+        BatchSizer(64, torch.device("cuda")).run(100, step_that_fits(40, []))
+    assert BatchSizer("auto", torch.device("cpu")).size == 32
