@@ -1,0 +1,458 @@
+"""number_helix: numbers as helices, and addition, in the residual stream.
+
+Kantamneni & Tegmark (2025), "Language Models Use Trigonometry to Do Addition"
+(arXiv 2502.00873). Method, in the order the task runs it:
+
+1. Data: the grid a, b in 0..99 (a-major), a seeded subsample of `n_problems`;
+   prompt "Output ONLY a number. {a}+{b}=" (Llama models: "The following is a correct
+   addition problem.\\n{a}+{b}=").
+2. Behaviour: greedy generation of up to 4 tokens; correct when the leading integer of
+   the text equals a + b (works for tokenisers that split digits).
+3. Representation: resid_post.L at the a token (the last token of a) for a = 0..99 and
+   a fixed b, every layer. Five-fold cross-validation over a values: least squares on
+   the helix basis [a, cos, sin for T in 2, 5, 10, 100] after PCA to 100 dimensions,
+   held-out R^2 in the full residual space against linear, circle, polynomial and
+   permuted-label fits, and the top-9 PCA projection as a ceiling.
+4. Causal test (the paper's patching with fits): corrupted prompt a'+b, the a' token's
+   state at layer L replaced by the clean state of a (layer patch) or by a fit's
+   reconstruction of it (helix, PCA-9, circle, poly, shuffled helix); LD = patched minus
+   corrupted logit of the answer a+b, on triples the model answers correctly.
+5. Swap: on prompt a+b, move only the helix part of the a state to a' (add
+   C (B(a') - B(a)) at layer L) and generate: does the answer become a'+b? Controls:
+   the same displacement mapped into a random subspace of the same rank, and the
+   shuffled-label helix.
+
+Choices where the paper is silent or its setup does not hold:
+- Digit-splitting tokenisers (Gemma, SmolLM2, Llama 2, Mistral): the a position is the
+  last token of a (its units digit). The LD is measured at the first answer token where
+  a+b and a'+b differ, teacher-forced on their common token prefix (for single-token
+  numbers, the paper's next-token logit). Triples whose answers are token prefixes of one
+  another (1 and 12) cannot be told apart at one token and are skipped.
+- Triples are drawn from pairs of evaluated problems sharing b (with n_problems=10000,
+  the whole grid, as in the paper); each draw is a try, at most 20 N tries.
+- `patch_ld_*` is the maximum over layers of the mean LD (the paper's Table 1); its
+  interval is over triples at that layer and does not include the selection of the layer.
+- `n_problems` unset: 10000 (the paper) on an accelerator, 1000 on CPU.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from harness.errors import UsageError
+from harness.intervene import Edit
+from harness.registry import register_task
+from harness.results import Metric, Reference
+from harness.stats import metric
+from harness.task import Task, TaskResult
+from probes.helix import (
+    BasisFit, PCAFit, basis_functions, cross_validate, helix_basis, kfold_indices, parse_periods, r2_from_rows,
+    random_subspace_map,
+)
+
+PAPER = "Kantamneni & Tegmark 2025, Language Models Use Trigonometry to Do Addition (arXiv 2502.00873)"
+NO_REFERENCE = "no reference: the paper reports no value for this metric"
+TEMPLATES = {
+    "gptj": "Output ONLY a number. {a}+{b}=",
+    "llama": "The following is a correct addition problem.\n{a}+{b}=",
+}
+FIT_B = 0  # the b of the prompts whose a-token states are fitted: b comes after a, so any b gives the same states
+PATCH_METHODS = ("layer_patch", "helix", "pca9", "circle", "poly", "helix_shuffled")
+FITS = ("helix", "linear", "circle", "poly", "helix_shuffled", "pca9_recon")
+LEADING_INT = re.compile(r"\s*(-?\d+)(?!\d|\.\d)")
+
+
+@dataclass(frozen=True)
+class Problem:
+    a: int
+    b: int
+    prompt: str
+
+    @property
+    def answer(self) -> int:
+        return self.a + self.b
+
+
+def all_problems(template: str) -> list[Problem]:
+    """The 10,000 (a, b) pairs, a-major."""
+    return [Problem(a, b, template.format(a=a, b=b)) for a in range(100) for b in range(100)]
+
+
+def make_problems(template: str, n_problems: int, rng: np.random.Generator) -> list[Problem]:
+    """A uniform subsample of the grid without replacement, kept in a-major order."""
+    grid = all_problems(template)
+    if n_problems >= len(grid):
+        return grid
+    keep = np.sort(rng.choice(len(grid), size=n_problems, replace=False))
+    return [grid[i] for i in keep]
+
+
+def parse_answer(text: str) -> Optional[int]:
+    """The leading integer of a continuation ("57", " 57\\n" -> 57); None when there is none."""
+    m = LEADING_INT.match(text)
+    return int(m.group(1)) if m else None
+
+
+def resolve_template(template: str, model_spec: str) -> str:
+    if template == "auto":
+        return TEMPLATES["llama" if "llama" in model_spec.lower() else "gptj"]
+    return TEMPLATES.get(template, template)
+
+
+def a_positions(tokenizer, problems: list[Problem], template: str) -> list[int]:
+    """Index of the last token of a in each tokenised prompt (special tokens included)."""
+    head = template[: template.index("{a}")]
+    positions = []
+    for p in problems:
+        start = len(head.format(a=p.a, b=p.b))
+        end = start + len(str(p.a))
+        enc = tokenizer(p.prompt, add_special_tokens=True, return_offsets_mapping=True)
+        hits = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < end and e > start]
+        if not hits:
+            raise UsageError("cannot locate a in the tokenised prompt; the tokenizer gives no offsets")
+        positions.append(hits[-1])
+    return positions
+
+
+def answer_tokens(tokenizer, prompt: str, answer: int) -> list[int]:
+    """The tokens of str(answer) as a continuation of the prompt."""
+    base = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    full = tokenizer(prompt + str(answer), add_special_tokens=True)["input_ids"]
+    if full[: len(base)] == base:
+        return list(full[len(base):])
+    return list(tokenizer(str(answer), add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class HelixConfig:
+    """Defaults are the paper's settings."""
+
+    n_problems: Optional[int] = None  # None: 10000 (the whole grid) on an accelerator, 1000 on CPU
+    template: str = "auto"  # auto (per model family), gptj, llama, or a string with {a} and {b}
+    periods: str = "2,5,10,100"
+    pca_dim: int = 100  # PCA dimensions before the least-squares fit; 0 = none
+    n_folds: int = 5
+    n_pairs: int = 100  # (a, a', b) triples for patching and swapping
+    correct_only: bool = True  # the paper patches only problems the model answers correctly
+    layer: Optional[int] = None  # swap layer (resid_post.L); default: best helix patch layer in the first third
+    patching: bool = True
+    swap: bool = True
+    max_new_tokens: int = 4
+
+    def __post_init__(self) -> None:
+        if self.n_problems is not None and not 1 <= self.n_problems <= 10000:
+            raise ValueError("n_problems must be between 1 and 10000")
+        if self.template not in ("auto", *TEMPLATES) and ("{a}" not in self.template or "{b}" not in self.template):
+            raise ValueError("template must be auto, gptj, llama, or contain {a} and {b}")
+        if self.template not in ("auto", *TEMPLATES) and self.template.index("{a}") > self.template.index("{b}"):
+            raise ValueError("template must put {a} before {b} (b must not affect the a-token state)")
+        parse_periods(self.periods)
+        if self.pca_dim < 0:
+            raise ValueError("pca_dim must be 0 (none) or positive")
+        if not 2 <= self.n_folds <= 100:
+            raise ValueError("n_folds must be between 2 and 100")
+        if self.n_pairs < 1:
+            raise ValueError("n_pairs must be at least 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+
+
+@dataclass
+class Triple:
+    a: int
+    a2: int
+    b: int
+
+
+@register_task
+class NumberHelix(Task):
+    name = "number_helix"
+    version = "1.0"
+    paper = PAPER
+    description = "Two-digit addition ('57+23='): accuracy, the helix of a in the residual stream, and patching/swapping it."
+    Config = HelixConfig
+
+    def run(self, model, config: HelixConfig, ctx) -> TaskResult:
+        n_layers = model.n_layers
+        if config.layer is not None and not 0 <= config.layer < n_layers:
+            raise UsageError(f"--task-arg layer={config.layer} is past the model's depth ({n_layers} layers, 0..{n_layers - 1})")
+        tok = model.tokenizer
+        template = resolve_template(config.template, model.info.spec)
+        periods = parse_periods(config.periods)
+        n_problems = config.n_problems or (1000 if model.input_device.type == "cpu" else 10000)
+        metrics: dict[str, Metric] = {}
+        notes: list[str] = []
+        details: dict = {"n_layers": n_layers, "template": template, "n_problems": n_problems, "periods": list(periods),
+                         "digits_split": len(tok("57", add_special_tokens=False)["input_ids"]) > 1}
+
+        # Behaviour.
+        problems = list(ctx.limited(make_problems(template, n_problems, ctx.rng(0))))
+        texts = ctx.generate([p.prompt for p in problems], config.max_new_tokens, desc="addition")
+        parsed = [parse_answer(t) for t in texts]
+        correct = np.array([g == p.answer for g, p in zip(parsed, problems)])
+        metrics["accuracy"] = metric(correct.astype(float), seed=ctx.seed)
+        off = np.array([g - p.answer for g, p in zip(parsed, problems) if g is not None and g != p.answer])
+        details["wrong_answer_offsets"] = {"n_numeric_wrong": int(len(off)),
+                                           "minus_10": float(np.mean(off == -10)) if len(off) else None,
+                                           "plus_10": float(np.mean(off == 10)) if len(off) else None}
+        for p, t, c in zip(problems, texts, correct):
+            ctx.log_sample({"prompt": p.prompt, "a": p.a, "b": p.b, "target": p.answer, "generated": t, "correct": bool(c)})
+
+        # Representation: every layer at the a token, a = 0..99.
+        fit_problems = [Problem(a, FIT_B, template.format(a=a, b=FIT_B)) for a in range(100)]
+        pos = a_positions(tok, fit_problems, template)
+        sites = [f"resid_post.{L}" for L in range(n_layers)]
+        acts = ctx.collect([p.prompt for p in fit_problems], sites, positions=pos, desc="activations")
+        X = {L: acts[f"resid_post.{L}"].numpy().astype(np.float64) for L in range(n_layers)}
+        self.check_b_independent(ctx, template, X[n_layers - 1][57], n_layers - 1)
+        a = np.arange(100)
+        shuffled = ctx.rng(1).permutation(a)
+        folds = kfold_indices(100, config.n_folds, ctx.rng(2))
+        pca_dim = config.pca_dim or None
+        bases = basis_functions(periods)
+        held = {}
+        for L in range(n_layers):
+            held[L] = {name: cross_validate(X[L], a, folds, f, pca_dim) for name, f in bases.items()}
+            held[L]["helix_shuffled"] = cross_validate(X[L], shuffled, folds, bases["helix"], pca_dim)
+            held[L]["pca9_recon"] = cross_validate(X[L], a, folds, pca_k=2 * len(periods) + 1)
+        best = max(range(n_layers), key=lambda L: held[L]["helix"].r2)
+        details["best_fit_layer"] = best
+        details["per_layer_r2_heldout"] = {k: [round(held[L][k].r2, 6) for L in range(n_layers)] for k in FITS}
+        for k in FITS:
+            metrics[f"{k}_r2_heldout"] = metric(held[best][k].rows(), statistic=r2_from_rows, seed=ctx.seed)
+        paired = np.hstack([held[best]["helix"].rows(), held[best]["linear"].rows()])
+        metrics["helix_minus_linear"] = metric(paired, statistic=lambda r: r2_from_rows(r[:, :2]) - r2_from_rows(r[:, 2:]), seed=ctx.seed)
+        notes.append("pca9_recon_r2_heldout projects held-out states on the training top-9 PCA basis: a ceiling for any 9-D subspace, not a predictor from a")
+        if details["digits_split"]:
+            notes.append("this tokenizer splits numbers into digits: the a position is the units digit of a, not a single number token "
+                         "as in the paper; where the state is a function of a mod 10 alone, the T=2, 5, 10 columns span 5 of its 9 "
+                         "possible dimensions, so a high circle R^2 there is partly a property of the tokenisation")
+
+        fits = {L: self.fit_layer(X[L], a, shuffled, bases, pca_dim, len(periods)) for L in range(n_layers)}
+        self.plot_helix(ctx, X[best], fits[best]["helix"], best, periods)
+
+        # Causal tests on (a, a', b) triples.
+        if config.patching or config.swap:
+            triples, tries = self.draw_triples(problems, correct, config, ctx)
+            details["pairs"] = {"n": len(triples), "tries": tries, "requested": config.n_pairs,
+                                "correct_only": config.correct_only}
+            if len(triples) < config.n_pairs:
+                notes.append(f"only {len(triples)} of {config.n_pairs} (a, a', b) triples found in {tries} tries")
+            ld = self.patch(ctx, model, X, fits, triples, template, tok, details) if (config.patching and triples) else None
+            if ld is not None:
+                for method in PATCH_METHODS:
+                    means = [float(np.mean(ld[L][method])) for L in range(n_layers)]
+                    L_best = int(np.argmax(means))
+                    metrics[f"patch_ld_{method}"] = metric(ld[L_best][method], seed=ctx.seed)
+                    details.setdefault("patch_ld_best_layer", {})[method] = L_best
+            if config.swap and triples:
+                third = range(max(1, n_layers // 3))
+                if config.layer is not None:
+                    layer = config.layer
+                elif ld is not None:
+                    layer = max(third, key=lambda L: float(np.mean(ld[L]["helix"])))
+                else:
+                    layer = max(third, key=lambda L: held[L]["helix"].r2)
+                details["swap_layer"] = layer
+                metrics.update(self.swap(ctx, model, X[layer], fits[layer], layer, triples, template, config, details))
+            if not triples:
+                notes.append("no (a, a', b) triples: patch_ld and swap metrics are absent (the model answers too few problems; try correct_only=false)")
+        self.plot_layers(ctx, details, best)
+        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+
+    @staticmethod
+    def fit_layer(X: np.ndarray, a: np.ndarray, shuffled: np.ndarray, bases, pca_dim, k: int) -> dict:
+        """Fits on all 100 values of a, for patching, swapping and plots."""
+        fits = {name: BasisFit(f, pca_dim).fit(X, a) for name, f in bases.items()}
+        fits["helix_shuffled"] = BasisFit(bases["helix"], pca_dim).fit(X, shuffled)
+        fits["pca9"] = PCAFit(2 * k + 1).fit(X)
+        fits["shuffled_labels"] = shuffled
+        return fits
+
+    @staticmethod
+    def check_b_independent(ctx, template: str, state: np.ndarray, layer: int) -> None:
+        """The fit uses b = FIT_B only; b comes after a, so the a-token state must not depend on it."""
+        p = Problem(57, 99, template.format(a=57, b=99))
+        other = ctx.collect([p.prompt], [f"resid_post.{layer}"], positions=a_positions(ctx.model.tokenizer, [p], template),
+                            desc="b check")[f"resid_post.{layer}"][0].numpy()
+        if np.linalg.norm(other - state) > 1e-2 * np.linalg.norm(state):  # loose enough for bfloat16 batches
+            raise UsageError("the a-token state depends on b: the tokenizer merges a with what follows; use a template with a separator after {a}")
+
+    @staticmethod
+    def draw_triples(problems: list[Problem], correct: np.ndarray, config: HelixConfig, ctx) -> tuple[list[Triple], int]:
+        """Uniform draws of two evaluated problems sharing b; kept when both are correct (unless correct_only is off)."""
+        by_b: dict[int, list[int]] = {}
+        for i, p in enumerate(problems):
+            by_b.setdefault(p.b, []).append(i)
+        pairs_b = [b for b, idx in by_b.items() if len(idx) >= 2]
+        if not pairs_b:
+            return [], 0
+        weights = np.array([len(by_b[b]) * (len(by_b[b]) - 1) for b in pairs_b], dtype=float)
+        rng = ctx.rng(3)
+        seen, out, tries = set(), [], 0
+        while len(out) < config.n_pairs and tries < 20 * config.n_pairs:
+            tries += 1
+            b = pairs_b[rng.choice(len(pairs_b), p=weights / weights.sum())]
+            i, j = rng.choice(by_b[b], size=2, replace=False)
+            key = (problems[i].a, problems[j].a, b)
+            if key in seen or (config.correct_only and not (correct[i] and correct[j])):
+                continue
+            seen.add(key)
+            out.append(Triple(problems[i].a, problems[j].a, b))
+        return out, tries
+
+    def patch(self, ctx, model, X, fits, triples, template, tok, details) -> dict | None:
+        """Per layer and method, LD = logit of the clean answer's distinguishing token, patched minus corrupted."""
+        prompts, targets, positions, keep = [], [], [], []
+        for t in triples:
+            corrupted = template.format(a=t.a2, b=t.b)
+            clean_ids, corr_ids = answer_tokens(tok, corrupted, t.a + t.b), answer_tokens(tok, corrupted, t.a2 + t.b)
+            k = 0
+            while k < min(len(clean_ids), len(corr_ids)) and clean_ids[k] == corr_ids[k]:
+                k += 1
+            if clean_ids == corr_ids:
+                k = 0  # a' = a: score the first token (a check of the mechanics)
+            elif k == len(clean_ids) or k == len(corr_ids):
+                continue  # one answer is a token prefix of the other: no single distinguishing token
+            prompt = corrupted + tok.decode(clean_ids[:k])
+            prompts.append(prompt)
+            targets.append(clean_ids[k])
+            positions.append(a_positions(tok, [Problem(t.a2, t.b, corrupted)], template)[0])
+            keep.append(t)
+        details["pairs"]["n_patched"] = len(keep)
+        if not keep:
+            return None
+        vocab = sorted(set(targets))
+        col = np.array([vocab.index(t) for t in targets])
+        rows = np.arange(len(keep))
+        base = ctx.score(prompts, vocab, desc="corrupted").logits.numpy()[rows, col]
+        clean_a = np.array([t.a for t in keep])
+        shuffled = fits[0]["shuffled_labels"]
+        out = {}
+        for L in ctx.progress(range(model.n_layers), desc="patching"):
+            f = fits[L]
+            values = {
+                "layer_patch": X[L][clean_a],
+                "helix": f["helix"].predict(clean_a),
+                "pca9": f["pca9"].reconstruct(X[L][clean_a]),
+                "circle": f["circle"].predict(clean_a),
+                "poly": f["poly"].predict(clean_a),
+                "helix_shuffled": f["helix_shuffled"].predict(shuffled[clean_a]),
+            }
+            stacked = torch.as_tensor(np.vstack([values[m] for m in PATCH_METHODS]), dtype=torch.float32)
+            with ctx.intervene([Edit(f"resid_post.{L}", "set", stacked, position=positions * len(PATCH_METHODS))]):
+                logits = ctx.score(prompts * len(PATCH_METHODS), vocab, desc=f"patch L{L}").logits.numpy()
+            n = len(keep)
+            out[L] = {m: logits[i * n:(i + 1) * n][rows, col] - base for i, m in enumerate(PATCH_METHODS)}
+        details["per_layer_patch_ld"] = {m: [round(float(np.mean(out[L][m])), 6) for L in range(model.n_layers)] for m in PATCH_METHODS}
+        return out
+
+    def swap(self, ctx, model, H, fits, layer, triples, template, config, details) -> dict[str, Metric]:
+        """Move the helix part of the a state to a' and generate; success = the answer becomes a'+b."""
+        helix = fits["helix"]
+        a = np.array([t.a for t in triples])
+        a2 = np.array([t.a2 for t in triples])
+        delta = helix.swap_delta(a, a2)
+        shuffled = fits["shuffled_labels"]
+        span = PCAFit(min(H.shape) - 1).fit(H).components_.T
+        random_map = random_subspace_map(helix.subspace(), span, ctx.rng(4))
+        deltas = {
+            "": delta,
+            "_random_subspace": delta @ random_map.T,
+            "_helix_shuffled": fits["helix_shuffled"].swap_delta(shuffled[a], shuffled[a2]),
+        }
+        problems = [Problem(t.a, t.b, template.format(a=t.a, b=t.b)) for t in triples]
+        positions = a_positions(ctx.model.tokenizer, problems, template)
+        prompts = [p.prompt for p in problems]
+        target_new = a2 + np.array([t.b for t in triples])
+        target_old = a + np.array([t.b for t in triples])
+        out: dict[str, Metric] = {}
+        for suffix, d in deltas.items():
+            values = torch.as_tensor(H[a] + d, dtype=torch.float32)
+            with ctx.intervene([Edit(f"resid_post.{layer}", "set", values, position=positions)]):
+                texts = ctx.generate(prompts, config.max_new_tokens, desc=f"swap{suffix}")
+            got = np.array([parse_answer(t) if parse_answer(t) is not None else -1 for t in texts])
+            out[f"swap_success{suffix}"] = metric((got == target_new).astype(float), seed=ctx.seed)
+            out[f"swap_to_original{suffix}"] = metric((got == target_old).astype(float), higher_is_better=None, seed=ctx.seed)
+        details["swap_displacement_norm"] = float(np.linalg.norm(delta, axis=1).mean())
+        details["swap_subspace_rank"] = int(helix.subspace().shape[1])
+        return out
+
+    @staticmethod
+    def reference() -> Reference:
+        gptj, pythia, llama = "EleutherAI/gpt-j-6b", "EleutherAI/pythia-6.9b", "meta-llama/Llama-3.1-8B"
+        table1 = {  # GPT-J, best-layer LD: layer patch, PCA-9, helix, circle, polynomial
+            "a+b": (8.34, 6.13, 7.21, 6.83, 3.09), "a-23": (7.45, 6.16, 7.05, 6.52, 2.93),
+            "a//5": (5.48, 5.24, 4.55, 4.25, 4.55), "a*1.5": (7.86, 6.65, 5.16, 4.85, 4.84),
+            "a mod 2": (0.98, 1.00, 1.11, 1.12, 0.88), "x-a=0,x=": (6.70, 4.77, 4.56, 4.34, 2.98),
+        }
+        names = ("layer_patch", "pca9", "helix", "circle", "poly")
+        gptj_metrics = {"accuracy": 0.805, "linear_addition_accuracy_upper_bound": 0.20}
+        for row, values in table1.items():
+            for method, v in zip(names, values):
+                gptj_metrics[f"patch_ld_{method}" if row == "a+b" else f"table1[{row}].patch_ld_{method}"] = v
+        no_ref = [f"{k}_r2_heldout" for k in FITS] + ["helix_minus_linear", "patch_ld_helix_shuffled", "swap_success",
+                                                      "swap_to_original", "swap_success_random_subspace", "swap_success_helix_shuffled"]
+        notes = {k: NO_REFERENCE for k in no_ref}
+        notes["patch_ld_helix_shuffled"] = "no reference number: the paper reports only that a helix fitted to permuted a has no causal effect"
+        notes["linear_addition_accuracy_upper_bound"] = "a line fitted to GPT-J's numbers (R^2 0.997) used to add is right in under 20% of problems, GPT-J in 80%+"
+        notes["table1"] = "GPT-J rows other than a+b are the paper's other tasks, for context; this task runs a+b only"
+        return Reference(source=f"{PAPER}, Tables 1 and 2", notes=notes,
+                         metrics={gptj: gptj_metrics, pythia: {"accuracy": 0.772}, llama: {"accuracy": 0.980}})
+
+    # Plots.
+    @staticmethod
+    def plot_helix(ctx, H: np.ndarray, fit: BasisFit, layer: int, periods) -> None:
+        """The states in the fit's own coordinates: the T=10 circle (or the first period) and a 3-D helix."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        a = np.arange(100)
+        coords = fit.coordinates(H)  # estimated [a/99, cos, sin, ...] of each state (unused columns dropped)
+        names = [("a",)] + [(f"cos{T:g}", f"sin{T:g}") for T in periods]
+        flat = [n for group in names for n in group]
+        used = [n for n, u in zip(flat, fit.columns_) if u]
+        T = 10 if 10 in periods else periods[0]
+        cx, cy = used.index(f"cos{T:g}"), used.index(f"sin{T:g}") if f"sin{T:g}" in used else None
+        ideal = helix_basis(a, periods)[:, fit.columns_]
+        fig = plt.figure(figsize=(10, 4.5))
+        ax = fig.add_subplot(1, 2, 1)
+        ys = coords[:, cy] if cy is not None else np.zeros(100)
+        sc = ax.scatter(coords[:, cx], ys, c=a % T, cmap="tab10", s=18)
+        for i in range(int(T)):
+            ax.annotate(str(i), (coords[i, cx], ys[i]), fontsize=7)
+        ax.plot(ideal[:, cx], ideal[:, cy] if cy is not None else 0 * a, color="grey", lw=0.6, alpha=0.5)
+        ax.set_xlabel(f"cos(2πa/{T:g}) coordinate"), ax.set_ylabel(f"sin(2πa/{T:g}) coordinate")
+        ax.set_title(f"resid_post.{layer}, a token: period {T:g}")
+        fig.colorbar(sc, ax=ax, label=f"a mod {T:g}")
+        ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+        ax3.scatter(coords[:, cx], ys, coords[:, 0] * 99, c=a, cmap="viridis", s=12)
+        ax3.plot(ideal[:, cx], ideal[:, cy] if cy is not None else 0 * a, ideal[:, 0] * 99, color="grey", lw=0.6)
+        ax3.set_xlabel(f"cos {T:g}"), ax3.set_ylabel(f"sin {T:g}"), ax3.set_zlabel("linear (a)")
+        ax3.set_title("helix: grey = the basis B(a)")
+        ctx.save_figure(fig, "helix.png")
+
+    @staticmethod
+    def plot_layers(ctx, details: dict, best: int) -> None:
+        import matplotlib.pyplot as plt
+
+        panels = 2 if "per_layer_patch_ld" in details else 1
+        fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.5), squeeze=False)
+        for name, values in details["per_layer_r2_heldout"].items():
+            axes[0, 0].plot(values, marker="o", ms=3, label=name)
+        axes[0, 0].axvline(best, color="grey", ls=":")
+        axes[0, 0].set_xlabel("layer (resid_post.L)"), axes[0, 0].set_ylabel("held-out R²")
+        axes[0, 0].legend(fontsize=7)
+        if panels == 2:
+            for name, values in details["per_layer_patch_ld"].items():
+                axes[0, 1].plot(values, marker="o", ms=3, label=name)
+            axes[0, 1].set_xlabel("layer (resid_post.L)"), axes[0, 1].set_ylabel("mean logit difference")
+            axes[0, 1].legend(fontsize=7)
+        ctx.save_figure(fig, "helix_layers.png")
