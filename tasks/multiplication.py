@@ -1,0 +1,679 @@
+"""multiplication_digits: leading digits easy, units digit hard, and what the residual stream knows.
+
+Gambardella, Iwasawa, Matsuo (2024), "Language Models Do Hard Arithmetic Tasks Easily and
+Hardly Do Easy Arithmetic Tasks" (ACL 2024, arXiv 2406.02356). Method, in the order the
+task runs it:
+
+1. Data: for each cell (n, m), `n_per_cell` pairs a (n digits) x b (m digits), drawn
+   uniformly from the run's seeded generator, one independent stream per cell (changing
+   the list of cells leaves each cell's problems unchanged); pairs whose product has one
+   digit are redrawn. Prompt `instruction + "{a}*{b}="`, expected continuation P = str(a*b).
+2. Behaviour, per problem, at three steps of the answer:
+   - first digit: the next token after the prompt;
+   - own answer: greedy generation; the units digit is right if the parsed number has
+     len(P) digits and ends in P[-1]; its confidence is the probability of P[-1] after
+     prompt + G[:len(P)-1] (G: the model's own greedy digits; 0 if G is shorter);
+   - given prefix: the next token after prompt + P[:-1] (teacher forcing).
+   Accuracy is the argmax over the ten digit tokens; confidence the full-vocabulary
+   probability of the correct digit token (the paper's quantity; with
+   `mc_dropout_samples=K` averaged over K dropout passes, as the paper did).
+3. Representation: resid_post.L at the "=" token for `probe_n` fresh problems of
+   `probe_cell`; a linear probe per layer (probes.linear: standardised multinomial
+   logistic regression, C by inner CV, 5-fold stratified outer CV) for the units digit of
+   the product, with controls a % 10 and b % 10 (visible in the prompt), the leading digit
+   P[0], and shuffled units-digit labels.
+
+Digit tokenisation (`digit_scoring`): a merged token ("40") is never scored as a digit.
+- teacher_forced: prompt + P tokenised jointly; every digit of P must be its own token,
+  one of the ten digit tokens (Llama, Mistral, Gemma, Qwen2, SmolLM2 split digits); each
+  scored context is the string before that digit's token, and its own tokenisation must
+  equal the joint one up to that token (checked for every context).
+- spaced: operands and answer written with a space between digits ("1 2 * 3 4 = 4 0 8",
+  spaces put around the template's operators), so a GPT-2-style BPE gives one token per
+  digit (" 4"), or the digit after a separate space token; the same checks apply.
+- generate: greedy generation and parsing; accuracies only, confidences null (omitted
+  from metrics, listed in details["null_metrics"]).
+- auto: teacher_forced if "0123456789" and "=9876543210" tokenise one token per digit,
+  else generate. The resolved mode is details["digit_scoring"].
+Given-prefix in generate mode: the continuation of prompt + P[:-1] must start with P[-1].
+
+Metric keys (every one with a 95% bootstrap interval over problems and its n):
+- pooled over cells: first_digit_acc, first_digit_conf, last_digit_acc,
+  last_digit_acc_lenient (last generated digit right, any length), last_digit_conf,
+  last_digit_acc_given_prefix, last_digit_conf_given_prefix, conditioning_gain
+  (mean conf given prefix / mean own conf - 1, bootstrapped as a ratio of means; omitted
+  when the own confidence is 0), chance_first_digit, chance_last_digit (majority-label
+  rate of P[0] and P[-1]);
+- per cell: the same keys with "@NxM", e.g. last_digit_conf@5x5 (the paper's headline
+  cell; details["headline_cell"] is the largest cell run);
+- probe (at the best layer by held-out accuracy, which selects on the same data, so
+  slightly optimistic; the shuffled control shows the size of that effect):
+  probe_last_digit_acc, probe_best_layer, probe_a_last_digit_acc, probe_b_last_digit_acc,
+  probe_first_digit_acc, probe_shuffled_acc (shuffled units-digit labels, at the best
+  layer of the real probe), chance_probe_last_digit, probe_cell_last_digit_acc_given_prefix
+  (behaviour on the probe problems themselves) and rep_behaviour_gap = probe_last_digit_acc
+  - probe_cell_last_digit_acc_given_prefix (paired bootstrap). Per-layer lists are in
+  details["probe"] and the artifact probe_layers.json.
+
+Choices where the paper is silent, as the spec directs: cells 2x2..5x5, the template
+"{a}*{b}=", deterministic confidences unless mc_dropout_samples > 0 (dropout rate 0.1,
+applied to nn.Dropout modules and attention dropout), and `--limit N` limits every cell
+and the probe set to their first N problems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+
+from harness.errors import UsageError
+from harness.registry import register_task
+from harness.results import Metric, Reference
+from harness.stats import bootstrap_ci
+from harness.task import Task, TaskResult
+from probes.linear import cross_validate_probe, majority_rate, shuffled_labels
+
+log = logging.getLogger(__name__)
+
+PAPER = ("Gambardella, Iwasawa, Matsuo 2024, Language Models Do Hard Arithmetic Tasks Easily and "
+         "Hardly Do Easy Arithmetic Tasks (ACL 2024, arXiv 2406.02356)")
+DEFAULT_CELLS = "2x2,3x3,4x4,5x5"
+MODES = ("teacher_forced", "spaced", "generate")
+BEHAVIOUR = ("first_digit_acc", "first_digit_conf", "last_digit_acc", "last_digit_acc_lenient", "last_digit_conf",
+             "last_digit_acc_given_prefix", "last_digit_conf_given_prefix")
+CONFIDENCES = ("first_digit_conf", "last_digit_conf", "last_digit_conf_given_prefix", "conditioning_gain")
+PROBE_LABELS = {"last_digit": "(a*b) % 10", "a_last_digit": "a % 10", "b_last_digit": "b % 10", "first_digit": "P[0]"}
+
+
+# Data.
+@dataclass(frozen=True)
+class Problem:
+    n: int
+    m: int
+    a: int
+    b: int
+
+    @property
+    def product(self) -> str:
+        return str(self.a * self.b)
+
+    @property
+    def cell(self) -> str:
+        return f"{self.n}x{self.m}"
+
+
+def parse_cell(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"cell '{text}' is not NxM (e.g. 3x3)")
+    n, m = int(match.group(1)), int(match.group(2))
+    if not (1 <= n <= 9 and 1 <= m <= 9):
+        raise ValueError(f"cell '{text}': digit lengths must be 1..9")
+    return n, m
+
+
+def parse_cells(text: str) -> list[tuple[int, int]]:
+    """'2x2,3x3' -> [(2, 2), (3, 3)]; 'grid' -> all 25 cells of 1..5 x 1..5."""
+    if text.strip() == "grid":
+        return [(n, m) for n in range(1, 6) for m in range(1, 6)]
+    cells = [parse_cell(c) for c in text.split(",") if c.strip()]
+    if not cells:
+        raise ValueError("cells is empty: give e.g. cells=2x2,5x5 or cells=grid")
+    if len(set(cells)) != len(cells):
+        raise ValueError(f"cells lists a cell twice: {text}")
+    return cells
+
+
+def make_problems(n: int, m: int, count: int, rng: np.random.Generator) -> list[Problem]:
+    """`count` pairs with exactly n and m digits, drawn uniformly; one-digit products are redrawn."""
+    problems: list[Problem] = []
+    while len(problems) < count:
+        a = int(rng.integers(10 ** (n - 1), 10**n))
+        b = int(rng.integers(10 ** (m - 1), 10**m))
+        if len(str(a * b)) >= 2:
+            problems.append(Problem(n, m, a, b))
+    return problems
+
+
+def cell_rng(ctx: Any, data_seed: int, n: int, m: int, stream: int) -> np.random.Generator:
+    """One generator per (data seed, cell, stream): 0 behaviour problems, 1 probe problems, 2 shuffles."""
+    return ctx.rng(((data_seed * 100 + n) * 100 + m) * 10 + stream)
+
+
+# Prompts.
+def spaced_digits(digits: str) -> str:
+    return " ".join(digits)
+
+
+def render_prompt(template: str, instruction: str, a: int, b: int, spaced: bool) -> str:
+    if spaced:
+        template = re.sub(r"\s*([*×=+])\s*(?![^{]*})", r" \1 ", template).strip()
+        return instruction + template.format(a=spaced_digits(str(a)), b=spaced_digits(str(b)))
+    return instruction + template.format(a=a, b=b)
+
+
+def render_answer(digits: str, spaced: bool) -> str:
+    """The continuation that writes `digits`: '408' or ' 4 0 8'."""
+    return "".join(" " + d for d in digits) if spaced else digits
+
+
+def digit_offset(k: int, spaced: bool) -> int:
+    """Character offset of the k-th answer digit inside render_answer."""
+    return 2 * k + 1 if spaced else k
+
+
+# Digit tokenisation.
+class DigitTokenError(Exception):
+    """The tokenizer does not give an answer digit a token of its own in this mode."""
+
+
+def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _token_at(offsets: Sequence[tuple[int, int]], char: int) -> int:
+    """Index of the (non-empty) token whose span covers character `char`."""
+    for j, (start, end) in enumerate(offsets):
+        if start <= char < end:
+            return j
+    raise DigitTokenError(f"no token covers character {char}")
+
+
+def _is_digit_token(tokenizer: Any, token_id: int, digit: str) -> bool:
+    """The token writes exactly this digit, optionally after a space: never a merged '40' or '=4'."""
+    return tokenizer.decode([token_id]).strip() == digit
+
+
+def digit_token_ids(tokenizer: Any, spaced: bool) -> list[int] | None:
+    """The token of each digit 0..9 as it appears in an answer, or None if some digit is not its own token.
+
+    Checks '0123456789' and '=9876543210' (spaced: '0 1 ... 9' and '= 9 8 ... 0'): each
+    digit must be a token of its own, the same token in both strings.
+    """
+    ids: dict[str, int] = {}
+    for lead, digits in (("", "0123456789"), ("=", "9876543210")):
+        text = lead + render_answer(digits, spaced)
+        token_ids, offsets = _encode(tokenizer, text)
+        for k, d in enumerate(digits):
+            try:
+                j = _token_at(offsets, len(lead) + digit_offset(k, spaced))
+            except DigitTokenError:
+                return None
+            if not _is_digit_token(tokenizer, token_ids[j], d) or ids.setdefault(d, token_ids[j]) != token_ids[j]:
+                return None
+    return [ids[str(d)] for d in range(10)]
+
+
+def forced_context(tokenizer: Any, prompt: str, digits: str, k: int, spaced: bool, digit_ids: Sequence[int]) -> str:
+    """The string after which the model predicts digit k of `digits`, with every check of teacher forcing.
+
+    prompt + render_answer(digits) is tokenised jointly; the token covering digit k must be
+    the digit token of digits[k]; the context is the text before that token (before its
+    space if the token carries one), and tokenising the context alone must give exactly
+    the joint tokens before it, so the model sees what it would have produced itself.
+    """
+    text = prompt + render_answer(digits, spaced)
+    token_ids, offsets = _encode(tokenizer, text)
+    char = len(prompt) + digit_offset(k, spaced)
+    j = _token_at(offsets, char)
+    if token_ids[j] != digit_ids[int(digits[k])]:
+        raise DigitTokenError(f"digit {digits[k]} of {digits} is inside token {tokenizer.decode([token_ids[j]])!r}")
+    carries_space = tokenizer.decode([token_ids[j]]).startswith(" ")
+    context = text[: char - 1] if (spaced and carries_space) else text[:char]
+    if _encode(tokenizer, context)[0] != token_ids[:j]:
+        raise DigitTokenError(f"{context!r} tokenises differently alone than before digit {k} of {digits}")
+    return context
+
+
+def resolve_mode(tokenizer: Any, requested: str, prompts: Sequence[str] = (), products: Sequence[str] = ()) -> tuple[str, list[int] | None]:
+    """(mode, digit token ids): auto -> teacher_forced when digits are split, else generate.
+
+    Beyond the two probe strings, the first and last digit of every (prompt, product) given
+    must be its own token in context (a tokenizer may split '0123456789' yet merge '12'):
+    auto then falls back to generate, an explicit mode is refused.
+    """
+    if requested == "generate":
+        return "generate", None
+    spaced = requested == "spaced"
+    ids = digit_token_ids(tokenizer, spaced)
+    problem = None
+    if ids is None:
+        example = tokenizer.convert_ids_to_tokens(_encode(tokenizer, "=" + render_answer("9876543210", spaced))[0])
+        problem = f"'=9876543210' tokenises as {example}"
+    else:
+        try:
+            for prompt, P in zip(prompts, products):
+                forced_context(tokenizer, prompt, P, 0, spaced, ids)
+                forced_context(tokenizer, prompt, P, len(P) - 1, spaced, ids)
+        except DigitTokenError as e:
+            problem = str(e)
+    if problem is None:
+        return ("teacher_forced" if requested == "auto" else requested), ids
+    if requested == "auto":
+        log.info("digit_scoring=auto resolves to generate: %s", problem)
+        return "generate", None
+    fix = "spaced or generate" if requested == "teacher_forced" else "generate"
+    raise UsageError(f"digit_scoring={requested}: this tokenizer does not give each answer digit its own token "
+                     f"({problem}); use --task-arg digit_scoring={fix}")
+
+
+def parse_digits(text: str, spaced: bool) -> str:
+    """The first maximal run of digits in a generation ('' if none); spaced: digits separated by single spaces."""
+    match = re.search(r"\d(?: \d)*" if spaced else r"\d+", text)
+    return match.group(0).replace(" ", "") if match else ""
+
+
+# MC dropout.
+@contextlib.contextmanager
+def mc_dropout(hf: Any, p: float) -> Iterator[int]:
+    """Switch on dropout (rate p) in nn.Dropout modules and attention dropout; restore on exit. Yields the site count."""
+    saved: list[tuple[Any, str, Any, bool]] = []
+    for module in hf.modules():
+        if isinstance(module, torch.nn.Dropout):
+            saved.append((module, "p", module.p, module.training))
+            module.p = p
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            saved.append((module, "attention_dropout", module.attention_dropout, module.training))
+            module.attention_dropout = p
+        else:
+            continue
+        module.training = True  # this module only: norms and the rest of the model stay in eval mode
+    try:
+        yield len(saved)
+    finally:
+        for module, attr, value, training in saved:
+            setattr(module, attr, value)
+            module.training = training
+
+
+def config_dropout(hf: Any) -> float:
+    values = [v for k, v in hf.config.to_dict().items() if "dropout" in k and isinstance(v, (int, float))]
+    return float(max(values, default=0.0))
+
+
+# Config.
+@dataclass
+class MultiplicationConfig:
+    """Defaults are the paper's settings where it gives them (see the module docstring)."""
+
+    cells: str = DEFAULT_CELLS  # "NxM,NxM,..." or "grid" (1..5 x 1..5)
+    n_per_cell: int = 200
+    seed: int = 0  # data seed, combined with the run's --seed
+    template: str = "{a}*{b}="
+    instruction: str = ""  # prepended to every prompt as is
+    digit_scoring: Literal["auto", "teacher_forced", "spaced", "generate"] = "auto"
+    mc_dropout_samples: int = 0
+    mc_dropout_p: float = 0.1
+    probe: bool = True
+    probe_n: int = 2000
+    probe_cell: str = "3x3"
+    probe_layers: str = "all"  # "all" or "0,4,8"
+    bootstrap: int = 1000
+    batch_size: str = "auto"  # overrides --batch-size for this task when an integer
+
+    def __post_init__(self) -> None:
+        parse_cells(self.cells)
+        parse_cell(self.probe_cell)
+        if self.n_per_cell < 1:
+            raise ValueError("n_per_cell must be at least 1")
+        if "{a}" not in self.template or "{b}" not in self.template:
+            raise ValueError("template needs the placeholders {a} and {b}")
+        if not self.template.rstrip().endswith("="):
+            raise ValueError(f"template {self.template!r} must end with '=' (the answer follows it)")
+        if self.mc_dropout_samples < 0 or not 0 <= self.mc_dropout_p < 1:
+            raise ValueError("mc_dropout_samples must be >= 0 and mc_dropout_p in [0, 1)")
+        if self.probe and self.probe_n < 10:
+            raise ValueError("probe_n must be at least 10 (5-fold cross-validation)")
+        if self.probe_layers != "all" and not re.fullmatch(r"\d+(,\d+)*", self.probe_layers.replace(" ", "")):
+            raise ValueError(f"probe_layers={self.probe_layers}: use all or a comma list of layers like 0,4,8")
+        if self.bootstrap < 1:
+            raise ValueError("bootstrap must be at least 1")
+        if self.batch_size != "auto" and not (self.batch_size.isdigit() and int(self.batch_size) > 0):
+            raise ValueError(f"batch_size={self.batch_size}: use auto or a positive integer")
+
+
+@register_task
+class MultiplicationDigits(Task):
+    name = "multiplication_digits"
+    version = "1.0"
+    paper = PAPER
+    description = ("n-digit x m-digit multiplication ('12*34='): confidence in the first and the units digit of the "
+                   "product, the units digit given the correct higher digits, and a linear probe for it at '='.")
+    Config = MultiplicationConfig
+
+    def run(self, model, config: MultiplicationConfig, ctx) -> TaskResult:
+        saved_batch = ctx.batch_size
+        if config.batch_size != "auto":
+            ctx.batch_size = int(config.batch_size)
+        try:
+            return self._run(model, config, ctx)
+        finally:
+            ctx.batch_size = saved_batch
+
+    def _run(self, model, config: MultiplicationConfig, ctx) -> TaskResult:
+        tok = model.tokenizer
+        cells = parse_cells(config.cells)
+        layers = self.probe_layers(config, model.n_layers)
+        problems_by_cell = {f"{n}x{m}": list(ctx.limited(make_problems(n, m, config.n_per_cell, cell_rng(ctx, config.seed, n, m, 0))))
+                            for n, m in cells}
+        pn, pm = parse_cell(config.probe_cell)
+        probe_problems = list(ctx.limited(make_problems(pn, pm, config.probe_n, cell_rng(ctx, config.seed, pn, pm, 1)))) if config.probe else []
+        checked = [p for ps in problems_by_cell.values() for p in ps] + probe_problems
+        spaced_check = config.digit_scoring == "spaced"
+        mode, digit_ids = resolve_mode(tok, config.digit_scoring,
+                                       [render_prompt(config.template, config.instruction, p.a, p.b, spaced_check) for p in checked],
+                                       [p.product for p in checked])
+        spaced = mode == "spaced"
+        self.n_boot, self.seed = config.bootstrap, ctx.seed
+        metrics: dict[str, Metric] = {}
+        notes: list[str] = []
+        details: dict[str, Any] = {"digit_scoring": mode, "digit_token_ids": digit_ids, "n_layers": model.n_layers,
+                                   "cells": [f"{n}x{m}" for n, m in cells]}
+        if mode == "generate":
+            details["null_metrics"] = list(CONFIDENCES)
+            notes.append("digit_scoring=generate: accuracies only, confidences are null "
+                         "(for confidences with a digit-merging tokenizer, try digit_scoring=spaced)")
+        if config.mc_dropout_samples:
+            if config_dropout(model.hf) == 0:
+                log.warning("the model's config has no dropout: MC dropout uses mc_dropout_p=%s", config.mc_dropout_p)
+            notes.append(f"confidences averaged over {config.mc_dropout_samples} MC dropout passes, p={config.mc_dropout_p}")
+
+        # Behaviour, cell by cell, pooled at the end.
+        per_cell: dict[str, dict[str, np.ndarray]] = {}
+        for cell, problems in problems_by_cell.items():
+            per_cell[cell] = self.behaviour(ctx, model, problems, config, mode, digit_ids, desc=cell)
+            for i, p in enumerate(problems):
+                ctx.log_sample({"cell": cell, "a": p.a, "b": p.b, "product": p.product,
+                                **{k: _jsonable(v[i]) for k, v in per_cell[cell].items()}})
+        pooled = {k: np.concatenate([per_cell[c][k] for c in per_cell]) for k in per_cell[next(iter(per_cell))]}
+        all_problems = [p for c in problems_by_cell for p in problems_by_cell[c]]
+        metrics.update(self.behaviour_metrics(pooled, all_problems, mode, suffix=""))
+        table: dict[str, dict[str, float | None]] = {}
+        for cell, values in per_cell.items():
+            cell_metrics = self.behaviour_metrics(values, problems_by_cell[cell], mode, suffix=f"@{cell}")
+            metrics.update(cell_metrics)
+            table[cell] = {k.split("@")[0]: round(v.value, 6) for k, v in cell_metrics.items()}
+        details["per_cell"] = table
+        details["headline_cell"] = max(per_cell, key=lambda c: (sum(map(int, c.split("x"))), c))
+        details["examples"] = self.examples(per_cell, problems_by_cell, config, spaced)
+        self.plot_heatmap(ctx, table, mode)
+
+        # Representation at "=".
+        if config.probe:
+            if len(probe_problems) < 10:
+                notes.append("probe skipped: fewer than 10 probe problems (raise --limit)")
+            else:
+                metrics.update(self.probe(ctx, model, probe_problems, layers, config, mode, digit_ids, details))
+        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+
+    # Behaviour.
+    def behaviour(self, ctx, model, problems: list[Problem], config, mode: str, digit_ids, desc: str) -> dict[str, np.ndarray]:
+        """Per-problem correctness and confidences at the first digit, the own units digit, and given the prefix."""
+        spaced = mode == "spaced"
+        tok = model.tokenizer
+        prompts = [render_prompt(config.template, config.instruction, p.a, p.b, spaced) for p in problems]
+        check_prompts_end_in_equals(tok, prompts)
+        products = [p.product for p in problems]
+        max_new = max(len(P) for P in products) * (2 if spaced else 1) + 2
+        generated = ctx.generate(prompts, max_new_tokens=max_new, desc=f"{desc} answers")
+        G = [parse_digits(g, spaced) for g in generated]
+        first_g = np.array([bool(g) and g[0] == P[0] for g, P in zip(G, products)])
+        last_acc = np.array([len(g) == len(P) and g[-1] == P[-1] for g, P in zip(G, products)])
+        lenient = np.array([bool(g) and g[-1] == P[-1] for g, P in zip(G, products)])
+        out: dict[str, np.ndarray] = {"last_digit_acc": last_acc, "last_digit_acc_lenient": lenient,
+                                      "generated": np.array(generated, dtype=object), "parsed": np.array(G, dtype=object)}
+        if mode == "generate":
+            prefixed = [prompt + P[:-1] for prompt, P in zip(prompts, products)]
+            cont = ctx.generate(prefixed, max_new_tokens=2, desc=f"{desc} given prefix")
+            out["first_digit_acc"] = first_g
+            out["last_digit_acc_given_prefix"] = np.array([c[:1] == P[-1] for c, P in zip(cont, products)])
+            return out
+
+        # Teacher-forced contexts: first digit, units digit given the true prefix, units digit after the own prefix.
+        first = [forced_context(tok, q, P, 0, spaced, digit_ids) for q, P in zip(prompts, products)]
+        given = [forced_context(tok, q, P, len(P) - 1, spaced, digit_ids) for q, P in zip(prompts, products)]
+        own: list[str | None] = []
+        for q, P, g in zip(prompts, products, G):
+            if len(g) < len(P) - 1:
+                own.append(None)  # the model stopped before the units position: confidence 0
+                continue
+            try:
+                own.append(forced_context(tok, q, g[: len(P) - 1] + P[-1], len(P) - 1, spaced, digit_ids))
+            except DigitTokenError as e:
+                log.warning("own-answer context skipped (confidence 0): %s", e)
+                own.append(None)
+        has_own = [i for i, c in enumerate(own) if c is not None]
+        contexts = first + given + [own[i] for i in has_own]
+        target = np.array([int(P[0]) for P in products] + [int(P[-1]) for P in products]
+                          + [int(products[i][-1]) for i in has_own])
+        scores = ctx.score(contexts, digit_ids, desc=f"{desc} digits")
+        correct = scores.logits.argmax(-1).numpy() == target
+        probs = scores.logprobs.exp().numpy()[np.arange(len(target)), target]
+        if config.mc_dropout_samples:
+            probs = self.mc_probs(ctx, model, contexts, digit_ids, target, config)
+        k = len(problems)
+        own_conf = np.zeros(k)
+        own_conf[has_own] = probs[2 * k:]
+        out.update({
+            "first_digit_acc": correct[:k], "first_digit_conf": probs[:k],
+            "last_digit_acc_given_prefix": correct[k:2 * k], "last_digit_conf_given_prefix": probs[k:2 * k],
+            "last_digit_conf": own_conf,
+        })
+        return out
+
+    def mc_probs(self, ctx, model, contexts: list[str], digit_ids, target: np.ndarray, config) -> np.ndarray:
+        """Mean probability of the target digit over K forward passes with dropout on (the paper's confidence)."""
+        total = np.zeros(len(contexts))
+        with torch.random.fork_rng(devices=[]), mc_dropout(model.hf, config.mc_dropout_p) as n_sites:
+            if n_sites == 0:
+                raise UsageError("mc_dropout_samples needs dropout modules, and this model has none: set mc_dropout_samples=0")
+            torch.manual_seed(ctx.seed)
+            for _ in range(config.mc_dropout_samples):
+                lp = ctx.score(contexts, digit_ids, desc="MC dropout").logprobs.numpy()
+                total += np.exp(lp[np.arange(len(target)), target])
+        return total / config.mc_dropout_samples
+
+    def behaviour_metrics(self, values: dict[str, np.ndarray], problems: list[Problem], mode: str, suffix: str) -> dict[str, Metric]:
+        out: dict[str, Metric] = {}
+        for key in BEHAVIOUR:
+            if key in values:
+                out[key + suffix] = self.metric(values[key].astype(float))
+        if "last_digit_conf" in values:
+            rows = np.stack([values["last_digit_conf_given_prefix"], values["last_digit_conf"]], 1)
+            if rows[:, 1].mean() > 0:
+                out["conditioning_gain" + suffix] = self.metric(rows, statistic=_gain, higher_is_better=None)
+        for key, digit in (("chance_first_digit", 0), ("chance_last_digit", -1)):
+            labels = np.array([p.product[digit] for p in problems])
+            majority = max(set(labels.tolist()), key=lambda d: (np.sum(labels == d), d))
+            out[key + suffix] = self.metric((labels == majority).astype(float), higher_is_better=None)
+        return out
+
+    def metric(self, values: np.ndarray, statistic=np.mean, higher_is_better: bool | None = True) -> Metric:
+        value, lo, hi = bootstrap_ci(values, statistic, seed=self.seed, n_boot=self.n_boot)
+        lo, hi = min(lo, value), max(hi, value)
+        return Metric(value=value, ci_low=lo, ci_high=hi, n=len(values), higher_is_better=higher_is_better)
+
+    def examples(self, per_cell, problems_by_cell, config, spaced: bool) -> list[dict[str, str]]:
+        """Two problems per cell with the model's own answer, for reading a results file."""
+        out = []
+        for cell, problems in problems_by_cell.items():
+            for i, p in enumerate(problems[:2]):
+                out.append({"prompt": render_prompt(config.template, config.instruction, p.a, p.b, spaced),
+                            "product": p.product, "generated": str(per_cell[cell]["generated"][i])})
+        return out
+
+    # Representation.
+    @staticmethod
+    def probe_layers(config, n_layers: int) -> list[int]:
+        if config.probe_layers == "all":
+            return list(range(n_layers))
+        layers = sorted({int(x) for x in config.probe_layers.replace(" ", "").split(",")})
+        if layers[-1] >= n_layers:
+            raise UsageError(f"--task-arg probe_layers={config.probe_layers}: layer {layers[-1]} is past the model's "
+                             f"depth ({n_layers} layers, 0..{n_layers - 1})")
+        return layers
+
+    def probe(self, ctx, model, problems: list[Problem], layers: list[int], config, mode: str, digit_ids, details) -> dict[str, Metric]:
+        spaced = mode == "spaced"
+        prompts = [render_prompt(config.template, config.instruction, p.a, p.b, spaced) for p in problems]
+        check_prompts_end_in_equals(model.tokenizer, prompts)
+        acts = ctx.collect(prompts, [f"resid_post.{L}" for L in layers], positions="last", desc="probe activations")
+        X = {L: acts[f"resid_post.{L}"].numpy() for L in layers}
+        del acts
+        labels = {
+            "last_digit": np.array([p.a * p.b % 10 for p in problems]),
+            "a_last_digit": np.array([p.a % 10 for p in problems]),
+            "b_last_digit": np.array([p.b % 10 for p in problems]),
+            "first_digit": np.array([int(p.product[0]) for p in problems]),
+        }
+        pn, pm = parse_cell(config.probe_cell)
+        labels["shuffled"] = shuffled_labels(labels["last_digit"], cell_rng(ctx, config.seed, pn, pm, 2))
+        fits = {name: {} for name in labels}
+        for L in ctx.progress(layers, desc="probes"):
+            for name, y in labels.items():
+                fits[name][L] = cross_validate_probe(X[L], y, n_folds=5, seed=ctx.seed)
+        by_layer = {name: [round(fits[name][L].accuracy, 6) for L in layers] for name in labels}
+        best = {name: max(layers, key=lambda L: (fits[name][L].accuracy, -L)) for name in labels}
+        chance = {name: majority_rate(y) for name, y in labels.items()}
+        out: dict[str, Metric] = {}
+        target_best = best["last_digit"]
+        out["probe_last_digit_acc"] = self.metric(fits["last_digit"][target_best].correct.astype(float))
+        out["probe_best_layer"] = Metric(value=target_best, ci_low=target_best, ci_high=target_best, n=len(problems),
+                                         higher_is_better=None)
+        for name in ("a_last_digit", "b_last_digit", "first_digit"):
+            out[f"probe_{name}_acc"] = self.metric(fits[name][best[name]].correct.astype(float))
+        out["probe_shuffled_acc"] = self.metric(fits["shuffled"][target_best].correct.astype(float), higher_is_better=None)
+        out["chance_probe_last_digit"] = self.metric((labels["last_digit"] == np.bincount(labels["last_digit"]).argmax()).astype(float),
+                                                     higher_is_better=None)
+
+        # Behaviour on the same problems: does the model output what its residual stream encodes?
+        products = [p.product for p in problems]
+        if mode == "generate":
+            cont = ctx.generate([q + P[:-1] for q, P in zip(prompts, products)], max_new_tokens=2, desc="probe cell given prefix")
+            behaviour = np.array([c[:1] == P[-1] for c, P in zip(cont, products)])
+        else:
+            given = [forced_context(model.tokenizer, q, P, len(P) - 1, spaced, digit_ids) for q, P in zip(prompts, products)]
+            behaviour = ctx.score(given, digit_ids, desc="probe cell given prefix").logits.argmax(-1).numpy() == labels["last_digit"]
+        out["probe_cell_last_digit_acc_given_prefix"] = self.metric(behaviour.astype(float))
+        paired = np.stack([fits["last_digit"][target_best].correct, behaviour], 1).astype(float)
+        out["rep_behaviour_gap"] = self.metric(paired, statistic=lambda r: r[:, 0].mean() - r[:, 1].mean(), higher_is_better=None)
+
+        details["probe"] = {
+            "cell": config.probe_cell, "n": len(problems), "site": "resid_post.L at '='", "layers": layers,
+            "labels": {**PROBE_LABELS, "shuffled": "(a*b) % 10, permuted"},
+            **{f"{name}_acc_by_layer": by_layer[name] for name in labels},
+            "best_layer": best, "chance": chance,
+            "C_by_layer": {str(L): fits["last_digit"][L].C for L in layers},
+            "fold_accuracy_at_best": fits["last_digit"][target_best].fold_accuracy,
+        }
+        details["probe"]["probe_last_digit_acc_by_layer"] = by_layer["last_digit"]
+        self.write_probe_json(ctx, details["probe"])
+        self.plot_probe(ctx, layers, by_layer, chance, target_best, config.probe_cell)
+        return out
+
+    # Reference.
+    @staticmethod
+    def reference() -> Reference:
+        note = ("paper: mean probability of the correct digit under Monte Carlo dropout (passes and rate not given), "
+                "5x5 problems, from the abstract; ours is deterministic unless mc_dropout_samples > 0; "
+                "base or chat variant of the model not stated")
+        metrics = {
+            "meta-llama/Llama-2-13b-hf": {"last_digit_conf@5x5": 0.13, "last_digit_conf_given_prefix@5x5": 0.43,
+                                          "conditioning_gain@5x5": 2.3},
+            "mistralai/Mistral-7B-v0.1": {"last_digit_conf@5x5": 0.22, "last_digit_conf_given_prefix@5x5": 0.55,
+                                          "conditioning_gain@5x5": 1.5},
+        }
+        none = "no reference: the paper reports no value for this metric"
+        notes = {"last_digit_conf@5x5": note, "last_digit_conf_given_prefix@5x5": note,
+                 "conditioning_gain@5x5": "paper: relative change +230% (Llama 2-13B) and +150% (Mistral-7B), " + note,
+                 "first_digit_conf": "paper: 'often correct and confident', no number",
+                 "probe_last_digit_acc": none, "last_digit_acc": "paper reports confidences, not accuracies"}
+        return Reference(source=f"{PAPER}, abstract", metrics=metrics, notes=notes)
+
+    # Artifacts.
+    @staticmethod
+    def write_probe_json(ctx, probe_details: dict) -> None:
+        if ctx.artifacts_dir is None:
+            return
+        ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.artifacts_dir / "probe_layers.json").write_text(json.dumps(probe_details, indent=1, default=_jsonable) + "\n")
+        ctx.artifacts.append("probe_layers.json")
+
+    @staticmethod
+    def plot_heatmap(ctx, table: dict[str, dict[str, float | None]], mode: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        columns = [c for c in BEHAVIOUR + ("chance_first_digit", "chance_last_digit") if any(c in row for row in table.values())]
+        cells = list(table)
+        grid = np.array([[table[c].get(k, np.nan) for k in columns] for c in cells], dtype=float)
+        fig, ax = plt.subplots(figsize=(1.3 * len(columns) + 1.5, 0.45 * len(cells) + 1.8))
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for i in range(len(cells)):
+            for j in range(len(columns)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if grid[i, j] < 0.5 else "black")
+        ax.set_xticks(range(len(columns)), [c.replace("_", "\n", 2) for c in columns], fontsize=7)
+        ax.set_yticks(range(len(cells)), cells, fontsize=8)
+        ax.set_ylabel("digits (n x m)")
+        ax.set_title(f"multiplication_digits ({mode})", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.03)
+        ctx.save_figure(fig, "heatmap.png")
+
+    @staticmethod
+    def plot_probe(ctx, layers, by_layer, chance, best, cell) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        styles = {"last_digit": ("(a*b) % 10", "C0"), "a_last_digit": ("a % 10", "C1"), "b_last_digit": ("b % 10", "C2"),
+                  "first_digit": ("P[0]", "C3"), "shuffled": ("shuffled (a*b) % 10", "grey")}
+        for name, (label, color) in styles.items():
+            ax.plot(layers, by_layer[name], marker="o", ms=3, color=color, label=label)
+        for name in ("last_digit", "first_digit"):
+            ax.axhline(chance[name], color=styles[name][1], ls=":", lw=1)
+        ax.axvline(best, color="grey", ls="--", lw=0.8)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("layer (resid_post.L, at '=')"), ax.set_ylabel("held-out accuracy (5-fold)")
+        ax.set_title(f"linear probes, cell {cell}; dotted: majority-label rate", fontsize=9)
+        ax.legend(fontsize=7)
+        ctx.save_figure(fig, "probe_layers.png")
+
+
+def check_prompts_end_in_equals(tokenizer: Any, prompts: Sequence[str]) -> None:
+    """The answer is predicted right after '=': the last token of each prompt must be '=' alone."""
+    for prompt in prompts:
+        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if not ids or tokenizer.decode([ids[-1]]).strip() != "=":
+            raise UsageError(f"the prompt {prompt!r} does not end in a '=' token (it ends in "
+                             f"{tokenizer.decode(ids[-1:])!r}): change --task-arg template so that it ends with '='")
+
+
+def _gain(rows: np.ndarray) -> float:
+    own = rows[:, 1].mean()
+    return float(rows[:, 0].mean() / own - 1) if own > 0 else float("nan")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v if isinstance(v, (int, float, str, type(None), list, dict)) else str(v)
