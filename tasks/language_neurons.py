@@ -377,6 +377,8 @@ class LanguageNeurons(Task):
     description = ("Language-specific MLP neurons (en, de, fr, es, zh, ja): AP as language detectors, layer "
                    "distribution, overlap, and forcing ~1% of them to switch the output language.")
     Config = LanguageNeuronsConfig
+    headline_metrics = ["lift_vs_random.uncond.mean", "lift.uncond.mean", "edge_share", "overlap_max",
+                        "heldout_ap_top.en", "heldout_ap_top.de", "heldout_ap_top.zh", "heldout_ap_top.ja"]
 
     def run(self, model, config: LanguageNeuronsConfig, ctx) -> TaskResult:
         tok = model.tokenizer

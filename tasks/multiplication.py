@@ -348,6 +348,8 @@ class MultiplicationDigits(Task):
     description = ("n-digit x m-digit multiplication ('12*34='): confidence in the first and the units digit of the "
                    "product, the units digit given the correct higher digits, and a linear probe for it at '='.")
     Config = MultiplicationConfig
+    headline_metrics = ["last_digit_conf@5x5", "last_digit_conf_given_prefix@5x5", "conditioning_gain@5x5",
+                        "first_digit_acc", "last_digit_acc_given_prefix", "probe_last_digit_acc", "rep_behaviour_gap"]
 
     def run(self, model, config: MultiplicationConfig, ctx) -> TaskResult:
         saved_batch = ctx.batch_size

@@ -176,6 +176,8 @@ class NumberHelix(Task):
     paper = PAPER
     description = "Two-digit addition ('57+23='): accuracy, the helix of a in the residual stream, and patching/swapping it."
     Config = HelixConfig
+    headline_metrics = ["helix_r2_heldout", "circle_r2_heldout", "linear_r2_heldout", "accuracy",
+                        "patch_ld_helix", "patch_ld_layer_patch", "swap_success", "swap_success_random_subspace"]
 
     def run(self, model, config: HelixConfig, ctx) -> TaskResult:
         n_layers = model.n_layers

@@ -483,6 +483,8 @@ class ScrambledText(Task):
                    "on scrambled contexts (relative performance gain), likelihood of original vs scrambled text, "
                    "and how far each layer restores a scrambled word.")
     Config = ScrambledConfig
+    headline_metrics = ["recovery_rate_random_100", "recovery_rate_keepfirstlast", "recovery_rate_random_50",
+                        "qa_accuracy_original", "qa_accuracy_random_100", "prefer_original_random_100"]
 
     def run(self, model, config: ScrambledConfig, ctx) -> TaskResult:
         self.n_boot = config.bootstrap
