@@ -35,6 +35,8 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
     for path in sorted(results_dir.rglob("*.json")):
         if any(part.startswith(".") for part in path.relative_to(results_dir).parts):
             continue  # staging folders of unfinished runs
+        if path.parent.with_suffix(".json").is_file():
+            continue  # an artifact of the results file beside its folder (plots, samples, tables)
         try:
             results = Results.model_validate_json(path.read_text())
         except (ValidationError, ValueError, UnicodeDecodeError) as e:

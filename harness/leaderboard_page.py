@@ -107,10 +107,11 @@ function renderBoard(task, board) {
       tr.appendChild(el("td", "paper: " + model));
       board.headline_metrics.forEach(m => tr.appendChild(el("td", m in values ? values[m].toFixed(3) : "")));
       tr.appendChild(el("td", ""));
-      tr.appendChild(el("td", ref.source));
+      tr.appendChild(el("td", ""));
     });
   }
   wrap.appendChild(table);
+  if (ref && ref.source) wrap.appendChild(el("p", "Paper's numbers: " + ref.source, "config"));
   return wrap;
 }
 

@@ -43,6 +43,7 @@ def results_dir(tmp_path) -> Path:
     write_results(root / "model-b" / "weekday_circle.json", fake_results("org/model-b", 0.60))
     (root / "model-b" / "weekday_circle").mkdir()
     (root / "model-b" / "weekday_circle" / "circle.png").write_bytes(b"\x89PNG fake")
+    (root / "model-b" / "weekday_circle" / "per_layer.json").write_text("[1, 2]")  # an artifact, not a results file
     write_results(root / "model-b" / "weekday_circle.json",
                   fake_results("org/model-b", 0.60, artifacts=["weekday_circle/circle.png"]))
     # an older run of the same model and config: the newer one wins
