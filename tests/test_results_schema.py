@@ -42,3 +42,14 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     with pytest.raises(TypeError):
         write_atomic(path, 123)  # type: ignore[arg-type]
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    write_atomic(tmp_path / "r.json", "{}")
+    mode = stat.S_IMODE((tmp_path / "r.json").stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
