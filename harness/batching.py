@@ -8,6 +8,7 @@ prompt alone computes.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -75,6 +76,13 @@ def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: in
 
 def accepts(fn: Callable, name: str) -> bool:
     """Whether a model's forward takes the keyword `name` (BLOOM, for one, takes no position ids)."""
+    return _accepts(getattr(fn, "__func__", fn), name)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts(fn: Callable, name: str) -> bool:
+    # Asked on every batch, so cached; keyed by the class's function, never the bound method,
+    # which would keep a model alive after the runner has let it go.
     return name in inspect.signature(fn).parameters
 
 

@@ -227,6 +227,17 @@ def pick_device(options: LoadOptions) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def target_device(options: LoadOptions) -> str:
+    """Where the weights go: quantised and device-mapped models are placed on CUDA by accelerate."""
+    if options.device_map or options.load_in_4bit or options.load_in_8bit:
+        return "cuda"
+    return pick_device(options)
+
+
+def quantization_name(options: LoadOptions) -> str | None:
+    return "bnb-4bit" if options.load_in_4bit else "bnb-8bit" if options.load_in_8bit else None
+
+
 def pick_dtype(options: LoadOptions, device: str) -> torch.dtype:
     if options.dtype not in DTYPES:
         raise UsageError(f"unknown --dtype {options.dtype}: choose one of {', '.join(DTYPES)}")
@@ -244,7 +255,7 @@ def load_model(spec: str, options: LoadOptions | None = None) -> Model:
     if options.device_map and options.device:
         raise UsageError("use either --device or --device-map, not both")
     quant = quantization_config(options)
-    device = "cuda" if (options.device_map or quant) else pick_device(options)
+    device = target_device(options)
     dtype = pick_dtype(options, device)
     if options.device_map and not torch.cuda.is_available():
         raise UsageError("--device-map needs CUDA GPUs; use --device cpu on this machine")
@@ -284,7 +295,7 @@ def load_model(spec: str, options: LoadOptions | None = None) -> Model:
         architecture=type(hf).__name__,
         n_params=sum(p.numel() for p in hf.parameters()),
         dtype=str(dtype).removeprefix("torch."),
-        quantization="bnb-4bit" if options.load_in_4bit else "bnb-8bit" if options.load_in_8bit else None,
+        quantization=quantization_name(options),
         device=options.device_map and f"device_map={options.device_map}" or device,
     )
     return Model(hf=hf, tokenizer=tokenizer, layout=layout_for(hf), info=info)

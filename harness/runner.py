@@ -11,7 +11,6 @@ import gc
 import logging
 import platform
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ import torch
 import harness
 from harness.context import RunContext
 from harness.errors import UsageError
-from harness.models import LoadOptions, Model, load_model, pick_device, pick_dtype, slugify
+from harness.models import LoadOptions, Model, load_model, pick_dtype, quantization_name, slugify, target_device
 from harness.registry import resolve_tasks
 from harness.results import (
     Environment, ModelRecord, Results, TaskRecord, Timing, config_hash, read_results, write_results,
@@ -120,10 +119,6 @@ def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spe
     return old if same else None
 
 
-def quantization_name(options: LoadOptions) -> str | None:
-    return "bnb-4bit" if options.load_in_4bit else "bnb-8bit" if options.load_in_8bit else None
-
-
 def environment(model: Model) -> Environment:
     import transformers
 
@@ -181,8 +176,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
 
 def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
     plans = plan_tasks(spec)
-    device = "cuda" if (spec.load.device_map or spec.load.load_in_4bit or spec.load.load_in_8bit) else pick_device(spec.load)
-    dtype = str(pick_dtype(spec.load, device)).removeprefix("torch.")
+    dtype = str(pick_dtype(spec.load, target_device(spec.load))).removeprefix("torch.")
     outcomes: list[Outcome] = []
     for model_spec in spec.models:
         todo: list[Planned] = []

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
-from harness.sites import forward
+from harness.sites import forward, in_flight
 
 
 @dataclass
@@ -105,15 +105,12 @@ def _forward_after_prefix(model: Any, cache: Any, prefix: tuple[int, ...], chunk
         inputs["position_ids"] = (p + suffix.position_ids).to(device)
     # Positions of edits count from the start of the prompt: real token j of a row sits at
     # column (pad - p) + j of the suffix batch.
-    model.current_batch = Batch(
+    whole = Batch(
         indices=[chunk[r] for r in suffix.indices], input_ids=suffix.input_ids, attention_mask=suffix.attention_mask,
         lengths=suffix.lengths + p,
     )
-    model.tokens_processed += int(suffix.lengths.sum())
-    try:
+    with in_flight(model, whole, tokens=int(suffix.lengths.sum())):
         return model.hf(**inputs, **keep).logits[:, -1]
-    finally:
-        model.current_batch = None
 
 
 @torch.no_grad()
@@ -132,16 +129,13 @@ def generate(
     def step(size: int) -> Iterator[None]:
         batches = make_batches(token_ids, size, tok.pad_token_id)
         for batch in progress(batches) if progress else batches:
-            model.current_batch = batch
-            try:
+            with in_flight(model, batch):
                 inputs = batch.model_inputs(model.input_device, with_positions=False)
                 new = hf.generate(
                     **inputs, max_new_tokens=max_new_tokens, do_sample=False,
                     pad_token_id=tok.pad_token_id, top_p=None, top_k=None, temperature=None,
                 )[:, batch.input_ids.shape[1]:]
-            finally:
-                model.current_batch = None
-            model.tokens_processed = getattr(model, "tokens_processed", 0) + int(batch.lengths.sum()) + new.numel()
+            model.tokens_processed += new.numel()
             for r, i in enumerate(batch.indices):
                 out[i] = tok.decode(new[r], skip_special_tokens=True)
             yield None

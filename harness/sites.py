@@ -130,16 +130,26 @@ def hooks(handles: Sequence[torch.utils.hooks.RemovableHandle]) -> Iterator[None
             h.remove()
 
 
-def forward(model: Any, batch: Batch, **kwargs: Any) -> Any:
-    """One forward pass of a batch, with the batch visible to intervention hooks."""
-    hf = model.hf
+@contextlib.contextmanager
+def in_flight(model: Any, batch: Batch, tokens: int | None = None) -> Iterator[None]:
+    """Make `batch` visible to intervention hooks while the model runs on it, and count its tokens.
+
+    Every forward pass or generate call of the harness runs inside this, so edits can map
+    prompt indices and token positions onto the padded batch.
+    """
     model.current_batch = batch
-    model.tokens_processed = getattr(model, "tokens_processed", 0) + int(batch.lengths.sum())
+    model.tokens_processed += int(batch.lengths.sum()) if tokens is None else tokens
     try:
-        inputs = batch.model_inputs(model.input_device, accepts(hf.forward, "position_ids"))
-        return hf(**inputs, use_cache=False, **kwargs)
+        yield
     finally:
         model.current_batch = None
+
+
+def forward(model: Any, batch: Batch, **kwargs: Any) -> Any:
+    """One forward pass of a batch, with the batch visible to intervention hooks."""
+    with in_flight(model, batch):
+        inputs = batch.model_inputs(model.input_device, accepts(model.hf.forward, "position_ids"))
+        return model.hf(**inputs, use_cache=False, **kwargs)
 
 
 class SamePosition:

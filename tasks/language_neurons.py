@@ -50,7 +50,7 @@ from harness.errors import UsageError
 from harness.intervene import Edit
 from harness.registry import register_task
 from harness.results import Metric, Reference
-from harness.sites import StopForward, forward, hook_site, hooks, parse_site
+from harness.sites import StopForward, forward, hook_site, hooks, in_flight, parse_site
 from harness.stats import metric
 from harness.task import Task, TaskResult
 from probes.neurons import (
@@ -250,15 +250,11 @@ def generate_texts(model: Any, token_ids: Sequence[Sequence[int]], max_new_token
     def step(size: int):
         batches = make_batches(token_ids, size, tok.pad_token_id)
         for b, batch in enumerate(progress(batches) if progress else batches):
-            model.current_batch = batch
-            try:
-                with torch.random.fork_rng(devices=rng_devices):
-                    torch.manual_seed(int(np.random.default_rng([seed, b]).integers(2**31)))
-                    new = hf.generate(**batch.model_inputs(device, with_positions=False), max_new_tokens=max_new_tokens,
-                                      pad_token_id=tok.pad_token_id, **options)[:, batch.input_ids.shape[1]:]
-            finally:
-                model.current_batch = None
-            model.tokens_processed += int(batch.lengths.sum()) + new.numel()
+            with in_flight(model, batch), torch.random.fork_rng(devices=rng_devices):
+                torch.manual_seed(int(np.random.default_rng([seed, b]).integers(2**31)))
+                new = hf.generate(**batch.model_inputs(device, with_positions=False), max_new_tokens=max_new_tokens,
+                                  pad_token_id=tok.pad_token_id, **options)[:, batch.input_ids.shape[1]:]
+            model.tokens_processed += new.numel()
             for r, i in enumerate(batch.indices):
                 text = tok.decode(new[r], skip_special_tokens=True)
                 out[i] = text.split("\n")[0] if stop_at_newline else text
