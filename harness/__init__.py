@@ -9,9 +9,11 @@ is importable from the package itself:
 
 __version__ = "0.1.0"
 
+from harness.errors import UsageError  # noqa: E402
+from harness.intervene import Edit  # noqa: E402
 from harness.registry import register_task  # noqa: E402
 from harness.results import Metric, Reference  # noqa: E402
 from harness.stats import metric  # noqa: E402
 from harness.task import Task, TaskResult  # noqa: E402
 
-__all__ = ["Metric", "Reference", "Task", "TaskResult", "metric", "register_task", "__version__"]
+__all__ = ["Edit", "Metric", "Reference", "Task", "TaskResult", "UsageError", "metric", "register_task", "__version__"]

@@ -43,11 +43,16 @@ class Reference(BaseModel):
 
 
 class TaskRecord(BaseModel):
+    """Which experiment ran; it carries what a leaderboard shows, so building one never imports task code."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     version: str
     config: dict[str, Any]
     config_hash: str
+    description: str = ""
+    paper: str = ""
+    headline_metrics: Optional[list[str]] = None
 
 
 class ModelRecord(BaseModel):
@@ -60,6 +65,10 @@ class ModelRecord(BaseModel):
     dtype: str
     quantization: Optional[str] = None
     device: str
+    fingerprint: Optional[str] = Field(
+        default=None,
+        description="identity of the weights (hub commit, file digest or folder fingerprint); a result is reused only when it matches",
+    )
 
 
 class Environment(BaseModel):
@@ -90,6 +99,7 @@ class Results(BaseModel):
     created_at: str
     seed: int
     limit: Optional[int] = None
+    bootstrap: int = Field(default=1000, ge=1, description="bootstrap resamples behind every interval (harness run --bootstrap)")
     notes: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict, description="per-layer curves and other non-headline numbers")
     artifacts: list[str] = Field(default_factory=list, description="plots and samples, relative to the results file")
