@@ -1,19 +1,30 @@
 """probe-harness: interpretability experiments on pretrained language models, as a benchmark.
 
 The engine lives here (CLI, model loading, sites and hooks, registry, runner, results);
-tasks live in `tasks/`, model-agnostic analysis in `probes/`. What a task plugin needs
-is importable from the package itself:
+tasks live in `tasks/`, model-agnostic analysis in `probes/`. Everything a task plugin
+needs is importable from the package itself, and the built-in tasks use nothing else:
 
-    from harness import Task, TaskResult, metric, register_task
+    from harness import Task, TaskResult, option, register_task
+
+`RunContext` is what `Task.run` receives (scores, log-likelihoods, generation, activations,
+interventions, intervals, artifacts); `Edit` is one intervention; `tokens` holds the token
+helpers (the token of a character span, BOS-or-EOS).
 """
 
 __version__ = "0.1.0"
 
+from harness import tokens  # noqa: E402
+from harness.context import RunContext  # noqa: E402
 from harness.errors import UsageError  # noqa: E402
 from harness.intervene import Edit  # noqa: E402
+from harness.models import Model  # noqa: E402
 from harness.registry import register_task  # noqa: E402
 from harness.results import Metric, Reference  # noqa: E402
+from harness.scoring import Loglikelihoods, Scores  # noqa: E402
 from harness.stats import metric  # noqa: E402
-from harness.task import Task, TaskResult  # noqa: E402
+from harness.task import NoConfig, Task, TaskResult, option  # noqa: E402
 
-__all__ = ["Edit", "Metric", "Reference", "Task", "TaskResult", "UsageError", "metric", "register_task", "__version__"]
+__all__ = [
+    "Edit", "Loglikelihoods", "Metric", "Model", "NoConfig", "Reference", "RunContext", "Scores", "Task", "TaskResult",
+    "UsageError", "metric", "option", "register_task", "tokens", "__version__",
+]

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems (for quick checks)")
     run.add_argument("--batch-size", type=batch_size, default="auto", help="prompts per forward pass, or auto (default)")
+    run.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples behind every interval (default 1000)")
     run.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     run.add_argument("--device-map", default=None, help="auto: spread a large model over the GPUs (accelerate)")
@@ -59,8 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run again even when a finished result exists")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    lst = sub.add_parser("list", help="list the tasks, with paper and version")
+    lst = sub.add_parser("list", help="list the tasks, with paper and version; `list TASK` shows its options and metrics")
+    lst.add_argument("task", nargs="?", help="a task name: print its options (name, type, default, description) and metrics")
     lst.add_argument("--debug", action="store_true")
+    val = sub.add_parser("validate", help="check results files against the shipped schema, one line per problem")
+    val.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    val.add_argument("--debug", action="store_true")
     board = sub.add_parser("leaderboard", help="build, show and publish leaderboards from results files")
     board_sub = board.add_subparsers(dest="action", parser_class=ArgumentParser, required=True)
     build = board_sub.add_parser("build", help="validate results files and write leaderboards/<task>.json, index.json, index.html")
@@ -89,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         limit=args.limit,
         batch_size=args.batch_size,
+        bootstrap=args.bootstrap,
         load=LoadOptions(
             dtype=args.dtype, device=args.device, device_map=args.device_map, revision=args.revision,
             load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, trust_remote_code=args.trust_remote_code,
@@ -102,14 +108,54 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.registry import all_tasks, origin
+    from harness.registry import all_tasks, get_task, origin
 
+    if args.task:
+        print(describe_task(get_task(args.task)))
+        return 0
     rows = [(t.name, t.version, origin(t.name), t.paper) for t in all_tasks().values()]
     widths = [max(len(r[i]) for r in rows + [("task", "version", "from", "")]) for i in range(3)]
     print(f"{'task':<{widths[0]}}  {'version':<{widths[1]}}  {'from':<{widths[2]}}  paper")
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
     return 0
+
+
+def describe_task(task: type) -> str:
+    """`harness list TASK`: what the task measures, its options and its metrics."""
+    from harness.task import describe_options
+
+    lines = [f"{task.name} (version {task.version})", f"paper: {task.paper}"] if task.paper else [f"{task.name} (version {task.version})"]
+    if task.description:
+        lines.append(task.description)
+    rows = describe_options(task)
+    lines.append("")
+    lines.append("options (--task-arg KEY=VALUE; lists comma-separated):" if rows else "options: none")
+    for r in rows:
+        lines.append(f"  {r.name}  ({r.type}, default {r.default})")
+        if r.help:
+            lines.append(f"      {r.help}")
+    if task.metric_descriptions:
+        lines.append("")
+        lines.append("metrics (each with a 95% bootstrap interval and n):")
+        width = max(len(k) for k in task.metric_descriptions)
+        lines.extend(f"  {k:<{width}}  {v}" for k, v in task.metric_descriptions.items())
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check results files against the shipped JSON Schema; exit 1 when any file has a problem."""
+    from harness.validate import validate_file
+
+    bad = 0
+    for path in args.files:
+        problems = validate_file(path)
+        for problem in problems:
+            print(f"{path}: {problem}")
+        if not problems:
+            print(f"{path}: ok")
+        bad += bool(problems)
+    return 1 if bad else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -149,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 2
-        return {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "leaderboard": cmd_leaderboard}[args.command](args)
     except UsageError as e:
         if debug:
             raise

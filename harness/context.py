@@ -1,33 +1,51 @@
 """What a task gets from the engine: the model's machinery bound to this run's options.
 
-Tasks call `ctx.score`, `ctx.collect`, `ctx.intervene`, `ctx.generate` rather than the
-model directly, so batching, progress bars, token accounting and interventions behave
-the same in every task.
+A task never calls the model itself. It asks the `RunContext` for requests of a few kinds
+(next-token scores, continuation log-likelihoods, generations, activations, a streamed
+corpus) and gets them batched by length, with one batch sizer per kind of call (halved on
+CUDA out-of-memory), tokens counted, a progress bar, and the edits in force applied. The
+same object gives the run's randomness, its intervals (`metric`) and its artifacts, so
+every task behaves the same way and a plugin gets exactly what the built-in tasks get.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from harness import intervene as _intervene
-from harness.batching import BatchSizer
 from harness import scoring, sites
+from harness.batching import BatchSizer
+from harness.generation import Prompt, generate
+from harness.results import Metric, write_atomic
 from harness.sites import Position
+from harness.stats import N_BOOTSTRAP
+from harness.stats import metric as _metric
 
 
 @dataclass
 class RunContext:
+    """The door between one task run and the model; built by the runner, one per (model, task).
+
+    Attributes a task reads: `model` (the loaded `Model`: `.tokenizer`, `.n_layers`,
+    `.d_model`, `.hf`), `seed`, `limit` (from `--limit`: use `limited()`), `bootstrap`
+    (resamples behind every interval), `log` (a logger).
+    """
+
     model: Any
     seed: int = 0
     limit: int | None = None
     batch_size: int | str = "auto"
+    bootstrap: int = N_BOOTSTRAP
     artifacts_dir: Path | None = None
     log_samples: bool = False
     show_progress: bool | None = None  # None: only on a terminal
@@ -36,7 +54,10 @@ class RunContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.task"))
     _sizers: dict[str, BatchSizer] = field(default_factory=dict, repr=False)
 
+    # Progress and batching ------------------------------------------------------------
+
     def progress(self, iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
+        """A tqdm bar over `iterable` that respects `--no-progress` (for a task's own long loops)."""
         disable = None if self.show_progress is None else not self.show_progress
         return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False)
 
@@ -46,52 +67,169 @@ class RunContext:
             self._sizers[kind] = BatchSizer(self.batch_size, self.model.input_device)
         return self._sizers[kind]
 
-    def _bar(self, desc: str):
+    def _bar(self, desc: str) -> Callable[[Any], Any]:
         return lambda batches: self.progress(batches, desc)
+
+    # Requests to the model ------------------------------------------------------------
 
     def score(self, prompts: Sequence[str], targets: Sequence[int], desc: str = "scoring",
               prefix_lengths: Sequence[int] | None = None) -> scoring.Scores:
-        """Next-token scores; `prefix_lengths` reuses shared prefixes (see harness.scoring.score)."""
+        """Next-token scores of `targets` (token ids) after each prompt.
+
+        Returns `Scores`: `.logits` and `.logprobs` (n_prompts, n_targets) and `.top_token`
+        (n_prompts,), the argmax over the whole vocabulary. `prefix_lengths[i]`: the first
+        tokens of prompt i are shared by many prompts and computed once (patching runs); every
+        edit in force must act after them.
+        """
         return scoring.score(self.model, prompts, targets, self._sizer("score"), self._bar(desc), prefix_lengths)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, desc: str = "generating") -> list[str]:
-        return scoring.generate(self.model, prompts, max_new_tokens, self._sizer("generate"), self._bar(desc))
+    def loglikelihood(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt],
+                      desc: str = "log-likelihood") -> scoring.Loglikelihoods:
+        """Summed log-probability of each continuation after its context, and whether it is the greedy one.
 
-    def collect(self, prompts: Sequence[str], sites_: Sequence[str], positions: Position = "last", desc: str = "collecting") -> dict[str, Any]:
-        return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc))
+        Texts or token-id lists; a text continuation is tokenised as it reads after its context.
+        Returns `Loglikelihoods` with `.logprob`, `.is_greedy` and `.n_tokens`, one entry per request.
+        """
+        return scoring.loglikelihood(self.model, contexts, continuations, self._sizer("loglikelihood"), self._bar(desc))
 
-    def intervene(self, edits: Sequence[_intervene.Edit]):
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] = (),
+                 desc: str = "generating") -> list[str]:
+        """Continuations through transformers' `generate`: greedy at temperature 0, else sampled.
+
+        `seed` (default: the run seed) makes sampling reproducible; `stop` strings end a
+        continuation and are cut off. Prompts are texts or token-id lists (e.g. BOS alone).
+        """
+        return generate(self.model, prompts, max_new_tokens, self._sizer("generate"), self._bar(desc),
+                        temperature=temperature, top_p=top_p, seed=self.seed if seed is None else seed, stop=stop)
+
+    def collect(self, prompts: Sequence[str], sites_: Sequence[str], positions: Position = "last",
+                desc: str = "collecting", reduce: str | None = None) -> dict[str, Any]:
+        """Activations at named sites: {site: tensor (n_prompts, d)} on CPU, float32.
+
+        Sites: resid_pre.L, resid_post.L (resid_post of the last layer is before the final
+        norm), attn_out.L, mlp_out.L, mlp_act.L, logits. positions: "last", an index, one
+        index per prompt, or "all" (a list of (len_i, d) tensors per site). reduce="mean" with
+        positions="all" averages each prompt's real tokens inside the hook. The forward pass
+        stops after the deepest layer asked for.
+        """
+        return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc), reduce)
+
+    def stream(self, texts: Iterable[str], site: str, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
+        """Batches of token activations (n_tokens, d) of a corpus at one site, padding and BOS dropped.
+
+        For training on more tokens than fit in memory: `texts` may be a generator; each text
+        is cut to `max_tokens`; the forward pass stops at the site's layer.
+        """
+        return sites.stream(self.model, texts, site, max_tokens, self._sizer("stream"))
+
+    def intervene(self, edits: Sequence[_intervene.Edit]) -> contextlib.AbstractContextManager:
+        """A `with` block inside which every request runs with `edits` applied (see `Edit`)."""
         return _intervene.intervene(self.model, edits)
+
+    @contextlib.contextmanager
+    def dropout(self, p: float) -> Iterator[int]:
+        """Dropout on at rate `p` (Monte Carlo dropout passes), restored on exit, also on an exception.
+
+        Only the model's dropout modules and attention-dropout rates change; norms and the
+        rest stay in eval mode. The global random state is forked, so passes inside do not
+        change what runs after. Yields the number of dropout sites found (0: the model has none).
+        """
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout rate {p}: use a number in [0, 1)")
+        saved: list[tuple[Any, str, Any, bool]] = []
+        for module in self.model.hf.modules():
+            if isinstance(module, torch.nn.Dropout):
+                saved.append((module, "p", module.p, module.training))
+                module.p = p
+            elif isinstance(getattr(module, "attention_dropout", None), float):
+                saved.append((module, "attention_dropout", module.attention_dropout, module.training))
+                module.attention_dropout = p
+            else:
+                continue
+            module.training = True  # this module only
+        try:
+            with torch.random.fork_rng(devices=[]):
+                yield len(saved)
+        finally:
+            for module, attr, value, training in saved:
+                setattr(module, attr, value)
+                module.training = training
+
+    # Randomness and statistics --------------------------------------------------------
 
     def rng(self, salt: int = 0) -> np.random.Generator:
         """A generator seeded from the run seed; `salt` separates independent streams."""
         return np.random.default_rng([self.seed, salt])
 
+    def metric(self, values: Any, unit: Sequence | np.ndarray | None = None, higher_is_better: bool | None = True,
+               statistic: Callable[[np.ndarray], float] = np.mean) -> Metric:
+        """A metric with its 95% bootstrap interval over `values` (one entry or row per example).
+
+        unit: the unit each row belongs to (a problem id, a sentence, a word) when rows are not
+        independent; whole units are resampled and `n` counts units. The number of resamples
+        is the run's `--bootstrap`.
+        """
+        return _metric(np.asarray(values), higher_is_better, statistic, seed=self.seed, units=unit, n_boot=self.bootstrap)
+
     def limited(self, items: Sequence[Any]) -> Sequence[Any]:
+        """The first `--limit` items (all without a limit): quick checks on a slice of the data."""
         return items if self.limit is None else items[: self.limit]
 
+    # Artifacts ------------------------------------------------------------------------
+
     def log_sample(self, record: dict[str, Any]) -> None:
+        """Keep one per-example record for samples.jsonl (written only with --log-samples)."""
         if self.log_samples:
             self.samples.append(record)
 
-    def save_figure(self, fig: Any, name: str) -> Path | None:
-        """Save a matplotlib figure into the run's artifacts folder and close it."""
-        import matplotlib.pyplot as plt
+    @staticmethod
+    def figure(**kwargs: Any) -> Any:
+        """A matplotlib `Figure` of the object API (no pyplot state, no backend switch), for `save_figure`."""
+        from matplotlib.figure import Figure
 
+        return Figure(**kwargs)
+
+    def save_figure(self, fig: Any, name: str) -> Path | None:
+        """Save a matplotlib figure as `name` (PNG) in the run's artifacts folder."""
+        try:
+            if self.artifacts_dir is None:
+                return None
+            path = self._artifact_path(name)
+            fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
+            return path
+        finally:
+            pyplot = sys.modules.get("matplotlib.pyplot")
+            if pyplot is not None:  # a figure made through pyplot stays registered there until closed
+                pyplot.close(fig)
+
+    def save_json(self, name: str, obj: Any) -> Path | None:
+        """Write `obj` as JSON (`name`, e.g. "probe.json") in the run's artifacts folder, atomically."""
         if self.artifacts_dir is None:
-            plt.close(fig)
             return None
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts_dir / name
-        fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
-        plt.close(fig)
-        self.artifacts.append(name)
+        path = self._artifact_path(name)
+        write_atomic(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
         return path
 
+    def _artifact_path(self, name: str) -> Path:
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"artifact name {name!r}: use a plain file name such as 'plot.png'")
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if name not in self.artifacts:
+            self.artifacts.append(name)
+        return self.artifacts_dir / name
+
     def write_samples(self) -> None:
+        """Write the kept per-example records to samples.jsonl (the runner calls this)."""
         if self.samples and self.artifacts_dir is not None:
-            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.artifacts_dir / "samples.jsonl", "w") as f:
-                for record in self.samples:
-                    f.write(json.dumps(record, default=str) + "\n")
-            self.artifacts.append("samples.jsonl")
+            text = "".join(json.dumps(record, default=_jsonable) + "\n" for record in self.samples)
+            write_atomic(self._artifact_path("samples.jsonl"), text)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy and torch scalars and arrays as plain JSON values."""
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    return str(value)

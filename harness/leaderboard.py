@@ -4,22 +4,93 @@ A leaderboard ranks only results that are comparable: the same task version and 
 config hash form one *board*; runs with `--limit` are partial and never ranked. Every
 results file is validated against the schema first; a malformed or foreign file is
 reported by name and skipped.
+
+`build` merges into the boards already in `--out` instead of replacing them: a row is
+keyed by (task, task version, config hash, model, dtype, quantization, seed), a newer run
+replaces the row of the same key, and boards and rows the new results do not mention are
+kept. So a contributor who rebuilds the repository's leaderboard from their own results
+folder adds rows and loses none.
+
+Results files (and the boards being merged into) are untrusted input: every path built
+from them goes through `safe_join`, plots are copied only when they are regular PNG files
+inside their run's folder, numbers that are not finite or are absurdly large are shown as
+missing and never ranked, and nothing is deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.results import Results, write_atomic
+from harness.errors import UsageError
+from harness.results import Metric, Reference, Results, write_atomic
+from harness.safepath import UnsafePath, read_plain_file, safe_join, write_file_atomic
 
 LEADERBOARD_VERSION = 1
-N_HEADLINE = 6
+N_HEADLINE = 6  # columns shown for a task whose results name no headline metrics
+MAX_ABS_VALUE = 1e12  # larger numbers are corrupt or hostile, not measurements
+MAX_PLOT_BYTES = 5 * 2**20
+MAX_JSON_BYTES = 64 * 2**20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a task name becomes a file name
+RESERVED_NAMES = {"index"}
+ASSET_PATH = re.compile(r"assets/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")  # no glob or pathspec characters: safe to hand to git and the hub  # index.json is the list of boards, not a board
+
+
+class Row(BaseModel):
+    """One model's result on one board, as stored in `<task>.json`."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    model: str
+    model_revision: Optional[str] = None
+    dtype: str
+    quantization: Optional[str] = None
+    n_params: Optional[int] = None
+    metrics: dict[str, Metric]
+    config_hash: str
+    task_version: str
+    harness_version: str = ""
+    seed: int
+    date: str = ""
+    created_at: str = ""  # absent in boards built before merging existed; `date` stands in
+    notes: list[str] = []
+    artifacts: list[str] = []
+
+    def key(self) -> tuple:
+        return (self.model, self.dtype, self.quantization, self.seed)
+
+    def when(self) -> str:
+        return self.created_at or self.date
+
+
+class Board(BaseModel):
+    """The rows of one task version and config hash: only these are ranked together."""
+
+    model_config = ConfigDict(extra="ignore")
+    task_version: str
+    config_hash: str
+    config: dict[str, Any]
+    headline_metrics: list[str]
+    reference: Optional[Reference] = None
+    rows: list[Row]
+
+
+class TaskBoards(BaseModel):
+    """The file `<task>.json`: a task's description, paper and boards."""
+
+    model_config = ConfigDict(extra="ignore")
+    task: str
+    description: str = ""
+    paper: str = ""
+    boards: list[Board]
+    leaderboard_version: int = LEADERBOARD_VERSION
 
 
 @dataclass
@@ -27,6 +98,35 @@ class BuildReport:
     used: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
+
+
+def is_number(x: Any) -> bool:
+    """A value fit to rank and to embed in JSON: finite and not absurdly large."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= MAX_ABS_VALUE
+
+
+def clean_metrics(metrics: dict[str, Metric]) -> tuple[dict[str, Metric], list[str]]:
+    """The metrics whose value and interval are all numbers, and the names of the rest."""
+    kept = {k: m for k, m in metrics.items() if all(is_number(x) for x in (m.value, m.ci_low, m.ci_high))}
+    return kept, [k for k in metrics if k not in kept]
+
+
+def clean_reference(reference: Reference | None) -> Reference | None:
+    if reference is None:
+        return None
+    metrics = {model: {k: v for k, v in values.items() if is_number(v)} for model, values in reference.metrics.items()}
+    return reference.model_copy(update={"metrics": metrics})
+
+
+def json_safe(value: Any) -> Any:
+    """A config as JSON can carry it: NaN and infinities (which JSON lacks) become their names."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Results]]:
@@ -38,7 +138,10 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
         if path.parent.with_suffix(".json").is_file():
             continue  # an artifact of the results file beside its folder (plots, samples, tables)
         try:
-            results = Results.model_validate_json(path.read_text())
+            results = Results.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))
+        except UnsafePath as e:
+            report.skipped.append((path, f"not read ({e})"))
+            continue
         except (ValidationError, ValueError, UnicodeDecodeError) as e:
             reason = str(e).splitlines()[0]
             report.skipped.append((path, f"not a valid results file ({reason})"))
@@ -46,117 +149,206 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
         if results.limit is not None:
             report.skipped.append((path, f"partial run (--limit {results.limit}), not ranked"))
             continue
+        if not TASK_NAME.fullmatch(results.task.name) or results.task.name.lower() in RESERVED_NAMES:
+            report.skipped.append((path, f"task name {results.task.name[:60]!r} cannot name a leaderboard file "
+                                         "(letters, digits, '.', '_', '-'; not 'index')"))
+            continue
         found.append((path, results))
     return found
 
 
-def task_info(name: str) -> dict[str, Any]:
-    """Description, paper and headline metrics of a registered task (empty for a task not installed here)."""
-    from harness.registry import all_tasks
+def copy_artifacts(path: Path, results: Results, results_dir: Path, out_dir: Path, report: BuildReport) -> list[str]:
+    """Copy a result's plots into out_dir/assets so the page and a published copy can link them.
 
-    task = all_tasks().get(name)
-    if task is None:
-        return {"description": "", "paper": "", "headline_metrics": None}
-    return {"description": task.description, "paper": task.paper, "headline_metrics": getattr(task, "headline_metrics", None)}
-
-
-def row_for(results: Results, artifacts: list[str]) -> dict[str, Any]:
-    return {
-        "model": results.model.spec,
-        "model_revision": results.model.resolved_revision,
-        "dtype": results.model.dtype,
-        "quantization": results.model.quantization,
-        "n_params": results.model.n_params,
-        "metrics": {k: m.model_dump() for k, m in results.metrics.items()},
-        "config_hash": results.task.config_hash,
-        "task_version": results.task.version,
-        "harness_version": results.harness_version,
-        "seed": results.seed,
-        "date": results.created_at[:10],
-        "notes": results.notes,
-        "artifacts": artifacts,
-    }
-
-
-def sort_key(row: dict[str, Any], metric: str | None) -> tuple:
-    m = row["metrics"].get(metric) if metric else None
-    if m is None:
-        return (1, 0.0, row["model"])
-    sign = -1.0 if m.get("higher_is_better") is not False else 1.0
-    return (0, sign * m["value"], row["model"])
-
-
-def copy_artifacts(path: Path, results: Results, out_dir: Path, task: str) -> list[str]:
-    """Copy a result's plots next to the leaderboard so the page and a published copy can link them."""
+    Only PNG files inside the run's own folder (`<results file without .json>/`), regular
+    files rather than links, with the PNG signature and at most MAX_PLOT_BYTES, are copied;
+    the rest are refused by name in the report. A copy is named by its content's digest, so
+    two runs never overwrite each other's plots.
+    """
+    run_dir = path.with_suffix("")
     copied = []
-    slug = path.parent.name
     for rel in results.artifacts:
-        src = path.parent / rel
-        if not src.is_file() or src.suffix.lower() != ".png":
+        if not rel.lower().endswith(".png"):
+            continue  # samples and tables stay with the results
+        first, _, rest = rel.partition("/")
+        try:
+            if first != run_dir.name or not rest or through_link(results_dir, run_dir):
+                raise UnsafePath(f"not inside the run's folder {run_dir.name}/")
+            data = read_plain_file(safe_join(run_dir, rest), MAX_PLOT_BYTES)
+            if not data.startswith(PNG_SIGNATURE):
+                raise UnsafePath("not a PNG image")
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", rest.rsplit("/", 1)[-1]).lstrip(".")
+            dest = f"assets/{results.task.name}/{hashlib.sha256(data).hexdigest()[:16]}/{name}"
+            write_file_atomic(safe_join(out_dir, dest), data)
+        except UnsafePath as e:
+            report.skipped.append((path, f"plot {rel[:200]!r} not copied: {e}"))
             continue
-        dest = Path("assets") / task / slug / f"{path.stem}-{src.name}"
-        (out_dir / dest).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, out_dir / dest)
-        copied.append(dest.as_posix())
+        copied.append(dest)
     return copied
 
 
+def through_link(root: Path, folder: Path) -> bool:
+    """Whether any folder from below `root` down to `folder` is a symbolic link (so not really inside root)."""
+    parts = folder.relative_to(root).parts
+    return any(root.joinpath(*parts[: i + 1]).is_symlink() for i in range(len(parts)))
+
+
+def row_for(path: Path, results: Results, artifacts: list[str], report: BuildReport) -> Row:
+    metrics, dropped = clean_metrics(results.metrics)
+    if dropped:
+        names = ", ".join(repr(k[:60]) for k in dropped[:10])
+        report.skipped.append((path, f"metrics shown as missing (not finite or beyond ±{MAX_ABS_VALUE:g}): {names}"))
+    return Row(
+        model=results.model.spec,
+        model_revision=results.model.resolved_revision,
+        dtype=results.model.dtype,
+        quantization=results.model.quantization,
+        n_params=results.model.n_params,
+        metrics=metrics,
+        config_hash=results.task.config_hash,
+        task_version=results.task.version,
+        harness_version=results.harness_version,
+        seed=results.seed,
+        date=results.created_at[:10],
+        created_at=results.created_at,
+        notes=results.notes,
+        artifacts=artifacts,
+    )
+
+
+def sort_key(row: Row, metric: str | None) -> tuple:
+    m = row.metrics.get(metric) if metric else None
+    if m is None:
+        return (1, 0.0, row.model)
+    sign = -1.0 if m.higher_is_better is not False else 1.0
+    return (0, sign * m.value, row.model)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse, before any work, an --out that is a file or a folder that holds something other than leaderboards."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file: name a folder for the leaderboards")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "index.json").is_file():
+        raise UsageError(f"--out {out_dir} holds files but no leaderboard (index.json): name a new or empty folder, or a leaderboards folder")
+
+
+def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
+    """The boards already in out_dir, to merge into; a file that is not one stops the build before any write."""
+    tasks: dict[str, TaskBoards] = {}
+    if not out_dir.is_dir():
+        return tasks
+    for path in sorted(out_dir.glob("*.json")):
+        name = path.stem
+        if path.name == "index.json" or not TASK_NAME.fullmatch(name):
+            continue
+        try:
+            info = TaskBoards.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))
+            if info.task != name:
+                raise ValueError(f"it holds task {info.task[:60]!r}")
+        except (UnsafePath, ValidationError, ValueError) as e:
+            reason = str(e).splitlines()[0]
+            raise UsageError(f"{path} is not a leaderboard build can merge into ({reason}): move it out of {out_dir} and build again") from None
+        for board in info.boards:
+            board.config = json_safe(board.config)
+            board.reference = clean_reference(board.reference)
+            for row in board.rows:
+                row.metrics, dropped = clean_metrics(row.metrics)
+                kept = [a for a in row.artifacts if is_asset(out_dir, a)]
+                if dropped or len(kept) != len(row.artifacts):
+                    report.skipped.append((path, f"row {row.model[:60]!r}: dropped unsafe or missing values and plots"))
+                row.artifacts = kept
+        tasks[name] = info
+    return tasks
+
+
+def is_asset(out_dir: Path, rel: Any) -> bool:
+    """Whether `rel` names a regular file (not a link) under out_dir/assets, in plain characters."""
+    if not isinstance(rel, str) or not ASSET_PATH.fullmatch(rel):
+        return False
+    try:
+        path = safe_join(out_dir, rel)
+    except UnsafePath:
+        return False
+    return path.is_file() and not path.is_symlink()
+
+
+def row_key(results: Results) -> tuple:
+    """What makes two runs the same row: task, task version, config hash, model, dtype, quantization, seed."""
+    return (results.task.name, results.task.version, results.task.config_hash,
+            results.model.spec, results.model.dtype, results.model.quantization, results.seed)
+
+
+def merge(tasks: dict[str, TaskBoards], path: Path, results: Results, results_dir: Path, out_dir: Path, report: BuildReport) -> None:
+    """Put one run into its task's board: a new row, or in place of an older run of the same key."""
+    name = results.task.name
+    info = tasks.setdefault(name, TaskBoards(task=name, boards=[]))
+    board = next((b for b in info.boards if (b.task_version, b.config_hash) == (results.task.version, results.task.config_hash)), None)
+    if board is None:
+        board = Board(task_version=results.task.version, config_hash=results.task.config_hash, config={}, headline_metrics=[], rows=[])
+        info.boards.append(board)
+    ident = row_key(results)[3:]
+    old = next((r for r in board.rows if r.key() == ident), None)
+    if old is not None and old.when() > results.created_at:
+        report.skipped.append((path, f"older than the run already on the board ({old.when()[:40]!r})"))
+        return
+    row = row_for(path, results, copy_artifacts(path, results, results_dir, out_dir, report), report)
+    board.rows = [r for r in board.rows if r.key() != ident] + [row]
+    board.config = json_safe(results.task.config)
+    board.headline_metrics = results.task.headline_metrics or list(results.metrics)[:N_HEADLINE]
+    board.reference = clean_reference(results.reference)
+    info.description = results.task.description or info.description
+    info.paper = results.task.paper or info.paper
+    report.used.append(path)
+
+
 def build(results_dir: Path, out_dir: Path) -> BuildReport:
-    """Write out_dir/<task>.json for every task with results, out_dir/index.json, and the static page."""
+    """Merge the results under results_dir into out_dir/<task>.json, out_dir/index.json and the static page.
+
+    A pure function of the results files and the boards already there: no task code is
+    imported, so a plugin that is no longer installed keeps its board and its columns.
+    """
     from harness.leaderboard_page import render_page
 
+    check_out_dir(out_dir)
     report = BuildReport()
-    by_board: dict[tuple[str, str, str], list[tuple[Path, Results]]] = {}
-    for path, results in load_results(results_dir, report):
-        key = (results.task.name, results.task.version, results.task.config_hash)
-        by_board.setdefault(key, []).append((path, results))
+    tasks = read_existing(out_dir, report)
+    newest: dict[tuple, tuple[Path, Results]] = {}
+    for path, results in load_results(results_dir, report):  # of several runs of one key, the newest counts
+        key = row_key(results)
+        if key not in newest or results.created_at > newest[key][1].created_at:
+            newest[key] = (path, results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out_dir / "assets", ignore_errors=True)
-    tasks: dict[str, dict[str, Any]] = {}
-    for (name, version, chash), entries in sorted(by_board.items()):
-        latest: dict[tuple, tuple[Path, Results]] = {}
-        for path, results in entries:  # one row per model and load setting: the newest run wins
-            ident = (results.model.spec, results.model.dtype, results.model.quantization, results.seed)
-            if ident not in latest or results.created_at > latest[ident][1].created_at:
-                latest[ident] = (path, results)
-        info = tasks.setdefault(name, {"task": name, **task_info(name), "boards": []})
-        first = next(iter(latest.values()))[1]
-        headline = info["headline_metrics"] or list(first.metrics)[:N_HEADLINE]
-        rows = [row_for(r, copy_artifacts(p, r, out_dir, name)) for p, r in latest.values()]
-        rows.sort(key=lambda row: sort_key(row, headline[0] if headline else None))
-        report.used.extend(p for p, _ in latest.values())
-        info["boards"].append({
-            "task_version": version,
-            "config_hash": chash,
-            "config": first.task.config,
-            "headline_metrics": headline,
-            "reference": first.reference.model_dump() if first.reference else None,
-            "rows": rows,
-        })
-    for name, info in tasks.items():
-        info.pop("headline_metrics", None)
-        info["leaderboard_version"] = LEADERBOARD_VERSION
-        info["boards"].sort(key=lambda b: (b["task_version"], -len(b["rows"])), reverse=True)
-        write_atomic(out_dir / f"{name}.json", json.dumps(info, indent=2, sort_keys=False) + "\n")
+    for path, results in sorted(newest.values(), key=lambda pr: pr[1].created_at):  # the newest run sets a board's columns
+        merge(tasks, path, results, results_dir, out_dir, report)
+    for info in tasks.values():
+        for board in info.boards:
+            board.rows.sort(key=lambda row: sort_key(row, board.headline_metrics[0] if board.headline_metrics else None))
+        info.boards.sort(key=lambda b: (b.task_version, len(b.rows)), reverse=True)
+    ordered = [tasks[n].model_dump(mode="json") for n in sorted(tasks)]
     index = {
         "leaderboard_version": LEADERBOARD_VERSION,
         "tasks": [
-            {"task": n, "description": i["description"], "paper": i["paper"], "file": f"{n}.json",
-             "models": sorted({r["model"] for b in i["boards"] for r in b["rows"]})}
-            for n, i in sorted(tasks.items())
+            {"task": t["task"], "description": t["description"], "paper": t["paper"], "file": f"{t['task']}.json",
+             "models": sorted({r["model"] for b in t["boards"] for r in b["rows"]})}
+            for t in ordered
         ],
     }
-    write_atomic(out_dir / "index.json", json.dumps(index, indent=2) + "\n")
-    write_atomic(out_dir / "index.html", render_page(index, [tasks[n] for n in sorted(tasks)]))
+    write_atomic(safe_join(out_dir, "index.json"), to_json(index))  # first, so an interrupted build still leaves a leaderboard folder
+    for t in ordered:
+        write_atomic(safe_join(out_dir, f"{t['task']}.json"), to_json(t))
+    write_atomic(safe_join(out_dir, "index.html"), render_page(index, ordered))
     report.tasks = sorted(tasks)
     return report
 
 
-def read_board(out_dir: Path, task: str) -> dict[str, Any]:
-    from harness.errors import UsageError
+def to_json(data: Any) -> str:
+    """Strict JSON (no NaN or Infinity, which browsers refuse), so every file parses anywhere."""
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
+
+def read_board(out_dir: Path, task: str) -> dict[str, Any]:
     path = out_dir / f"{task}.json"
-    if not path.exists():
+    if not TASK_NAME.fullmatch(task) or not path.is_file():
         known = sorted(p.stem for p in out_dir.glob("*.json") if p.stem != "index")
         raise UsageError(f"no leaderboard for {task} in {out_dir}: run `harness leaderboard build` (have: {', '.join(known) or 'none'})")
     return json.loads(path.read_text())

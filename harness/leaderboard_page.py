@@ -2,7 +2,9 @@
 
 The data is embedded as JSON (with "<" escaped, so no text can close the script tag) and
 the tables are built with DOM calls that set `textContent`, never HTML strings: a model
-name with markup shows as text.
+name with markup shows as text. The JSON is strict (no NaN or Infinity, which `JSON.parse`
+refuses), metric names are looked up as own properties only (a metric called
+`constructor` or `__proto__` is just missing), and only links into `assets/` are made.
 """
 
 from __future__ import annotations
@@ -43,9 +45,17 @@ function el(tag, text, cls) {
   return node;
 }
 
+function own(obj, key) {
+  return obj !== null && typeof obj === "object" && Object.prototype.hasOwnProperty.call(obj, key) ? obj[key] : undefined;
+}
+
+function isNumber(x) {
+  return typeof x === "number" && isFinite(x);
+}
+
 function metricCell(m) {
   const td = el("td");
-  if (!m) { td.textContent = "-"; td.dataset.sort = ""; return td; }
+  if (!m || !isNumber(m.value) || !isNumber(m.ci_low) || !isNumber(m.ci_high)) { td.textContent = "-"; td.dataset.sort = ""; return td; }
   td.appendChild(el("span", m.value.toFixed(3)));
   td.appendChild(el("span", " [" + m.ci_low.toFixed(3) + ", " + m.ci_high.toFixed(3) + "]", "ci"));
   td.dataset.sort = String(m.value);
@@ -86,10 +96,11 @@ function renderBoard(task, board) {
   board.rows.forEach(row => {
     const tr = body.insertRow();
     const name = el("td", row.model); name.dataset.sort = row.model; tr.appendChild(name);
-    board.headline_metrics.forEach(m => tr.appendChild(metricCell(row.metrics[m])));
+    board.headline_metrics.forEach(m => tr.appendChild(metricCell(own(row.metrics, m))));
     const date = el("td", row.date); date.dataset.sort = row.date; tr.appendChild(date);
     const plots = el("td");
     row.artifacts.forEach(path => {
+      if (typeof path !== "string" || !path.startsWith("assets/") || !/^[A-Za-z0-9._/-]+$/.test(path) || path.includes("..")) return;
       const a = el("a", path.split("/").pop());
       a.href = path;
       plots.appendChild(a);
@@ -101,11 +112,11 @@ function renderBoard(task, board) {
   if (ref && ref.metrics) {
     Object.keys(ref.metrics).forEach(model => {
       const values = ref.metrics[model];
-      if (!board.headline_metrics.some(m => m in values)) return;
+      if (!board.headline_metrics.some(m => isNumber(own(values, m)))) return;
       const tr = body.insertRow();
       tr.className = "reference";
       tr.appendChild(el("td", "paper: " + model));
-      board.headline_metrics.forEach(m => tr.appendChild(el("td", m in values ? values[m].toFixed(3) : "")));
+      board.headline_metrics.forEach(m => tr.appendChild(el("td", isNumber(own(values, m)) ? own(values, m).toFixed(3) : "")));
       tr.appendChild(el("td", ""));
       tr.appendChild(el("td", ""));
     });
@@ -133,6 +144,6 @@ data.tasks.forEach(task => {
 
 def render_page(index: dict[str, Any], tasks: list[dict[str, Any]]) -> str:
     """The page for these tasks; `index` is accepted for symmetry with index.json and embedded too."""
-    payload = json.dumps({"index": index, "tasks": tasks}, sort_keys=True)
+    payload = json.dumps({"index": index, "tasks": tasks}, sort_keys=True, allow_nan=False)
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return PAGE.replace("__DATA__", payload)

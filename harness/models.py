@@ -9,11 +9,19 @@ GGUF files are dequantised once and cached as safetensors: the conversion costs
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
+import mmap
 import os
+import pickle
 import re
 import shutil
+import struct
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,7 @@ class LoadOptions:
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     trust_remote_code: bool = False
+    show_progress: bool | None = None  # False: hide transformers' and huggingface_hub's loading bars
 
 
 @dataclass
@@ -53,8 +62,9 @@ class ModelInfo:
     architecture: str
     n_params: int
     dtype: str
-    quantization: str | None
+    quantization: str | None  # "bnb-4bit", "bnb-8bit", or "gguf-<file type> (dequantised to float32)"
     device: str
+    fingerprint: str | None = None  # identity of the weights; see `model_fingerprint`
 
 
 @dataclass
@@ -114,15 +124,195 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def stat_key(path: Path) -> list[int]:
+    """Size, mtime, ctime and inode: any write or replacement through the file system changes one of them."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+_DIGESTS: dict[tuple[str, tuple[int, ...]], str] = {}
+
+
+def source_digest(path: Path) -> str:
+    """sha256 of a GGUF file, hashed once per process: `model_fingerprint` and `load_model` both need it."""
+    key = (str(path.resolve()), tuple(stat_key(path)))
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+# ---- GGUF header: walked by hand, because gguf.GGUFReader parses every vocabulary entry (5-10 s) ----
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+class _Truncated(Exception):
+    """The header ends (or says it ends) past the end of the file."""
+
+
+class _Cursor:
+    """Reads little- or big-endian GGUF values from a buffer, refusing to run past its end."""
+
+    def __init__(self, buf: Any, order: str) -> None:
+        self.buf, self.order, self.pos = buf, order, 0
+
+    def take(self, fmt: str) -> Any:
+        size = struct.calcsize(self.order + fmt)
+        if self.pos + size > len(self.buf):
+            raise _Truncated
+        (value,) = struct.unpack_from(self.order + fmt, self.buf, self.pos)
+        self.pos += size
+        return value
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise _Truncated
+        self.pos += n
+
+    def string(self) -> bytes:
+        n = self.take("Q")
+        start = self.pos
+        self.skip(n)
+        return bytes(self.buf[start:self.pos])
+
+    def value(self, vtype: int) -> Any:
+        """Read one value; arrays are skipped (None), since no header array matters here."""
+        if vtype in _GGUF_SCALARS:
+            return self.take(_GGUF_SCALARS[vtype])
+        if vtype == _GGUF_STRING:
+            return self.string()
+        if vtype != _GGUF_ARRAY:
+            raise ValueError(f"unknown value type {vtype}")
+        item, count = self.take("I"), self.take("Q")
+        if item in _GGUF_SCALARS:
+            self.skip(count * struct.calcsize(_GGUF_SCALARS[item]))
+        else:
+            for _ in range(count):
+                self.value(item)
+        return None
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """What the harness needs from a GGUF header: the file's quantisation type."""
+
+    file_type: str  # e.g. "Q4_K_M", from general.file_type, else the most common tensor type
+
+
+def read_gguf_header(path: Path) -> GGUFHeader:
+    """Check that `path` is a whole GGUF file (header, and tensor data up to the last byte the header names)."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _walk_gguf(buf)
+    except (_Truncated, ValueError, OverflowError, MemoryError) as e:
+        detail = "truncated" if isinstance(e, _Truncated) or not str(e) else str(e)
+        raise UsageError(f"{path} is not a complete GGUF file ({detail}): download or copy it again") from None
+
+
+def _walk_gguf(buf: Any) -> GGUFHeader:
+    import gguf
+
+    if len(buf) < 4 or buf[:4] != b"GGUF":
+        raise ValueError("no GGUF magic number")
+    order = "<" if struct.unpack_from("<I", buf, 4)[0] < 1 << 16 else ">"
+    cur = _Cursor(buf, order)
+    cur.skip(4)
+    if cur.take("I") < 2:
+        raise ValueError("GGUF version 1 is not supported")
+    n_tensors, n_kv = cur.take("Q"), cur.take("Q")
+    meta: dict[bytes, Any] = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        meta[key] = cur.value(cur.take("I"))
+    tensors = [_tensor_extent(cur) for _ in range(n_tensors)]
+    alignment = meta.get(b"general.alignment") or gguf.GGUF_DEFAULT_ALIGNMENT
+    data_start = -(-cur.pos // alignment) * alignment
+    end = data_start + max((offset + nbytes for _, offset, nbytes in tensors), default=0)
+    if end > len(buf):
+        raise ValueError(f"truncated: its header names {end} bytes, the file has {len(buf)}")
+    return GGUFHeader(file_type=_file_type_name(meta.get(b"general.file_type"), tensors))
+
+
+def _tensor_extent(cur: _Cursor) -> tuple[str, int, int]:
+    """(type name, offset, size in bytes) of one tensor-info record."""
+    import gguf
+
+    cur.string()
+    dims = [cur.take("Q") for _ in range(cur.take("I"))]
+    kind = gguf.GGMLQuantizationType(cur.take("I"))
+    offset = cur.take("Q")
+    block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+    return kind.name, offset, math.prod(dims) // block * block_bytes
+
+
+def _file_type_name(code: int | None, tensors: list[tuple[str, int, int]]) -> str:
+    import gguf
+
+    if code is None:
+        sizes: dict[str, int] = {}
+        for name, _, nbytes in tensors:
+            sizes[name] = sizes.get(name, 0) + nbytes
+        return max(sizes, key=sizes.__getitem__) if sizes else "unknown"
+    try:
+        name = gguf.LlamaFileType(code).name
+    except ValueError:
+        return f"file_type_{code}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def gguf_quantization(header: GGUFHeader) -> str:
+    """The quantization a results file records for GGUF weights, which the cache holds as float32."""
+    return f"gguf-{header.file_type} (dequantised to float32)"
+
+
+# ---- the converted-weights cache: cache_root()/gguf/<sha16>, verified at every load ----
+
+MANIFEST = "harness-manifest.json"  # written at conversion: sha256 and size of every file
+STAMP = "harness-verified.json"  # written after a full check: the files' stat keys at that moment
+STALE_STAGING_S = 15 * 60  # a staging folder untouched this long belongs to a dead conversion
+
+
 def gguf_to_folder(gguf: Path) -> tuple[Path, str]:
-    """Dequantise a GGUF file once into a safetensors folder under the cache; return (folder, sha256)."""
-    sha = sha256_file(gguf)
+    """Dequantise a GGUF file once into a safetensors folder under the cache; return (folder, sha256).
+
+    A cached folder is used only if it matches the manifest written at conversion;
+    otherwise it is converted again, with one warning.
+    """
+    sha = source_digest(gguf)
     folder = cache_root() / "gguf" / sha[:16]
-    if (folder / "config.json").exists():
-        return folder, sha
+    remove_stale_staging(folder.parent)
+    if folder.exists():
+        problem = cache_problem(folder, sha)
+        if problem is None:
+            return folder, sha
+        log.warning("cached weights in %s are damaged (%s); converting %s again", folder, problem, gguf.name)
+        discard(folder)
+    convert_into_cache(gguf, folder, sha)
+    return folder, sha
+
+
+def convert_into_cache(gguf: Path, folder: Path, sha: str) -> None:
+    """Convert in a staging folder, write the manifest, then rename: readers never see half a folder."""
+    log.info("converting %s to safetensors (once; cached in %s)", gguf.name, folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        convert_gguf(gguf, staging)
+        write_json(staging / MANIFEST, manifest_of(staging, sha))
+        os.replace(staging, folder)
+        write_stamp(folder)
+    except OSError:
+        if not (folder / MANIFEST).exists():  # else another process finished the same conversion first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantise `gguf` with transformers and save model and tokenizer as safetensors into `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors (once; cached in %s)", gguf.name, folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -135,18 +325,94 @@ def gguf_to_folder(gguf: Path) -> tuple[Path, str]:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def manifest_of(folder: Path, source_sha: str) -> dict[str, Any]:
+    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(folder.iterdir())}
+    return {"source_sha256": source_sha, "files": files}
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        os.replace(staging, folder)
-    except OSError:
-        if not (folder / "config.json").exists():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder, sha
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def listed_stats(folder: Path) -> dict[str, list[int]]:
+    """Stat keys of every file the folder holds, the manifest included, the stamp left out."""
+    return {p.name: stat_key(p) for p in sorted(folder.iterdir()) if p.name != STAMP}
+
+
+def write_stamp(folder: Path) -> None:
+    """Record that the folder matched its manifest now; a read-only cache just gets checked in full each time."""
+    try:
+        write_json(folder / STAMP, listed_stats(folder))
+    except OSError as e:
+        log.debug("cannot write %s: %s", folder / STAMP, e)
+
+
+def cache_problem(folder: Path, source_sha: str) -> str | None:
+    """Why a cached folder cannot be trusted, or None when it matches its manifest.
+
+    Sizes are compared always; contents are hashed only when a file's size, mtime,
+    ctime or inode changed since the last full check (the stamp): every write through
+    the file system changes ctime, which user space cannot set back.
+    """
+    manifest = read_json(folder / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("source_sha256") != source_sha:
+        return f"{MANIFEST} is missing or unreadable"
+    files: dict[str, dict[str, Any]] = manifest.get("files") or {}
+    stats = listed_stats(folder)
+    if sorted(stats) != sorted([*files, MANIFEST]):
+        return "its files differ from the manifest"
+    for name, entry in files.items():
+        if stats[name][0] != entry.get("size"):
+            return f"{name} has {stats[name][0]} bytes, the manifest says {entry.get('size')}"
+    if read_json(folder / STAMP) == stats:
+        return None
+    for name, entry in files.items():
+        if sha256_file(folder / name) != entry.get("sha256"):
+            return f"{name} does not match its sha256"
+    write_stamp(folder)
+    return None
+
+
+def discard(folder: Path) -> None:
+    """Move a folder out of readers' way under a staging name, then delete it."""
+    doomed = folder.parent / f".tmp-discard-{folder.name}-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.replace(folder, doomed)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_stale_staging(parent: Path) -> None:
+    """Delete staging folders of interrupted conversions; a live conversion keeps writing, so it stays fresh."""
+    if not parent.is_dir():
+        return
+    cutoff = time.time() - STALE_STAGING_S
+    for staging in parent.glob(".tmp-*"):
+        if staging.is_dir() and newest_mtime(staging) < cutoff:
+            log.info("removing %s, left by an interrupted conversion", staging)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def newest_mtime(folder: Path) -> float:
+    try:
+        return max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+    except FileNotFoundError:  # removed meanwhile by its owner
+        return time.time()
 
 
 def first_line(e: BaseException) -> str:
@@ -154,27 +420,145 @@ def first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def resolve_spec(spec: str, revision: str | None) -> tuple[str, str, str | None]:
-    """Return (source, path_or_id, revision) for a model spec, or a one-line UsageError."""
+# ---- model specs and identity ----
+
+@dataclass(frozen=True)
+class Located:
+    """A spec located on disk or on the hub, before anything heavy happens."""
+
+    source: str  # bundled | gguf | folder | hub
+    where: str  # GGUF file, folder, or hub id
+    revision: str | None  # hub only
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A spec ready for from_pretrained: where to load from and what identifies the weights."""
+
+    source: str
+    where: str  # folder or hub id
+    revision: str | None  # hub revision asked for, or "sha256:<hash>" of a GGUF file
+    fingerprint: str | None
+    quantization: str | None  # GGUF's, before any bitsandbytes option
+
+
+def locate(spec: str, revision: str | None) -> Located:
+    """Classify a model spec, or a one-line UsageError; reads nothing but the file system."""
     if spec in BUNDLED:
-        folder, sha = gguf_to_folder(BUNDLED[spec]())
-        return "bundled", str(folder), f"sha256:{sha}"
+        return Located("bundled", str(BUNDLED[spec]()), None)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise UsageError(f"no such GGUF file: {spec}")
-        folder, sha = gguf_to_folder(path)
-        return "gguf", str(folder), f"sha256:{sha}"
+        return Located("gguf", str(path), None)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise UsageError(f"{spec} is a folder without config.json: point --model at a Hugging Face model folder")
-        return "folder", str(path), None
+        return Located("folder", str(path), None)
     if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
-        return "hub", spec, revision
+        return Located("hub", spec, revision)
     raise UsageError(
         f"unknown model '{spec}': use a bundled alias ({', '.join(BUNDLED)}), a hub id like org/name, "
         "a local model folder or a .gguf file"
     )
+
+
+def resolve_spec(spec: str, revision: str | None) -> Resolved:
+    """Locate `spec`, check its files, and convert a GGUF file (once, cached); one-line UsageError on bad input."""
+    found = locate(spec, revision)
+    if found.source in ("bundled", "gguf"):
+        gguf = Path(found.where)
+        header = read_gguf_header(gguf)
+        folder, sha = gguf_to_folder(gguf)
+        return Resolved(found.source, str(folder), f"sha256:{sha}", f"sha256:{sha}", gguf_quantization(header))
+    if found.source == "folder":
+        folder = Path(found.where)
+        for weights in sorted(folder.glob("*.safetensors")):
+            check_safetensors(weights)
+        return Resolved("folder", found.where, None, folder_fingerprint(folder), None)
+    return Resolved("hub", found.where, found.revision, None, None)
+
+
+def model_fingerprint(spec: str, options: LoadOptions) -> str | None:
+    """Identity of the weights `load_model(spec, options)` would load, without loading them.
+
+    GGUF and bundled models: "sha256:<file digest>"; local folders: `folder_fingerprint`;
+    hub models: the commit the revision resolves to, or None when that cannot be told
+    cheaply (offline and not cached, or the hub unreachable). Equals `ModelInfo.fingerprint`.
+    """
+    found = locate(spec, options.revision)
+    if found.source in ("bundled", "gguf"):
+        return f"sha256:{source_digest(Path(found.where))}"
+    if found.source == "folder":
+        return folder_fingerprint(Path(found.where))
+    return hub_commit(found.where, found.revision)
+
+
+def model_quantization(spec: str, options: LoadOptions) -> str | None:
+    """What `ModelInfo.quantization` will say, without loading: GGUF type and/or bitsandbytes mode."""
+    found = locate(spec, options.revision)
+    gguf = gguf_quantization(read_gguf_header(Path(found.where))) if found.source in ("bundled", "gguf") else None
+    return combine_quantization(gguf, quantization_name(options))
+
+
+def combine_quantization(gguf: str | None, bnb: str | None) -> str | None:
+    return ", ".join(q for q in (gguf, bnb) if q) or None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Digest of the names, sizes and mtimes of a model folder's top-level files.
+
+    Reading the weights would cost seconds to minutes per run; a stat per file costs
+    microseconds, and saving, downloading or copying files all change their mtime, so
+    changed weights never keep the old fingerprint (a copy without kept mtimes merely
+    gets a new one, which reruns rather than wrongly reusing).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            st = path.stat()
+            digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"folder-stat:{digest.hexdigest()}"
+
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def hub_commit(repo: str, revision: str | None) -> str | None:
+    """The commit `revision` of `repo` resolves to: from the local cache offline, else one metadata request."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    revision = revision or "main"
+    if COMMIT.match(revision):
+        return revision
+    if constants.HF_HUB_OFFLINE:
+        cached = huggingface_hub.try_to_load_from_cache(repo, "config.json", revision=revision)
+        return Path(cached).parent.name if isinstance(cached, str) else None
+    try:
+        return huggingface_hub.model_info(repo, revision=revision).sha
+    except Exception as e:  # any failure only means "unknown": the runner then does not reuse
+        log.debug("cannot resolve %s@%s on the hub: %s", repo, revision, e)
+        return None
+
+
+def check_safetensors(path: Path) -> None:
+    """A one-line error for a truncated or corrupt safetensors file, before from_pretrained reads it."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as e:
+        raise UsageError(f"{path} is not a valid safetensors file ({first_line(e)}): save or download the model again") from None
+    if 8 + n + end != size:
+        raise UsageError(
+            f"{path} is truncated or corrupt (its header describes {8 + n + end} bytes, the file has {size}): "
+            "save or download the model again"
+        )
 
 
 def hub_error(spec: str, e: BaseException) -> UsageError:

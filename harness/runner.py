@@ -27,6 +27,7 @@ from harness.registry import resolve_tasks
 from harness.results import (
     Environment, ModelRecord, Results, TaskRecord, Timing, config_hash, read_results, write_results,
 )
+from harness.stats import N_BOOTSTRAP
 from harness.task import Task, parse_config
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class RunSpec:
     seed: int = 0
     limit: int | None = None
     batch_size: int | str = "auto"
+    bootstrap: int = N_BOOTSTRAP  # resamples behind every interval; not part of any task's config
     load: LoadOptions = field(default_factory=LoadOptions)
     log_samples: bool = False
     force: bool = False
@@ -93,8 +95,8 @@ def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
 
 def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any, spec: RunSpec) -> Path:
     """results/<model>/<task>.json for the default run; a suffix keyed by config, seed and limit otherwise."""
-    default = (config_hash(asdict(task.Config())), 0, None)
-    key = (config_hash(asdict(config)), spec.seed, spec.limit)
+    default = (config_hash(asdict(task.Config())), 0, None, N_BOOTSTRAP)
+    key = (config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap)
     stem = task.name if key == default else f"{task.name}-{config_hash({'k': list(key)})[:8]}"
     return output_dir / slugify(model_spec) / f"{stem}.json"
 
@@ -112,6 +114,7 @@ def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spe
         and old.task.config_hash == config_hash(asdict(config))
         and old.seed == spec.seed
         and old.limit == spec.limit
+        and old.bootstrap == spec.bootstrap
         and old.model.spec == model_spec
         and old.model.dtype == dtype
         and old.model.quantization == quantization_name(spec.load)
@@ -136,7 +139,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
     staging = path.parent / f".{artifacts.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
     ctx = RunContext(
-        model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, artifacts_dir=staging,
+        model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, bootstrap=spec.bootstrap, artifacts_dir=staging,
         log_samples=spec.log_samples, show_progress=spec.show_progress,
     )
     start, tokens_before = time.perf_counter(), model.tokens_processed
@@ -148,7 +151,10 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
         info = model.info
         results = Results(
             harness_version=harness.__version__,
-            task=TaskRecord(name=task.name, version=task.version, config=asdict(config), config_hash=config_hash(asdict(config))),
+            task=TaskRecord(
+                name=task.name, version=task.version, config=asdict(config), config_hash=config_hash(asdict(config)),
+                description=task.description, paper=task.paper, headline_metrics=task.headline_metrics,
+            ),
             model=ModelRecord(
                 spec=info.spec, source=info.source, resolved_revision=info.revision, architecture=info.architecture,
                 n_params=info.n_params, dtype=info.dtype, quantization=info.quantization, device=info.device,
@@ -160,6 +166,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             seed=spec.seed,
             limit=spec.limit,
+            bootstrap=spec.bootstrap,
             notes=outcome.notes,
             details=outcome.details,
             artifacts=[f"{artifacts.name}/{a}" for a in ctx.artifacts],
@@ -205,5 +212,8 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
 
 
 def summary(results: Results, limit: int = 4) -> str:
-    parts = [f"{k} {m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]" for k, m in list(results.metrics.items())[:limit]]
+    """The task's headline metrics (the first few metrics when it names none), with intervals."""
+    keys = [k for k in (results.task.headline_metrics or []) if k in results.metrics] or list(results.metrics)
+    parts = [f"{k} {results.metrics[k].value:.3f} [{results.metrics[k].ci_low:.3f}, {results.metrics[k].ci_high:.3f}]"
+             for k in keys[:limit]]
     return "; ".join(parts)

@@ -1,4 +1,4 @@
-"""Next-token scoring and greedy generation, batched by length.
+"""Next-token scoring and continuation log-likelihoods, batched by length.
 
 Logits are computed only at the last position (`logits_to_keep=1`): Gemma's
 262k-token unembedding over every position would cost most of the time and memory.
@@ -7,14 +7,16 @@ Logits are computed only at the last position (`logits_to_keep=1`): Gemma's
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, Union
 
+import numpy as np
 import torch
 
 from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
+from harness.generation import generate as _generate
 from harness.sites import forward, in_flight
+from harness.tokens import continuation_tokens
 
 
 @dataclass
@@ -113,32 +115,84 @@ def _forward_after_prefix(model: Any, cache: Any, prefix: tuple[int, ...], chunk
         return model.hf(**inputs, **keep).logits[:, -1]
 
 
+@dataclass
+class Loglikelihoods:
+    """Summed log-probability of each continuation given its context, in request order.
+
+    lm-evaluation-harness's `loglikelihood` contract: `logprob[i]` = sum over the continuation's
+    tokens of log P(token | context, earlier continuation tokens); `is_greedy[i]` says whether
+    greedy decoding would have produced exactly those tokens.
+    """
+
+    logprob: np.ndarray  # (n,) float64
+    is_greedy: np.ndarray  # (n,) bool
+    n_tokens: np.ndarray  # (n,) tokens in each continuation (for length-normalised scores)
+
+
+Text = Union[str, Sequence[int]]
+
+
+def request_tokens(tokenizer: Any, contexts: Sequence[Text], continuations: Sequence[Text]) -> tuple[list[list[int]], list[int]]:
+    """(context + continuation token ids, continuation length) per request.
+
+    Text contexts get the tokenizer's special tokens (BOS); a text continuation is tokenised
+    as it reads after its context (`harness.tokens.continuation_tokens`). Token-id lists are
+    used as they are, for callers that built the exact tokens themselves.
+    """
+    if len(contexts) != len(continuations):
+        raise ValueError(f"{len(contexts)} contexts for {len(continuations)} continuations")
+    sequences, lengths = [], []
+    for context, cont in zip(contexts, continuations):
+        if isinstance(context, str) and isinstance(cont, str):
+            ctx_ids = tokenizer(context, add_special_tokens=True)["input_ids"]
+            cont_ids = continuation_tokens(tokenizer, context, cont)
+        else:
+            ctx_ids = tokenizer(context, add_special_tokens=True)["input_ids"] if isinstance(context, str) else list(context)
+            cont_ids = tokenizer(cont, add_special_tokens=False)["input_ids"] if isinstance(cont, str) else list(cont)
+        if not ctx_ids or not cont_ids:
+            raise ValueError("every loglikelihood request needs a non-empty context (BOS at least) and continuation")
+        sequences.append(list(ctx_ids) + list(cont_ids))
+        lengths.append(len(cont_ids))
+    return sequences, lengths
+
+
 @torch.no_grad()
-def generate(
+def loglikelihood(
     model: Any,
-    prompts: Sequence[str],
-    max_new_tokens: int = 32,
+    contexts: Sequence[Text],
+    continuations: Sequence[Text],
     batch_size: int | str | BatchSizer = "auto",
     progress: Callable[[Any], Any] | None = None,
-) -> list[str]:
-    """Greedy continuations of each prompt (interventions in force apply to every step)."""
-    token_ids = encode(model.tokenizer, prompts)
-    out: list[str] = [""] * len(prompts)
-    hf, tok = model.hf, model.tokenizer
+) -> Loglikelihoods:
+    """Log-probability of each continuation after its context (interventions in force apply).
+
+    Left padding puts every continuation at the end of its row, so the model computes logits
+    only for the last (longest continuation + 1) positions (`logits_to_keep`), never for the
+    context: with Gemma's 262k-token vocabulary that is most of the cost.
+    """
+    sequences, cont_len = request_tokens(model.tokenizer, contexts, continuations)
+    n = len(sequences)
+    out = Loglikelihoods(logprob=np.zeros(n), is_greedy=np.zeros(n, dtype=bool), n_tokens=np.asarray(cont_len))
+    can_keep = accepts(model.hf.forward, "logits_to_keep")
 
     def step(size: int) -> Iterator[None]:
-        batches = make_batches(token_ids, size, tok.pad_token_id)
+        batches = make_batches(sequences, size, model.tokenizer.pad_token_id)
         for batch in progress(batches) if progress else batches:
-            with in_flight(model, batch):
-                inputs = batch.model_inputs(model.input_device, with_positions=False)
-                new = hf.generate(
-                    **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                    pad_token_id=tok.pad_token_id, top_p=None, top_k=None, temperature=None,
-                )[:, batch.input_ids.shape[1]:]
-            model.tokens_processed += new.numel()
+            longest = max(cont_len[i] for i in batch.indices)
+            keep = {"logits_to_keep": longest + 1} if can_keep else {}
+            logits = forward(model, batch, **keep).logits
+            width = logits.shape[1]
             for r, i in enumerate(batch.indices):
-                out[i] = tok.decode(new[r], skip_special_tokens=True)
+                c = cont_len[i]
+                rows = logits[r, width - c - 1 : width - 1].float()  # the positions that predict the continuation
+                ids = torch.as_tensor(sequences[i][-c:], device=rows.device)
+                out.logprob[i] = float((rows.gather(-1, ids[:, None])[:, 0] - torch.logsumexp(rows, -1)).sum())
+                out.is_greedy[i] = bool((rows.argmax(-1) == ids).all())
             yield None
 
-    BatchSizer.of(batch_size, model.input_device).run(len(prompts), step)
+    BatchSizer.of(batch_size, model.input_device).run(n, step)
     return out
+
+
+# Greedy generation moved to harness.generation (with sampling and stop strings); kept importable here.
+generate = _generate

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import torch
 
@@ -79,6 +79,9 @@ def hook_site(model: Any, site: Site, fn: Callable[[torch.Tensor], torch.Tensor 
     Sites that are a module's input use a forward pre-hook, the others a forward hook;
     tuples returned by blocks and attention modules keep their other elements.
     """
+    if site.kind == "logits":
+        raise UsageError("the logits site can be collected but not hooked or edited: edit resid_post of the last layer "
+                         "(before the final norm) or change the scores after scoring")
     layout = model.layout
     block = model.blocks[site.layer]
     if layout.mlp_flat and site.kind in ("mlp_act", "mlp_out"):
@@ -177,6 +180,36 @@ def positions_for(position: Position, n: int | None = None) -> Sequence[int] | S
     return [int(p) for p in position]
 
 
+def _stop_hook(model: Any, parsed: Sequence[Site]) -> list[torch.utils.hooks.RemovableHandle]:
+    """A hook that ends the forward pass right after the deepest site asked for (none when logits are asked)."""
+    if any(s.kind == "logits" for s in parsed):
+        return []
+    deepest_layer = max(s.layer for s in parsed)
+    deepest = [s for s in parsed if s.layer == deepest_layer]
+    block = model.blocks[deepest_layer]
+
+    def stop(*_: Any) -> None:
+        raise StopForward
+
+    if all(s.kind == "resid_pre" for s in deepest):
+        return [block.register_forward_pre_hook(lambda *a: stop())]
+    return [block.register_forward_hook(lambda *a: stop())]
+
+
+def _run_stopping(model: Any, batch: Batch) -> Any:
+    """Forward a batch; None when a stop hook ended it early (everything asked for is captured by then)."""
+    try:
+        return forward(model, batch)
+    except StopForward:
+        return None
+
+
+def masked_mean(act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each row's real tokens: act (batch, seq, d), mask (batch, seq) with 1 on real tokens."""
+    m = mask.to(device=act.device, dtype=torch.float32)
+    return torch.einsum("bt,btd->bd", m, act.float()) / m.sum(1, keepdim=True).clamp(min=1.0)
+
+
 @torch.no_grad()
 def collect(
     model: Any,
@@ -185,24 +218,35 @@ def collect(
     positions: Position = "last",
     batch_size: int | str | BatchSizer = "auto",
     progress: Callable[[Any], Any] | None = None,
+    reduce: str | None = None,
 ) -> dict[str, Any]:
     """Activations at `sites` for each prompt, at exactly the `positions` asked.
 
     Returns {site: tensor (n_prompts, d)} in prompt order (float32, CPU); with
-    positions="all", {site: [tensor (len_i, d) per prompt]}. The forward pass stops after
-    the deepest layer asked for, unless `logits` is asked.
+    positions="all", {site: [tensor (len_i, d) per prompt]}. reduce="mean" (with
+    positions="all") averages over each prompt's real tokens inside the hook and returns
+    {site: tensor (n_prompts, d)}: token activations are never held, so memory does not
+    grow with the prompts' length. The forward pass stops after the deepest layer asked
+    for, unless `logits` is asked.
     """
+    if reduce not in (None, "mean"):
+        raise ValueError(f"reduce={reduce!r}: use None or 'mean'")
+    if reduce == "mean" and positions != "all":
+        raise ValueError("reduce='mean' averages over every real token: pass positions='all'")
     parsed = [parse_site(s, model.n_layers) for s in sites]
     per_prompt = positions_for(positions, len(prompts))
     token_ids = encode(model.tokenizer, prompts)
-    stop_layer = None if any(s.kind == "logits" for s in parsed) else max(s.layer for s in parsed)
     out: dict[str, list] = {s.name: [None] * len(prompts) for s in parsed}
     state: dict[str, Batch] = {}
 
     def take(site: Site, act: torch.Tensor) -> None:
         batch = state["batch"]
         act = act.detach()
-        if per_prompt is None:
+        if reduce == "mean":
+            means = masked_mean(act, batch.attention_mask).cpu()
+            for r, i in enumerate(batch.indices):
+                out[site.name][i] = means[r]
+        elif per_prompt is None:
             for r, i in enumerate(batch.indices):
                 out[site.name][i] = act[r, batch.pad[r] :].float().cpu()
         else:
@@ -213,32 +257,78 @@ def collect(
     def capture(site: Site) -> Callable[[torch.Tensor], None]:
         return lambda act: take(site, act)
 
-    def stop(*_: Any) -> None:
-        raise StopForward
-
-    handles = [hook_site(model, s, capture(s)) for s in parsed if s.kind != "logits"]
-    if stop_layer is not None:
-        deepest = [s for s in parsed if s.layer == stop_layer]
-        block = model.blocks[stop_layer]
-        if all(s.kind == "resid_pre" for s in deepest):
-            handles.append(block.register_forward_pre_hook(lambda *a: stop()))
-        else:
-            handles.append(block.register_forward_hook(lambda *a: stop()))
+    handles = [hook_site(model, s, capture(s)) for s in parsed if s.kind != "logits"] + _stop_hook(model, parsed)
 
     def step(size: int) -> Iterator[None]:
         batches = make_batches(token_ids, size, model.tokenizer.pad_token_id)
         for batch in progress(batches) if progress else batches:
             state["batch"] = batch
-            try:
-                result = forward(model, batch)
-            except StopForward:
-                continue
-            if stop_layer is None:
+            result = _run_stopping(model, batch)
+            if result is not None and any(s.kind == "logits" for s in parsed):
                 take(Site("logits", None), result.logits)
             yield None
 
     with hooks(handles):
         BatchSizer.of(batch_size, model.input_device).run(len(prompts), step)
-    if per_prompt is None:
+    if per_prompt is None and reduce is None:
         return out
     return {name: torch.stack(rows) for name, rows in out.items()}
+
+
+@torch.no_grad()
+def stream(
+    model: Any,
+    texts: Iterable[str],
+    site: str,
+    max_tokens: int | None = None,
+    batch_size: int | str | BatchSizer = "auto",
+    texts_per_chunk: int = 256,
+) -> Iterator[torch.Tensor]:
+    """Token activations of a corpus at one site, a batch at a time: (n_real_tokens, d) float32 on CPU.
+
+    For training on more tokens than fit in memory (a sparse autoencoder): `texts` may be a
+    generator, read `texts_per_chunk` at a time; each text is cut to `max_tokens` tokens;
+    padding and special tokens (BOS) are dropped; the forward pass stops at the site's
+    layer. Within a chunk, texts run longest first (batched by length), so the tokens of a
+    batch are not in corpus order; memory holds one chunk's activations at most.
+    """
+    parsed = parse_site(site, model.n_layers)
+    if parsed.kind == "logits":
+        raise UsageError("stream reads one activation site (resid_post.L, mlp_act.L, ...), not logits")
+    tok = model.tokenizer
+    sizer = BatchSizer.of(batch_size, model.input_device)
+    captured: list[torch.Tensor] = []
+    state: dict[str, Any] = {}
+
+    def take(act: torch.Tensor) -> None:
+        batch, keep = state["batch"], state["keep"]
+        act = act.detach()
+        captured.extend(act[r][keep[r]].float().cpu() for r in range(len(batch.indices)))
+
+    handles = [hook_site(model, parsed, take)] + _stop_hook(model, [parsed])
+    iterator = iter(texts)
+    with hooks(handles):
+        while True:
+            chunk = [t for _, t in zip(range(texts_per_chunk), iterator)]
+            if not chunk:
+                return
+            enc = tok(chunk, add_special_tokens=True, return_special_tokens_mask=True, truncation=max_tokens is not None,
+                      max_length=max_tokens)
+            ids = [list(x) for x in enc["input_ids"]]
+            special = [list(x) for x in enc["special_tokens_mask"]]
+            pending: list[torch.Tensor] = []
+
+            def step(size: int) -> Iterator[None]:
+                pending.clear()
+                for batch in make_batches(ids, size, tok.pad_token_id):
+                    keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
+                    for r, i in enumerate(batch.indices):
+                        keep[r, int(batch.pad[r]):] = torch.tensor([s == 0 for s in special[i]], dtype=torch.bool)
+                    state["batch"], state["keep"] = batch, keep
+                    captured.clear()
+                    _run_stopping(model, batch)
+                    pending.append(torch.cat(captured))
+                    yield None
+
+            sizer.run(len(ids), step)
+            yield from (p for p in pending if len(p))

@@ -3,12 +3,19 @@
 A task reads like the method section of its paper: data -> prompts -> sites ->
 probes/interventions -> metrics. It gets the shared machinery (scoring, collection,
 interventions, randomness, plots) from the `RunContext` and returns a `TaskResult`.
+
+A config is a dataclass whose fields are declared with `option(default, "what it does")`:
+the description is what `harness list TASK` prints, and bounds given there (`ge`, `gt`,
+`le`, `lt`, `choices`) are checked when the value is parsed, before any model loads.
+Fields may be lists (`list[int]`, `list[str]`, `list[float]`), written on the command
+line as `--task-arg cells=2x2,3x3`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +25,23 @@ from harness.errors import UsageError
 from harness.results import Metric, Reference
 
 
+def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None) -> Any:
+    """A config field with a description and optional bounds, for a task's `Config` dataclass.
+
+        @dataclass
+        class MyConfig:
+            n_problems: int = option(200, "problems per cell", ge=1)
+            layers: list[int] = option([0, 4, 8], "layers to probe")
+
+    A list default is copied for every config, so configs never share one list.
+    """
+    metadata = {"help": help, "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class NoConfig:
     """For tasks without options."""
@@ -25,6 +49,16 @@ class NoConfig:
 
 @dataclass
 class TaskResult:
+    """What a task's `run` returns.
+
+    metrics: {key: Metric}, each with value, 95% interval and n (make them with `ctx.metric`);
+        keys are stable, leaderboards read them.
+    reference: the paper's numbers beside ours (`Reference`), or None.
+    details: anything JSON-serialisable that is not a headline number: per-layer curves,
+        counts, the resolved settings (nested dicts and lists of numbers and strings).
+    notes: one sentence per departure from the paper's method or caveat a reader must see.
+    """
+
     metrics: dict[str, Metric]
     reference: Reference | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -32,7 +66,15 @@ class TaskResult:
 
 
 class Task:
-    """Subclass, set the class attributes, implement `run`, and decorate with `@register_task`."""
+    """A reproduced finding. Subclass, set the class attributes, implement `run`, decorate with `@register_task`.
+
+    Class attributes (the leaderboard shows them, from the results file):
+      name: the `--task` name; version: bump when results stop being comparable;
+      paper: the citation; description: one or two sentences on what is measured;
+      Config: the options dataclass (fields made with `option`); headline_metrics: the
+      metric keys a leaderboard shows as columns (None: the first few);
+      metric_descriptions: {key or key pattern: one line}, printed by `harness list TASK`.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1.0"  # bump when results stop being comparable
@@ -40,8 +82,10 @@ class Task:
     description: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
     headline_metrics: ClassVar[list[str] | None] = None  # leaderboard columns; None: the first few metrics
+    metric_descriptions: ClassVar[dict[str, str]] = {}
 
     def run(self, model: Any, config: Any, ctx: Any) -> TaskResult:
+        """Run the experiment on `model` (a loaded `Model`) with `config`, asking `ctx` for everything model-related."""
         raise NotImplementedError
 
 
@@ -68,11 +112,20 @@ def _convert(name: str, raw: str, annotation: Any) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise UsageError(f"--task-arg {name}={raw}: expected true or false")
+    if origin in (list, Sequence) or annotation is list:
+        item = args[0] if args else str
+        parts = [p.strip() for p in raw.split(",")]
+        if not raw.strip() or any(not p for p in parts):
+            raise UsageError(f"--task-arg {name}={raw}: expected a comma-separated list without empty items")
+        return [_convert(name, p, item) for p in parts]
     if annotation in (int, float):
         try:
-            return annotation(raw)
+            value = annotation(raw)
         except ValueError:
             raise UsageError(f"--task-arg {name}={raw}: expected a{'n integer' if annotation is int else ' number'}") from None
+        if annotation is float and not math.isfinite(value):
+            raise UsageError(f"--task-arg {name}={raw}: expected a finite number")
+        return value
     if annotation is str:
         return raw
     raise UsageError(f"--task-arg {name}: this option cannot be set from the command line")
@@ -98,4 +151,55 @@ def parse_config(task: type[Task], task_args: Sequence[str]) -> Any:
         config = task.Config(**values)
     except (ValueError, TypeError) as e:
         raise UsageError(f"bad --task-arg for {task.name}: {e}") from None
+    check_bounds(task, config)
     return config
+
+
+def check_bounds(task: type[Task], config: Any) -> None:
+    """Every number within the bounds its `option` declares, and finite."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not math.isfinite(v):
+                raise UsageError(f"--task-arg {f.name}={v}: expected a finite number")
+            for bound, limit in f.metadata.get("bounds", {}).items():
+                ok = {"ge": v >= limit, "gt": v > limit, "le": v <= limit, "lt": v < limit}[bound]
+                if not ok:
+                    sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[bound]
+                    raise UsageError(f"--task-arg {f.name}={v}: {task.name} needs {f.name} {sign} {limit:g}")
+
+
+@dataclass
+class OptionDoc:
+    """One line of `harness list TASK`: an option's name, type, default and description."""
+
+    name: str
+    type: str
+    default: str
+    help: str
+
+
+def describe_options(task: type[Task]) -> list[OptionDoc]:
+    """The task's options as documentation rows, from its Config's fields."""
+    hints = typing.get_type_hints(task.Config)
+    rows = []
+    for f in dataclasses.fields(task.Config):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        rows.append(OptionDoc(f.name, _type_name(hints[f.name]), shown, f.metadata.get("help", "")))
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "|".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + (" or none" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_type_name(args[0])}" if args else "list"
+    return getattr(annotation, "__name__", str(annotation))
