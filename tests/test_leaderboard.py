@@ -16,14 +16,17 @@ from harness.results import (
 )
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'">&amp;'
+PNG = b"\x89PNG\r\n\x1a\n fake image"
+PAPER = "Engels et al. 2024, Not All Language Model Features Are Linear"
 
 
 def fake_results(model: str, accuracy: float, *, task="weekday_circle", version="1.0", config=None, created="2026-11-20T10:00:00+00:00",
-                 limit=None, artifacts=()) -> Results:
+                 limit=None, artifacts=(), headline=None) -> Results:
     config = config or {"template": "paper"}
     return Results(
         harness_version="0.1.0",
-        task=TaskRecord(name=task, version=version, config=config, config_hash=config_hash(config)),
+        task=TaskRecord(name=task, version=version, config=config, config_hash=config_hash(config),
+                        description=f"the {task} task", paper=PAPER, headline_metrics=headline),
         model=ModelRecord(spec=model, source="hub", architecture="LlamaForCausalLM", n_params=1, dtype="float32", device="cpu"),
         metrics={
             "accuracy": Metric(value=accuracy, ci_low=accuracy - 0.1, ci_high=accuracy + 0.1, n=49),
@@ -42,7 +45,7 @@ def results_dir(tmp_path) -> Path:
     write_results(root / "model-a" / "weekday_circle.json", fake_results("org/model-a", 0.30))
     write_results(root / "model-b" / "weekday_circle.json", fake_results("org/model-b", 0.60))
     (root / "model-b" / "weekday_circle").mkdir()
-    (root / "model-b" / "weekday_circle" / "circle.png").write_bytes(b"\x89PNG fake")
+    (root / "model-b" / "weekday_circle" / "circle.png").write_bytes(PNG)
     (root / "model-b" / "weekday_circle" / "per_layer.json").write_text("[1, 2]")  # an artifact, not a results file
     write_results(root / "model-b" / "weekday_circle.json",
                   fake_results("org/model-b", 0.60, artifacts=["weekday_circle/circle.png"]))
@@ -72,8 +75,9 @@ def test_build_ranks_only_comparable_valid_results(results_dir, tmp_path):
     main_board = boards[("1.0", "paper")]
     assert [r["model"] for r in main_board["rows"]] == ["org/model-b", HOSTILE, "org/model-a"]  # by accuracy
     assert main_board["rows"][0]["metrics"]["accuracy"]["value"] == 0.60  # the newest run of model-b
-    assert main_board["rows"][0]["artifacts"] == ["assets/weekday_circle/model-b/weekday_circle-circle.png"]
-    assert (out / main_board["rows"][0]["artifacts"][0]).read_bytes() == b"\x89PNG fake"
+    [plot] = main_board["rows"][0]["artifacts"]
+    assert plot.startswith("assets/weekday_circle/") and plot.endswith("/circle.png")
+    assert (out / plot).read_bytes() == PNG
     for key in ("config_hash", "task_version", "harness_version", "date"):
         assert key in main_board["rows"][0]
     index = json.loads((out / "index.json").read_text())
