@@ -374,7 +374,7 @@ def _resume(checkpoint_dir: Path, fingerprint: str, peft_model: PeftModel, optim
         raise UsageError(f"checkpoint {latest} does not fit this adapter (unexpected {result.unexpected_keys[:3]})")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    pass
+    torch.set_rng_state(state["rng_cpu"])
     if state["rng_cuda"]:
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     report.losses = list(state["losses"])
