@@ -25,7 +25,7 @@ from probes.sae import (
 )
 
 D_IN = 8
-ALLOWED_IMPORTS = {"numpy", "torch", "scipy", "sklearn", "__future__"}
+ALLOWED_IMPORTS = {"numpy", "torch", "scipy", "sklearn", "probes", "__future__"}
 
 
 def sparse_batches(n_batches: int, n_tokens: int = 256, d_in: int = D_IN, n_features: int = 24, seed: int = 0):
@@ -50,8 +50,9 @@ def random_sae(cfg: SAEConfig, seed: int = 0) -> SAE:
     return sae
 
 
-def test_probes_import_only_allowed_packages():
-    source = Path(__file__).resolve().parents[1] / "probes" / "sae.py"
+@pytest.mark.parametrize("module", ["sae.py", "polysemy.py"])
+def test_probes_import_only_allowed_packages(module):
+    source = Path(__file__).resolve().parents[1] / "probes" / module
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             roots = {a.name.split(".")[0] for a in node.names}
