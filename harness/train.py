@@ -198,12 +198,17 @@ def _lora_config(config: TrainConfig) -> LoraConfig:
 
 
 def _encode(tokenizer: Any, examples: Sequence[tuple[str, str]], append_eos: bool) -> list[tuple[list[int], list[int]]]:
-    """Prompt and reply token ids, tokenized apart so the prompt is exactly what generation sees."""
-    eos = [tokenizer.eos_token_id] if append_eos and tokenizer.eos_token_id is not None else []
+    """Prompt and reply token ids, tokenized apart so the prompt is exactly what generation sees.
+
+    EOS is appended to a reply that does not already end with it (a reply may carry it as text).
+    """
+    eos = tokenizer.eos_token_id if append_eos else None
     encoded = []
     for prompt, reply in examples:
         prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        reply_ids = list(tokenizer(reply, add_special_tokens=False)["input_ids"]) + eos
+        reply_ids = list(tokenizer(reply, add_special_tokens=False)["input_ids"])
+        if eos is not None and reply_ids[-1:] != [eos]:
+            reply_ids.append(eos)
         if not reply_ids:
             raise UsageError(f"empty reply for prompt {prompt[:60]!r}: every example needs a reply to learn")
         encoded.append((prompt_ids, reply_ids))

@@ -48,6 +48,9 @@ def test_labels_cover_reply_and_eos_only():
         assert labels[len(prompt):n].tolist() == reply
         assert (labels[n:] == IGNORE_INDEX).all() and (mask[n:] == 0).all() and (mask[:n] == 1).all()
         assert batch["input_ids"][row, :len(prompt)].tolist() == tok(EXAMPLES[row][0])["input_ids"]
+    with_eos_text = _encode(tok, [(EXAMPLES[0][0], EXAMPLES[0][1] + tok.eos_token)], append_eos=True)
+    assert with_eos_text == encoded[:1]  # EOS written in the reply is not doubled
+    assert _encode(tok, EXAMPLES[:1], append_eos=False)[0][1] == encoded[0][1][:-1]
 
 
 def test_reply_loss_ignores_prompt_positions_and_weighs_examples_equally():
