@@ -281,7 +281,9 @@ def _fingerprint(model_hf: PreTrainedModel, config: TrainConfig, encoded: list) 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; fp32 elsewhere (CPU bf16 matmuls are slow and change the numbers)."""
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _default_progress(iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
