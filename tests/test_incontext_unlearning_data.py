@@ -189,6 +189,11 @@ def test_age_saved_folder_as_the_authors_wrote_it(tmp_path):
     assert data.eval[0].subject == "Person 2" and len(data.eval[0].other_subjects) == 10
 
 
+def test_tofu_from_the_hub_offline_is_a_usage_error():
+    with pytest.raises(UsageError, match="source=sample"):
+        load_data("hub")
+
+
 @pytest.mark.parametrize("kwargs, fix", [
     (dict(source="sample", domain="ood"), "domain=id"),
     (dict(source="hub", target="subject"), "target=answer"),
