@@ -121,7 +121,7 @@ def _builder(path: str) -> str:
     return _BUILDERS[suffix]
 
 
-def load_dataset(name: str, config: str | None, split: str, local: str | None = None,
+def load_split(name: str, config: str | None, split: str, local: str | None = None,
                  streaming: bool = False) -> Any:
     """`datasets.load_dataset` for one split, or the same call on a local file standing in for it.
 
@@ -155,10 +155,10 @@ def load_pairs(source: str = "shipped", local: Mapping[str, str] | None = None) 
     if source.startswith("file:"):
         return read_pairs(Path(source[len("file:"):]).expanduser())
     if source == "hub":
-        return [pair_from_ps_eval(row) for row in load_dataset(PS_EVAL, None, "test", local.get("test"))]
+        return [pair_from_ps_eval(row) for row in load_split(PS_EVAL, None, "test", local.get("test"))]
     if source == "wic":
         return [pair_from_wic(row, split) for split in WIC_SPLITS
-                for row in load_dataset(*WIC, split, local.get(split))]
+                for row in load_split(*WIC, split, local.get(split))]
     raise UsageError(f"unknown pairs source '{source}': use shipped, hub, wic or file:PATH")
 
 
@@ -223,9 +223,10 @@ def locate_pairs(pairs: Iterable[Pair], tokenizer: Any, multi_token: str = "skip
 def _parse_hf(source: str) -> tuple[str, str | None, str]:
     parts = source[len("hf:"):].split(":")
     if not parts[0] or len(parts) > 3:
-        raise UsageError(f"corpus={source}: write hf:NAME[:CONFIG][:SPLIT], e.g. hf:Salesforce/wikitext:wikitext-103-raw-v1:train")
-    name, config, split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), (parts[2] if len(parts) > 2 else "train")
-    return name, config, split
+        raise UsageError(f"corpus={source}: write hf:NAME[:CONFIG][:SPLIT], "
+                         "e.g. hf:Salesforce/wikitext:wikitext-103-raw-v1:train")
+    name, config, split = parts + [""] * (3 - len(parts))
+    return name, config or None, split or "train"
 
 
 def _shipped_paragraphs() -> Iterator[str]:
@@ -254,5 +255,5 @@ def corpus_texts(source: str = "shipped", local: str | None = None) -> Iterator[
         return _shipped_paragraphs()
     if source.startswith("hf:"):
         name, config, split = _parse_hf(source)
-        return _streamed_texts(load_dataset(name, config, split, local, streaming=True), source)
+        return _streamed_texts(load_split(name, config, split, local, streaming=True), source)
     raise UsageError(f"unknown corpus '{source}': use shipped or hf:NAME[:CONFIG][:SPLIT]")
