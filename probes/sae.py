@@ -102,15 +102,18 @@ class SAE(torch.nn.Module):
 
     @classmethod
     def initialised(cls, cfg: SAEConfig, seed: int = 0) -> SAE:
-        """Random start for training: unit-norm decoder rows, encoder = decoder transposed
-        (SAELens' default; each latent starts as a matched filter of its own direction)."""
+        """Random start for training, SAELens' default: decoder rows in random directions at
+        unit norm; an independent encoder, uniform in +-sqrt(6 / d_sae) (torch's Kaiming
+        uniform for a [d_in, d_sae] matrix). On inputs of norm sqrt(d_in) each
+        pre-activation then has standard deviation about sqrt(2 / expansion), so the first
+        reconstructions are small rather than a sum of d_sae / 2 large terms."""
         sae = cls(cfg)
         g = torch.Generator().manual_seed(seed)
-        w = torch.rand(cfg.d_sae, cfg.d_in, generator=g) * 2 - 1
-        w /= w.norm(dim=1, keepdim=True)
+        w_dec = torch.rand(cfg.d_sae, cfg.d_in, generator=g) * 2 - 1
+        w_enc = (torch.rand(cfg.d_in, cfg.d_sae, generator=g) * 2 - 1) * math.sqrt(6 / cfg.d_sae)
         with torch.no_grad():
-            sae.W_dec.copy_(w)
-            sae.W_enc.copy_(w.T)
+            sae.W_dec.copy_(w_dec / w_dec.norm(dim=1, keepdim=True))
+            sae.W_enc.copy_(w_enc)
         return sae
 
     def _normalise_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
