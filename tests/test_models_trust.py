@@ -278,6 +278,17 @@ def test_nan_in_the_weights_is_a_one_line_error(tmp_path):
     assert name.removeprefix("model.") in str(err.value)
 
 
+def test_inf_is_refused_but_a_sum_that_overflows_is_not():
+    layer = torch.nn.Linear(4, 4, dtype=torch.float16)
+    with torch.no_grad():
+        layer.weight.fill_(60000.0)  # finite, but the sum overflows float16
+    models.check_finite("big", layer, LoadOptions())
+    with torch.no_grad():
+        layer.bias[1] = float("-inf")
+    with pytest.raises(UsageError, match=r"NaN or Inf in bias as float16: use --dtype bfloat16"):
+        models.check_finite("big", layer, LoadOptions(dtype="float16"))
+
+
 # ---- options ----
 
 @pytest.mark.parametrize("device", ["banana", "cuda:x", "meta"])
