@@ -86,9 +86,10 @@ def _fetch(source: str) -> Path:
 
 
 def _config(raw: dict[str, Any], source: str) -> SAEConfig:
-    """Our SAEConfig from SAELens' cfg.json, whose versions spell the architecture differently:
-    `architecture` (standard|jumprelu|topk, newer) or `activation_fn_str` (relu|topk, older),
-    with k in `activation_fn_kwargs.k` (older) or `k` (newer)."""
+    """Our SAEConfig from SAELens' cfg.json, whose versions spell things differently:
+    `architecture` (standard|jumprelu|topk, newer) or `activation_fn_str` (relu|topk, older);
+    k in `activation_fn_kwargs.k` (older) or `k` (newer); hook_name and model_name at the
+    top level (before 6.0) or inside `metadata` (6.0 on)."""
     act = raw.get("activation_fn_str") or "relu"
     arch = raw.get("architecture") or ("topk" if act == "topk" else "standard")
     if arch == "standard" and act == "topk":
@@ -100,7 +101,8 @@ def _config(raw: dict[str, Any], source: str) -> SAEConfig:
     norm = raw.get("normalize_activations") or "none"
     if norm not in NORMALIZATIONS:
         raise UsageError(f"SAE {source} has normalize_activations '{norm}': only {', '.join(NORMALIZATIONS)} are supported")
-    hook_name = raw.get("hook_name")
+    metadata = raw.get("metadata") or {}
+    hook_name = raw.get("hook_name") or metadata.get("hook_name")
     try:
         return SAEConfig(
             d_in=int(raw["d_in"]),
@@ -110,7 +112,7 @@ def _config(raw: dict[str, Any], source: str) -> SAEConfig:
             apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
             normalize_activations=norm,
             site=None if hook_name is None else hook_name_to_site(hook_name),
-            model_name=raw.get("model_name"),
+            model_name=raw.get("model_name") or metadata.get("model_name"),
         )
     except (KeyError, ValueError) as e:
         raise UsageError(f"SAE {source} has an unusable {CFG_FILE} ({e}): it needs d_in, d_sae and, for topk, k") from e
@@ -153,20 +155,25 @@ def load_sae(source: str, d_model: int | None = None) -> tuple[SAE, SAEConfig]:
 
 
 def _cfg_json(cfg: SAEConfig) -> dict[str, Any]:
-    """cfg.json in SAELens' spelling, with both the newer (`architecture`, `k`) and older
-    (`activation_fn_str`, `activation_fn_kwargs`) fields, so either version reads it."""
+    """cfg.json in SAELens' spelling, with both the newer (`architecture`, `k`, `metadata`)
+    and older (`activation_fn_str`, `activation_fn_kwargs`, top-level hook fields) fields,
+    so either version reads it."""
     topk = cfg.architecture == "topk"
     hook_name = None if cfg.site is None else site_to_hook_name(cfg.site)
+    hook = {
+        "model_name": cfg.model_name,
+        "hook_name": hook_name,
+        "hook_layer": None if hook_name is None else int(hook_name.split(".")[1]),
+        "hook_head_index": None,
+    }
     out: dict[str, Any] = {
         "architecture": cfg.architecture,
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": "float32",
         "device": "cpu",
-        "model_name": cfg.model_name,
-        "hook_name": hook_name,
-        "hook_layer": None if hook_name is None else int(hook_name.split(".")[1]),
-        "hook_head_index": None,
+        **hook,
+        "metadata": hook,
         "activation_fn_str": "topk" if topk else "relu",
         "activation_fn_kwargs": {"k": cfg.k} if topk else {},
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,

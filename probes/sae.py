@@ -102,11 +102,12 @@ class SAE(torch.nn.Module):
 
     @classmethod
     def initialised(cls, cfg: SAEConfig, seed: int = 0) -> SAE:
-        """Random start for training, SAELens' default: decoder rows in random directions at
-        unit norm; an independent encoder, uniform in +-sqrt(6 / d_sae) (torch's Kaiming
-        uniform for a [d_in, d_sae] matrix). On inputs of norm sqrt(d_in) each
-        pre-activation then has standard deviation about sqrt(2 / expansion), so the first
-        reconstructions are small rather than a sum of d_sae / 2 large terms."""
+        """Random start for training, SAELens' default before 6.0 (the paper's era): decoder
+        rows in random directions at unit norm; an independent encoder, uniform in
+        +-sqrt(6 / d_sae) (torch's Kaiming uniform for a [d_in, d_sae] matrix). On inputs
+        of norm sqrt(d_in) each pre-activation then has standard deviation about
+        sqrt(2 / expansion), so the first reconstructions are small rather than a sum of
+        d_sae / 2 large terms."""
         sae = cls(cfg)
         g = torch.Generator().manual_seed(seed)
         w_dec = torch.rand(cfg.d_sae, cfg.d_in, generator=g) * 2 - 1

@@ -256,6 +256,7 @@ def test_trained_sae_round_trips(tmp_path):
     torch.testing.assert_close(loaded.encode(x), sae.encode(x).detach(), atol=1e-6, rtol=0)
     written = json.loads((tmp_path / "ours" / "cfg.json").read_text())
     assert written["hook_name"] == "blocks.0.hook_mlp_out" and written["hook_layer"] == 0
+    assert written["metadata"]["hook_name"] == "blocks.0.hook_mlp_out"
 
 
 def write_saelens_folder(folder: Path, cfg: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -280,6 +281,15 @@ def test_loads_an_older_saelens_topk_cfg(tmp_path):
     assert (loaded.architecture, loaded.k, loaded.site, loaded.apply_b_dec_to_input) == ("topk", 3, "attn_out.2", False)
     assert loaded.normalize_activations == "none" and sae.W_enc.dtype == torch.float32
     assert ((sae.encode(torch.randn(6, D_IN)) != 0).sum(-1) <= 3).all()
+
+
+def test_loads_a_saelens_6_cfg_with_metadata(tmp_path):
+    cfg = {"architecture": "jumprelu", "d_in": D_IN, "d_sae": 16, "apply_b_dec_to_input": True,
+           "normalize_activations": "none", "metadata": {"hook_name": "blocks.5.hook_resid_post", "model_name": "gemma"}}
+    write_saelens_folder(tmp_path / "s", cfg, {**saelens_tensors(D_IN, 16), "threshold": torch.rand(16)})
+    sae, loaded = load_sae(str(tmp_path / "s"), d_model=D_IN)
+    assert (loaded.architecture, loaded.site, loaded.model_name) == ("jumprelu", "resid_post.5", "gemma")
+    assert sae.threshold.abs().sum() > 0
 
 
 def test_load_errors_name_the_fix(tmp_path):
