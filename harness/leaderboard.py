@@ -37,6 +37,7 @@ LEADERBOARD_VERSION = 1
 N_HEADLINE = 6  # columns shown for a task whose results name no headline metrics
 MAX_ABS_VALUE = 1e12  # larger numbers are corrupt or hostile, not measurements
 MAX_PLOT_BYTES = 5 * 2**20
+MAX_PLOTS_PER_RUN = 50  # a results file cannot fill the disk with copies
 MAX_JSON_BYTES = 64 * 2**20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a task name becomes a file name
@@ -162,16 +163,19 @@ def copy_artifacts(path: Path, results: Results, results_dir: Path, out_dir: Pat
 
     Only PNG files inside the run's own folder (`<results file without .json>/`), regular
     files rather than links, with the PNG signature and at most MAX_PLOT_BYTES, are copied;
-    the rest are refused by name in the report. A copy is named by its content's digest, so
-    two runs never overwrite each other's plots.
+    the rest are refused by name in the report, as is every plot after the first
+    MAX_PLOTS_PER_RUN. A copy is named by its content's digest, so two runs never overwrite
+    each other's plots.
     """
     run_dir = path.with_suffix("")
-    copied = []
+    copied: list[str] = []
     for rel in results.artifacts:
         if not rel.lower().endswith(".png"):
             continue  # samples and tables stay with the results
         first, _, rest = rel.partition("/")
         try:
+            if len(copied) >= MAX_PLOTS_PER_RUN:
+                raise UnsafePath(f"more than {MAX_PLOTS_PER_RUN} plots in one run")
             if first != run_dir.name or not rest or through_link(results_dir, run_dir):
                 raise UnsafePath(f"not inside the run's folder {run_dir.name}/")
             data = read_plain_file(safe_join(run_dir, rest), MAX_PLOT_BYTES)

@@ -72,3 +72,49 @@ def test_page_loads_sorts_and_escapes(browser, results_dir, tmp_path):  # noqa: 
     assert "/assets/weekday_circle/" in link.get_attribute("href") and link.get_attribute("href").endswith("/circle.png")
     assert browser.title == "probe-harness leaderboards"  # no script from a results file ran
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_page_survives_non_finite_numbers_and_prototype_names(browser, tmp_path):
+    """NaN and Infinity would make JSON.parse throw and leave the page empty; `constructor` is no metric."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_leaderboard import fake_results
+    from tests.test_leaderboard_security import write_raw
+
+    results = tmp_path / "results"
+    headline = ["accuracy", "constructor", "__proto__"]
+    write_raw(results / "fine" / "weekday_circle.json", fake_results("fine", 0.5, headline=headline))
+    for slug, value in [("nan", float("nan")), ("inf", float("inf")), ("huge", 1e308)]:
+        data = fake_results(slug, 0.1, headline=headline).model_dump(mode="python")
+        data["metrics"]["accuracy"]["value"] = value
+        data["reference"]["metrics"]["paper-model"] = {"accuracy": value, "constructor": value}
+        write_raw(results / slug / "weekday_circle.json", data)
+    out = tmp_path / "leaderboards"
+    build(results, out)
+    browser.get((out / "index.html").as_uri())
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    [table] = browser.find_elements(By.CSS_SELECTOR, "section#task-weekday_circle table")
+    assert model_column(table)[0] == "fine"
+    cells = {row.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in row.find_elements(By.TAG_NAME, "td")[1:4]]
+             for row in table.find_elements(By.CSS_SELECTOR, "tbody tr:not(.reference)")}
+    assert cells["fine"][1:] == ["-", "-"] and cells["fine"][0].startswith("0.500")
+    assert all(cells[m] == ["-", "-", "-"] for m in ("nan", "inf", "huge"))
+    table.find_elements(By.TAG_NAME, "th")[1].click()  # sorting a column of missing values works too
+    assert set(model_column(table)) == {"fine", "nan", "inf", "huge"}
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_page_links_only_into_assets(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from harness.leaderboard_page import render_page
+
+    row = {"model": "m", "date": "2026-01-01", "metrics": {},
+           "artifacts": ["javascript:document.title='pwned'", "https://example.com/x.png", "assets/../../x.png", "assets/t/ok.png"]}
+    task = {"task": "t", "description": "", "paper": "", "boards": [
+        {"task_version": "1", "config_hash": "h", "config": {}, "headline_metrics": ["accuracy"], "reference": None, "rows": [row]}]}
+    page = tmp_path / "index.html"
+    page.write_text(render_page({"tasks": []}, [task]))
+    browser.get(page.as_uri())
+    links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "section#task-t a")]
+    assert len(links) == 1 and links[0].endswith("/assets/t/ok.png")
