@@ -8,6 +8,7 @@ GGUF files are dequantised once and cached as safetensors: the conversion costs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -328,7 +329,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        with gguf_bar_follows_switch():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as e:
         raise UsageError(f"reading GGUF files needs the gguf package: pip install gguf ({e})") from None
     except (ValueError, KeyError) as e:
@@ -345,6 +347,23 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 def cached_files(folder: Path) -> list[Path]:
     """The files of a cache folder that count: hidden ones are our own half-written temporaries."""
     return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.name != STAMP]
+
+
+@contextmanager
+def gguf_bar_follows_switch() -> Iterator[None]:
+    """transformers' GGUF dequantising bar ignores its progress-bar switch; make it obey while converting."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    if hf_logging.is_progress_bar_enabled() or not hasattr(gguf_utils, "tqdm"):
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def manifest_of(folder: Path, source_sha: str) -> dict[str, Any]:

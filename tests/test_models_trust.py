@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -50,6 +51,63 @@ def write_gguf(path: Path, file_type: gguf.LlamaFileType | None = gguf.LlamaFile
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
     return save_tiny_model("llama", tmp_path_factory.mktemp("template") / "llama")
+
+
+def write_llama_gguf(path: Path, d: int = 16, ff: int = 32) -> Path:
+    """A one-layer float32 Llama with a byte-level vocabulary that transformers can really convert."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    rng = np.random.default_rng(0)
+    alphabet = bytes_to_unicode()
+    tokens = [alphabet[b] for b in range(256)] + ["<s>", "</s>"]
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_context_length(64)
+    writer.add_embedding_length(d)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(d // 2)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * 256 + [3, 3])
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_merges([])
+    writer.add_bos_token_id(256)
+    writer.add_eos_token_id(257)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weight(len(tokens), d))
+    writer.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    writer.add_tensor("output.weight", weight(len(tokens), d))
+    layer = {"attn_norm": np.ones(d, np.float32), "attn_q": weight(d, d), "attn_k": weight(d, d),
+             "attn_v": weight(d, d), "attn_output": weight(d, d), "ffn_norm": np.ones(d, np.float32),
+             "ffn_gate": weight(ff, d), "ffn_up": weight(ff, d), "ffn_down": weight(d, ff)}
+    for name, value in layer.items():
+        writer.add_tensor(f"blk.0.{name}.weight", value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_real_conversion_is_cached_verified_and_quiet(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    source = write_llama_gguf(tmp_path / "llama.gguf")
+    capfd.readouterr()
+    model = load_model(str(source), CPU)
+    assert capfd.readouterr().err == ""  # no dequantising, loading or writing bars
+    assert model.info.quantization == "gguf-F32 (dequantised to float32)"
+    assert model.info.fingerprint == "sha256:" + hashlib.sha256(source.read_bytes()).hexdigest()
+    folder, sha = models.gguf_to_folder(source)
+    manifest = json.loads((folder / models.MANIFEST).read_text())
+    assert "model.safetensors" in manifest["files"] and models.cache_problem(folder, sha) is None
 
 
 @pytest.fixture
