@@ -407,7 +407,7 @@ def cache_problem(folder: Path, source_sha: str) -> str | None:
     """
     manifest = read_json(folder / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("source_sha256") != source_sha:
-        return f"{MANIFEST} is missing or unreadable"
+        return f"{MANIFEST} is missing, unreadable or for another GGUF file"
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(entry, dict) for entry in files.values()):
         return f"{MANIFEST} is malformed"
@@ -482,7 +482,7 @@ class Resolved:
 
 
 def locate(spec: str, revision: str | None) -> Located:
-    """Classify a model spec, or a one-line UsageError; reads nothing but the file system."""
+    """Classify a model spec, or a one-line UsageError; reads no weights and asks no server."""
     if spec in BUNDLED:
         return Located("bundled", str(BUNDLED[spec]()), None)
     path = Path(spec).expanduser()
