@@ -139,6 +139,12 @@ def test_fld_labels_are_balanced_over_3000_items(fld3000):
         assert abs(counts[label] / 3000 - 1 / 3) <= 0.02
 
 
+def test_negation_in_the_hypothesis_is_no_cue_for_the_label(fld3000):
+    for label in LABELS:
+        negated = [" not " in i.hypothesis for i in fld3000 if i.answer == label]
+        assert abs(sum(negated) / len(negated) - 0.5) < 0.05, label
+
+
 def test_every_fld_label_agrees_with_forward_chaining(fld3000):
     wrong = [i.uid for i in fld3000 if forward_chain_label(i.context, i.hypothesis) != i.answer]
     assert wrong == []

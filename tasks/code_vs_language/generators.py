@@ -148,13 +148,13 @@ def _distractor(rng: random.Random, names: Sequence[str], props: Sequence[str]) 
     return _Formula(tuple(chosen[:-1]), chosen[-1], rng.random() < 0.5, None if kind == "every" else name)
 
 
-def _fld_attempt(rng: random.Random, label: str, depth: int, uid: str) -> FLDItem | None:
-    """Draw one item meant to have `label`; None when the entailment check disagrees."""
+def _fld_attempt(rng: random.Random, label: str, depth: int, h_positive: bool, proved: bool,
+                 uid: str) -> FLDItem | None:
+    """Draw one item meant to have `label`, its hypothesis of the given polarity and its proof
+    ending in h (`proved`) or not-h; None when the entailment check disagrees."""
     x, y = rng.sample(NAMES, 2)
     props = rng.sample(PROPERTIES, depth + 4)
     chain, spare = props[: depth + 1], props[depth + 1:]
-    proved = label == "PROVED" or (label == "UNKNOWN" and rng.random() < 0.5)
-    h_positive = rng.random() < 0.5
     hypothesis = _Formula((), chain[-1], h_positive, x)
 
     needed = [_Formula((), chain[0], True, x)]
@@ -202,7 +202,11 @@ def _fld_attempt(rng: random.Random, label: str, depth: int, uid: str) -> FLDIte
 
 def generate_fld(n: int, seed: int = 0, depths: Iterable[int] = FLD_DEPTHS, split: str = "test") -> list[FLDItem]:
     """`n` FLD-style items, labels in turn PROVED, DISPROVED, UNKNOWN (balanced to 1/3), proof
-    depths cycling over `depths`, each with 2-5 distractor sentences."""
+    depths cycling over `depths`, each with 2-5 distractor sentences.
+
+    The hypothesis' polarity is drawn once per item, before the retries, so that rejected
+    draws cannot make "not" in a hypothesis a cue for the label.
+    """
     depths = tuple(depths)
     if not depths or any(d not in FLD_DEPTHS for d in depths):
         raise UsageError(f"fld_depths={','.join(map(str, depths))}: use depths from 1 to 3, e.g. fld_depths=1,2,3")
@@ -210,9 +214,11 @@ def generate_fld(n: int, seed: int = 0, depths: Iterable[int] = FLD_DEPTHS, spli
     items = []
     for i in range(n):
         label, depth = LABELS[i % 3], depths[(i // 3) % len(depths)]
+        h_positive = rng.random() < 0.5
+        proved = label == "PROVED" or (label == "UNKNOWN" and rng.random() < 0.5)
         item = None
         while item is None:
-            item = _fld_attempt(rng, label, depth, f"fld_gen/{split}/{seed}/{i}")
+            item = _fld_attempt(rng, label, depth, h_positive, proved, f"fld_gen/{split}/{seed}/{i}")
         items.append(item)
     return items
 
