@@ -98,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         load=LoadOptions(
             dtype=args.dtype, device=args.device, device_map=args.device_map, revision=args.revision,
             load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, trust_remote_code=args.trust_remote_code,
+            show_progress=False if args.no_progress else None,
         ),
         log_samples=args.log_samples,
         force=args.force,

@@ -22,7 +22,9 @@ import torch
 import harness
 from harness.context import RunContext
 from harness.errors import UsageError
-from harness.models import LoadOptions, Model, load_model, pick_dtype, quantization_name, slugify, target_device
+from harness.models import (
+    LoadOptions, Model, load_model, model_fingerprint, model_quantization, pick_dtype, slugify, target_device,
+)
 from harness.registry import resolve_tasks
 from harness.results import (
     Environment, ModelRecord, Results, TaskRecord, Timing, config_hash, read_results, write_results,
@@ -101,8 +103,14 @@ def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any
     return output_dir / slugify(model_spec) / f"{stem}.json"
 
 
-def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spec: str, dtype: str) -> Results | None:
-    if spec.force or not path.exists():
+def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spec: str, dtype: str,
+             fingerprint: str | None) -> Results | None:
+    """The finished result at `path` if it is this experiment on these very weights, else None.
+
+    The weights' identity (hub commit, GGUF digest, folder fingerprint) must match: a result
+    is never reused after `--revision` changed or the file behind a path was replaced.
+    """
+    if spec.force or not path.exists() or fingerprint is None:
         return None
     try:
         old = read_results(path)
@@ -117,7 +125,8 @@ def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spe
         and old.bootstrap == spec.bootstrap
         and old.model.spec == model_spec
         and old.model.dtype == dtype
-        and old.model.quantization == quantization_name(spec.load)
+        and old.model.quantization == model_quantization(model_spec, spec.load)
+        and old.model.fingerprint == fingerprint
     )
     return old if same else None
 
@@ -158,6 +167,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             model=ModelRecord(
                 spec=info.spec, source=info.source, resolved_revision=info.revision, architecture=info.architecture,
                 n_params=info.n_params, dtype=info.dtype, quantization=info.quantization, device=info.device,
+                fingerprint=info.fingerprint,
             ),
             metrics=outcome.metrics,
             reference=outcome.reference,
@@ -187,9 +197,10 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for model_spec in spec.models:
         todo: list[Planned] = []
+        fingerprint = None if spec.force else model_fingerprint(model_spec, spec.load)
         for task, config in plans:
             path = result_path(spec.output_dir, model_spec, task, config, spec)
-            old = reusable(path, task, config, spec, model_spec, dtype)
+            old = reusable(path, task, config, spec, model_spec, dtype, fingerprint)
             if old is not None:
                 report(f"{task.name} on {model_spec}: reused {path} (--force to run again)")
                 outcomes.append(Outcome(model_spec, task.name, path, True, old))

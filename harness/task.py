@@ -101,7 +101,7 @@ def _convert(name: str, raw: str, annotation: Any) -> Any:
                 return _convert(name, raw, option)
             except UsageError:
                 continue
-        raise UsageError(f"--task-arg {name}={raw}: expected {annotation}")
+        raise UsageError(f"--task-arg {name}={raw}: expected {_type_name(annotation)}")
     if origin is Literal:
         if raw not in [str(a) for a in args]:
             raise UsageError(f"--task-arg {name}={raw}: choose one of {', '.join(map(str, args))}")

@@ -36,12 +36,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness.errors import UsageError
-from harness.intervene import Edit
-from harness.registry import register_task
-from harness.results import Metric, Reference
-from harness.stats import metric
-from harness.task import Task, TaskResult
+from harness import Edit, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.circle import CircularProbe, circle_targets, cross_validate_circle, r2_score_xy, shuffled_labels
 from probes.irreducibility import mixture_index, separability_index
 
@@ -96,16 +91,8 @@ def answer_token_ids(tokenizer, names: list[str]) -> list[int]:
 
 def name_positions(tokenizer, problems: list[Problem]) -> list[int]:
     """Index of the last token of the alpha name in each tokenised prompt (special tokens included)."""
-    positions = []
-    for p in problems:
-        start = p.prompt.rindex(p.name)
-        end = start + len(p.name)
-        enc = tokenizer(p.prompt, add_special_tokens=True, return_offsets_mapping=True)
-        hits = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start]
-        if not hits:
-            raise UsageError(f"cannot locate '{p.name}' in the tokenised prompt; the tokenizer gives no offsets")
-        positions.append(hits[-1])
-    return positions
+    return [tokens.last_token_of_span(tokenizer, p.prompt, p.prompt.rindex(p.name), p.prompt.rindex(p.name) + len(p.name))
+            for p in problems]
 
 
 def scrambled_order(alpha: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -123,14 +110,14 @@ def scrambled_order(alpha: np.ndarray, m: int, rng: np.random.Generator) -> np.n
             return order[alpha]
 
 
-def behaviour_metrics(scores, gamma: np.ndarray, answers: list[int], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Metric]]:
+def behaviour_metrics(ctx, scores, gamma: np.ndarray, answers: list[int]) -> tuple[np.ndarray, np.ndarray, dict[str, Metric]]:
     """Accuracy over the m answer tokens (the paper's metric) and over the whole vocabulary."""
     predicted = scores.logits.argmax(-1).numpy()
     correct = predicted == gamma
     full_vocab = scores.top_token.numpy() == np.asarray(answers)[gamma]
     return predicted, correct, {
-        "accuracy": metric(correct.astype(float), seed=seed),
-        "accuracy_full_vocab": metric(full_vocab.astype(float), seed=seed),
+        "accuracy": ctx.metric(correct.astype(float)),
+        "accuracy_full_vocab": ctx.metric(full_vocab.astype(float)),
     }
 
 
@@ -138,16 +125,12 @@ def behaviour_metrics(scores, gamma: np.ndarray, answers: list[int], seed: int) 
 class CircleConfig:
     """Defaults are the paper's settings."""
 
-    template: Literal["paper", "code"] = "paper"  # code: the released code's wording
-    layer: int | None = None  # intervention layer (resid_post.L); default: best probe layer in the first half
-    n_components: int = 5  # PCA dimensions before the circular probe
-    intervention: bool = True
-    offdist: bool = False  # the (r, theta) grid: is alpha encoded in the angle?
-    irreducibility: bool = False  # separability S and mixture M_eps of the probe plane
-
-    def __post_init__(self) -> None:
-        if self.n_components < 2:
-            raise ValueError("n_components must be at least 2")
+    template: Literal["paper", "code"] = option("paper", "prompt wording: paper (the paper's text, 'One month') or code (the released code's)")
+    layer: int | None = option(None, "intervention layer (resid_post.L); none: the best probe layer in the first half", ge=0)
+    n_components: int = option(5, "PCA dimensions before the circular probe", ge=2)
+    intervention: bool = option(True, "run the circle patch and its controls")
+    offdist: bool = option(False, "the (r, theta) grid: is alpha encoded in the angle alone?")
+    irreducibility: bool = option(False, "separability S and mixture M_eps of the probe plane")
 
 
 class CircleTask(Task):
@@ -158,6 +141,20 @@ class CircleTask(Task):
     Config = CircleConfig
     headline_metrics = ["accuracy", "probe_r2", "probe_r2_scrambled_order", "probe_r2_shuffled",
                         "intervention_success", "intervention_success_patch", "intervention_logit_diff"]
+    metric_descriptions = {
+        "accuracy": "argmax over the m answer tokens equals gamma (the paper's metric); n = problems",
+        "accuracy_full_vocab": "argmax over the whole vocabulary is gamma's token",
+        "probe_r2": "held-out R^2 of the circular probe at the best layer (leave one beta out)",
+        "probe_r2_{shuffled,random_plane,scrambled_order}": "the same probe on shuffled labels, a random plane, a non-cyclic order of the classes",
+        "probe_angle_error_deg[_control]": "mean held-out angle error of the probe, degrees",
+        "probe_class_acc[_control]": "held-out nearest-class accuracy of the probe",
+        "probe_r2_minus_shuffled": "real minus shuffled-label R^2, one bootstrap over prompts",
+        "intervention_success[_method]": "share of (problem, alpha') runs whose answer moves to gamma'; n = problems (cluster bootstrap); methods: circle (none), _patch, _mean, _rotate, _shuffled, _random_plane",
+        "intervention_logit_diff[_method]": "logit(gamma) - logit(gamma') after the edit (lower: moved further)",
+        "intervention_success[_method]_on_correct": "the same on problems the model answers correctly",
+        "clean_logit_diff": "logit(gamma) - logit(gamma') without an edit",
+        "angle_consistency": "offdist=true: argmax follows the angle written into the probe plane (r >= 0.5)",
+    }
     names: list[str]
     reference_accuracy: dict[str, float]
     reference_extra: dict[str, dict[str, float]] = {}
@@ -175,13 +172,13 @@ class CircleTask(Task):
         beta = np.array([p.beta for p in problems])
         gamma = np.array([p.gamma for p in problems])
         metrics: dict[str, Metric] = {}
-        notes: list[str] = []
+        notes: list[str] = [self.wording_note(config.template)]
         details: dict = {"n_layers": model.n_layers, "answer_token_ids": answers}
 
         # Behaviour.
         used = np.array(ctx.limited(list(range(len(problems)))))
         scores = ctx.score([prompts[i] for i in used], answers, desc="behaviour")
-        predicted, correct, behaviour = behaviour_metrics(scores, gamma[used], answers, ctx.seed)
+        predicted, correct, behaviour = behaviour_metrics(ctx, scores, gamma[used], answers)
         metrics.update(behaviour)
         if behaviour["accuracy"].ci_low <= 1 / m <= behaviour["accuracy"].ci_high:
             notes.append("behaviour near chance")
@@ -214,11 +211,11 @@ class CircleTask(Task):
         targets_shuffled = circle_targets(shuffled, m)
         for suffix, fit, t in [("", fits[best], targets), ("_shuffled", fits_shuffled[best], targets_shuffled), ("_random_plane", fits_plane[best], targets),
                                ("_scrambled_order", fits_order[best], circle_targets(reordered, m))]:
-            metrics[f"probe_r2{suffix}"] = metric(np.hstack([fit.pred_xy, t]), statistic=_r2_rows, seed=ctx.seed)
-            metrics[f"probe_angle_error_deg{suffix}"] = metric(fit.angle_error_deg, higher_is_better=False, seed=ctx.seed)
-            metrics[f"probe_class_acc{suffix}"] = metric(fit.correct.astype(float), seed=ctx.seed)
+            metrics[f"probe_r2{suffix}"] = ctx.metric(np.hstack([fit.pred_xy, t]), statistic=_r2_rows)
+            metrics[f"probe_angle_error_deg{suffix}"] = ctx.metric(fit.angle_error_deg, higher_is_better=False)
+            metrics[f"probe_class_acc{suffix}"] = ctx.metric(fit.correct.astype(float))
         gap = np.hstack([fits[best].pred_xy, targets, fits_shuffled[best].pred_xy, targets_shuffled])
-        metrics["probe_r2_minus_shuffled"] = metric(gap, statistic=lambda g: _r2_rows(g[:, :4]) - _r2_rows(g[:, 4:]), seed=ctx.seed)
+        metrics["probe_r2_minus_shuffled"] = ctx.metric(gap, statistic=lambda g: _r2_rows(g[:, :4]) - _r2_rows(g[:, 4:]))
         self.plot_circle(ctx, X[best], alpha, best, config.n_components)
         self.plot_layers(ctx, details["per_layer"], best)
 
@@ -274,12 +271,13 @@ class CircleTask(Task):
                 logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}", prefix_lengths=pos).logits.numpy()
             success = (logits.argmax(-1) == new_gamma).astype(float)
             diff = logits[rows, old_gamma] - logits[rows, new_gamma]
-            out[f"intervention_success{suffix}"] = metric(success, seed=ctx.seed)
-            out[f"intervention_logit_diff{suffix}"] = metric(diff, higher_is_better=False, seed=ctx.seed)
+            # A problem with all its alpha' runs is one unit: its m - 1 runs share the prompt and are not independent.
+            out[f"intervention_success{suffix}"] = ctx.metric(success, unit=src)
+            out[f"intervention_logit_diff{suffix}"] = ctx.metric(diff, unit=src, higher_is_better=False)
             if on_correct.any():
-                out[f"intervention_success{suffix}_on_correct"] = metric(success[on_correct], seed=ctx.seed)
+                out[f"intervention_success{suffix}_on_correct"] = ctx.metric(success[on_correct], unit=src[on_correct])
         base_diff = np.repeat(clean[np.arange(len(clean)), old_gamma[:: m - 1]], m - 1) - clean[np.repeat(np.arange(len(clean)), m - 1), new_gamma]
-        out["clean_logit_diff"] = metric(base_diff, higher_is_better=None, seed=ctx.seed)
+        out["clean_logit_diff"] = ctx.metric(base_diff, unit=src, higher_is_better=None)
         details["intervention_runs"] = len(runs)
         details["problems_answered_correctly"] = int(clean_correct.sum())
         return out
@@ -300,7 +298,15 @@ class CircleTask(Task):
         implied = (np.round(t.ravel() * m / (2 * np.pi)).astype(int) + 2) % m
         keep = r.ravel() >= 0.5
         self.plot_offdist(ctx, r.ravel(), t.ravel(), day)
-        return metric((day[keep] == implied[keep]).astype(float), seed=ctx.seed)
+        return ctx.metric((day[keep] == implied[keep]).astype(float))
+
+    def wording_note(self, template: str) -> str:
+        """The prompt wording is a departure from one of the paper's two sources; say which."""
+        if template == "code":
+            return "prompts use the released code's wording ('days of the week math', 'One months')"
+        if self.noun == "month":
+            return "prompts use the paper's text, with 'One month' for beta = 1 (template=code gives the code's 'One months')"
+        return "prompts use the paper's text"
 
     def reference(self) -> Reference:
         metrics = {model: {"accuracy": acc} for model, acc in self.reference_accuracy.items()}
@@ -311,16 +317,14 @@ class CircleTask(Task):
 
     # Plots.
     def plot_circle(self, ctx, H, alpha, layer, k) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib import colormaps
 
         centred = H - H.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         pcs = centred @ vt[:2].T
-        fig, ax = plt.subplots(figsize=(5, 5))
-        cmap = plt.get_cmap("hsv")
+        fig = ctx.figure(figsize=(5, 5))
+        ax = fig.subplots()
+        cmap = colormaps["hsv"]
         m = len(self.names)
         for a in range(m):
             sel = alpha == a
@@ -331,9 +335,8 @@ class CircleTask(Task):
         ctx.save_figure(fig, "circle.png")
 
     def plot_layers(self, ctx, per_layer, best) -> None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = ctx.figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         for name in ("probe_r2", "probe_r2_shuffled", "probe_r2_random_plane", "probe_r2_scrambled_order"):
             ax.plot(per_layer[name], marker="o", ms=3, label=name)
         ax.axvline(best, color="grey", ls=":")
@@ -342,9 +345,8 @@ class CircleTask(Task):
         ctx.save_figure(fig, "probe_layers.png")
 
     def plot_offdist(self, ctx, r, t, day) -> None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 5), subplot_kw={"projection": "polar"})
+        fig = ctx.figure(figsize=(5, 5))
+        ax = fig.subplots(subplot_kw={"projection": "polar"})
         ax.scatter(t, r, c=day, cmap="hsv", vmin=0, vmax=len(self.names), s=6)
         ax.set_title("argmax answer over the probe plane")
         ctx.save_figure(fig, "offdist.png")

@@ -40,21 +40,14 @@ import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 
-from harness.batching import BatchSizer, encode, make_batches
-from harness.errors import UsageError
-from harness.intervene import Edit
-from harness.registry import register_task
-from harness.results import Metric, Reference
-from harness.sites import StopForward, forward, hook_site, hooks, in_flight, parse_site
-from harness.stats import metric
-from harness.task import Task, TaskResult
+from harness import Edit, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.neurons import (
-    SentencePool, average_precision, default_k, edge_layers, layer_histogram, layer_of, median_rows, overlap_matrix,
+    average_precision, default_k, edge_layers, layer_histogram, layer_of, median_rows, overlap_matrix,
     random_units, select_units,
 )
 
@@ -119,7 +112,7 @@ def _clean(texts: list[str], tokenizer: Any, max_tokens: int, rng: np.random.Gen
         if t and t not in seen:
             seen.add(t)
             out.append(t)
-    lengths = [len(ids) for ids in encode(tokenizer, out)] if out else []
+    lengths = [len(ids) for ids in tokenizer(out, add_special_tokens=True)["input_ids"]] if out else []
     return [t for t, n in zip(out, lengths) if n <= max_tokens]
 
 
@@ -145,41 +138,15 @@ def load_hub(config: "LanguageNeuronsConfig", tokenizer: Any) -> Corpus:
 
 # Streaming scores.
 
-@torch.no_grad()
-def pool_mlp_acts(model: Any, texts: Sequence[str], batch_size: int | str = "auto",
-                  progress: Callable[[Any], Any] | None = None) -> tuple[torch.Tensor, list[int]]:
+def pool_mlp_acts(ctx: Any, texts: Sequence[str], desc: str) -> tuple[torch.Tensor, list[int]]:
     """Mean of every mlp_act unit over each sentence's real tokens: (n_texts, n_units) and the layer widths.
 
-    One hook per layer reduces the (batch, seq, d_mlp) activation to per-sentence means and
-    drops it; the forward stops after the last block, so the unembedding never runs.
+    The engine reduces each layer's (batch, seq, d_mlp) activation to per-sentence means inside
+    the hook, so token activations are never held; the forward stops after the last block.
     """
-    token_ids = encode(model.tokenizer, texts)
-    pool = SentencePool(len(texts), model.n_layers)
-
-    def accumulate(layer: int) -> Callable[[torch.Tensor], None]:
-        def fn(act: torch.Tensor) -> None:
-            batch = model.current_batch
-            pool.add(layer, act, batch.attention_mask, batch.indices)
-        return fn
-
-    def stop(*_: Any) -> None:
-        raise StopForward
-
-    handles = [hook_site(model, parse_site(f"mlp_act.{L}", model.n_layers), accumulate(L)) for L in range(model.n_layers)]
-    handles.append(model.blocks[model.n_layers - 1].register_forward_hook(lambda *a: stop()))
-
-    def step(size: int):
-        batches = make_batches(token_ids, size, model.tokenizer.pad_token_id)
-        for batch in progress(batches) if progress else batches:
-            try:
-                forward(model, batch)
-            except StopForward:
-                pass
-            yield None
-
-    with hooks(handles):
-        BatchSizer(batch_size, model.input_device).run(len(texts), step)
-    return pool.matrix(), pool.widths
+    sites = [f"mlp_act.{L}" for L in range(ctx.model.n_layers)]
+    means = ctx.collect(texts, sites, positions="all", reduce="mean", desc=desc)
+    return torch.cat([means[s] for s in sites], dim=1), [means[s].shape[1] for s in sites]
 
 
 @dataclass
@@ -225,51 +192,6 @@ def forcing_edits(units: np.ndarray, values: np.ndarray, widths: Sequence[int]) 
         edits.append(Edit(f"mlp_act.{int(layer)}", "set", torch.as_tensor(values[sel]), position="all",
                           dims=(units[sel] - offsets[layer]).astype(int).tolist()))
     return edits
-
-
-@torch.no_grad()
-def generate_texts(model: Any, token_ids: Sequence[Sequence[int]], max_new_tokens: int, temperature: float, seed: int,
-                   batch_size: int | str = "auto", stop_at_newline: bool = False,
-                   progress: Callable[[Any], Any] | None = None) -> list[str]:
-    """Continuations of each prompt: sampling at `temperature` (no top-k/top-p), greedy for 0; interventions apply.
-
-    Sampling is seeded per batch from `seed` inside a forked RNG, so the global torch RNG
-    is untouched and the same seed gives the same texts.
-    """
-    hf, tok = model.hf, model.tokenizer
-    if temperature > 0:
-        options = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-    else:
-        options = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
-    if stop_at_newline:
-        options.update(stop_strings=["\n"], tokenizer=tok)
-    out = [""] * len(token_ids)
-    device = model.input_device
-    rng_devices = [device.index or 0] if device.type == "cuda" else []
-
-    def step(size: int):
-        batches = make_batches(token_ids, size, tok.pad_token_id)
-        for b, batch in enumerate(progress(batches) if progress else batches):
-            with in_flight(model, batch), torch.random.fork_rng(devices=rng_devices):
-                torch.manual_seed(int(np.random.default_rng([seed, b]).integers(2**31)))
-                new = hf.generate(**batch.model_inputs(device, with_positions=False), max_new_tokens=max_new_tokens,
-                                  pad_token_id=tok.pad_token_id, **options)[:, batch.input_ids.shape[1]:]
-            model.tokens_processed += new.numel()
-            for r, i in enumerate(batch.indices):
-                text = tok.decode(new[r], skip_special_tokens=True)
-                out[i] = text.split("\n")[0] if stop_at_newline else text
-            yield None
-
-    BatchSizer(batch_size, device).run(len(token_ids), step)
-    return out
-
-
-def bos_prompt(tokenizer: Any) -> list[int]:
-    """The unconditional prompt: BOS alone (EOS where a tokenizer has no BOS)."""
-    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if token is None:
-        raise UsageError("the tokenizer has neither a BOS nor an EOS token: unconditional generation needs one")
-    return [int(token)]
 
 
 # Language identification.
@@ -320,49 +242,32 @@ class LanguageIdentifier:
 class LanguageNeuronsConfig:
     """Defaults are the paper's settings where this model-agnostic version can follow them."""
 
-    source: Literal["shipped", "hub"] = "shipped"
-    k: int | None = None  # neurons per side (top and bottom); default 0.5% of all mlp_act neurons
-    force: Literal["on_p50", "zero"] = "on_p50"
-    n_samples: int = 30  # unconditional texts per (language, condition)
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    translation: bool = True
-    translation_max_new_tokens: int = 128
-    n_translate: int = 100  # translation sources (the shipped sample has 20)
-    conditions: str = "none,random,top,bottom,both"
-    languages: str = "en,de,fr,es,zh,ja"  # languages forced in the intervention (scoring always uses all six)
-    n_random: int = 3  # seeds of the random control
-    flores_path: str = "openlanguagedata/flores_plus"
-    pawsx_path: str = "google-research-datasets/paws-x"
-    n_per_source: int = 250  # hub: sentences per language from each of FLORES+ and PAWS-X
-    n_heldout: int = 100  # hub: held-out FLORES+ devtest sentences per language
-    max_tokens: int = 256
-    data_seed: int = 1234
+    source: Literal["shipped", "hub"] = option("shipped", "sentences: the shipped parallel sample, or FLORES+ and PAWS-X from the hub")
+    k: int | None = option(None, "neurons per side (top and bottom); none: 0.5% of all mlp_act neurons", ge=1)
+    force: Literal["on_p50", "zero"] = option("on_p50", "forced value: the neuron's median over L's sentences, or zero")
+    n_samples: int = option(30, "unconditional texts per (language, condition)", ge=1)
+    max_new_tokens: int = option(64, "tokens per unconditional text", ge=1)
+    temperature: float = option(0.8, "sampling temperature of unconditional texts (0: greedy)", ge=0)
+    translation: bool = option(True, "also force neurons while translating English sentences")
+    translation_max_new_tokens: int = option(128, "tokens per translation", ge=1)
+    n_translate: int = option(100, "translation sources (the shipped sample has 20)", ge=0)
+    conditions: list[str] = option(list(CONDITIONS), f"intervention conditions, a subset of {','.join(CONDITIONS)}")
+    languages: list[str] = option(list(LANGS), "languages forced in the intervention (scoring always uses all six)")
+    n_random: int = option(3, "seeds of the random-neuron control", ge=1)
+    flores_path: str = option("openlanguagedata/flores_plus", "hub: the FLORES+ data set")
+    pawsx_path: str = option("google-research-datasets/paws-x", "hub: the PAWS-X data set")
+    n_per_source: int = option(250, "hub: sentences per language from each of FLORES+ and PAWS-X", ge=1)
+    n_heldout: int = option(100, "hub: held-out FLORES+ devtest sentences per language", ge=1)
+    max_tokens: int = option(256, "hub: longest sentence kept, in tokens", ge=1)
+    data_seed: int = option(1234, "hub: seed of the sentence sample", ge=0)
 
     def __post_init__(self) -> None:
-        unknown = [c for c in self.condition_list if c not in CONDITIONS]
-        if unknown:
-            raise ValueError(f"unknown condition {', '.join(unknown)}: use a comma-separated subset of {','.join(CONDITIONS)}")
-        bad = [L for L in self.language_list if L not in LANGS] or ([] if self.language_list else ["(none)"])
+        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        if unknown or not self.conditions:
+            raise ValueError(f"unknown condition {', '.join(unknown) or '(none)'}: use a comma-separated subset of {','.join(CONDITIONS)}")
+        bad = [L for L in self.languages if L not in LANGS] or ([] if self.languages else ["(none)"])
         if bad:
             raise ValueError(f"unknown language {', '.join(bad)}: use a comma-separated subset of {','.join(LANGS)}")
-        if self.k is not None and self.k < 1:
-            raise ValueError("k must be at least 1")
-        for name in ("n_samples", "n_random", "n_per_source", "n_heldout", "max_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.n_translate < 0 or self.max_new_tokens < 1 or self.translation_max_new_tokens < 1:
-            raise ValueError("n_translate must be >= 0 and max_new_tokens >= 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0 (0 = greedy)")
-
-    @property
-    def language_list(self) -> list[str]:
-        return [L.strip() for L in self.languages.split(",") if L.strip()]
-
-    @property
-    def condition_list(self) -> list[str]:
-        return [c.strip() for c in self.conditions.split(",") if c.strip()]
 
 
 @register_task
@@ -386,7 +291,7 @@ class LanguageNeurons(Task):
         # Scoring split: positives L, negatives the other five languages.
         texts = [t for L in LANGS for t in corpus.score[L]]
         labels = np.array([j for j, L in enumerate(LANGS) for _ in corpus.score[L]])
-        pooled, widths = pool_mlp_acts(model, texts, ctx.batch_size, lambda b: ctx.progress(b, "mlp_act (scoring)"))
+        pooled, widths = pool_mlp_acts(ctx, texts, "mlp_act (scoring)")
         n_units = pooled.shape[1]
         k = config.k if config.k is not None else default_k(n_units)
         if 2 * k > n_units:
@@ -400,7 +305,7 @@ class LanguageNeurons(Task):
         # Held-out split: do the selected neurons still separate the languages?
         held_texts = [t for L in LANGS for t in corpus.heldout[L]]
         held_labels = np.array([j for j, L in enumerate(LANGS) for _ in corpus.heldout[L]])
-        held, _ = pool_mlp_acts(model, held_texts, ctx.batch_size, lambda b: ctx.progress(b, "mlp_act (held out)"))
+        held, _ = pool_mlp_acts(ctx, held_texts, "mlp_act (held out)")
 
         hist: dict[str, dict[str, list[float]]] = {}
         edge = edge_layers(model.n_layers)
@@ -408,20 +313,20 @@ class LanguageNeurons(Task):
         edge_all = []
         for j, L in enumerate(LANGS):
             top, bottom = scores.top[L], scores.bottom[L]
-            metrics[f"mean_ap_top.{L}"] = metric(scores.ap[j, top], seed=ctx.seed)
-            metrics[f"mean_ap_bottom.{L}"] = metric(scores.ap[j, bottom], higher_is_better=False, seed=ctx.seed)
-            metrics[f"max_ap.{L}"] = metric(scores.ap[j, top], statistic=np.max, seed=ctx.seed)
+            metrics[f"mean_ap_top.{L}"] = ctx.metric(scores.ap[j, top])
+            metrics[f"mean_ap_bottom.{L}"] = ctx.metric(scores.ap[j, bottom], higher_is_better=False)
+            metrics[f"max_ap.{L}"] = ctx.metric(scores.ap[j, top], statistic=np.max)
             y_held = (held_labels == j).astype(int)
-            metrics[f"heldout_ap_top.{L}"] = metric(average_precision(held[:, top], y_held), seed=ctx.seed)
-            metrics[f"heldout_ap_bottom.{L}"] = metric(average_precision(held[:, bottom], y_held), higher_is_better=False, seed=ctx.seed)
+            metrics[f"heldout_ap_top.{L}"] = ctx.metric(average_precision(held[:, top], y_held))
+            metrics[f"heldout_ap_bottom.{L}"] = ctx.metric(average_precision(held[:, bottom], y_held), higher_is_better=False)
             hist[L] = {"top": layer_histogram(top, widths).round(6).tolist(), "bottom": layer_histogram(bottom, widths).round(6).tolist()}
             in_edge = edge[layer_of(np.concatenate([top, bottom]), widths)].astype(float)
             edge_all.append(in_edge)
-            metrics[f"edge_share.{L}"] = metric(in_edge, higher_is_better=None, seed=ctx.seed)
+            metrics[f"edge_share.{L}"] = ctx.metric(in_edge, higher_is_better=None)
             selected[L] = {side: [[site, unit, round(float(scores.ap[j, u]), 6), round(float(force[j, u]), 6)]
                                   for u, (site, unit) in zip(units, unit_sites(units, widths))]
                            for side, units in (("top", top), ("bottom", bottom))}
-        metrics["edge_share"] = metric(np.concatenate(edge_all), higher_is_better=None, seed=ctx.seed)
+        metrics["edge_share"] = ctx.metric(np.concatenate(edge_all), higher_is_better=None)
         details.update(layer_hist=hist, edge_layers=np.flatnonzero(edge).tolist(), edge_share_uniform=float(edge.mean()),
                        selected=selected)
         del held
@@ -433,14 +338,14 @@ class LanguageNeurons(Task):
             details[f"overlap_{side}"] = {L1: {L2: round(float(mat[a, b]), 6) for b, L2 in enumerate(LANGS)} for a, L1 in enumerate(LANGS)}
             off = mat + np.diag(np.full(len(LANGS), -np.inf))
             a, b = np.unravel_index(np.argmax(off), off.shape)
-            metrics[f"overlap_{side}_max"] = metric(np.isin(sets[a], sets[b]).astype(float), higher_is_better=False, seed=ctx.seed)
+            metrics[f"overlap_{side}_max"] = ctx.metric(np.isin(sets[a], sets[b]).astype(float), higher_is_better=False)
             details[f"overlap_{side}_max_pair"] = [LANGS[a], LANGS[b]]
         metrics["overlap_max"] = max(metrics["overlap_top_max"], metrics["overlap_bottom_max"], key=lambda m: m.value)
 
         # Share of the model's neurons forced per language.
         n_linear = sum(m.out_features for m in model.blocks.modules() if isinstance(m, torch.nn.Linear))
         forced = [len(np.union1d(scores.top[L], scores.bottom[L])) for L in LANGS]
-        metrics["neuron_share"] = metric(np.array(forced, dtype=float) / n_units, higher_is_better=None, seed=ctx.seed)
+        metrics["neuron_share"] = ctx.metric(np.array(forced, dtype=float) / n_units, higher_is_better=None)
         details["neuron_share_of_linear_units"] = round(float(np.mean(forced)) / n_linear, 8) if n_linear else None
         details["n_linear_units"] = n_linear
 
@@ -450,7 +355,7 @@ class LanguageNeurons(Task):
         success = self.intervene(model, config, ctx, corpus, scores, force, widths, identify, metrics, details)
         self.plot_layers(ctx, hist)
         if success:
-            self.plot_success(ctx, success, config.condition_list)
+            self.plot_success(ctx, success, config.conditions)
 
         if metrics["overlap_max"].value >= 0.05:
             notes.append(f"overlap_max {metrics['overlap_max'].value:.3f} is not below the paper's 5%")
@@ -460,20 +365,20 @@ class LanguageNeurons(Task):
 
     def intervene(self, model, config, ctx, corpus, scores, force, widths, identify, metrics, details) -> dict:
         """Generate under each condition and count texts identified as L; returns success rates for the plot."""
-        conditions = config.condition_list
+        conditions = config.conditions
         n_units = scores.ap.shape[1]
         n_uncond = len(ctx.limited(list(range(config.n_samples))))
         sources = list(ctx.limited(corpus.sources[: config.n_translate])) if config.translation else []
-        jobs = [("uncond", [bos_prompt(model.tokenizer)] * n_uncond, config.max_new_tokens, config.temperature, False)]
+        jobs = [("uncond", [[tokens.bos_or_eos(model.tokenizer)]] * n_uncond, config.max_new_tokens, config.temperature, ())]
         if sources:
-            prompts = encode(model.tokenizer, [TRANSLATE_PROMPT.format(src=s) for s in sources])
-            jobs.append(("translate", prompts, config.translation_max_new_tokens, 0.0, True))
+            prompts = [TRANSLATE_PROMPT.format(src=s) for s in sources]
+            jobs.append(("translate", prompts, config.translation_max_new_tokens, 0.0, ("\n",)))
         random_sets = {s: random_units(n_units, 2 * scores.k, [ctx.seed, 7, s])
                        for s in range(config.n_random)}
         hits: dict[tuple[str, str, str], np.ndarray] = {}  # (cond, task, L) -> (n_runs, n_texts) 0/1
         rates: dict[str, dict[str, dict[str, float]]] = {}
         for task, prompts, max_new, temperature, stop in jobs:
-            langs = [L for L in config.language_list if task == "uncond" or L != "en"]
+            langs = [L for L in config.languages if task == "uncond" or L != "en"]
             if not langs:
                 continue
             cells: list[tuple[str, str | None, int, np.ndarray | None]] = []
@@ -491,7 +396,7 @@ class LanguageNeurons(Task):
                 seed = int(np.random.default_rng(salt).integers(2**31))
                 edits = [] if units is None else forcing_edits(units, force[LANGS.index(L), units], widths)
                 with ctx.intervene(edits):
-                    texts = generate_texts(model, prompts, max_new, temperature, seed, ctx.batch_size, stop)
+                    texts = ctx.generate(prompts, max_new, temperature=temperature, seed=seed, stop=stop, desc=f"{task}, {cond}")
                 found = identify(texts)
                 for t_i, (text, lang) in enumerate(zip(texts, found)):
                     ctx.log_sample({"language": L, "condition": cond, "task": task, "seed": s, "index": t_i,
@@ -503,7 +408,7 @@ class LanguageNeurons(Task):
                     continue
                 runs = np.stack(runs)
                 hits[(cond, t, L)] = runs
-                metrics[f"success.{cond}.{task}.{L}"] = metric(runs.ravel(), seed=ctx.seed)
+                metrics[f"success.{cond}.{task}.{L}"] = ctx.metric(runs.ravel())
                 rates.setdefault(task, {}).setdefault(cond, {})[L] = float(runs.mean())
             for name, base in (("lift", "none"), ("lift_vs_random", "random")):
                 if "both" not in conditions or base not in conditions:
@@ -511,9 +416,9 @@ class LanguageNeurons(Task):
                 diffs = []
                 for L in langs:
                     pair = np.stack([hits[("both", task, L)].mean(0), hits[(base, task, L)].mean(0)], 1)
-                    metrics[f"{name}.{task}.{L}"] = metric(pair, statistic=_mean_diff, seed=ctx.seed)
+                    metrics[f"{name}.{task}.{L}"] = ctx.metric(pair, statistic=_mean_diff)
                     diffs.append(pair)
-                metrics[f"{name}.{task}.mean"] = metric(np.concatenate(diffs), statistic=_mean_diff, seed=ctx.seed)
+                metrics[f"{name}.{task}.mean"] = ctx.metric(np.concatenate(diffs), statistic=_mean_diff)
         details["generation"] = {"n_uncond": n_uncond, "n_translate": len(sources), "conditions": conditions,
                                  "random_count": int(len(random_sets[0])) if random_sets else 0}
         return rates
@@ -542,13 +447,10 @@ class LanguageNeurons(Task):
 
     # Plots.
     def plot_layers(self, ctx, hist) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
 
-        fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+        fig = ctx.figure(figsize=(7, 5))
+        axes = fig.subplots(2, 1, sharex=True)
         for ax, side in zip(axes, ("top", "bottom")):
             n = len(hist[LANGS[0]][side])
             width = 0.8 / len(LANGS)
@@ -562,12 +464,8 @@ class LanguageNeurons(Task):
         ctx.save_figure(fig, "layer_hist.png")
 
     def plot_success(self, ctx, rates, conditions) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(rates), figsize=(6 * len(rates), 3.5), squeeze=False)
+        fig = ctx.figure(figsize=(6 * len(rates), 3.5))
+        axes = fig.subplots(1, len(rates), squeeze=False)
         for ax, (task, by_cond) in zip(axes[0], rates.items()):
             langs = [L for L in LANGS if any(L in by_cond[c] for c in by_cond)]
             width = 0.8 / max(1, len(by_cond))

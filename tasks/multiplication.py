@@ -63,28 +63,22 @@ and the probe set to their first N problems.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 import torch
 
-from harness.errors import UsageError
-from harness.registry import register_task
-from harness.results import Metric, Reference
-from harness.stats import bootstrap_ci
-from harness.task import Task, TaskResult
+from harness import Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.linear import cross_validate_probe, majority_rate, shuffled_labels
 
 log = logging.getLogger(__name__)
 
 PAPER = ("Gambardella, Iwasawa, Matsuo 2024, Language Models Do Hard Arithmetic Tasks Easily and "
          "Hardly Do Easy Arithmetic Tasks (ACL 2024, arXiv 2406.02356)")
-DEFAULT_CELLS = "2x2,3x3,4x4,5x5"
+DEFAULT_CELLS = ["2x2", "3x3", "4x4", "5x5"]
 MODES = ("teacher_forced", "spaced", "generate")
 BEHAVIOUR = ("first_digit_acc", "first_digit_conf", "last_digit_acc", "last_digit_acc_lenient", "last_digit_conf",
              "last_digit_acc_given_prefix", "last_digit_conf_given_prefix")
@@ -119,15 +113,15 @@ def parse_cell(text: str) -> tuple[int, int]:
     return n, m
 
 
-def parse_cells(text: str) -> list[tuple[int, int]]:
-    """'2x2,3x3' -> [(2, 2), (3, 3)]; 'grid' -> all 25 cells of 1..5 x 1..5."""
-    if text.strip() == "grid":
+def parse_cells(items: Sequence[str]) -> list[tuple[int, int]]:
+    """['2x2', '3x3'] -> [(2, 2), (3, 3)]; ['grid'] -> all 25 cells of 1..5 x 1..5."""
+    if list(items) == ["grid"]:
         return [(n, m) for n in range(1, 6) for m in range(1, 6)]
-    cells = [parse_cell(c) for c in text.split(",") if c.strip()]
+    cells = [parse_cell(c) for c in items]
     if not cells:
         raise ValueError("cells is empty: give e.g. cells=2x2,5x5 or cells=grid")
     if len(set(cells)) != len(cells):
-        raise ValueError(f"cells lists a cell twice: {text}")
+        raise ValueError(f"cells lists a cell twice: {','.join(items)}")
     return cells
 
 
@@ -174,22 +168,15 @@ class DigitTokenError(Exception):
     """The tokenizer does not give an answer digit a token of its own in this mode."""
 
 
-def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+_encode = tokens.encode_with_offsets
 
 
 def _token_at(offsets: Sequence[tuple[int, int]], char: int) -> int:
     """Index of the (non-empty) token whose span covers character `char`."""
-    for j, (start, end) in enumerate(offsets):
-        if start <= char < end:
-            return j
-    raise DigitTokenError(f"no token covers character {char}")
-
-
-def _is_digit_token(tokenizer: Any, token_id: int, digit: str) -> bool:
-    """The token writes exactly this digit, optionally after a space: never a merged '40' or '=4'."""
-    return tokenizer.decode([token_id]).strip() == digit
+    j = tokens.token_at_char(offsets, char)
+    if j is None:
+        raise DigitTokenError(f"no token covers character {char}")
+    return j
 
 
 def digit_token_ids(tokenizer: Any, spaced: bool) -> list[int] | None:
@@ -207,7 +194,7 @@ def digit_token_ids(tokenizer: Any, spaced: bool) -> list[int] | None:
                 j = _token_at(offsets, len(lead) + digit_offset(k, spaced))
             except DigitTokenError:
                 return None
-            if not _is_digit_token(tokenizer, token_ids[j], d) or ids.setdefault(d, token_ids[j]) != token_ids[j]:
+            if not tokens.is_digit_token(tokenizer, token_ids[j], d) or ids.setdefault(d, token_ids[j]) != token_ids[j]:
                 return None
     return [ids[str(d)] for d in range(10)]
 
@@ -272,28 +259,6 @@ def parse_digits(text: str, spaced: bool) -> str:
 
 
 # MC dropout.
-@contextlib.contextmanager
-def mc_dropout(hf: Any, p: float) -> Iterator[int]:
-    """Switch on dropout (rate p) in nn.Dropout modules and attention dropout; restore on exit. Yields the site count."""
-    saved: list[tuple[Any, str, Any, bool]] = []
-    for module in hf.modules():
-        if isinstance(module, torch.nn.Dropout):
-            saved.append((module, "p", module.p, module.training))
-            module.p = p
-        elif isinstance(getattr(module, "attention_dropout", None), float):
-            saved.append((module, "attention_dropout", module.attention_dropout, module.training))
-            module.attention_dropout = p
-        else:
-            continue
-        module.training = True  # this module only: norms and the rest of the model stay in eval mode
-    try:
-        yield len(saved)
-    finally:
-        for module, attr, value, training in saved:
-            setattr(module, attr, value)
-            module.training = training
-
-
 def config_dropout(hf: Any) -> float:
     values = [v for k, v in hf.config.to_dict().items() if "dropout" in k and isinstance(v, (int, float))]
     return float(max(values, default=0.0))
@@ -304,40 +269,29 @@ def config_dropout(hf: Any) -> float:
 class MultiplicationConfig:
     """Defaults are the paper's settings where it gives them (see the module docstring)."""
 
-    cells: str = DEFAULT_CELLS  # "NxM,NxM,..." or "grid" (1..5 x 1..5)
-    n_per_cell: int = 200
-    seed: int = 0  # data seed, combined with the run's --seed
-    template: str = "{a}*{b}="
-    instruction: str = ""  # prepended to every prompt as is
-    digit_scoring: Literal["auto", "teacher_forced", "spaced", "generate"] = "auto"
-    mc_dropout_samples: int = 0
-    mc_dropout_p: float = 0.1
-    probe: bool = True
-    probe_n: int = 2000
-    probe_cell: str = "3x3"
-    probe_layers: str = "all"  # "all" or "0,4,8"
-    bootstrap: int = 1000
-    batch_size: str = "auto"  # overrides --batch-size for this task when an integer
+    cells: list[str] = option(DEFAULT_CELLS, "digit lengths n x m of a and b, e.g. 2x2,5x5; grid: all of 1..5 x 1..5")
+    n_per_cell: int = option(200, "problems per cell", ge=1)
+    seed: int = option(0, "data seed, combined with the run's --seed", ge=0)
+    template: str = option("{a}*{b}=", "prompt with {a} and {b}; must end with '='")
+    instruction: str = option("", "text prepended to every prompt as is")
+    digit_scoring: Literal["auto", "teacher_forced", "spaced", "generate"] = option(
+        "auto", "how digits are scored: teacher forcing on digit tokens, spaced digits, or generation (accuracies only)")
+    mc_dropout_samples: int = option(0, "confidences averaged over this many Monte Carlo dropout passes (0: deterministic)", ge=0)
+    mc_dropout_p: float = option(0.1, "dropout rate of the MC passes", ge=0, lt=1)
+    probe: bool = option(True, "fit the per-layer units-digit probe at '='")
+    probe_n: int = option(2000, "problems of the probe cell", ge=10)
+    probe_cell: str = option("3x3", "the cell the probe is trained on")
+    probe_layers: Union[Literal["all"], list[int]] = option("all", "layers to probe: all, or a list such as 0,4,8")
 
     def __post_init__(self) -> None:
         parse_cells(self.cells)
         parse_cell(self.probe_cell)
-        if self.n_per_cell < 1:
-            raise ValueError("n_per_cell must be at least 1")
         if "{a}" not in self.template or "{b}" not in self.template:
             raise ValueError("template needs the placeholders {a} and {b}")
         if not self.template.rstrip().endswith("="):
             raise ValueError(f"template {self.template!r} must end with '=' (the answer follows it)")
-        if self.mc_dropout_samples < 0 or not 0 <= self.mc_dropout_p < 1:
-            raise ValueError("mc_dropout_samples must be >= 0 and mc_dropout_p in [0, 1)")
-        if self.probe and self.probe_n < 10:
-            raise ValueError("probe_n must be at least 10 (5-fold cross-validation)")
-        if self.probe_layers != "all" and not re.fullmatch(r"\d+(,\d+)*", self.probe_layers.replace(" ", "")):
-            raise ValueError(f"probe_layers={self.probe_layers}: use all or a comma list of layers like 0,4,8")
-        if self.bootstrap < 1:
-            raise ValueError("bootstrap must be at least 1")
-        if self.batch_size != "auto" and not (self.batch_size.isdigit() and int(self.batch_size) > 0):
-            raise ValueError(f"batch_size={self.batch_size}: use auto or a positive integer")
+        if self.probe_layers != "all" and any(L < 0 for L in self.probe_layers):
+            raise ValueError(f"probe_layers={self.probe_layers}: layers are 0 or more")
 
 
 @register_task
@@ -352,15 +306,6 @@ class MultiplicationDigits(Task):
                         "first_digit_acc", "last_digit_acc_given_prefix", "probe_last_digit_acc", "rep_behaviour_gap"]
 
     def run(self, model, config: MultiplicationConfig, ctx) -> TaskResult:
-        saved_batch = ctx.batch_size
-        if config.batch_size != "auto":
-            ctx.batch_size = int(config.batch_size)
-        try:
-            return self._run(model, config, ctx)
-        finally:
-            ctx.batch_size = saved_batch
-
-    def _run(self, model, config: MultiplicationConfig, ctx) -> TaskResult:
         tok = model.tokenizer
         cells = parse_cells(config.cells)
         layers = self.probe_layers(config, model.n_layers)
@@ -374,7 +319,6 @@ class MultiplicationDigits(Task):
                                        [render_prompt(config.template, config.instruction, p.a, p.b, spaced_check) for p in checked],
                                        [p.product for p in checked])
         spaced = mode == "spaced"
-        self.n_boot, self.seed = config.bootstrap, ctx.seed
         metrics: dict[str, Metric] = {}
         notes: list[str] = []
         details: dict[str, Any] = {"digit_scoring": mode, "digit_token_ids": digit_ids, "n_layers": model.n_layers,
@@ -397,10 +341,10 @@ class MultiplicationDigits(Task):
                                 **{k: _jsonable(v[i]) for k, v in per_cell[cell].items()}})
         pooled = {k: np.concatenate([per_cell[c][k] for c in per_cell]) for k in per_cell[next(iter(per_cell))]}
         all_problems = [p for c in problems_by_cell for p in problems_by_cell[c]]
-        metrics.update(self.behaviour_metrics(pooled, all_problems, mode, suffix=""))
+        metrics.update(self.behaviour_metrics(ctx, pooled, all_problems, mode, suffix=""))
         table: dict[str, dict[str, float | None]] = {}
         for cell, values in per_cell.items():
-            cell_metrics = self.behaviour_metrics(values, problems_by_cell[cell], mode, suffix=f"@{cell}")
+            cell_metrics = self.behaviour_metrics(ctx, values, problems_by_cell[cell], mode, suffix=f"@{cell}")
             metrics.update(cell_metrics)
             table[cell] = {k.split("@")[0]: round(v.value, 6) for k, v in cell_metrics.items()}
         details["per_cell"] = table
@@ -474,7 +418,7 @@ class MultiplicationDigits(Task):
     def mc_probs(self, ctx, model, contexts: list[str], digit_ids, target: np.ndarray, config) -> np.ndarray:
         """Mean probability of the target digit over K forward passes with dropout on (the paper's confidence)."""
         total = np.zeros(len(contexts))
-        with torch.random.fork_rng(devices=[]), mc_dropout(model.hf, config.mc_dropout_p) as n_sites:
+        with ctx.dropout(config.mc_dropout_p) as n_sites:
             if n_sites == 0:
                 raise UsageError("mc_dropout_samples needs dropout modules, and this model has none: set mc_dropout_samples=0")
             torch.manual_seed(ctx.seed)
@@ -483,25 +427,21 @@ class MultiplicationDigits(Task):
                 total += np.exp(lp[np.arange(len(target)), target])
         return total / config.mc_dropout_samples
 
-    def behaviour_metrics(self, values: dict[str, np.ndarray], problems: list[Problem], mode: str, suffix: str) -> dict[str, Metric]:
+    @staticmethod
+    def behaviour_metrics(ctx, values: dict[str, np.ndarray], problems: list[Problem], mode: str, suffix: str) -> dict[str, Metric]:
         out: dict[str, Metric] = {}
         for key in BEHAVIOUR:
             if key in values:
-                out[key + suffix] = self.metric(values[key].astype(float))
+                out[key + suffix] = ctx.metric(values[key].astype(float))
         if "last_digit_conf" in values:
             rows = np.stack([values["last_digit_conf_given_prefix"], values["last_digit_conf"]], 1)
             if rows[:, 1].mean() > 0:
-                out["conditioning_gain" + suffix] = self.metric(rows, statistic=_gain, higher_is_better=None)
+                out["conditioning_gain" + suffix] = ctx.metric(rows, statistic=_gain, higher_is_better=None)
         for key, digit in (("chance_first_digit", 0), ("chance_last_digit", -1)):
             labels = np.array([p.product[digit] for p in problems])
             majority = max(set(labels.tolist()), key=lambda d: (np.sum(labels == d), d))
-            out[key + suffix] = self.metric((labels == majority).astype(float), higher_is_better=None)
+            out[key + suffix] = ctx.metric((labels == majority).astype(float), higher_is_better=None)
         return out
-
-    def metric(self, values: np.ndarray, statistic=np.mean, higher_is_better: bool | None = True) -> Metric:
-        value, lo, hi = bootstrap_ci(values, statistic, seed=self.seed, n_boot=self.n_boot)
-        lo, hi = min(lo, value), max(hi, value)
-        return Metric(value=value, ci_low=lo, ci_high=hi, n=len(values), higher_is_better=higher_is_better)
 
     def examples(self, per_cell, problems_by_cell, config, spaced: bool) -> list[dict[str, str]]:
         """Two problems per cell with the model's own answer, for reading a results file."""
@@ -517,7 +457,7 @@ class MultiplicationDigits(Task):
     def probe_layers(config, n_layers: int) -> list[int]:
         if config.probe_layers == "all":
             return list(range(n_layers))
-        layers = sorted({int(x) for x in config.probe_layers.replace(" ", "").split(",")})
+        layers = sorted(set(config.probe_layers))
         if layers[-1] >= n_layers:
             raise UsageError(f"--task-arg probe_layers={config.probe_layers}: layer {layers[-1]} is past the model's "
                              f"depth ({n_layers} layers, 0..{n_layers - 1})")
@@ -547,13 +487,13 @@ class MultiplicationDigits(Task):
         chance = {name: majority_rate(y) for name, y in labels.items()}
         out: dict[str, Metric] = {}
         target_best = best["last_digit"]
-        out["probe_last_digit_acc"] = self.metric(fits["last_digit"][target_best].correct.astype(float))
+        out["probe_last_digit_acc"] = ctx.metric(fits["last_digit"][target_best].correct.astype(float))
         out["probe_best_layer"] = Metric(value=target_best, ci_low=target_best, ci_high=target_best, n=len(problems),
                                          higher_is_better=None)
         for name in ("a_last_digit", "b_last_digit", "first_digit"):
-            out[f"probe_{name}_acc"] = self.metric(fits[name][best[name]].correct.astype(float))
-        out["probe_shuffled_acc"] = self.metric(fits["shuffled"][target_best].correct.astype(float), higher_is_better=None)
-        out["chance_probe_last_digit"] = self.metric((labels["last_digit"] == np.bincount(labels["last_digit"]).argmax()).astype(float),
+            out[f"probe_{name}_acc"] = ctx.metric(fits[name][best[name]].correct.astype(float))
+        out["probe_shuffled_acc"] = ctx.metric(fits["shuffled"][target_best].correct.astype(float), higher_is_better=None)
+        out["chance_probe_last_digit"] = ctx.metric((labels["last_digit"] == np.bincount(labels["last_digit"]).argmax()).astype(float),
                                                      higher_is_better=None)
 
         # Behaviour on the same problems: does the model output what its residual stream encodes?
@@ -564,9 +504,9 @@ class MultiplicationDigits(Task):
         else:
             given = [forced_context(model.tokenizer, q, P, len(P) - 1, spaced, digit_ids) for q, P in zip(prompts, products)]
             behaviour = ctx.score(given, digit_ids, desc="probe cell given prefix").logits.argmax(-1).numpy() == labels["last_digit"]
-        out["probe_cell_last_digit_acc_given_prefix"] = self.metric(behaviour.astype(float))
+        out["probe_cell_last_digit_acc_given_prefix"] = ctx.metric(behaviour.astype(float))
         paired = np.stack([fits["last_digit"][target_best].correct, behaviour], 1).astype(float)
-        out["rep_behaviour_gap"] = self.metric(paired, statistic=lambda r: r[:, 0].mean() - r[:, 1].mean(), higher_is_better=None)
+        out["rep_behaviour_gap"] = ctx.metric(paired, statistic=lambda r: r[:, 0].mean() - r[:, 1].mean(), higher_is_better=None)
 
         details["probe"] = {
             "cell": config.probe_cell, "n": len(problems), "site": "resid_post.L at '='", "layers": layers,
@@ -577,7 +517,7 @@ class MultiplicationDigits(Task):
             "fold_accuracy_at_best": fits["last_digit"][target_best].fold_accuracy,
         }
         details["probe"]["probe_last_digit_acc_by_layer"] = by_layer["last_digit"]
-        self.write_probe_json(ctx, details["probe"])
+        ctx.save_json("probe_layers.json", details["probe"])
         self.plot_probe(ctx, layers, by_layer, chance, target_best, config.probe_cell)
         return out
 
@@ -602,24 +542,12 @@ class MultiplicationDigits(Task):
 
     # Artifacts.
     @staticmethod
-    def write_probe_json(ctx, probe_details: dict) -> None:
-        if ctx.artifacts_dir is None:
-            return
-        ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.artifacts_dir / "probe_layers.json").write_text(json.dumps(probe_details, indent=1, default=_jsonable) + "\n")
-        ctx.artifacts.append("probe_layers.json")
-
-    @staticmethod
     def plot_heatmap(ctx, table: dict[str, dict[str, float | None]], mode: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         columns = [c for c in BEHAVIOUR + ("chance_first_digit", "chance_last_digit") if any(c in row for row in table.values())]
         cells = list(table)
         grid = np.array([[table[c].get(k, np.nan) for k in columns] for c in cells], dtype=float)
-        fig, ax = plt.subplots(figsize=(1.3 * len(columns) + 1.5, 0.45 * len(cells) + 1.8))
+        fig = ctx.figure(figsize=(1.3 * len(columns) + 1.5, 0.45 * len(cells) + 1.8))
+        ax = fig.subplots()
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for i in range(len(cells)):
             for j in range(len(columns)):
@@ -635,12 +563,8 @@ class MultiplicationDigits(Task):
 
     @staticmethod
     def plot_probe(ctx, layers, by_layer, chance, best, cell) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        fig = ctx.figure(figsize=(6.5, 3.8))
+        ax = fig.subplots()
         styles = {"last_digit": ("(a*b) % 10", "C0"), "a_last_digit": ("a % 10", "C1"), "b_last_digit": ("b % 10", "C2"),
                   "first_digit": ("P[0]", "C3"), "shuffled": ("shuffled (a*b) % 10", "grey")}
         for name, (label, color) in styles.items():

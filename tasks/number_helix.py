@@ -44,15 +44,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from harness.errors import UsageError
-from harness.intervene import Edit
-from harness.registry import register_task
-from harness.results import Metric, Reference
-from harness.stats import metric
-from harness.task import Task, TaskResult
+from harness import Edit, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.helix import (
-    BasisFit, PCAFit, basis_functions, cross_validate, helix_basis, kfold_indices, parse_periods, r2_from_rows,
-    random_subspace_map,
+    BasisFit, PCAFit, basis_functions, cross_validate, helix_basis, kfold_indices, r2_from_rows, random_subspace_map,
 )
 
 PAPER = "Kantamneni & Tegmark 2025, Language Models Use Trigonometry to Do Addition (arXiv 2502.00873)"
@@ -107,59 +101,38 @@ def resolve_template(template: str, model_spec: str) -> str:
 def a_positions(tokenizer, problems: list[Problem], template: str) -> list[int]:
     """Index of the last token of a in each tokenised prompt (special tokens included)."""
     head = template[: template.index("{a}")]
-    positions = []
-    for p in problems:
-        start = len(head.format(a=p.a, b=p.b))
-        end = start + len(str(p.a))
-        enc = tokenizer(p.prompt, add_special_tokens=True, return_offsets_mapping=True)
-        hits = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < end and e > start]
-        if not hits:
-            raise UsageError("cannot locate a in the tokenised prompt; the tokenizer gives no offsets")
-        positions.append(hits[-1])
-    return positions
+    starts = [len(head.format(a=p.a, b=p.b)) for p in problems]
+    return [tokens.last_token_of_span(tokenizer, p.prompt, start, start + len(str(p.a))) for p, start in zip(problems, starts)]
 
 
 def answer_tokens(tokenizer, prompt: str, answer: int) -> list[int]:
     """The tokens of str(answer) as a continuation of the prompt."""
-    base = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    full = tokenizer(prompt + str(answer), add_special_tokens=True)["input_ids"]
-    if full[: len(base)] == base:
-        return list(full[len(base):])
-    return list(tokenizer(str(answer), add_special_tokens=False)["input_ids"])
+    return tokens.continuation_tokens(tokenizer, prompt, str(answer))
 
 
 @dataclass
 class HelixConfig:
     """Defaults are the paper's settings."""
 
-    n_problems: Optional[int] = None  # None: 10000 (the whole grid) on an accelerator, 1000 on CPU
-    template: str = "auto"  # auto (per model family), gptj, llama, or a string with {a} and {b}
-    periods: str = "2,5,10,100"
-    pca_dim: int = 100  # PCA dimensions before the least-squares fit; 0 = none
-    n_folds: int = 5
-    n_pairs: int = 100  # (a, a', b) triples for patching and swapping
-    correct_only: bool = True  # the paper patches only problems the model answers correctly
-    layer: Optional[int] = None  # swap layer (resid_post.L); default: best helix patch layer in the first third
-    patching: bool = True
-    swap: bool = True
-    max_new_tokens: int = 4
+    n_problems: Optional[int] = option(None, "addition problems for accuracy; none: 10000 (the whole grid) on an accelerator, 1000 on CPU", ge=1, le=10000)
+    template: str = option("auto", "auto (per model family), gptj, llama, or a string with {a} and {b}")
+    periods: list[float] = option([2.0, 5.0, 10.0, 100.0], "helix periods T", gt=0)
+    pca_dim: int = option(100, "PCA dimensions before the least-squares fit; 0: none", ge=0)
+    n_folds: int = option(5, "folds over a of the held-out fits", ge=2, le=100)
+    n_pairs: int = option(100, "(a, a', b) triples for patching and swapping", ge=1)
+    correct_only: bool = option(True, "patch only problems the model answers correctly (the paper's choice)")
+    layer: Optional[int] = option(None, "swap layer (resid_post.L); none: the best helix patch layer in the first third", ge=0)
+    patching: bool = option(True, "patch fits into the a state, layer by layer")
+    swap: bool = option(True, "swap the helix part of a for a' and generate")
+    max_new_tokens: int = option(4, "tokens generated per answer", ge=1)
 
     def __post_init__(self) -> None:
-        if self.n_problems is not None and not 1 <= self.n_problems <= 10000:
-            raise ValueError("n_problems must be between 1 and 10000")
         if self.template not in ("auto", *TEMPLATES) and ("{a}" not in self.template or "{b}" not in self.template):
             raise ValueError("template must be auto, gptj, llama, or contain {a} and {b}")
         if self.template not in ("auto", *TEMPLATES) and self.template.index("{a}") > self.template.index("{b}"):
             raise ValueError("template must put {a} before {b} (b must not affect the a-token state)")
-        parse_periods(self.periods)
-        if self.pca_dim < 0:
-            raise ValueError("pca_dim must be 0 (none) or positive")
-        if not 2 <= self.n_folds <= 100:
-            raise ValueError("n_folds must be between 2 and 100")
-        if self.n_pairs < 1:
-            raise ValueError("n_pairs must be at least 1")
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
+        if not self.periods:
+            raise ValueError("periods is empty: give e.g. periods=2,5,10,100")
 
 
 @dataclass
@@ -185,7 +158,7 @@ class NumberHelix(Task):
             raise UsageError(f"--task-arg layer={config.layer} is past the model's depth ({n_layers} layers, 0..{n_layers - 1})")
         tok = model.tokenizer
         template = resolve_template(config.template, model.info.spec)
-        periods = parse_periods(config.periods)
+        periods = tuple(config.periods)
         n_problems = config.n_problems or (1000 if model.input_device.type == "cpu" else 10000)
         metrics: dict[str, Metric] = {}
         notes: list[str] = []
@@ -197,7 +170,7 @@ class NumberHelix(Task):
         texts = ctx.generate([p.prompt for p in problems], config.max_new_tokens, desc="addition")
         parsed = [parse_answer(t) for t in texts]
         correct = np.array([g == p.answer for g, p in zip(parsed, problems)])
-        metrics["accuracy"] = metric(correct.astype(float), seed=ctx.seed)
+        metrics["accuracy"] = ctx.metric(correct.astype(float))
         off = np.array([g - p.answer for g, p in zip(parsed, problems) if g is not None and g != p.answer])
         details["wrong_answer_offsets"] = {"n_numeric_wrong": int(len(off)),
                                            "minus_10": float(np.mean(off == -10)) if len(off) else None,
@@ -226,9 +199,9 @@ class NumberHelix(Task):
         details["best_fit_layer"] = best
         details["per_layer_r2_heldout"] = {k: [round(held[L][k].r2, 6) for L in range(n_layers)] for k in FITS}
         for k in FITS:
-            metrics[f"{k}_r2_heldout"] = metric(held[best][k].rows(), statistic=r2_from_rows, seed=ctx.seed)
+            metrics[f"{k}_r2_heldout"] = ctx.metric(held[best][k].rows(), statistic=r2_from_rows)
         paired = np.hstack([held[best]["helix"].rows(), held[best]["linear"].rows()])
-        metrics["helix_minus_linear"] = metric(paired, statistic=lambda r: r2_from_rows(r[:, :2]) - r2_from_rows(r[:, 2:]), seed=ctx.seed)
+        metrics["helix_minus_linear"] = ctx.metric(paired, statistic=lambda r: r2_from_rows(r[:, :2]) - r2_from_rows(r[:, 2:]))
         notes.append("pca9_recon_r2_heldout projects held-out states on the training top-9 PCA basis: a ceiling for any 9-D subspace, not a predictor from a")
         if details["digits_split"]:
             notes.append("this tokenizer splits numbers into digits: the a position is the units digit of a, not a single number token "
@@ -250,7 +223,7 @@ class NumberHelix(Task):
                 for method in PATCH_METHODS:
                     means = [float(np.mean(ld[L][method])) for L in range(n_layers)]
                     L_best = int(np.argmax(means))
-                    metrics[f"patch_ld_{method}"] = metric(ld[L_best][method], seed=ctx.seed)
+                    metrics[f"patch_ld_{method}"] = ctx.metric(ld[L_best][method])
                     details.setdefault("patch_ld_best_layer", {})[method] = L_best
             if config.swap and triples:
                 third = range(max(1, n_layers // 3))
@@ -379,8 +352,8 @@ class NumberHelix(Task):
             with ctx.intervene([Edit(f"resid_post.{layer}", "set", values, position=positions)]):
                 texts = ctx.generate(prompts, config.max_new_tokens, desc=f"swap{suffix}")
             got = np.array([parse_answer(t) if parse_answer(t) is not None else -1 for t in texts])
-            out[f"swap_success{suffix}"] = metric((got == target_new).astype(float), seed=ctx.seed)
-            out[f"swap_to_original{suffix}"] = metric((got == target_old).astype(float), higher_is_better=None, seed=ctx.seed)
+            out[f"swap_success{suffix}"] = ctx.metric((got == target_new).astype(float))
+            out[f"swap_to_original{suffix}"] = ctx.metric((got == target_old).astype(float), higher_is_better=None)
         details["swap_displacement_norm"] = float(np.linalg.norm(delta, axis=1).mean())
         details["swap_subspace_rank"] = int(helix.subspace().shape[1])
         return out
@@ -411,11 +384,6 @@ class NumberHelix(Task):
     @staticmethod
     def plot_helix(ctx, H: np.ndarray, fit: BasisFit, layer: int, periods) -> None:
         """The states in the fit's own coordinates: the T=10 circle (or the first period) and a 3-D helix."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         a = np.arange(100)
         coords = fit.coordinates(H)  # estimated [a/99, cos, sin, ...] of each state (unused columns dropped)
         names = [("a",)] + [(f"cos{T:g}", f"sin{T:g}") for T in periods]
@@ -424,7 +392,7 @@ class NumberHelix(Task):
         T = 10 if 10 in periods else periods[0]
         cx, cy = used.index(f"cos{T:g}"), used.index(f"sin{T:g}") if f"sin{T:g}" in used else None
         ideal = helix_basis(a, periods)[:, fit.columns_]
-        fig = plt.figure(figsize=(10, 4.5))
+        fig = ctx.figure(figsize=(10, 4.5))
         ax = fig.add_subplot(1, 2, 1)
         ys = coords[:, cy] if cy is not None else np.zeros(100)
         sc = ax.scatter(coords[:, cx], ys, c=a % T, cmap="tab10", s=18)
@@ -443,10 +411,9 @@ class NumberHelix(Task):
 
     @staticmethod
     def plot_layers(ctx, details: dict, best: int) -> None:
-        import matplotlib.pyplot as plt
-
         panels = 2 if "per_layer_patch_ld" in details else 1
-        fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.5), squeeze=False)
+        fig = ctx.figure(figsize=(6 * panels, 3.5))
+        axes = fig.subplots(1, panels, squeeze=False)
         for name, values in details["per_layer_r2_heldout"].items():
             axes[0, 0].plot(values, marker="o", ms=3, label=name)
         axes[0, 0].axvline(best, color="grey", ls=":")

@@ -49,9 +49,10 @@ def test_scoring_perfect_and_constant_answers():
     problems = make_problems(WEEKDAYS, "paper")
     gamma = np.array([p.gamma for p in problems])
     answers = list(range(100, 107))
-    _, correct, metrics = behaviour_metrics(fake_scores(gamma, 7), gamma, answers, seed=0)
+    ctx = RunContext(model=None)
+    _, correct, metrics = behaviour_metrics(ctx, fake_scores(gamma, 7), gamma, answers)
     assert metrics["accuracy"].value == 1.0 and correct.all() and metrics["accuracy_full_vocab"].value == 1.0
-    _, _, metrics = behaviour_metrics(fake_scores(np.zeros(49, dtype=int), 7), gamma, answers, seed=0)
+    _, _, metrics = behaviour_metrics(ctx, fake_scores(np.zeros(49, dtype=int), 7), gamma, answers)
     assert metrics["accuracy"].value == pytest.approx(1 / 7)
 
 
@@ -112,7 +113,7 @@ def test_task_end_to_end_on_a_tiny_model(tiny, tmp_path):
     config = WeekdayCircle.Config(offdist=True, irreducibility=True)
     result = WeekdayCircle().run(tiny, config, ctx)
     m = result.metrics
-    assert m["accuracy"].n == 14 and m["intervention_success"].n == 14 * 6
+    assert m["accuracy"].n == 14 and m["intervention_success"].n == 14  # a problem with its 6 alpha' runs is one unit
     assert m["probe_r2"].n == 49  # probes always use every prompt
     assert 0 <= m["angle_consistency"].value <= 1
     assert {"circle.png", "probe_layers.png", "offdist.png"} <= set(ctx.artifacts)

@@ -15,8 +15,8 @@ from harness.runner import RunSpec, run_task
 from harness.sites import collect, hook_site, parse_site
 from harness.task import parse_config
 from tasks.language_neurons import (
-    DATA, FLORES, LANGS, LanguageIdentifier, LanguageNeurons, bos_prompt, forcing_edits, generate_texts, load_hub,
-    load_shipped, pool_mlp_acts, score_languages, unit_sites,
+    DATA, FLORES, LANGS, LanguageIdentifier, LanguageNeurons, forcing_edits, load_hub, load_shipped, pool_mlp_acts,
+    score_languages, unit_sites,
 )
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
@@ -54,8 +54,8 @@ def test_language_identifier_recognises_the_shipped_sample(corpus):
 
 def test_pooling_is_the_mean_over_real_tokens_for_any_batch_size(tiny, corpus):
     texts = corpus.score["en"][:5] + corpus.score["ja"][:3] + ["Short."]
-    one, widths = pool_mlp_acts(tiny, texts, batch_size=1)
-    eight, _ = pool_mlp_acts(tiny, texts, batch_size=8)
+    one, widths = pool_mlp_acts(RunContext(model=tiny, batch_size=1, show_progress=False), texts, "pool")
+    eight, _ = pool_mlp_acts(RunContext(model=tiny, batch_size=8, show_progress=False), texts, "pool")
     assert widths == [96] * tiny.n_layers and one.shape == (len(texts), 96 * tiny.n_layers)
     torch.testing.assert_close(one, eight, atol=1e-5, rtol=0)
     per_token = collect(tiny, texts, [f"mlp_act.{L}" for L in range(tiny.n_layers)], positions="all", batch_size=1)
@@ -88,7 +88,7 @@ def test_planted_japanese_neuron_is_found(corpus):
 
     handle = hook_site(model, parse_site("mlp_act.0", model.n_layers), plant)
     try:
-        pooled, widths = pool_mlp_acts(model, texts, batch_size=16)
+        pooled, widths = pool_mlp_acts(RunContext(model=model, batch_size=16, show_progress=False), texts, "pool")
     finally:
         handle.remove()
     scores = score_languages(pooled, labels, k=3)
@@ -119,10 +119,12 @@ def test_forcing_hook_sets_units_at_every_step_and_leaves_the_rest(tiny):
     sites = [parse_site(f"mlp_act.{L}", tiny.n_layers) for L in range(tiny.n_layers)]
     before = [hook_site(tiny, s, watch(L, "before")) for L, s in enumerate(sites)]
     try:
-        with RunContext(model=tiny).intervene(edits):
+        ctx = RunContext(model=tiny, show_progress=False)
+        with ctx.intervene(edits):
             after = [hook_site(tiny, s, watch(L, "after")) for L, s in enumerate(sites)]
             try:
-                generate_texts(tiny, [bos_prompt(tiny.tokenizer)] * 3 + [[tiny.tokenizer.bos_token_id, 40, 41]], 6, 0.8, seed=1)
+                bos = tiny.tokenizer.bos_token_id
+                ctx.generate([[bos]] * 3 + [[bos, 40, 41]], 6, temperature=0.8, seed=1)
             finally:
                 for h in after:
                     h.remove()
@@ -143,20 +145,21 @@ def test_forcing_hook_sets_units_at_every_step_and_leaves_the_rest(tiny):
 
 
 def test_sampling_is_reproducible_from_its_seed(tiny):
-    prompt = [bos_prompt(tiny.tokenizer)] * 4
+    ctx = RunContext(model=tiny, show_progress=False)
+    prompt = [[tiny.tokenizer.bos_token_id]] * 4
     state = torch.random.get_rng_state()
-    a = generate_texts(tiny, prompt, 8, 0.8, seed=5)
+    a = ctx.generate(prompt, 8, temperature=0.8, seed=5)
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is untouched
-    assert a == generate_texts(tiny, prompt, 8, 0.8, seed=5) and len(set(a)) > 1
-    assert a != generate_texts(tiny, prompt, 8, 0.8, seed=6)
-    greedy = generate_texts(tiny, prompt, 8, 0.0, seed=5)
+    assert a == ctx.generate(prompt, 8, temperature=0.8, seed=5) and len(set(a)) > 1
+    assert a != ctx.generate(prompt, 8, temperature=0.8, seed=6)
+    greedy = ctx.generate(prompt, 8, temperature=0.0, seed=5)
     assert len(set(greedy)) == 1
 
 
 def test_config_errors_name_the_fix():
     with pytest.raises(UsageError, match="unknown condition"):
         parse_config(LanguageNeurons, ["conditions=none,steer"])
-    with pytest.raises(UsageError, match="k must be"):
+    with pytest.raises(UsageError, match="needs k >= 1"):
         parse_config(LanguageNeurons, ["k=0"])
     assert parse_config(LanguageNeurons, ["source=hub", "k=1000", "force=zero"]).k == 1000
 
@@ -203,7 +206,7 @@ def test_end_to_end_on_a_tiny_model(tiny, tmp_path):
 
 
 def test_results_are_deterministic(tiny):
-    config = LanguageNeurons.Config(n_samples=3, max_new_tokens=6, translation=False, conditions="none,both")
+    config = LanguageNeurons.Config(n_samples=3, max_new_tokens=6, translation=False, conditions=["none", "both"])
     runs = [LanguageNeurons().run(tiny, config, RunContext(model=tiny, show_progress=False)) for _ in range(2)]
     assert {k: v.value for k, v in runs[0].metrics.items()} == {k: v.value for k, v in runs[1].metrics.items()}
     assert "lift.uncond.de" in runs[0].metrics and "lift_vs_random.uncond.de" not in runs[0].metrics

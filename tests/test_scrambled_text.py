@@ -41,7 +41,6 @@ from tasks.scrambled_text import (
     rec_prompt_fewshot,
     scramble,
     scramble_with_words,
-    sequence_logprob,
     split_pieces,
 )
 from tiny_models import tiny_model, tiny_tokenizer
@@ -310,7 +309,7 @@ def test_config_errors_are_one_line_usage_errors():
     with pytest.raises(UsageError, match="source"):
         parse_config(ScrambledText, ["source=web"])
     cfg = parse_config(ScrambledText, ["types=keepfirst,random_100", "subtasks=rec", "n_max=3"])
-    assert cfg.type_list == ["keepfirst", "random_100"] and cfg.subtask_list == ["rec"] and cfg.n_max == 3
+    assert cfg.types == ["keepfirst", "random_100"] and cfg.subtasks == ["rec"] and cfg.n_max == 3
 
 
 # Tiny models -------------------------------------------------------------------------------
@@ -319,20 +318,6 @@ def tiny(kind):
     # Scrambled words tokenise into many pieces with the tiny tokenizer: give the models room.
     longer = {"gpt2": {"n_positions": 1024}}.get(kind, {"max_position_embeddings": 1024})
     return from_hf(tiny_model(kind, **longer), tiny_tokenizer(), spec=f"tiny-{kind}")
-
-
-def test_sequence_logprob_matches_a_plain_forward():
-    import torch
-
-    model = tiny("llama")
-    tok = model.tokenizer
-    seqs = [tok("Mary went to the kitchen.")["input_ids"], tok("The apple")["input_ids"]]
-    got = sequence_logprob(model, seqs, [1, 2], batch_size=2)
-    for s, start, value in zip(seqs, [1, 2], got):
-        with torch.no_grad():
-            lp = model.hf(torch.tensor([s])).logits[0].log_softmax(-1)
-        want = sum(float(lp[t - 1, s[t]]) for t in range(start, len(s)))
-        assert value == pytest.approx(want, abs=1e-4)
 
 
 def test_word_positions_are_the_last_token_of_the_word():
@@ -348,10 +333,10 @@ def test_word_positions_are_the_last_token_of_the_word():
 def test_all_subtasks_on_tiny_models(kind, tmp_path):
     model = tiny(kind)
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path, log_samples=True)
-    config = ScrambledText.Config(n_max=6, max_new_tokens=6, probe_words=4, types="random_100,keepfirstlast")
+    config = ScrambledText.Config(n_max=6, max_new_tokens=6, probe_words=4, types=['random_100', 'keepfirstlast'])
     result = ScrambledText().run(model, config, ctx)
     m = result.metrics
-    for t in config.type_list:
+    for t in config.types:
         assert m[f"recovery_rate_{t}"].n == 6 and np.isfinite(m[f"recovery_rate_{t}"].value)
         assert 0 <= m[f"prefer_original_{t}"].value <= 1 and 0 <= m[f"recovery_pref_{t}"].value <= 1
         assert t in result.details["qa_rpg"]
@@ -365,7 +350,7 @@ def test_all_subtasks_on_tiny_models(kind, tmp_path):
     for v in ("keepfirstlast", "random_100"):
         assert all(-2 <= x <= 2 for x in probe["per_layer"][f"restoration_cos_{v}"])
         assert all(-1 <= x <= 1 for x in probe["per_layer"][f"cos_scrambled_original_{v}"])
-        assert m[f"restoration_probe_acc_{v}"].n == 4 * 10
+        assert m[f"restoration_probe_acc_{v}"].n == 4  # a word in its 10 contexts is one unit
     assert {"recovery_rate.png", "restoration_layers.png"} <= set(ctx.artifacts)
     assert any(s["subtask"] == "rec" and "recovered" in s for s in ctx.samples)
 
@@ -375,7 +360,7 @@ def test_results_json_validates_and_carries_the_reference(tmp_path):
 
     model = tiny("llama")
     ctx = RunContext(model=model, show_progress=False)
-    result = ScrambledText().run(model, ScrambledText.Config(n_max=4, max_new_tokens=4, subtasks="rec,qa"), ctx)
+    result = ScrambledText().run(model, ScrambledText.Config(n_max=4, max_new_tokens=4, subtasks=['rec', 'qa']), ctx)
     payload = {
         "harness_version": "0", "task": {"name": "scrambled_text", "version": "1.0", "config": {}, "config_hash": "x"},
         "model": {"spec": "tiny", "source": "folder", "architecture": "llama", "n_params": 1, "dtype": "float32", "device": "cpu"},
@@ -403,7 +388,7 @@ def test_qa_scores_the_answer_letter_by_likelihood():
     hook = model.hf.lm_head.register_forward_hook(lambda m, i, o: o.index_add(-1, torch.tensor([ids[1]]), torch.full((*o.shape[:-1], 1), 1e4)))
     try:
         ctx = RunContext(model=model, show_progress=False)
-        result = ScrambledText().run(model, ScrambledText.Config(n_max=30, subtasks="qa", types="random_100"), ctx)
+        result = ScrambledText().run(model, ScrambledText.Config(n_max=30, subtasks=['qa'], types=['random_100']), ctx)
     finally:
         hook.remove()
     share_b = np.mean([q.answer == "B" for q in load_sample().qa[:30]])

@@ -28,12 +28,12 @@ def report(name, result, wall):
 @pytest.mark.slow
 def test_recovery_qa_likelihood(model, tmp_path):
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path, log_samples=True)
-    config = ScrambledText.Config(n_max=8, types="random_100,keepfirstlast", subtasks="rec,qa,likelihood")
+    config = ScrambledText.Config(n_max=8, types=['random_100', 'keepfirstlast'], subtasks=['rec', 'qa', 'likelihood'])
     start = time.time()
     result = ScrambledText().run(model, config, ctx)
     report(model.info.spec, result, time.time() - start)
     m = result.metrics
-    for t in config.type_list:
+    for t in config.types:
         assert np.isfinite(m[f"recovery_rate_{t}"].value) and m[f"recovery_rate_{t}"].n == 8
         # A pretrained LM finds real English more probable than its letter-scrambled copy.
         assert m[f"prefer_original_{t}"].value >= 0.9 and m[f"ll_gap_per_char_{t}"].ci_low > 0
@@ -45,7 +45,7 @@ def test_recovery_qa_likelihood(model, tmp_path):
 @pytest.mark.slow
 def test_restoration_probe(model, tmp_path):
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path)
-    config = ScrambledText.Config(subtasks="probe", probe_words=20)
+    config = ScrambledText.Config(subtasks=['probe'], probe_words=20)
     start = time.time()
     result = ScrambledText().run(model, config, ctx)
     report(model.info.spec, result, time.time() - start)
