@@ -17,6 +17,7 @@ from harness import tokens  # noqa: E402
 from harness.context import RunContext  # noqa: E402
 from harness.errors import UsageError  # noqa: E402
 from harness.intervene import Edit  # noqa: E402
+from harness.lens import Lens  # noqa: E402
 from harness.models import Model  # noqa: E402
 from harness.registry import register_task  # noqa: E402
 from harness.results import Metric, Reference  # noqa: E402
@@ -24,7 +25,22 @@ from harness.scoring import Loglikelihoods, Scores  # noqa: E402
 from harness.stats import metric  # noqa: E402
 from harness.task import NoConfig, Task, TaskResult, option  # noqa: E402
 
+# Parts with heavy imports (peft, safetensors) load on first use, so `harness list` stays quick.
+_LAZY = {
+    "TrainConfig": "harness.train", "TrainReport": "harness.train", "FineTuneResult": "harness.train",
+    "load_sae": "harness.sae_io", "save_sae": "harness.sae_io",
+}
+
 __all__ = [
-    "Edit", "Loglikelihoods", "Metric", "Model", "NoConfig", "Reference", "RunContext", "Scores", "Task", "TaskResult",
-    "UsageError", "metric", "option", "register_task", "tokens", "__version__",
+    "Edit", "FineTuneResult", "Lens", "Loglikelihoods", "Metric", "Model", "NoConfig", "Reference", "RunContext", "Scores",
+    "Task", "TaskResult", "TrainConfig", "TrainReport", "UsageError", "load_sae", "metric", "option", "register_task",
+    "save_sae", "tokens", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -11,6 +11,7 @@ every task behaves the same way and a plugin gets exactly what the built-in task
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import sys
@@ -26,6 +27,7 @@ from harness import intervene as _intervene
 from harness import scoring, sites
 from harness.batching import BatchSizer
 from harness.generation import Prompt, generate
+from harness.lens import Lens, logit_lens
 from harness.results import Metric, write_atomic
 from harness.sites import Position
 from harness.stats import N_BOOTSTRAP
@@ -47,6 +49,8 @@ class RunContext:
     batch_size: int | str = "auto"
     bootstrap: int = N_BOOTSTRAP
     artifacts_dir: Path | None = None
+    checkpoint_dir: Path | None = None  # survives a killed run (unlike the staging artifacts); removed once it finishes
+    cache_dir: Path | None = None  # reusable across runs (e.g. a trained SAE); keyed by what produced it
     log_samples: bool = False
     show_progress: bool | None = None  # None: only on a terminal
     samples: list[dict] = field(default_factory=list)
@@ -123,9 +127,62 @@ class RunContext:
         """
         return sites.stream(self.model, texts, site, max_tokens, self._sizer("stream"))
 
+    def logit_lens(self, prompts: Sequence[str], targets: Sequence[int], layers: Sequence[int] | None = None,
+                   position: Position = "last", desc: str = "logit lens") -> Lens:
+        """Per layer, the next-token view of resid_post.L through the model's final norm and unembedding.
+
+        Returns `Lens`: `.logprobs` (n_prompts, n_layers, n_targets) of the `targets` token ids
+        and `.top_token` (n_prompts, n_layers); at the last layer it is the model's own output.
+        """
+        return logit_lens(self.model, prompts, targets, layers, position, self._sizer("collect"), self._bar(desc))
+
     def intervene(self, edits: Sequence[_intervene.Edit]) -> contextlib.AbstractContextManager:
         """A `with` block inside which every request runs with `edits` applied (see `Edit`)."""
         return _intervene.intervene(self.model, edits)
+
+    @contextlib.contextmanager
+    def finetuned(self, examples: Sequence[tuple[str, str]], config: Any, name: str = "adapter") -> Iterator[Any]:
+        """LoRA fine-tune the run's model on (prompt, reply) pairs; inside the block every request sees the adapter.
+
+        `config` is a `TrainConfig`. The loss covers the reply tokens only; the same seed gives
+        the same adapter; a killed run resumes from its last checkpoint. The adapter is saved
+        unmerged as artifact `name` and removed on exit, so base weights never change and the
+        next task sees the base model. Yields a `FineTuneResult` (`.report.losses`, ...).
+        """
+        from harness import train
+
+        checkpoints = self.checkpoint_dir / name if self.checkpoint_dir is not None else None
+        result = train.finetune_lora(self.model.hf, self.model.tokenizer, examples, config, checkpoints,
+                                     progress=self.progress)
+        self.model.tokens_processed += result.report.tokens
+        try:
+            if self.artifacts_dir is not None:
+                train.save_adapter(result.model, self._artifact_path(name))
+            yield result
+        finally:
+            train.unload_adapter(result.model)
+
+    @contextlib.contextmanager
+    def adapter(self, folder: Path) -> Iterator[Any]:
+        """A saved LoRA adapter attached for the block (evaluate a fine-tune without training), removed on exit."""
+        from harness import train
+
+        peft_model = train.load_adapter(self.model.hf, Path(folder))
+        try:
+            yield peft_model
+        finally:
+            train.unload_adapter(peft_model)
+
+    def cache_path(self, kind: str, key: dict[str, Any]) -> Path | None:
+        """A folder for a reusable product (`kind`, e.g. "sae") named by a digest of everything that made it.
+
+        Put the model's fingerprint, the site, the config and the data's digest in `key`: a
+        change in any of them gives another folder, never a stale reuse. None without a cache.
+        """
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        return self.cache_dir / kind / digest
 
     @contextlib.contextmanager
     def dropout(self, p: float) -> Iterator[int]:

@@ -23,7 +23,7 @@ import harness
 from harness.context import RunContext
 from harness.errors import UsageError
 from harness.models import (
-    LoadOptions, Model, load_model, model_fingerprint, model_quantization, pick_dtype, slugify, target_device,
+    LoadOptions, Model, cache_root, load_model, model_fingerprint, model_quantization, pick_dtype, slugify, target_device,
 )
 from harness.registry import resolve_tasks
 from harness.results import (
@@ -89,10 +89,15 @@ def split_task_args(task_classes: Sequence[type[Task]], task_args: Sequence[str]
 
 
 def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
-    """Resolve task names and parse their configs before any model is loaded: bad input fails fast."""
+    """Resolve task names and parse their configs before any model is loaded: bad input fails fast.
+
+    Hardware-dependent defaults are settled here (`Task.resolve_config`), so the config that is
+    hashed and recorded is the one that runs.
+    """
     classes = resolve_tasks(spec.tasks)
     routed = split_task_args(classes, spec.task_args)
-    return [(t, parse_config(t, routed[t.name])) for t in classes]
+    device = target_device(spec.load).split(":")[0]
+    return [(t, t.resolve_config(parse_config(t, routed[t.name]), device)) for t in classes]
 
 
 def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any, spec: RunSpec) -> Path:
@@ -146,9 +151,11 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
     """Run one task and write its results file; plots go to a folder named like the file."""
     artifacts = path.with_suffix("")
     staging = path.parent / f".{artifacts.name}.partial"
+    checkpoints = path.parent / f".{artifacts.name}.checkpoints"  # kept across a killed run, so training resumes
     shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
     ctx = RunContext(
-        model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, bootstrap=spec.bootstrap, artifacts_dir=staging,
+        model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, bootstrap=spec.bootstrap,
+        artifacts_dir=staging, checkpoint_dir=checkpoints, cache_dir=cache_root() / "products",
         log_samples=spec.log_samples, show_progress=spec.show_progress,
     )
     start, tokens_before = time.perf_counter(), model.tokens_processed
@@ -186,6 +193,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
         if staging.exists():
             staging.rename(artifacts)
         write_results(path, results)  # last: its presence means the run finished
+        shutil.rmtree(checkpoints, ignore_errors=True)
         return results
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -219,6 +227,13 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    for task, config in plans:
+        runs = [o for o in outcomes if o.task == task.name]
+        if task.comparative and len(runs) >= 2:
+            from harness.compare import write_comparison
+
+            path = write_comparison(task, config, runs, spec)
+            report(f"{task.name}: comparison of {len(runs)} models -> {path}")
     return outcomes
 
 

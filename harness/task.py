@@ -73,7 +73,9 @@ class Task:
       paper: the citation; description: one or two sentences on what is measured;
       Config: the options dataclass (fields made with `option`); headline_metrics: the
       metric keys a leaderboard shows as columns (None: the first few);
-      metric_descriptions: {key or key pattern: one line}, printed by `harness list TASK`.
+      metric_descriptions: {key or key pattern: one line}, printed by `harness list TASK`;
+      comparative: the finding compares models, so a run over several models also writes
+      one comparison file (see `harness.compare`).
     """
 
     name: ClassVar[str]
@@ -83,6 +85,16 @@ class Task:
     Config: ClassVar[type] = NoConfig
     headline_metrics: ClassVar[list[str] | None] = None  # leaderboard columns; None: the first few metrics
     metric_descriptions: ClassVar[dict[str, str]] = {}
+    comparative: ClassVar[bool] = False  # True: an invocation with several --model values also writes a comparison
+
+    @classmethod
+    def resolve_config(cls, config: Any, device: str) -> Any:
+        """Settle defaults that depend on the hardware ("cpu", "cuda") before the config is hashed.
+
+        A config field left at None to mean "1000 on CPU, 10000 on GPU" must be replaced by the
+        number actually used: the config hash says "same experiment", so it must see it.
+        """
+        return config
 
     def run(self, model: Any, config: Any, ctx: Any) -> TaskResult:
         """Run the experiment on `model` (a loaded `Model`) with `config`, asking `ctx` for everything model-related."""
