@@ -23,7 +23,7 @@ from harness.registry import register_task  # noqa: E402
 from harness.results import Metric, Reference  # noqa: E402
 from harness.scoring import Loglikelihoods, Scores  # noqa: E402
 from harness.stats import metric  # noqa: E402
-from harness.task import NoConfig, Task, TaskResult, option  # noqa: E402
+from harness.task import Finding, NoConfig, Task, TaskResult, check_template, option  # noqa: E402
 
 # Parts with heavy imports (peft, safetensors) load on first use, so `harness list` stays quick.
 _LAZY = {
@@ -32,7 +32,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "Edit", "FineTuneResult", "Lens", "Loglikelihoods", "Metric", "Model", "NoConfig", "Reference", "RunContext", "Scores",
+    "Edit", "FineTuneResult", "Finding", "check_template", "Lens", "Loglikelihoods", "Metric", "Model", "NoConfig", "Reference", "RunContext", "Scores",
     "Task", "TaskResult", "TrainConfig", "TrainReport", "UsageError", "load_sae", "metric", "option", "register_task",
     "save_sae", "tokens", "__version__",
 ]

@@ -170,6 +170,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             task=TaskRecord(
                 name=task.name, version=task.version, config=asdict(config), config_hash=config_hash(asdict(config)),
                 description=task.description, paper=task.paper, headline_metrics=task.headline_metrics,
+                finding=asdict(task.finding) if task.finding is not None else None,
             ),
             model=ModelRecord(
                 spec=info.spec, source=info.source, resolved_revision=info.revision, architecture=info.architecture,

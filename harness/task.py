@@ -25,6 +25,40 @@ from harness.errors import UsageError
 from harness.results import Metric, Reference
 
 
+@dataclass(frozen=True)
+class Finding:
+    """The paper's finding as a test a leaderboard can run on any model's results.
+
+    effect: the metric key of the headline effect (e.g. "probe_r2");
+    control: the metric key it must beat (e.g. "probe_r2_scrambled_order"), or a number
+        (chance, or 0 for a difference);
+    claim: one line saying what "holds" means, shown beside the verdict;
+    paper_verdict: what the paper found on its own models ("holds on Llama 3 8B", ...).
+    The finding holds on a model when the effect's 95% interval lies wholly on the better
+    side of the control (its value when a number; its interval's far end when a metric).
+    """
+
+    effect: str
+    control: str | float
+    claim: str
+    paper_verdict: str = ""
+
+
+def check_template(template: str, fields: Sequence[str], option_name: str = "template") -> None:
+    """A prompt template uses exactly `fields` as {placeholders} and no stray brace; else a ValueError naming it."""
+    import string
+
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as e:
+        raise ValueError(f"{option_name}={template!r}: {e} (write a literal brace as {{{{ or }}}})") from None
+    unknown, missing = used - set(fields), set(fields) - used
+    if unknown or missing:
+        parts = ([f"unknown field(s) {', '.join('{' + f + '}' for f in sorted(unknown))}"] if unknown else []) + (
+            [f"missing {', '.join('{' + f + '}' for f in sorted(missing))}"] if missing else [])
+        raise ValueError(f"{option_name}={template!r}: {'; '.join(parts)}; it takes exactly {', '.join('{' + f + '}' for f in fields)}")
+
+
 def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
            lt: float | None = None) -> Any:
     """A config field with a description and optional bounds, for a task's `Config` dataclass.
@@ -74,6 +108,7 @@ class Task:
       Config: the options dataclass (fields made with `option`); headline_metrics: the
       metric keys a leaderboard shows as columns (None: the first few);
       metric_descriptions: {key or key pattern: one line}, printed by `harness list TASK`;
+      finding: the `Finding` a leaderboard tests on every model (effect vs control);
       comparative: the finding compares models, so a run over several models also writes
       one comparison file (see `harness.compare`).
     """
@@ -86,6 +121,7 @@ class Task:
     headline_metrics: ClassVar[list[str] | None] = None  # leaderboard columns; None: the first few metrics
     metric_descriptions: ClassVar[dict[str, str]] = {}
     comparative: ClassVar[bool] = False  # True: an invocation with several --model values also writes a comparison
+    finding: ClassVar[Finding | None] = None  # the headline effect and the control it must beat (leaderboard verdicts)
 
     @classmethod
     def resolve_config(cls, config: Any, device: str) -> Any:
