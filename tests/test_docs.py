@@ -21,9 +21,14 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
 
-def test_readme_plugin_is_the_tested_plugin():
+def test_readme_plugins_are_the_tested_plugins():
     plugin = ROOT / "tests" / "plugin_example"
-    module = (plugin / "harness_opposites" / "__init__.py").read_text()
-    body = module.split('"""', 2)[2].strip()  # without the module docstring
-    assert any(body == block.strip() for block in code_blocks("python"))
+    for name in ("__init__.py", "steering.py"):
+        module = (plugin / "harness_opposites" / name).read_text()
+        body = module.split('"""', 2)[2].strip()  # without the module docstring
+        assert any(body == block.strip() for block in code_blocks("python")), name
     assert any((plugin / "pyproject.toml").read_text().strip() == block.strip() for block in code_blocks("toml"))
+
+
+def test_readme_points_to_the_option_descriptions():
+    assert "harness list TASK" in README

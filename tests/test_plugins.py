@@ -46,10 +46,31 @@ def test_plugin_is_listed_and_runs(installed, tmp_path):
     ran = harness(installed, "run", "--model", str(model), "--task", "opposite_words", "--task-arg", "n_pairs=3",
                   "--output-dir", str(tmp_path / "out"))
     assert ran.returncode == 0, ran.stderr
-    files = list((tmp_path / "out" / "tiny").glob("opposite_words*.json"))
+    files = [p for p in (tmp_path / "out").rglob("opposite_words*.json") if p.is_file()]
     assert len(files) == 1
     data = json.loads(files[0].read_text())
     assert data["task"]["name"] == "opposite_words" and data["metrics"]["accuracy"]["n"] == 3
 
     bad = harness(installed, "run", "--model", str(model), "--task", "opposite_words", "--task-arg", "n_pair=3")
     assert bad.returncode == 2 and "did you mean n_pairs" in bad.stderr
+
+
+def test_probe_and_patch_plugin_runs_and_documents_itself(installed, tmp_path):
+    listed = harness(installed, "list", "opposite_direction")
+    assert listed.returncode == 0, listed.stderr
+    assert "layer  (int, default 1)" in listed.stdout and "resid_post layer to probe and steer" in listed.stdout
+
+    model = tmp_path / "tiny"
+    save_tiny_model("llama", model)
+    ran = harness(installed, "run", "--model", str(model), "--task", "opposite_direction", "--task-arg", "layer=2",
+                  "--output-dir", str(tmp_path / "out"), "--no-progress")
+    assert ran.returncode == 0, ran.stderr
+    files = [p for p in (tmp_path / "out").rglob("opposite_direction*.json") if p.is_file()]
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    metrics = data["metrics"]
+    assert metrics["probe_acc"]["n"] == 10 and metrics["steer_logprob_gain"]["n"] == 10  # words, not prompts
+    assert metrics["probe_acc"]["ci_low"] <= metrics["probe_acc"]["ci_high"]
+    assert metrics["steer_logprob_gain"]["value"] != 0  # the edit changed the computation
+    assert data["task"]["headline_metrics"] == ["probe_acc", "probe_acc_shuffled", "steer_logprob_gain"]
+    assert "probe_acc" in ran.stdout  # the terminal summary shows the headline metrics

@@ -4,14 +4,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import Task, TaskResult, metric, register_task
+from harness import Task, TaskResult, option, register_task
 
 PAIRS = [("hot", "cold"), ("up", "down"), ("big", "small"), ("yes", "no"), ("day", "night"), ("left", "right")]
 
 
 @dataclass
 class OppositesConfig:
-    n_pairs: int = 6  # --task-arg n_pairs=3
+    n_pairs: int = option(6, "word pairs to ask about", ge=1, le=len(PAIRS))
 
 
 @register_task
@@ -19,7 +19,9 @@ class OppositeWords(Task):
     name = "opposite_words"
     version = "1.0"
     paper = "example plugin (no paper)"
+    description = "'The opposite of hot is': is the opposite the model's favourite among the answers?"
     Config = OppositesConfig
+    headline_metrics = ["accuracy"]
 
     def run(self, model, config, ctx) -> TaskResult:
         pairs = PAIRS[: config.n_pairs]
@@ -27,4 +29,4 @@ class OppositeWords(Task):
         answers = [model.tokenizer(" " + b, add_special_tokens=False)["input_ids"][0] for _, b in pairs]
         scores = ctx.score(prompts, answers)  # logits of every answer after every prompt
         correct = scores.logits.argmax(-1).numpy() == np.arange(len(pairs))
-        return TaskResult(metrics={"accuracy": metric(correct.astype(float), seed=ctx.seed)})
+        return TaskResult(metrics={"accuracy": ctx.metric(correct.astype(float))})
