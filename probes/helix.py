@@ -137,8 +137,27 @@ class BasisFit:
         return u[:, keep]
 
     def swap_delta(self, a: np.ndarray, a_new: np.ndarray) -> np.ndarray:
-        """C (B(a_new) - B(a)): added to the state of a, it moves the helix part to a_new and keeps the rest."""
+        """C (B(a_new) - B(a)): added to the state of a, it moves the fitted helix part to a_new and keeps the rest."""
         return (self.design(a_new) - self.design(a)) @ self.C_.T
+
+    def swap(self, X: np.ndarray, a: np.ndarray, a_new: np.ndarray, op: str = "replace") -> np.ndarray:
+        """States X (n, d) of numbers a with their helix part moved to a_new.
+
+        replace (the paper's swap): the component of X - mean in span(C) is replaced by
+        C (B(a_new) - mean_B), i.e. X + P (predict(a_new) - X) with P the orthogonal projector
+        on span(C); everything outside span(C) is kept, and the part of X inside span(C) that
+        the fit does not explain is dropped. `a` is not needed for it.
+        add: X + C (B(a_new) - B(a)), which keeps that unexplained in-subspace part too; with
+        a_new = a it returns X unchanged, where replace returns X with its in-subspace
+        residual removed.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if op == "add":
+            return X + self.swap_delta(a, a_new)
+        if op == "replace":
+            Q = self.subspace()
+            return X + ((self.predict(a_new) - X) @ Q) @ Q.T
+        raise ValueError(f"swap op {op!r}: expected replace or add")
 
 
 class PCAFit:

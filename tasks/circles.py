@@ -20,7 +20,13 @@ Linear" (arXiv 2405.14860). Method, in the order the task runs it:
 Choices where the paper is silent, as the spec directs:
 - L_int defaults to the best held-out probe layer in the first half of the network; the
   paper's "layer l" is the input of block l, our resid_post.(l-1).
-- The best layer is chosen by held-out R^2; the controls are reported at that same layer.
+- Every probe and control is reported at its own best layer, by one rule (the highest
+  held-out R^2, ties to the earliest; `probes.selection`): reading a control at the real
+  probe's best layer would hand the real probe a selection advantage, and every
+  real-minus-control gap would look bigger than it is. Each value is thus a maximum over
+  layers, and its interval (over prompts, at that layer) does not include the choice.
+- The intervention layer is chosen by the real probe's R^2, never by an intervention's
+  outcome, and every patch and control is applied at that one layer.
 - Months: the paper's text reads "{Num} months from {Month}"; we write "One month" for
   beta = 1 and keep "months" otherwise; `--task-arg template=code` gives the released
   code's wording ("days of the week math", "One months").
@@ -36,9 +42,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness import Edit, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
-from probes.circle import CircularProbe, circle_targets, cross_validate_circle, r2_score_xy, shuffled_labels
+from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from probes.circle import CircleFit, CircularProbe, circle_targets, cross_validate_circle, r2_score_xy, shuffled_labels
 from probes.irreducibility import mixture_index, separability_index
+from probes.selection import best_layers
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -46,6 +53,7 @@ MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Augus
 NUMBER_WORDS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven", "Twelve"]
 
 PAPER = "Engels et al. 2024, Not All Language Model Features Are Linear (arXiv 2405.14860)"
+CONTROLS = ("shuffled", "random_plane", "scrambled_order")
 NO_REFERENCE = "no reference: the paper reports no value for this metric"
 
 
@@ -121,6 +129,29 @@ def behaviour_metrics(ctx, scores, gamma: np.ndarray, answers: list[int]) -> tup
     }
 
 
+def probe_metrics(ctx, fits: dict[str, dict[int, CircleFit]], targets: dict[str, np.ndarray]) -> tuple[dict[str, Metric], dict[str, int]]:
+    """The real probe ("probe") and each control, every one at its own best layer, and the gaps.
+
+    fits: {method: {layer: held-out fit}}; targets: {method: (n, 2) circle points of the labels
+    that method was fitted to}. The layer of each method is chosen by the same rule
+    (`probes.selection.best_layers` on held-out R^2), so a control gets the same chance as the
+    real probe. Each gap `probe_r2_minus_<control>` compares the two at their own best layers
+    with one paired bootstrap over the same prompts (rows stay together).
+    """
+    best = best_layers({method: {L: f.r2 for L, f in per_layer.items()} for method, per_layer in fits.items()})
+    metrics: dict[str, Metric] = {}
+    rows = {method: np.hstack([fits[method][L].pred_xy, targets[method]]) for method, L in best.items()}
+    for method, L in best.items():
+        fit, suffix = fits[method][L], _suffix(method)
+        metrics[f"probe_r2{suffix}"] = ctx.metric(rows[method], statistic=_r2_rows)
+        metrics[f"probe_angle_error_deg{suffix}"] = ctx.metric(fit.angle_error_deg, higher_is_better=False)
+        metrics[f"probe_class_acc{suffix}"] = ctx.metric(fit.correct.astype(float))
+    for control in (c for c in CONTROLS if c in fits):
+        paired = np.hstack([rows["probe"], rows[control]])
+        metrics[f"probe_r2_minus_{control}"] = ctx.metric(paired, statistic=_r2_gap_rows, higher_is_better=True)
+    return metrics, best
+
+
 @dataclass
 class CircleConfig:
     """Defaults are the paper's settings."""
@@ -137,24 +168,29 @@ class CircleTask(Task):
     """Shared by both cycles; subclasses set `names` and the paper's reference numbers."""
 
     paper = PAPER
-    version = "1.0"
+    version = "1.1"  # 1.1: each control at its own best layer; intervention intervals resample problems
     Config = CircleConfig
     headline_metrics = ["accuracy", "probe_r2", "probe_r2_scrambled_order", "probe_r2_shuffled",
                         "intervention_success", "intervention_success_patch", "intervention_logit_diff"]
     metric_descriptions = {
         "accuracy": "argmax over the m answer tokens equals gamma (the paper's metric); n = problems",
         "accuracy_full_vocab": "argmax over the whole vocabulary is gamma's token",
-        "probe_r2": "held-out R^2 of the circular probe at the best layer (leave one beta out)",
-        "probe_r2_{shuffled,random_plane,scrambled_order}": "the same probe on shuffled labels, a random plane, a non-cyclic order of the classes",
-        "probe_angle_error_deg[_control]": "mean held-out angle error of the probe, degrees",
-        "probe_class_acc[_control]": "held-out nearest-class accuracy of the probe",
-        "probe_r2_minus_shuffled": "real minus shuffled-label R^2, one bootstrap over prompts",
+        "probe_r2": "held-out R^2 of the circular probe at its best layer (leave one beta out; details.best_layers)",
+        "probe_r2_{shuffled,random_plane,scrambled_order}": "the same probe on shuffled labels, a random plane, a non-cyclic order of the classes, each at its own best layer",
+        "probe_angle_error_deg[_control]": "mean held-out angle error of the probe, degrees, at the method's best layer",
+        "probe_class_acc[_control]": "held-out nearest-class accuracy of the probe, at the method's best layer",
+        "probe_r2_minus_{shuffled,random_plane,scrambled_order}": "real minus control R^2, each at its own best layer, one paired bootstrap over prompts",
         "intervention_success[_method]": "share of (problem, alpha') runs whose answer moves to gamma'; n = problems (cluster bootstrap); methods: circle (none), _patch, _mean, _rotate, _shuffled, _random_plane",
         "intervention_logit_diff[_method]": "logit(gamma) - logit(gamma') after the edit (lower: moved further)",
         "intervention_success[_method]_on_correct": "the same on problems the model answers correctly",
         "clean_logit_diff": "logit(gamma) - logit(gamma') without an edit",
         "angle_consistency": "offdist=true: argmax follows the angle written into the probe plane (r >= 0.5)",
     }
+    finding = Finding(
+        effect="probe_r2", control="probe_r2_scrambled_order",
+        claim="the circular probe reads the cycle held out better than it reads the same classes put in a non-cyclic order",
+        paper_verdict="circle found in Llama 3 8B and Mistral 7B",
+    )
     names: list[str]
     reference_accuracy: dict[str, float]
     reference_extra: dict[str, dict[str, float]] = {}
@@ -191,42 +227,37 @@ class CircleTask(Task):
         acts = ctx.collect(prompts, sites, positions=positions, desc="activations")
         X = {L: acts[f"resid_post.{L}"].numpy().astype(np.float64) for L in range(model.n_layers)}
         shuffled = shuffled_labels(alpha, ctx.rng(1))
-        fits = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components) for L in X}
-        fits_shuffled = {L: cross_validate_circle(X[L], shuffled, beta, m, config.n_components) for L in X}
         reordered = scrambled_order(alpha, m, ctx.rng(4))
-        fits_order = {L: cross_validate_circle(X[L], reordered, beta, m, config.n_components) for L in X}
-        fits_plane = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components, random_plane=ctx.rng(2)) for L in X}
-        best = max(X, key=lambda L: fits[L].r2)
+        labels = {"probe": alpha, "shuffled": shuffled, "scrambled_order": reordered}
+        fits = {method: {L: cross_validate_circle(X[L], lab, beta, m, config.n_components) for L in X} for method, lab in labels.items()}
+        fits["random_plane"] = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components, random_plane=ctx.rng(2)) for L in X}
+        targets = {method: circle_targets(labels.get(method, alpha), m) for method in fits}
+        probe_results, best_by_method = probe_metrics(ctx, fits, targets)
+        metrics.update(probe_results)
+        best = best_by_method["probe"]
         details["best_layer"] = best
-        details["per_layer"] = {
-            name: [round(float(getattr(f[L], attr)), 6) for L in range(model.n_layers)]
-            for name, f, attr in [
-                ("probe_r2", fits, "r2"), ("probe_r2_shuffled", fits_shuffled, "r2"), ("probe_r2_random_plane", fits_plane, "r2"),
-                ("probe_r2_scrambled_order", fits_order, "r2"),
-                ("probe_angle_error_deg", fits, "mean_angle_error_deg"), ("probe_angle_error_deg_shuffled", fits_shuffled, "mean_angle_error_deg"),
-                ("probe_class_acc", fits, "class_accuracy"),
-            ]
-        }
-        targets = circle_targets(alpha, m)
-        targets_shuffled = circle_targets(shuffled, m)
-        for suffix, fit, t in [("", fits[best], targets), ("_shuffled", fits_shuffled[best], targets_shuffled), ("_random_plane", fits_plane[best], targets),
-                               ("_scrambled_order", fits_order[best], circle_targets(reordered, m))]:
-            metrics[f"probe_r2{suffix}"] = ctx.metric(np.hstack([fit.pred_xy, t]), statistic=_r2_rows)
-            metrics[f"probe_angle_error_deg{suffix}"] = ctx.metric(fit.angle_error_deg, higher_is_better=False)
-            metrics[f"probe_class_acc{suffix}"] = ctx.metric(fit.correct.astype(float))
-        gap = np.hstack([fits[best].pred_xy, targets, fits_shuffled[best].pred_xy, targets_shuffled])
-        metrics["probe_r2_minus_shuffled"] = ctx.metric(gap, statistic=lambda g: _r2_rows(g[:, :4]) - _r2_rows(g[:, 4:]))
+        details["best_layers"] = best_by_method
+        notes.append("probe_r2 and each control are read at their own best layer (details.best_layers, the highest held-out R^2): "
+                     "each is a maximum over layers, and its interval, over prompts at that layer, does not include the choice of layer")
+
+        def per_layer(method: str, attr: str) -> list[float]:
+            return [round(float(getattr(fits[method][L], attr)), 6) for L in range(model.n_layers)]
+
+        details["per_layer"] = {f"probe_r2{_suffix(method)}": per_layer(method, "r2") for method in fits}
+        details["per_layer"].update({"probe_angle_error_deg": per_layer("probe", "mean_angle_error_deg"),
+                                     "probe_angle_error_deg_shuffled": per_layer("shuffled", "mean_angle_error_deg"),
+                                     "probe_class_acc": per_layer("probe", "class_accuracy")})
         self.plot_circle(ctx, X[best], alpha, best, config.n_components)
         self.plot_layers(ctx, details["per_layer"], best)
 
         if config.irreducibility:
-            plane = fits[best].pred_xy
+            plane = fits["probe"][best].pred_xy
             details["irreducibility"] = {"separability_bits": separability_index(plane), "mixture_index": mixture_index(plane, seed=ctx.seed)}
 
         # Intervention.
         if config.intervention:
             first_half = range(max(1, model.n_layers // 2))
-            layer = config.layer if config.layer is not None else max(first_half, key=lambda L: fits[L].r2)
+            layer = config.layer if config.layer is not None else max(first_half, key=lambda L: fits["probe"][L].r2)
             details["intervention_layer"] = layer
             metrics.update(self.intervene(ctx, X[layer], layer, problems, used, positions, answers, alpha, shuffled, config, details))
             if config.offdist:
@@ -352,9 +383,19 @@ class CircleTask(Task):
         ctx.save_figure(fig, "offdist.png")
 
 
+def _suffix(method: str) -> str:
+    """Metric-key suffix of a probe method: none for the real probe, "_<control>" for a control."""
+    return "" if method == "probe" else f"_{method}"
+
+
 def _r2_rows(rows: np.ndarray) -> float:
     """R^2 of held-out predictions stored as rows [pred_x, pred_y, target_x, target_y] (for the bootstrap)."""
     return r2_score_xy(rows[:, :2], rows[:, 2:4])
+
+
+def _r2_gap_rows(rows: np.ndarray) -> float:
+    """Real minus control R^2 from paired rows [real pred_x, pred_y, target_x, target_y, control's four]."""
+    return _r2_rows(rows[:, :4]) - _r2_rows(rows[:, 4:])
 
 
 @register_task

@@ -17,10 +17,12 @@ Kantamneni & Tegmark (2025), "Language Models Use Trigonometry to Do Addition"
    state at layer L replaced by the clean state of a (layer patch) or by a fit's
    reconstruction of it (helix, PCA-9, circle, poly, shuffled helix); LD = patched minus
    corrupted logit of the answer a+b, on triples the model answers correctly.
-5. Swap: on prompt a+b, move only the helix part of the a state to a' (add
-   C (B(a') - B(a)) at layer L) and generate: does the answer become a'+b? Controls:
-   the same displacement mapped into a random subspace of the same rank, and the
-   shuffled-label helix.
+5. Swap: on prompt a+b, replace the component of the a state in the helix subspace
+   (the span of C) by C B(a') at layer L, keeping the rest, and generate: does the
+   answer become a'+b? Controls: the same displacement mapped into a random subspace of
+   the same rank, and the shuffled-label helix. `swap_op=add` instead adds
+   C (B(a') - B(a)), keeping the in-subspace part the fit does not explain (a
+   departure, written into the notes).
 
 Choices where the paper is silent or its setup does not hold:
 - Digit-splitting tokenisers (Gemma, SmolLM2, Llama 2, Mistral): the a position is the
@@ -30,24 +32,37 @@ Choices where the paper is silent or its setup does not hold:
   another (1 and 12) cannot be told apart at one token and are skipped.
 - Triples are drawn from pairs of evaluated problems sharing b (with n_problems=10000,
   the whole grid, as in the paper); each draw is a try, at most 20 N tries.
-- `patch_ld_*` is the maximum over layers of the mean LD (the paper's Table 1); its
-  interval is over triples at that layer and does not include the selection of the layer.
-- `n_problems` unset: 10000 (the paper) on an accelerator, 1000 on CPU.
+- Every fit and baseline is reported at its own best layer by one rule (highest held-out
+  R^2, ties to the earliest; `probes.selection`), so the linear, circle, polynomial and
+  shuffled baselines get the chance the helix gets; the gaps (`helix_minus_linear`,
+  `helix_minus_shuffled`) compare the two at their own best layers with one paired
+  bootstrap over the same a values.
+- `patch_ld_*` is the maximum over layers of the mean LD (the paper's Table 1), each
+  method at its own best layer; its interval is over triples at that layer and does not
+  include the choice of layer (said in the notes). The swap layer is chosen by the helix
+  patch LD on the same triples.
+- `n_problems` unset: 10000 (the paper) on an accelerator, 1000 on CPU, settled by
+  `resolve_config` before the config is hashed, so the results record the number used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
 
-from harness import Edit, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
-from probes.helix import (
-    BasisFit, PCAFit, basis_functions, cross_validate, helix_basis, kfold_indices, r2_from_rows, random_subspace_map,
+from harness import (
+    Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task, tokens,
 )
+from probes.helix import (
+    BasisFit, HeldOut, PCAFit, basis_functions, cross_validate, helix_basis, kfold_indices, r2_from_rows,
+    random_subspace_map,
+)
+from probes.selection import best_layers
 
 PAPER = "Kantamneni & Tegmark 2025, Language Models Use Trigonometry to Do Addition (arXiv 2502.00873)"
 NO_REFERENCE = "no reference: the paper reports no value for this metric"
@@ -58,7 +73,9 @@ TEMPLATES = {
 FIT_B = 0  # the b of the prompts whose a-token states are fitted: b comes after a, so any b gives the same states
 PATCH_METHODS = ("layer_patch", "helix", "pca9", "circle", "poly", "helix_shuffled")
 FITS = ("helix", "linear", "circle", "poly", "helix_shuffled", "pca9_recon")
-LEADING_INT = re.compile(r"\s*(-?\d+)(?!\d|\.\d)")
+# The leading integer, not followed by more digits, a decimal part, or digits after a space ("5 7" is no answer).
+LEADING_INT = re.compile(r"\s*(-?\d+)(?!\d|\.\d|[ \t]+\d)")
+GAPS = {"helix_minus_linear": "linear", "helix_minus_shuffled": "helix_shuffled"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,11 @@ def make_problems(template: str, n_problems: int, rng: np.random.Generator) -> l
 
 
 def parse_answer(text: str) -> Optional[int]:
-    """The leading integer of a continuation ("57", " 57\\n" -> 57); None when there is none."""
+    """The leading integer of a continuation ("57", " 57\\n" -> 57); None when there is none.
+
+    Digits separated by a space ("5 7") are not an answer: reading the 5 would score a
+    model that spells 57 out digit by digit as answering 5.
+    """
     m = LEADING_INT.match(text)
     return int(m.group(1)) if m else None
 
@@ -125,14 +146,39 @@ class HelixConfig:
     patching: bool = option(True, "patch fits into the a state, layer by layer")
     swap: bool = option(True, "swap the helix part of a for a' and generate")
     max_new_tokens: int = option(4, "tokens generated per answer", ge=1)
+    swap_op: Literal["replace", "add"] = option(
+        "replace", "replace: the helix-subspace part of the state becomes C B(a') (the paper's); add: add C (B(a') - B(a))")
 
     def __post_init__(self) -> None:
-        if self.template not in ("auto", *TEMPLATES) and ("{a}" not in self.template or "{b}" not in self.template):
-            raise ValueError("template must be auto, gptj, llama, or contain {a} and {b}")
-        if self.template not in ("auto", *TEMPLATES) and self.template.index("{a}") > self.template.index("{b}"):
+        if self.template in ("auto", *TEMPLATES):
+            return
+        check_template(self.template, ("a", "b"))
+        if self.template.index("{a}") > self.template.index("{b}"):
             raise ValueError("template must put {a} before {b} (b must not affect the a-token state)")
         if not self.periods:
             raise ValueError("periods is empty: give e.g. periods=2,5,10,100")
+
+
+def fit_metrics(ctx, held: dict[str, dict[int, HeldOut]]) -> tuple[dict[str, Metric], dict[str, int]]:
+    """Each fit at its own best layer (`probes.selection.best_layers` on held-out R^2), and the helix's gaps.
+
+    held: {fit: {layer: held-out errors per a value}}. A baseline read at the helix's best
+    layer would hand the helix a selection advantage; here every fit gets the same rule, and
+    each gap compares the helix and its baseline at their own best layers with one paired
+    bootstrap over the same a values (row i of both is a = i).
+    """
+    best = best_layers({k: {L: h.r2 for L, h in per_layer.items()} for k, per_layer in held.items()})
+    metrics = {f"{k}_r2_heldout": ctx.metric(held[k][L].rows(), statistic=r2_from_rows) for k, L in best.items()}
+    for gap, baseline in GAPS.items():
+        if "helix" in held and baseline in held:
+            paired = np.hstack([held["helix"][best["helix"]].rows(), held[baseline][best[baseline]].rows()])
+            metrics[gap] = ctx.metric(paired, statistic=_r2_gap_rows)
+    return metrics, best
+
+
+def _r2_gap_rows(rows: np.ndarray) -> float:
+    """R^2 of the first fit minus R^2 of the second, from paired rows [sse, sst, sse, sst]."""
+    return r2_from_rows(rows[:, :2]) - r2_from_rows(rows[:, 2:])
 
 
 @dataclass
@@ -145,12 +191,34 @@ class Triple:
 @register_task
 class NumberHelix(Task):
     name = "number_helix"
-    version = "1.0"
+    version = "1.1"  # 1.1: the spec's replacing swap; each baseline at its own best layer; n_problems resolved before hashing
     paper = PAPER
     description = "Two-digit addition ('57+23='): accuracy, the helix of a in the residual stream, and patching/swapping it."
     Config = HelixConfig
     headline_metrics = ["helix_r2_heldout", "circle_r2_heldout", "linear_r2_heldout", "accuracy",
                         "patch_ld_helix", "patch_ld_layer_patch", "swap_success", "swap_success_random_subspace"]
+    metric_descriptions = {
+        "accuracy": "greedy answer's leading integer equals a+b; n = problems",
+        "{helix,linear,circle,poly}_r2_heldout": "held-out R^2 (5 folds over a) of the fit from a alone, in the full residual space, at the fit's own best layer",
+        "helix_shuffled_r2_heldout": "control: the helix fitted to permuted a, at its own best layer",
+        "pca9_recon_r2_heldout": "held-out states projected on the training top-9 PCA basis: a ceiling for any 9-D subspace, not a predictor from a",
+        "helix_minus_{linear,shuffled}": "helix minus baseline R^2, each at its own best layer, one paired bootstrap over the 100 a values",
+        "patch_ld_{layer_patch,helix,pca9,circle,poly,helix_shuffled}": "max over layers of the mean logit difference (patched minus corrupted) of the clean answer; n = triples",
+        "swap_success[_random_subspace,_helix_shuffled]": "share of swaps (helix part of a replaced by a') whose answer becomes a'+b; controls: random subspace, shuffled helix",
+        "swap_to_original[_control]": "share of swaps whose answer stays a+b",
+    }
+    finding = Finding(
+        effect="helix_minus_linear", control=0.0,
+        claim="a helix in a predicts the held-out a-token states better than a line in a (paired, each at its own best layer)",
+        paper_verdict="helix found in GPT-J 6B, Pythia 6.9B and Llama 3.1 8B; helix fits recover most of the layer patch (GPT-J: LD 7.21 vs 8.34)",
+    )
+
+    @classmethod
+    def resolve_config(cls, config: HelixConfig, device: str) -> HelixConfig:
+        """n_problems unset means 10000 (the paper's whole grid) on an accelerator, 1000 on CPU: record which."""
+        if config.n_problems is not None:
+            return config
+        return dataclasses.replace(config, n_problems=1000 if device == "cpu" else 10000)
 
     def run(self, model, config: HelixConfig, ctx) -> TaskResult:
         n_layers = model.n_layers
@@ -159,7 +227,7 @@ class NumberHelix(Task):
         tok = model.tokenizer
         template = resolve_template(config.template, model.info.spec)
         periods = tuple(config.periods)
-        n_problems = config.n_problems or (1000 if model.input_device.type == "cpu" else 10000)
+        n_problems = self.resolve_config(config, model.input_device.type).n_problems
         metrics: dict[str, Metric] = {}
         notes: list[str] = []
         details: dict = {"n_layers": n_layers, "template": template, "n_problems": n_problems, "periods": list(periods),
@@ -171,6 +239,11 @@ class NumberHelix(Task):
         parsed = [parse_answer(t) for t in texts]
         correct = np.array([g == p.answer for g, p in zip(parsed, problems)])
         metrics["accuracy"] = ctx.metric(correct.astype(float))
+        unparsed = sum(g is None for g in parsed)
+        details["unparsed_answers"] = unparsed
+        if unparsed:
+            notes.append(f"{unparsed} of {len(problems)} generations have no leading integer (or split its digits with spaces) "
+                         "and count as wrong")
         off = np.array([g - p.answer for g, p in zip(parsed, problems) if g is not None and g != p.answer])
         details["wrong_answer_offsets"] = {"n_numeric_wrong": int(len(off)),
                                            "minus_10": float(np.mean(off == -10)) if len(off) else None,
@@ -195,13 +268,14 @@ class NumberHelix(Task):
             held[L] = {name: cross_validate(X[L], a, folds, f, pca_dim) for name, f in bases.items()}
             held[L]["helix_shuffled"] = cross_validate(X[L], shuffled, folds, bases["helix"], pca_dim)
             held[L]["pca9_recon"] = cross_validate(X[L], a, folds, pca_k=2 * len(periods) + 1)
-        best = max(range(n_layers), key=lambda L: held[L]["helix"].r2)
+        fit_results, best_fit = fit_metrics(ctx, {k: {L: held[L][k] for L in range(n_layers)} for k in FITS})
+        metrics.update(fit_results)
+        best = best_fit["helix"]
         details["best_fit_layer"] = best
+        details["best_fit_layers"] = best_fit
         details["per_layer_r2_heldout"] = {k: [round(held[L][k].r2, 6) for L in range(n_layers)] for k in FITS}
-        for k in FITS:
-            metrics[f"{k}_r2_heldout"] = ctx.metric(held[best][k].rows(), statistic=r2_from_rows)
-        paired = np.hstack([held[best]["helix"].rows(), held[best]["linear"].rows()])
-        metrics["helix_minus_linear"] = ctx.metric(paired, statistic=lambda r: r2_from_rows(r[:, :2]) - r2_from_rows(r[:, 2:]))
+        notes.append("each *_r2_heldout is read at its own best layer (details.best_fit_layers, the highest held-out R^2): "
+                     "a maximum over layers whose interval, over a values at that layer, does not include the choice of layer")
         notes.append("pca9_recon_r2_heldout projects held-out states on the training top-9 PCA basis: a ceiling for any 9-D subspace, not a predictor from a")
         if details["digits_split"]:
             notes.append("this tokenizer splits numbers into digits: the a position is the units digit of a, not a single number token "
@@ -220,11 +294,13 @@ class NumberHelix(Task):
                 notes.append(f"only {len(triples)} of {config.n_pairs} (a, a', b) triples found in {tries} tries")
             ld = self.patch(ctx, model, X, fits, triples, template, tok, details) if (config.patching and triples) else None
             if ld is not None:
-                for method in PATCH_METHODS:
-                    means = [float(np.mean(ld[L][method])) for L in range(n_layers)]
-                    L_best = int(np.argmax(means))
+                best_patch = best_layers({m: {L: float(np.mean(ld[L][m])) for L in range(n_layers)} for m in PATCH_METHODS})
+                for method, L_best in best_patch.items():
                     metrics[f"patch_ld_{method}"] = ctx.metric(ld[L_best][method])
-                    details.setdefault("patch_ld_best_layer", {})[method] = L_best
+                details["patch_ld_best_layer"] = best_patch
+                notes.append("patch_ld_* is the maximum over layers of the mean LD, each method at its own best layer (the paper's "
+                             "Table 1; details.patch_ld_best_layer): its interval, over triples at that layer, does not include the "
+                             "choice of layer, so it is optimistic")
             if config.swap and triples:
                 third = range(max(1, n_layers // 3))
                 if config.layer is not None:
@@ -234,6 +310,12 @@ class NumberHelix(Task):
                 else:
                     layer = max(third, key=lambda L: held[L]["helix"].r2)
                 details["swap_layer"] = layer
+                details["swap_op"] = config.swap_op
+                if config.layer is None and ld is not None:
+                    notes.append("the swap layer is the best helix patch layer in the first third, chosen on the same triples the swap uses")
+                if config.swap_op == "add":
+                    notes.append("swap_op=add: the swap adds C (B(a') - B(a)) and keeps the state's in-subspace residual; "
+                                 "the paper replaces the helix-subspace component by C B(a')")
                 metrics.update(self.swap(ctx, model, X[layer], fits[layer], layer, triples, template, config, details))
             if not triples:
                 notes.append("no (a, a', b) triples: patch_ld and swap metrics are absent (the model answers too few problems; try correct_only=false)")
@@ -328,18 +410,18 @@ class NumberHelix(Task):
         return out
 
     def swap(self, ctx, model, H, fits, layer, triples, template, config, details) -> dict[str, Metric]:
-        """Move the helix part of the a state to a' and generate; success = the answer becomes a'+b."""
+        """Move the helix part of the a state to a' (config.swap_op) and generate; success = the answer becomes a'+b."""
         helix = fits["helix"]
         a = np.array([t.a for t in triples])
         a2 = np.array([t.a2 for t in triples])
-        delta = helix.swap_delta(a, a2)
+        delta = helix.swap(H[a], a, a2, config.swap_op) - H[a]
         shuffled = fits["shuffled_labels"]
         span = PCAFit(min(H.shape) - 1).fit(H).components_.T
         random_map = random_subspace_map(helix.subspace(), span, ctx.rng(4))
         deltas = {
             "": delta,
             "_random_subspace": delta @ random_map.T,
-            "_helix_shuffled": fits["helix_shuffled"].swap_delta(shuffled[a], shuffled[a2]),
+            "_helix_shuffled": fits["helix_shuffled"].swap(H[a], shuffled[a], shuffled[a2], config.swap_op) - H[a],
         }
         problems = [Problem(t.a, t.b, template.format(a=t.a, b=t.b)) for t in triples]
         positions = a_positions(ctx.model.tokenizer, problems, template)
@@ -371,7 +453,7 @@ class NumberHelix(Task):
         for row, values in table1.items():
             for method, v in zip(names, values):
                 gptj_metrics[f"patch_ld_{method}" if row == "a+b" else f"table1[{row}].patch_ld_{method}"] = v
-        no_ref = [f"{k}_r2_heldout" for k in FITS] + ["helix_minus_linear", "patch_ld_helix_shuffled", "swap_success",
+        no_ref = [f"{k}_r2_heldout" for k in FITS] + [*GAPS, "patch_ld_helix_shuffled", "swap_success",
                                                       "swap_to_original", "swap_success_random_subspace", "swap_success_helix_shuffled"]
         notes = {k: NO_REFERENCE for k in no_ref}
         notes["patch_ld_helix_shuffled"] = "no reference number: the paper reports only that a helix fitted to permuted a has no causal effect"
