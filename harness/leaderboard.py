@@ -29,7 +29,9 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from harness.charts import ChartLine, clean_curves, extract_curves, layer_chart
 from harness.errors import UsageError
+from harness.findings import matrix, parse_finding, pick_rows
 from harness.results import Metric, Reference, Results, write_atomic
 from harness.safepath import UnsafePath, read_plain_file, safe_join, write_file_atomic
 
@@ -39,10 +41,11 @@ MAX_ABS_VALUE = 1e12  # larger numbers are corrupt or hostile, not measurements
 MAX_PLOT_BYTES = 5 * 2**20
 MAX_PLOTS_PER_RUN = 50  # a results file cannot fill the disk with copies
 MAX_JSON_BYTES = 64 * 2**20
+FINDINGS_FILE = "findings.json"  # the findings matrix (harness.findings documents its fields)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a task name becomes a file name
-RESERVED_NAMES = {"index"}
-ASSET_PATH = re.compile(r"assets/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")  # no glob or pathspec characters: safe to hand to git and the hub  # index.json is the list of boards, not a board
+RESERVED_NAMES = {"index", "findings"}  # index.json lists the boards, findings.json holds the verdicts: neither is a board
+ASSET_PATH = re.compile(r"assets/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")  # no glob or pathspec characters: safe to hand to git and the hub
 
 
 class Row(BaseModel):
@@ -63,6 +66,7 @@ class Row(BaseModel):
     created_at: str = ""  # absent in boards built before merging existed; `date` stands in
     notes: list[str] = []
     artifacts: list[str] = []
+    curves: dict[str, list[list[float]]] = {}  # per-layer curves by metric key: [[relative depth, value], ...]
 
     def key(self) -> tuple:
         return (self.model, self.dtype, self.quantization, self.seed)
@@ -80,6 +84,7 @@ class Board(BaseModel):
     config: dict[str, Any]
     headline_metrics: list[str]
     reference: Optional[Reference] = None
+    finding: Optional[dict[str, Any]] = None  # the task's Finding as the newest run recorded it (harness.findings)
     rows: list[Row]
 
 
@@ -117,6 +122,12 @@ def clean_reference(reference: Reference | None) -> Reference | None:
         return None
     metrics = {model: {k: v for k, v in values.items() if is_number(v)} for model, values in reference.metrics.items()}
     return reference.model_copy(update={"metrics": metrics})
+
+
+def clean_finding(raw: Any) -> dict[str, Any] | None:
+    """A finding as a board stores it: checked by `harness.findings.parse_finding`, or None."""
+    finding = parse_finding(raw)
+    return finding.model_dump() if finding is not None else None
 
 
 def json_safe(value: Any) -> Any:
@@ -217,6 +228,7 @@ def row_for(path: Path, results: Results, artifacts: list[str], report: BuildRep
         created_at=results.created_at,
         notes=results.notes,
         artifacts=artifacts,
+        curves=extract_curves(results.details),
     )
 
 
@@ -243,7 +255,7 @@ def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
         return tasks
     for path in sorted(out_dir.glob("*.json")):
         name = path.stem
-        if path.name == "index.json" or not TASK_NAME.fullmatch(name):
+        if name.lower() in RESERVED_NAMES or not TASK_NAME.fullmatch(name):
             continue
         try:
             info = TaskBoards.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))
@@ -255,7 +267,9 @@ def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
         for board in info.boards:
             board.config = json_safe(board.config)
             board.reference = clean_reference(board.reference)
+            board.finding = clean_finding(board.finding)
             for row in board.rows:
+                row.curves = clean_curves(row.curves)
                 row.metrics, dropped = clean_metrics(row.metrics)
                 kept = [a for a in row.artifacts if is_asset(out_dir, a)]
                 if dropped or len(kept) != len(row.artifacts):
@@ -300,6 +314,10 @@ def merge(tasks: dict[str, TaskBoards], path: Path, results: Results, results_di
     board.config = json_safe(results.task.config)
     board.headline_metrics = results.task.headline_metrics or list(results.metrics)[:N_HEADLINE]
     board.reference = clean_reference(results.reference)
+    finding = clean_finding(results.task.finding)
+    if results.task.finding is not None and finding is None:
+        report.skipped.append((path, "its finding is malformed (effect, control, claim, paper_verdict): not used"))
+    board.finding = finding or board.finding  # a run from before findings existed does not erase one
     info.description = results.task.description or info.description
     info.paper = results.task.paper or info.paper
     report.used.append(path)
@@ -329,20 +347,46 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
             board.rows.sort(key=lambda row: sort_key(row, board.headline_metrics[0] if board.headline_metrics else None))
         info.boards.sort(key=lambda b: (b.task_version, len(b.rows)), reverse=True)
     ordered = [tasks[n].model_dump(mode="json") for n in sorted(tasks)]
+    charts = write_charts(out_dir, [tasks[n] for n in sorted(tasks)])
     index = {
         "leaderboard_version": LEADERBOARD_VERSION,
         "tasks": [
             {"task": t["task"], "description": t["description"], "paper": t["paper"], "file": f"{t['task']}.json",
-             "models": sorted({r["model"] for b in t["boards"] for r in b["rows"]})}
+             "models": sorted({r["model"] for b in t["boards"] for r in b["rows"]}),
+             **({"chart": charts[t["task"]]} if t["task"] in charts else {})}
             for t in ordered
         ],
     }
+    findings = matrix(list(tasks.values()))
     write_atomic(safe_join(out_dir, "index.json"), to_json(index))  # first, so an interrupted build still leaves a leaderboard folder
     for t in ordered:
         write_atomic(safe_join(out_dir, f"{t['task']}.json"), to_json(t))
-    write_atomic(safe_join(out_dir, "index.html"), render_page(index, ordered))
+    write_atomic(safe_join(out_dir, FINDINGS_FILE), to_json(findings))
+    write_atomic(safe_join(out_dir, "index.html"), render_page(index, ordered, findings))
     report.tasks = sorted(tasks)
     return report
+
+
+def write_charts(out_dir: Path, tasks: list[TaskBoards]) -> dict[str, str]:
+    """Draw each task's per-layer chart into out_dir/assets/charts/; {task: chart path} for those that have one.
+
+    A task's chart shows the rows its findings-matrix cells read (one per model), so the
+    picture and the verdicts always describe the same runs.
+    """
+    charts: dict[str, str] = {}
+    for info in tasks:
+        picked = pick_rows(info)
+        lines = [ChartLine(model, row.curves) for model, (_, row) in sorted(picked.items())]
+        board = next((b for b in info.boards if b.finding), info.boards[0] if info.boards else None)
+        if board is None:
+            continue
+        finding = board.finding or {}
+        png = layer_chart(info.task, lines, finding.get("effect"), finding.get("control"), board.headline_metrics)
+        if png is not None:
+            rel = f"assets/charts/{info.task}-layers.png"
+            write_file_atomic(safe_join(out_dir, rel), png)
+            charts[info.task] = rel
+    return charts
 
 
 def to_json(data: Any) -> str:
@@ -352,8 +396,8 @@ def to_json(data: Any) -> str:
 
 def read_board(out_dir: Path, task: str) -> dict[str, Any]:
     path = out_dir / f"{task}.json"
-    if not TASK_NAME.fullmatch(task) or not path.is_file():
-        known = sorted(p.stem for p in out_dir.glob("*.json") if p.stem != "index")
+    if not TASK_NAME.fullmatch(task) or task.lower() in RESERVED_NAMES or not path.is_file():
+        known = sorted(p.stem for p in out_dir.glob("*.json") if p.stem.lower() not in RESERVED_NAMES)
         raise UsageError(f"no leaderboard for {task} in {out_dir}: run `harness leaderboard build` (have: {', '.join(known) or 'none'})")
     return json.loads(path.read_text())
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,18 @@ from harness.results import (
 )
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'">&amp;'
-PNG = b"\x89PNG\r\n\x1a\n fake image"
+
+
+def tiny_png(width: int = 4, height: int = 3) -> bytes:
+    """A real PNG (grey pixels), so a browser can decode the thumbnails the page shows."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = b"".join(b"\0" + bytes([128]) * width for _ in range(height))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b"")
+
+
+PNG = tiny_png()
 PAPER = "Engels et al. 2024, Not All Language Model Features Are Linear"
 
 
