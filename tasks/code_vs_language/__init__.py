@@ -6,3 +6,7 @@ side lives in `generators` (FLD-style and bAbI-style items, deterministic for a 
 `loaders` (the papers' data sets from the Hub, mapped to the same records) and `prompts`
 (k-shot prompts, answer choices, the parse rule behind `format_rate`).
 """
+
+from tasks.code_vs_language.task import CodeVsLanguage, CodeVsLanguageConfig
+
+__all__ = ["CodeVsLanguage", "CodeVsLanguageConfig"]
