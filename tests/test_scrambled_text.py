@@ -182,13 +182,39 @@ def test_relative_performance_gain():
     assert np.isnan(rpg_rows(np.ones((3, 3))))
 
 
-def test_cosines_are_bounded_and_restoration_is_a_difference():
+def test_cosines_have_known_values_and_restoration_is_a_difference():
+    a = np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0], [2.0, 0.0]])
+    b = np.array([[1.0, 1.0], [-3.0, -4.0], [1.0, 2.0], [0.0, 5.0]])
+    assert np.allclose(row_cosine(a, b), [2 ** -0.5, -1.0, 0.0, 0.0])  # a zero row gives 0, not NaN
+    c = np.array([[0.0, 1.0], [4.0, -3.0], [1.0, 0.0], [2.0, 2.0]])
+    assert np.allclose(restoration_cosine(a, b, c), [2 ** -0.5 - 0.0, -1.0 - 0.0, 0.0, 0.0 - 2 ** -0.5])
+
+
+def test_cross_fitting_reads_each_half_at_the_layer_the_other_half_chose():
+    from tasks.scrambled_text.task import cross_fitted
+
+    half = np.array([0, 0, 1, 1])
+    rows = {0: np.array([0.9, 0.9, 0.1, 0.1]), 3: np.array([0.2, 0.2, 0.5, 0.5]), 5: np.array([0.0, 0.0, 0.4, 0.4])}
+    values, layers = cross_fitted(rows, half)
+    assert layers == [3, 0]  # half 0 read at half 1's best layer, half 1 at half 0's
+    assert values.tolist() == [0.2, 0.2, 0.1, 0.1]
+
+
+def test_cross_fitted_noise_is_centred_where_the_maximum_over_layers_is_not():
+    """Pure noise at 20 layers: the in-sample best layer looks positive, the cross-fitted value does not."""
+    from harness.stats import bootstrap_ci
+    from tasks.scrambled_text.task import cross_fitted
+
     rng = np.random.default_rng(0)
-    a, b, c = rng.normal(size=(3, 20, 8))
-    cos = row_cosine(a, b)
-    assert np.all(cos >= -1) and np.all(cos <= 1)
-    assert np.allclose(row_cosine(a, a), 1) and np.allclose(row_cosine(a, -a), -1)
-    assert np.allclose(restoration_cosine(a, a, c), 1 - row_cosine(a, c))
+    n_words, n_ctx = 40, 10
+    word = np.repeat(np.arange(n_words), n_ctx)
+    rows = {L: np.repeat(rng.normal(size=n_words), n_ctx) + 0.1 * rng.normal(size=n_words * n_ctx) for L in range(20)}
+    in_sample = max(rows.values(), key=np.mean)
+    _, lo_max, _ = bootstrap_ci(in_sample, units=word)
+    values, _ = cross_fitted(rows, word % 2)
+    _, lo, hi = bootstrap_ci(values, units=word)
+    assert lo_max > 0  # the maximum over 20 noise layers excludes 0: the selection effect
+    assert lo < 0 < hi
 
 
 def test_probe_transfer_reads_shared_identity_and_not_noise():
@@ -301,6 +327,21 @@ def test_realtimeqa_file_loader(tmp_path):
         load_realtimeqa(str(tmp_path / "missing.jsonl"))
 
 
+@pytest.mark.parametrize("content,message", [
+    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not a text file"),
+    (b"question,choices,answer\nWho?,a|b,0\n", "not JSON lines"),
+    (b"[1, 2, 3]\n", "must be a JSON object"),
+    (json.dumps({"question_sentence": "Who?", "evidence": "Some text."}).encode() + b"\n", "record 1 of"),
+    (json.dumps({"title": "no evidence here"}).encode() + b"\n", "no record with an evidence text"),
+])
+def test_a_file_source_that_is_not_realtimeqa_is_a_one_line_usage_error(tmp_path, content, message):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=re.escape(message)) as e:
+        load_realtimeqa(str(path))
+    assert "\n" not in str(e.value)
+
+
 def test_config_errors_are_one_line_usage_errors():
     with pytest.raises(UsageError, match="types"):
         parse_config(ScrambledText, ["types=random_30"])
@@ -338,7 +379,7 @@ def test_all_subtasks_on_tiny_models(kind, tmp_path):
     m = result.metrics
     for t in config.types:
         assert m[f"recovery_rate_{t}"].n == 6 and np.isfinite(m[f"recovery_rate_{t}"].value)
-        assert 0 <= m[f"prefer_original_{t}"].value <= 1 and 0 <= m[f"recovery_pref_{t}"].value <= 1
+        assert m[f"prefer_original_{t}"].n == 6 and m[f"recovery_pref_{t}"].n == 6
         assert t in result.details["qa_rpg"]
         rpg = result.details["qa_rpg"][t]
         assert (rpg is None and f"qa_rpg_{t}" not in m) or (np.isfinite(rpg) and m[f"qa_rpg_{t}"].value == pytest.approx(rpg))
@@ -348,32 +389,52 @@ def test_all_subtasks_on_tiny_models(kind, tmp_path):
     for key, curve in probe["per_layer"].items():
         assert len(curve) == model.n_layers and all(np.isfinite(curve))
     for v in ("keepfirstlast", "random_100"):
-        assert all(-2 <= x <= 2 for x in probe["per_layer"][f"restoration_cos_{v}"])
-        assert all(-1 <= x <= 1 for x in probe["per_layer"][f"cos_scrambled_original_{v}"])
+        assert all(L in range(model.n_layers) for L in probe["layer_by_half"][f"restoration_cos_{v}"])
         assert m[f"restoration_probe_acc_{v}"].n == 4  # a word in its 10 contexts is one unit
     assert {"recovery_rate.png", "restoration_layers.png"} <= set(ctx.artifacts)
     assert any(s["subtask"] == "rec" and "recovered" in s for s in ctx.samples)
 
 
-def test_results_json_validates_and_carries_the_reference(tmp_path):
-    from harness.runner import RunSpec, run
+def test_results_file_written_by_the_runner_validates_and_carries_the_reference(tmp_path):
+    import jsonschema
+
+    from harness.results import SCHEMA_PATH
+    from harness.runner import RunSpec, run_task
 
     model = tiny("llama")
-    ctx = RunContext(model=model, show_progress=False)
-    result = ScrambledText().run(model, ScrambledText.Config(n_max=4, max_new_tokens=4, subtasks=['rec', 'qa']), ctx)
-    payload = {
-        "harness_version": "0", "task": {"name": "scrambled_text", "version": "1.0", "config": {}, "config_hash": "x"},
-        "model": {"spec": "tiny", "source": "folder", "architecture": "llama", "n_params": 1, "dtype": "float32", "device": "cpu"},
-        "metrics": {k: v.model_dump() for k, v in result.metrics.items()},
-        "reference": result.reference.model_dump(),
-        "environment": {"python": "3", "torch": "2", "transformers": "5", "platform": "x", "device_name": "cpu"},
-        "timing": {"seconds_total": 1.0, "tokens_processed": 1}, "created_at": "now", "seed": 0,
-        "details": json.loads(json.dumps(result.details)), "notes": result.notes,
-    }
-    results = Results.model_validate(payload)
+    config = ScrambledText.Config(n_max=4, max_new_tokens=4, probe_words=4, probe_layers=[0, 1], types=["random_100"])
+    path = tmp_path / "scrambled_text.json"
+    run_task(model, ScrambledText, config, path, RunSpec(models=["tiny"], tasks=["scrambled_text"], bootstrap=200))
+    data = json.loads(path.read_text())
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    results = Results.model_validate(data)
+    assert data["task"]["name"] == "scrambled_text" and data["task"]["config"]["probe_words"] == 4
+    assert {"recovery_rate_random_100", "qa_accuracy_original", "prefer_original_random_100",
+            "restoration_cos_random_100"} <= set(results.metrics)
+    assert results.metrics["restoration_cos_random_100"].n == 4  # a word is one unit
+    assert any("layer that scored best on the other half" in n for n in results.notes)
     assert results.reference.metrics["gpt-4-0314"]["recovery_rate_random_100"] == 96.0
     assert results.reference.metrics["meta-llama/Llama-2-7b-hf"]["recovery_rate_random_50"] == -64.2
     assert "qa_rpg_random_100" in results.reference.metrics["gpt-4-0314@dream"]
+    assert (tmp_path / "scrambled_text" / "restoration_layers.png").exists()
+
+
+def test_unparsed_generated_answers_are_counted_in_the_notes():
+    """A model that ends every answer at once names no letter: every answer counts as wrong, and the notes say how many."""
+    import torch
+
+    model = tiny("llama")
+    eos = model.tokenizer.eos_token_id
+    hook = model.hf.lm_head.register_forward_hook(lambda m, i, o: o.index_add(-1, torch.tensor([eos]), torch.full((*o.shape[:-1], 1), 1e4)))
+    try:
+        ctx = RunContext(model=model, show_progress=False)
+        config = ScrambledText.Config(n_max=5, subtasks=['qa'], types=['random_100'], qa_scoring="generate")
+        result = ScrambledText().run(model, config, ctx)
+    finally:
+        hook.remove()
+    assert result.details["qa_unparsed"] == {"original": 5, "random_100": 5, "substituted": 5}
+    assert result.metrics["qa_accuracy_original"].value == 0
+    assert any(n.startswith("qa_scoring=generate: 15 of 15 answers name no option letter") for n in result.notes)
 
 
 def test_qa_scores_the_answer_letter_by_likelihood():

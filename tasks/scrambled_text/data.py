@@ -70,17 +70,38 @@ def load_realtimeqa(path: str) -> Data:
         raise UsageError(f"source=file:{path}: no RealtimeQA *_qa.jsonl file there; point it at a weekly file or their folder")
     sentences, qa = [], []
     for f in files:
-        for k, r in enumerate(_jsonl(Path(f))):
+        for k, r in enumerate(_records(f)):
             evidence = collapse_spaces(strip_tags(r.get("evidence") or "")).strip()
             if not evidence:
                 continue
             if not evidence.endswith("."):
                 evidence += "."
+            try:
+                answer = r["answer"][0] if isinstance(r["answer"], list) else r["answer"]
+                item = QAItem(f"{Path(f).stem}:{k}", evidence, str(r["question_sentence"]), [str(c) for c in r["choices"]],
+                              LETTERS[int(answer)], "evidence")
+            except (KeyError, TypeError, ValueError, IndexError) as e:
+                raise UsageError(f"source=file:{path}: record {k + 1} of {f} is not a RealtimeQA question ({type(e).__name__}: "
+                                 f"{e}); it needs question_sentence, choices, answer and evidence") from None
             sentences.append(evidence)
-            answer = r["answer"][0] if isinstance(r["answer"], list) else r["answer"]
-            qa.append(QAItem(f"{Path(f).stem}:{k}", evidence, r["question_sentence"], list(r["choices"]),
-                             LETTERS[int(answer)], "evidence"))
+            qa.append(item)
+    if not qa:
+        raise UsageError(f"source=file:{path}: no record with an evidence text; point it at RealtimeQA *_qa.jsonl files")
     return Data(sentences, qa, f"file:{path}")
+
+
+def _records(f: str) -> list[dict]:
+    """The JSON objects of one JSON-lines file, or a one-line UsageError saying why the file is not one."""
+    try:
+        records = _jsonl(Path(f))
+    except UnicodeDecodeError:
+        raise UsageError(f"source=file:{f} is not a text file; point it at a RealtimeQA *_qa.jsonl file") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"source=file:{f} is not JSON lines ({e.msg}, line {e.lineno}); "
+                         "point it at a RealtimeQA *_qa.jsonl file") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise UsageError(f"source=file:{f}: every line must be a JSON object (a RealtimeQA question)")
+    return records
 
 
 def _load_dataset(*args: Any, **kwargs: Any) -> Any:
