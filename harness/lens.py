@@ -25,12 +25,15 @@ class Lens:
     """Per layer, the lens's view of the next token at one position of each prompt.
 
     logprobs: (n_prompts, n_layers, n_targets) log-probabilities of the target tokens;
-    top_token: (n_prompts, n_layers) the lens's argmax over the whole vocabulary.
+    top_token: (n_prompts, n_layers) the lens's argmax over the whole vocabulary;
+    ranks: (n_prompts, n_layers, n_targets) how many vocabulary tokens have a strictly higher
+        logit than each target (0: the target is top-1).
     """
 
     layers: list[int]
     logprobs: torch.Tensor
     top_token: torch.Tensor
+    ranks: torch.Tensor
 
 
 @torch.no_grad()
@@ -67,10 +70,19 @@ def logit_lens(
     n = len(prompts)
     logprobs = torch.empty(n, len(layers), len(target))
     top = torch.empty(n, len(layers), dtype=torch.long)
+    ranks = torch.empty(n, len(layers), len(target), dtype=torch.long)
     for j, site in enumerate(sites):
         for start in range(0, n, chunk):  # a chunk of rows at a time: Gemma's vocabulary is 262k
             logits = unembed(model, states[site][start : start + chunk])
             lp = logits.log_softmax(-1)
             logprobs[start : start + chunk, j] = lp[:, target.to(lp.device)].cpu()
             top[start : start + chunk, j] = logits.argmax(-1).cpu()
-    return Lens(layers=layers, logprobs=logprobs, top_token=top)
+            ranks[start : start + chunk, j] = _ranks(logits, target.to(logits.device)).cpu()
+    return Lens(layers=layers, logprobs=logprobs, top_token=top, ranks=ranks)
+
+
+def _ranks(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row, the number of logits strictly above each target's: one sort, then a binary search per target."""
+    ascending = logits.sort(dim=-1).values
+    values = logits[:, target].contiguous()
+    return logits.shape[-1] - torch.searchsorted(ascending, values, right=True)

@@ -7,5 +7,10 @@ Findings of ACL 2025). A chat model sees a fact wrapped in forget tags; it shoul
 answer is still decodable in middle layers.
 
 The package is split by job: `data` (items and their loaders), `prompts` (forget tags,
-prompts, fine-tuning replies, scoring rules), `reference` (the paper's numbers).
+prompts, fine-tuning replies, scoring rules), `reference` (the paper's numbers), `task`
+(the task itself, `IncontextUnlearning`, which reads like the paper's method section).
 """
+
+from tasks.incontext_unlearning.task import IncontextUnlearning, UnlearningConfig, forget_tags
+
+__all__ = ["IncontextUnlearning", "UnlearningConfig", "forget_tags"]
