@@ -385,3 +385,41 @@ def rebatch(chunks: Iterable[torch.Tensor], batch_tokens: int) -> Iterator[torch
             if held == batch_tokens:
                 yield torch.cat(pending) if len(pending) > 1 else pending[0].clone()
                 pending, held = [], 0
+
+
+@dataclass
+class StreamState:
+    """Where a training stream stands, for an exact resume: how many blocks have been read
+    and the activations read but not yet trained on (fewer than one batch)."""
+
+    blocks: int = 0
+    pending: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blocks": self.blocks, "pending": self.pending}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> StreamState:
+        return cls(int(state["blocks"]), state["pending"])
+
+
+def batches_from_blocks(blocks: Iterable[Any], batch_tokens: int, state: StreamState) -> Iterator[torch.Tensor]:
+    """(batch_tokens, d) batches from numbered blocks of activations, resumable exactly.
+
+    `blocks` yields callables, each returning one block's activations (n_i, d) when called;
+    the first `state.blocks` are skipped without being called, so a resumed stream pays
+    nothing for what it already trained on, and `state.pending` is put back in front.
+    `state` is kept current: whenever a batch is yielded it says how to resume from the
+    batch after it. Memory holds one block plus less than one batch."""
+    pending = state.pending
+    for i, block in enumerate(blocks):
+        if i < state.blocks:
+            continue
+        acts = block()
+        pending = acts if pending is None or not len(pending) else torch.cat([pending, acts])
+        state.blocks = i + 1
+        while len(pending) >= batch_tokens:
+            batch, pending = pending[:batch_tokens], pending[batch_tokens:].clone()
+            state.pending = pending
+            yield batch
+        state.pending = pending
