@@ -44,11 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", action="append", help=f"bundled alias ({', '.join(BUNDLED)}), hub id, local folder or .gguf file; repeatable (default {DEFAULT_MODEL})")
     run.add_argument("--task", action="append", required=True, help="task name, repeatable, or 'all'")
     run.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="task option (validated against the task's config); TASK:KEY=VALUE targets one task")
-    run.add_argument("--output-dir", type=Path, default=Path("results"))
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--output-dir", type=Path, default=Path("results"), help="results folder, one subfolder per model (default results/)")
+    run.add_argument("--seed", type=int, default=0, help="seed of every random choice, 0 to 2**32-1 (default 0)")
     run.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems (for quick checks)")
     run.add_argument("--batch-size", type=batch_size, default="auto", help="prompts per forward pass, or auto (default)")
-    run.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples behind every interval (default 1000)")
+    run.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples behind every interval, 100 to 100000 (default 1000)")
     run.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     run.add_argument("--device-map", default=None, help="auto: spread a large model over the GPUs (accelerate)")
@@ -104,8 +104,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         force=args.force,
         show_progress=False if args.no_progress else None,
     )
-    run(spec)
+    run(spec, report=report)
     return 0
+
+
+def report(line: str) -> None:
+    """Print a progress line; a reader that went away (`harness run ... | head`) must not stop the run and lose its work."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -205,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted; finished results are kept, run the same command again to complete", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `harness list | head`: the reader left; nothing more to say to it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 141
 
 
 if __name__ == "__main__":

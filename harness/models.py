@@ -98,13 +98,37 @@ class Model:
 
     @property
     def slug(self) -> str:
-        """Folder name for this model's results: the spec with path separators made safe."""
+        """Folder name for this model's results (see `slugify`)."""
         return slugify(self.info.spec)
 
 
-def slugify(spec: str) -> str:
-    name = Path(spec).name if (os.sep in spec and Path(spec).exists()) else spec
-    return re.sub(r"[^\w.-]+", "__", name).strip("_") or "model"
+READABLE_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def slugify(spec: str, revision: str | None = None) -> str:
+    """Folder name for a model's results: readable, one folder per model, always a single plain name.
+
+    A bundled alias is its own name and a hub id reads `org__name`: both are unique as they
+    stand. Anything else gets a short digest appended: a local folder or GGUF file (two
+    folders `a/tiny` and `b/tiny` share their last part; the digest is of the absolute
+    path), a hub id whose readable form another id could share (`a__b/c`, `a/b__c`) or
+    asked for at a `--revision` (another snapshot, other weights), and any spec that is not
+    a plain name (`..`, `/abs`), which can then never name a folder outside its parent.
+    Slugs never start with "." or "_" (hidden files; the comparison folder).
+    """
+    if spec in BUNDLED:
+        return spec
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf" or path.is_dir():  # what `locate` takes for a local model
+        identity = str(path.resolve())
+        readable = Path(identity).name
+    else:
+        if READABLE_HUB_ID.match(spec) and "__" not in spec and revision is None:
+            return spec.replace("/", "__")
+        identity = spec if revision is None else f"{spec}@{revision}"
+        readable = spec.replace("/", "__")
+    name = re.sub(r"[^\w.-]+", "_", readable).strip("._-")[:60] or "model"
+    return f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
 
 def cache_root() -> Path:

@@ -1,21 +1,32 @@
 """One invocation: for each model, load it once and run every task on it, writing one results file each.
 
-A finished result is reused unless `force`; a task writes its plots into a staging folder
-and its results file last, atomically, so an interrupted run leaves no results file
-and the next run completes it.
+A finished result is reused unless `force`. Every (model, task) result has its own path
+inside the output folder (`result_path`) and its own lock, held for the whole run, so two
+runs never write one result at once: the second is refused with one line before it loads
+anything. A task writes its plots into a staging folder of its own and `install` swaps
+them in with the results file last, so a run killed at any instant leaves either no
+results file or a complete one, and the next run completes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
+import glob
+import hashlib
 import logging
+import os
 import platform
+import re
+import secrets
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -23,16 +34,23 @@ import harness
 from harness.context import RunContext
 from harness.errors import UsageError
 from harness.models import (
-    LoadOptions, Model, cache_root, load_model, model_fingerprint, model_quantization, pick_dtype, slugify, target_device,
+    LoadOptions, Model, cache_root, load_model, locate, model_fingerprint, model_quantization, pick_dtype, quantization_name,
+    slugify, target_device,
 )
 from harness.registry import resolve_tasks
 from harness.results import (
     Environment, ModelRecord, Results, TaskRecord, Timing, config_hash, read_results, write_results,
 )
+from harness.safepath import UnsafePath, safe_join
 from harness.stats import N_BOOTSTRAP
 from harness.task import Task, parse_config
 
 log = logging.getLogger(__name__)
+
+SEED_END = 2**32  # numpy's legacy seeding and torch.manual_seed's portable range is [0, 2**32)
+BOOTSTRAP_RANGE = (100, 100_000)  # fewer: a 95% interval from two or three tail draws; more: n_boot x n index arrays
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
+PLAIN_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_]{0,31}")
 
 
 @dataclass
@@ -100,12 +118,101 @@ def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
     return [(t, t.resolve_config(parse_config(t, routed[t.name]), device)) for t in classes]
 
 
+def check_spec(spec: RunSpec) -> None:
+    """The run's own numbers in range, before anything runs (task options are checked by `parse_config`)."""
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) or not 0 <= spec.seed < SEED_END:
+        raise UsageError(f"--seed {spec.seed}: use a whole number from 0 to {SEED_END - 1}")
+    if spec.limit is not None and (isinstance(spec.limit, bool) or not isinstance(spec.limit, int) or spec.limit < 1):
+        raise UsageError(f"--limit {spec.limit}: use a positive whole number, or leave it out for all the data")
+    low, high = BOOTSTRAP_RANGE
+    if isinstance(spec.bootstrap, bool) or not isinstance(spec.bootstrap, int) or not low <= spec.bootstrap <= high:
+        raise UsageError(f"--bootstrap {spec.bootstrap}: use a number of resamples from {low} to {high}")
+    if spec.batch_size != "auto" and (not isinstance(spec.batch_size, int) or spec.batch_size < 1):
+        raise UsageError(f"--batch-size {spec.batch_size}: use a positive whole number or auto")
+
+
+def prepare_output_dir(path: Path) -> None:
+    """Create `--output-dir` and prove it writable before any model loads, so a bad folder costs a second, not a run."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output-dir {path} is a file: pass a folder (it is created when missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to --output-dir {path} ({e.strerror or e}): pass a writable folder") from None
+
+
 def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any, spec: RunSpec) -> Path:
-    """results/<model>/<task>.json for the default run; a suffix keyed by config, seed and limit otherwise."""
-    default = (config_hash(asdict(task.Config())), 0, None, N_BOOTSTRAP)
-    key = (config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap)
-    stem = task.name if key == default else f"{task.name}-{config_hash({'k': list(key)})[:8]}"
-    return output_dir / slugify(model_spec) / f"{stem}.json"
+    """<output-dir>/<model slug>/<task>-v<version>.json, with a suffix keyed by what else changes the numbers.
+
+    The version is in the name, so a new task version never replaces the old version's
+    results; the suffix appears when the config, seed, limit, resamples or the weights'
+    precision (dtype, bitsandbytes) differ from the defaults. The slug is one folder per
+    model (`slugify`), and the joined path is checked to stay inside `output_dir`.
+    """
+    if not PLAIN_NAME.fullmatch(task.name):
+        raise UsageError(f"task name {task.name!r} cannot name a results file: use letters, digits, '_', '-' and '.'")
+    version = task.version if PLAIN_VERSION.fullmatch(task.version) else "x" + hashlib.sha256(task.version.encode()).hexdigest()[:8]
+    dtype = str(pick_dtype(spec.load, target_device(spec.load))).removeprefix("torch.")
+    default = (config_hash(asdict(task.Config())), 0, None, N_BOOTSTRAP, "float32", None)
+    key = (config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap, dtype, quantization_name(spec.load))
+    stem = f"{task.name}-v{version}" + ("" if key == default else f"-{config_hash({'k': list(key)})[:8]}")
+    try:
+        return safe_join(output_dir, slugify(model_spec, spec.load.revision), f"{stem}.json")
+    except UnsafePath as e:
+        raise UsageError(f"results for {model_spec} cannot be written inside {output_dir}: {e}") from None
+
+
+def artifacts_dir(path: Path) -> Path:
+    """The folder of a results file's plots and samples: its name without `.json`."""
+    return path.parent / path.name.removesuffix(".json")
+
+
+def checkpoint_dir(path: Path, fingerprint: str | None) -> Path:
+    """Training checkpoints of a result, kept across a killed run; keyed by the weights, so a resumed run never mixes models."""
+    digest = hashlib.sha256(str(fingerprint).encode()).hexdigest()[:8]
+    return path.parent / f".{artifacts_dir(path).name}.checkpoints-{digest}"
+
+
+@contextlib.contextmanager
+def result_lock(path: Path) -> Iterator[IO[str]]:
+    """Hold the lock of one result (a lock file beside it), or refuse at once with one line.
+
+    Refusing rather than waiting: a run that waited on several results could deadlock
+    against another run that holds them in another order. The lock dies with its process,
+    so a killed run never leaves a result locked.
+    """
+    lock = path.parent / f".{artifacts_dir(path).name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError as e:
+        raise UsageError(f"cannot write results in {path.parent} ({e.strerror or e}): pass a writable --output-dir") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another run is writing {path}: wait for it to finish (this command then reuses its "
+                             "result) or pass another --output-dir") from None
+        yield handle
+
+
+def clear_leftovers(path: Path, keep: Path) -> None:
+    """Remove what killed runs left beside `path` (staging folders, temporary files, other weights' checkpoints).
+
+    Only safe under the result's lock: then no live run owns any of them.
+    """
+    stem = artifacts_dir(path).name
+    for item in path.parent.glob(f".{glob.escape(stem)}.*"):
+        leftover = (item.name.startswith((f".{stem}.partial", f".{stem}.checkpoints")) and item != keep) or (
+            item.name.startswith(f".{path.name}.") and item.name.endswith(".tmp"))
+        if leftover:
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
 
 
 def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spec: str, dtype: str,
@@ -132,8 +239,17 @@ def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spe
         and old.model.dtype == dtype
         and old.model.quantization == model_quantization(model_spec, spec.load)
         and old.model.fingerprint == fingerprint
+        and all(artifact_exists(path, a) for a in old.artifacts)
     )
     return old if same else None
+
+
+def artifact_exists(path: Path, artifact: str) -> bool:
+    """A listed artifact is there, inside the results file's own folder (a result missing its plots is run again)."""
+    try:
+        return safe_join(path.parent, artifact).exists()
+    except UnsafePath:
+        return False
 
 
 def environment(model: Model) -> Environment:
@@ -148,11 +264,13 @@ def environment(model: Model) -> Environment:
 
 
 def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunSpec) -> Results:
-    """Run one task and write its results file; plots go to a folder named like the file."""
-    artifacts = path.with_suffix("")
-    staging = path.parent / f".{artifacts.name}.partial"
-    checkpoints = path.parent / f".{artifacts.name}.checkpoints"  # kept across a killed run, so training resumes
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed run
+    """Run one task and write its results file; plots go to a folder named like the file.
+
+    The task writes into a staging folder unique to this process, so two runs never share
+    one; `install` then moves it in. `run` holds the result's lock around this call.
+    """
+    staging = path.parent / f".{artifacts_dir(path).name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    checkpoints = checkpoint_dir(path, model.info.fingerprint)
     ctx = RunContext(
         model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, bootstrap=spec.bootstrap,
         artifacts_dir=staging, checkpoint_dir=checkpoints, cache_dir=cache_root() / "products",
@@ -165,6 +283,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
         ctx.write_samples()
         seconds = time.perf_counter() - start
         info = model.info
+        written = [a for a in ctx.artifacts if (staging / a).exists()]  # never list a file that is not there
         results = Results(
             harness_version=harness.__version__,
             task=TaskRecord(
@@ -187,54 +306,87 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             bootstrap=spec.bootstrap,
             notes=outcome.notes,
             details=outcome.details,
-            artifacts=[f"{artifacts.name}/{a}" for a in ctx.artifacts],
+            artifacts=[f"{artifacts_dir(path).name}/{a}" for a in written],
         )
-        if artifacts.exists():
-            shutil.rmtree(artifacts)
-        if staging.exists():
-            staging.rename(artifacts)
-        write_results(path, results)  # last: its presence means the run finished
+        install(path, staging, results)
         shutil.rmtree(checkpoints, ignore_errors=True)
         return results
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def install(path: Path, staging: Path, results: Results) -> None:
+    """Put a finished run in place of any older result at `path`, consistent at every instant.
+
+    The old results file goes first (from then on nothing lists the old plots), the old
+    plots next, the new plots after them and the new results file last, atomically: a kill
+    anywhere leaves no results file or one whose every artifact exists, never one listing
+    plots that are gone.
+    """
+    folder = artifacts_dir(path)
+    path.unlink(missing_ok=True)
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
+    elif folder.exists() or folder.is_symlink():
+        folder.unlink()
+    if staging.exists():
+        staging.rename(folder)
+    write_results(path, results)  # last: its presence means the run finished
+
+
+def unique_models(spec: RunSpec) -> list[str]:
+    """The `--model` values, each model once: two specs of one folder (`m`, `./m/`) share a slug and run once."""
+    seen: dict[str, str] = {}
+    for model_spec in spec.models:
+        locate(model_spec, spec.load.revision)  # a bad spec fails here, before any folder or lock is made
+        seen.setdefault(slugify(model_spec, spec.load.revision), model_spec)
+    return list(seen.values())
+
+
 def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
+    """Run every task on every model. Bad input of any kind fails with a UsageError before any model loads."""
+    check_spec(spec)
     plans = plan_tasks(spec)
+    prepare_output_dir(spec.output_dir)
+    models = unique_models(spec)
     dtype = str(pick_dtype(spec.load, target_device(spec.load))).removeprefix("torch.")
     outcomes: list[Outcome] = []
-    for model_spec in spec.models:
-        todo: list[Planned] = []
-        fingerprint = None if spec.force else model_fingerprint(model_spec, spec.load)
+    with contextlib.ExitStack() as locks:
+        paths = {(m, t.name): result_path(spec.output_dir, m, t, c, spec) for m in models for t, c in plans}
+        for path in paths.values():  # every lock before any work: a busy result refuses the run up front
+            locks.enter_context(result_lock(path))
+        for model_spec in models:
+            todo: list[Planned] = []
+            fingerprint = None if spec.force else model_fingerprint(model_spec, spec.load)
+            for task, config in plans:
+                path = paths[(model_spec, task.name)]
+                old = reusable(path, task, config, spec, model_spec, dtype, fingerprint)
+                if old is not None:
+                    report(f"{task.name} on {model_spec}: reused {path} (--force to run again)")
+                    outcomes.append(Outcome(model_spec, task.name, path, True, old))
+                else:
+                    todo.append(Planned(task, config, path))
+            if not todo:
+                continue
+            report(f"loading {model_spec} ...")
+            model = load_model(model_spec, spec.load)
+            for item in todo:
+                clear_leftovers(item.path, keep=checkpoint_dir(item.path, model.info.fingerprint))
+                report(f"running {item.task.name} on {model_spec} ...")
+                results = run_task(model, item.task, item.config, item.path, spec)
+                report(f"{item.task.name} on {model_spec}: {summary(results)} -> {item.path} ({results.timing.seconds_total:.0f} s)")
+                outcomes.append(Outcome(model_spec, item.task.name, item.path, False, results))
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         for task, config in plans:
-            path = result_path(spec.output_dir, model_spec, task, config, spec)
-            old = reusable(path, task, config, spec, model_spec, dtype, fingerprint)
-            if old is not None:
-                report(f"{task.name} on {model_spec}: reused {path} (--force to run again)")
-                outcomes.append(Outcome(model_spec, task.name, path, True, old))
-            else:
-                todo.append(Planned(task, config, path))
-        if not todo:
-            continue
-        report(f"loading {model_spec} ...")
-        model = load_model(model_spec, spec.load)
-        for item in todo:
-            report(f"running {item.task.name} on {model_spec} ...")
-            results = run_task(model, item.task, item.config, item.path, spec)
-            report(f"{item.task.name} on {model_spec}: {summary(results)} -> {item.path} ({results.timing.seconds_total:.0f} s)")
-            outcomes.append(Outcome(model_spec, item.task.name, item.path, False, results))
-        del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    for task, config in plans:
-        runs = [o for o in outcomes if o.task == task.name]
-        if task.comparative and len(runs) >= 2:
-            from harness.compare import write_comparison
+            runs = [o for o in outcomes if o.task == task.name]
+            if task.comparative and len(runs) >= 2:
+                from harness.compare import write_comparison
 
-            path = write_comparison(task, config, runs, spec)
-            report(f"{task.name}: comparison of {len(runs)} models -> {path}")
+                path = write_comparison(task, config, runs, spec)
+                report(f"{task.name}: comparison of {len(runs)} models -> {path}")
     return outcomes
 
 

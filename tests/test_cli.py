@@ -14,6 +14,8 @@ import jsonschema
 import pytest
 
 from harness.cli import main
+from harness.models import slugify
+from harness.registry import get_task
 from harness.results import SCHEMA_PATH, TIMING_FIELDS
 from tests.tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
 
@@ -80,7 +82,7 @@ def test_layer_past_depth(capsys, tmp_path, tiny_folder):
     code, _, err = run_cli(capsys, "run", "--task", "weekday_circle", "--model", str(tiny_folder), "--task-arg", "layer=3",
                            "--output-dir", str(tmp_path))
     assert code == 2 and "past the model's depth (3 layers, 0..2)" in err
-    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.partial"))
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob(".*partial*"))
 
 
 def test_offline_hub_model_is_one_line(capsys, tmp_path, monkeypatch):
@@ -95,7 +97,8 @@ def test_run_writes_valid_results_then_reuses_them(capsys, tmp_path, tiny_folder
             "--device", "cpu", "--dtype", "float32", "--log-samples", "--no-progress"]
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0
-    path = tmp_path / "tiny-llama" / "weekday_circle.json"
+    stem = f"weekday_circle-v{get_task('weekday_circle').version}"
+    path = tmp_path / slugify(str(tiny_folder)) / f"{stem}.json"
     data = json.loads(path.read_text())
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
     for name in ("accuracy", "probe_r2", "probe_r2_shuffled", "probe_r2_random_plane", "probe_r2_scrambled_order", "intervention_success",
@@ -106,8 +109,8 @@ def test_run_writes_valid_results_then_reuses_them(capsys, tmp_path, tiny_folder
     assert data["reference"]["metrics"]["mistralai/Mistral-7B-v0.1"]["accuracy"] == 0.633
     for artifact in data["artifacts"]:
         assert (path.parent / artifact).is_file()
-    assert {"weekday_circle/circle.png", "weekday_circle/samples.jsonl"} <= set(data["artifacts"])
-    assert len((path.parent / "weekday_circle" / "samples.jsonl").read_text().splitlines()) == 49
+    assert {f"{stem}/circle.png", f"{stem}/samples.jsonl"} <= set(data["artifacts"])
+    assert len((path.parent / stem / "samples.jsonl").read_text().splitlines()) == 49
 
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "reused" in out and "loading" not in out
@@ -121,7 +124,7 @@ def test_run_writes_valid_results_then_reuses_them(capsys, tmp_path, tiny_folder
 
     code, out, _ = run_cli(capsys, *argv, "--seed", "1", "--limit", "10")
     assert code == 0
-    other = [p for p in (tmp_path / "tiny-llama").glob("weekday_circle-*.json")]
+    other = [p for p in path.parent.glob(f"{stem}-*.json")]
     assert len(other) == 1 and json.loads(other[0].read_text())["metrics"]["accuracy"]["n"] == 10
 
 
@@ -158,23 +161,23 @@ def test_ctrl_c_leaves_no_results_file(tmp_path, tiny_folder):
     proc = run_script(tmp_path, tiny_folder, interrupt=True, sleep=0)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    out = tmp_path / "out" / "tiny-llama"
-    assert not (out / "sleepy.json").exists() and not list(out.glob(".*partial"))
+    out = tmp_path / "out" / slugify(str(tiny_folder))
+    assert not (out / "sleepy-v1.0.json").exists() and not list(out.glob(".*partial*"))
 
 
 def test_killed_run_leaves_no_results_file_and_next_run_completes(tmp_path, tiny_folder):
     proc = run_script(tmp_path, tiny_folder, interrupt=False, sleep=60)
-    out = tmp_path / "out" / "tiny-llama"
+    out = tmp_path / "out" / slugify(str(tiny_folder))
     deadline = time.time() + 120
-    while not list(out.glob(".sleepy.partial/plot.png")) and time.time() < deadline:
+    while not list(out.glob(".sleepy-v1.0.partial*/plot.png")) and time.time() < deadline:
         time.sleep(0.2)
-    assert list(out.glob(".sleepy.partial/plot.png")), "the run never reached the task"
+    assert list(out.glob(".sleepy-v1.0.partial*/plot.png")), "the run never reached the task"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert not (out / "sleepy.json").exists()
+    assert not (out / "sleepy-v1.0.json").exists()
     proc = run_script(tmp_path, tiny_folder, interrupt=False, sleep=0)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    data = json.loads((out / "sleepy.json").read_text())
-    assert data["artifacts"] == ["sleepy/plot.png"] and (out / "sleepy" / "plot.png").is_file()
-    assert not list(out.glob(".*partial"))
+    data = json.loads((out / "sleepy-v1.0.json").read_text())
+    assert data["artifacts"] == ["sleepy-v1.0/plot.png"] and (out / "sleepy-v1.0" / "plot.png").is_file()
+    assert not list(out.glob(".*partial*"))
