@@ -137,14 +137,11 @@ def label(text: str, limit: int = MAX_LABEL) -> str:
     return text.replace("\\", "\\\\").replace("$", r"\$")
 
 
-def layer_chart(task: str, lines: list[ChartLine], effect: Optional[str], control: Any, headline: list[str]) -> Optional[bytes]:
-    """A PNG of every model's per-layer curve of the task's effect (solid) and control (dashed); None if none has one."""
+def layer_chart(task: str, lines: list[ChartLine], solid: str, dashed: Any) -> bytes:
+    """A PNG of every model's per-layer curve of `solid`, and of `dashed` (a metric key or a number) dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    solid, dashed = choose_keys(lines, effect, control, headline)
-    if solid is None:
-        return None
     drawn = [line for line in lines if solid in line.curves][:MAX_MODELS_DRAWN]
     fig = Figure(figsize=(6.4, 3.4), dpi=100)
     FigureCanvasAgg(fig)

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.charts import ChartLine, clean_curves, extract_curves, layer_chart
+from harness.charts import ChartLine, choose_keys, clean_curves, extract_curves, layer_chart
 from harness.errors import UsageError
 from harness.findings import matrix, parse_finding, pick_rows
 from harness.results import Metric, Reference, Results, write_atomic
@@ -353,7 +353,7 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
         "tasks": [
             {"task": t["task"], "description": t["description"], "paper": t["paper"], "file": f"{t['task']}.json",
              "models": sorted({r["model"] for b in t["boards"] for r in b["rows"]}),
-             **({"chart": charts[t["task"]]} if t["task"] in charts else {})}
+             **charts.get(t["task"], {})}
             for t in ordered
         ],
     }
@@ -367,25 +367,26 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
     return report
 
 
-def write_charts(out_dir: Path, tasks: list[TaskBoards]) -> dict[str, str]:
-    """Draw each task's per-layer chart into out_dir/assets/charts/; {task: chart path} for those that have one.
+def write_charts(out_dir: Path, tasks: list[TaskBoards]) -> dict[str, dict[str, Any]]:
+    """Draw each task's per-layer chart into out_dir/assets/charts/; per task that has one, its path and curves.
 
     A task's chart shows the rows its findings-matrix cells read (one per model), so the
-    picture and the verdicts always describe the same runs.
+    picture and the verdicts always describe the same runs. The entry, kept in index.json,
+    is {"chart": path, "chart_solid": metric key, "chart_dashed": metric key, number or null}.
     """
-    charts: dict[str, str] = {}
+    charts: dict[str, dict[str, Any]] = {}
     for info in tasks:
-        picked = pick_rows(info)
-        lines = [ChartLine(model, row.curves) for model, (_, row) in sorted(picked.items())]
-        board = next((b for b in info.boards if b.finding), info.boards[0] if info.boards else None)
-        if board is None:
+        if not info.boards:
             continue
+        lines = [ChartLine(model, row.curves) for model, (_, row) in sorted(pick_rows(info).items())]
+        board = next((b for b in info.boards if b.finding), info.boards[0])
         finding = board.finding or {}
-        png = layer_chart(info.task, lines, finding.get("effect"), finding.get("control"), board.headline_metrics)
-        if png is not None:
-            rel = f"assets/charts/{info.task}-layers.png"
-            write_file_atomic(safe_join(out_dir, rel), png)
-            charts[info.task] = rel
+        solid, dashed = choose_keys(lines, finding.get("effect"), finding.get("control"), board.headline_metrics)
+        if solid is None:
+            continue
+        rel = f"assets/charts/{info.task}-layers.png"
+        write_file_atomic(safe_join(out_dir, rel), layer_chart(info.task, lines, solid, dashed))
+        charts[info.task] = {"chart": rel, "chart_solid": solid, "chart_dashed": dashed}
     return charts
 
 

@@ -112,7 +112,10 @@ function renderMatrix(findings) {
     const link = el("a", entry.task);
     link.href = "#task-" + encodeURIComponent(entry.task);
     name.appendChild(link);
-    if (entry.finding && entry.finding.claim) name.appendChild(el("div", entry.finding.claim, "claim"));
+    if (entry.finding) {
+      if (entry.finding.claim) name.appendChild(el("div", entry.finding.claim, "claim"));
+      name.appendChild(el("div", entry.finding.effect + " vs " + entry.finding.control, "claim"));
+    }
     tr.appendChild(name);
     entry.cells.forEach(cell => {
       const td = el("td");
@@ -231,8 +234,10 @@ function renderChart(entry) {
   img.alt = "per-layer curves of every model";
   a.appendChild(img);
   figure.appendChild(a);
-  figure.appendChild(el("figcaption", "Per layer, every model: the finding's effect solid, its control dashed " +
-                                      "(the row each matrix cell reads).", "config"));
+  const dashed = entry.chart_dashed;
+  figure.appendChild(el("figcaption", "Per layer, every model (the run each matrix cell reads): " + entry.chart_solid + " solid" +
+                        (typeof dashed === "string" ? ", " + dashed + " dashed" : isNumber(dashed) ? ", the control " + dashed + " dashed" : "") +
+                        ". Click for full size.", "config"));
   return figure;
 }
 

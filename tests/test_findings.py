@@ -147,15 +147,13 @@ def test_chart_draws_effect_and_control_or_first_headline_curve():
     assert choose_keys(lines, "probe_r2", 0.5, []) == ("probe_r2", 0.5)
     assert choose_keys(lines, "probe_r2_minus_shuffled", 0.0, ["accuracy", "helix_r2_heldout"]) == ("helix_r2_heldout", None)
     assert choose_keys(lines, None, None, ["accuracy"]) == (None, None)
-    png = layer_chart("weekday_circle", lines, "probe_r2", "probe_r2_scrambled_order", [])
-    assert png.startswith(b"\x89PNG")
-    assert layer_chart("t", lines, None, None, ["accuracy"]) is None
+    assert layer_chart("weekday_circle", lines, "probe_r2", "probe_r2_scrambled_order").startswith(b"\x89PNG")
 
 
 def test_chart_labels_are_never_mathtext():
     assert label("$\\frac{1}{0}$") == "\\$\\\\frac{1}{0}\\$"
     hostile = [ChartLine("$\\undefinedcommand{x}$ <b>", extract_curves(CIRCLE_DETAILS)), ChartLine("y" * 500, extract_curves(CIRCLE_DETAILS))]
-    assert layer_chart("t", hostile, "probe_r2", 0.0, []).startswith(b"\x89PNG")
+    assert layer_chart("$t$", hostile, "probe_r2", 0.0).startswith(b"\x89PNG")
 
 
 FINDING = {"effect": "probe_r2", "control": "probe_r2_scrambled_order", "claim": "days lie on a circle",
@@ -196,6 +194,8 @@ def test_build_writes_findings_json_and_charts(tmp_path):
     assert cell["board"]["config_hash"] and cell["row"]["dtype"] == "float32"
     index = json.loads((out / "index.json").read_text())
     charts = {t["task"]: t.get("chart") for t in index["tasks"]}
+    assert [(t.get("chart_solid"), t.get("chart_dashed")) for t in index["tasks"]] == [
+        (None, None), ("probe_r2", None), ("probe_r2", "probe_r2_scrambled_order")]
     assert charts["weekday_circle"] == "assets/charts/weekday_circle-layers.png"
     assert charts["month_circle"] is None  # no run stored a per-layer curve
     assert charts["number_helix"] == "assets/charts/number_helix-layers.png"  # the first headline metric with a curve

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import pytest
 
 from harness.leaderboard import build
-from tests.test_leaderboard import HOSTILE, results_dir  # noqa: F401  (fixture)
+from harness.results import write_results
+from tests.test_findings import FINDING, HELIX_DETAILS, with_finding
+from tests.test_leaderboard import HOSTILE, PNG, results_dir  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -29,6 +32,7 @@ def browser():
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_argument("--window-size=1280,900")  # a laptop's width
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -54,7 +58,8 @@ def test_page_loads_sorts_and_escapes(browser, results_dir, tmp_path):  # noqa: 
     assert len(tables) == 3  # version 2.0, version 1.0 with two configs
     table = next(t for t in tables if len(model_column(t)) == 3)
     assert model_column(table) == ["org/model-b", HOSTILE, "org/model-a"]
-    assert not table.find_elements(By.TAG_NAME, "img")  # the hostile name is text, not markup
+    images = table.find_elements(By.TAG_NAME, "img")  # the hostile name is text, not markup: the only images are thumbnails
+    assert [img.get_attribute("class") for img in images] == ["thumb"] and "/assets/weekday_circle/" in images[0].get_attribute("src")
     reference = table.find_elements(By.CSS_SELECTOR, "tr.reference")
     assert reference and "paper: mistralai/Mistral-7B-v0.1" in reference[0].text and "0.633" in reference[0].text
     assert "[0.500, 0.700]" in table.text  # intervals shown
@@ -68,7 +73,7 @@ def test_page_loads_sorts_and_escapes(browser, results_dir, tmp_path):  # noqa: 
     assert model_column(table) == sorted(model_column(table))
     assert table.find_elements(By.CSS_SELECTOR, "tbody tr")[-1].get_attribute("class") == "reference"  # paper row stays last
 
-    link = table.find_element(By.LINK_TEXT, "circle.png")
+    link = table.find_element(By.CSS_SELECTOR, "a[title='circle.png']")
     assert "/assets/weekday_circle/" in link.get_attribute("href") and link.get_attribute("href").endswith("/circle.png")
     assert browser.title == "probe-harness leaderboards"  # no script from a results file ran
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
@@ -114,7 +119,95 @@ def test_page_links_only_into_assets(browser, tmp_path):
     task = {"task": "t", "description": "", "paper": "", "boards": [
         {"task_version": "1", "config_hash": "h", "config": {}, "headline_metrics": ["accuracy"], "reference": None, "rows": [row]}]}
     page = tmp_path / "index.html"
-    page.write_text(render_page({"tasks": []}, [task]))
+    page.write_text(render_page({"tasks": [{"task": "t", "chart": "javascript:alert(1)"}]}, [task],
+                                {"models": ["m"], "tasks": []}))
     browser.get(page.as_uri())
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "section#task-t a")]
     assert len(links) == 1 and links[0].endswith("/assets/t/ok.png")
+    images = [img.get_attribute("src") for img in browser.find_elements(By.CSS_SELECTOR, "section#task-t img")]
+    assert len(images) == 1 and images[0].endswith("/assets/t/ok.png")  # no chart from a javascript: path
+
+
+def findings_results(root):
+    """Three tasks, four models: a finding that holds, one that does not, one not declared, a run missing, a hostile name."""
+    helix = {"effect": "helix_r2_heldout", "control": "linear_r2_heldout", "claim": "a helix fits better than a line",
+             "paper_verdict": "holds on GPT-J, Pythia 6.9B, Llama 3.1 8B"}
+    runs = [
+        ("a", "weekday_circle", with_finding("org/model-a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4))),
+        ("b", "weekday_circle", with_finding("org/model-b", (0.5, 0.3, 0.7), (0.3, 0.2, 0.4), artifacts=["weekday_circle/circle.png"])),
+        ("h", "weekday_circle", with_finding(HOSTILE, (0.6, 0.5, 0.7), (0.3, 0.2, 0.4), artifacts=["weekday_circle/circle.png"])),
+        ("a", "month_circle", with_finding("org/model-a", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None,
+                                           config={"template": "code"})),
+        ("a", "month_circle-paper", with_finding("org/model-a", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None)),
+        ("c", "number_helix", with_finding("org/model-c", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="number_helix", finding=helix,
+                                           details=HELIX_DETAILS)),
+    ]
+    for slug, name, results in runs:
+        folder = root / slug / name
+        if results.artifacts:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "circle.png").write_bytes(PNG)
+        write_results(root / slug / f"{name}.json", results)
+
+
+def test_findings_matrix_charts_and_thumbnails(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    results = tmp_path / "results"
+    findings_results(results)
+    out = tmp_path / "leaderboards"
+    build(results, out)
+    browser.get((out / "index.html").as_uri())
+    browser.save_screenshot(str(tmp_path / "leaderboard.png"))  # what a visitor sees first, at 1280 px
+    assert (tmp_path / "leaderboard.png").read_bytes().startswith(b"\x89PNG")
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    findings = json.loads((out / "findings.json").read_text())
+    models = ["org/model-a", "org/model-b", "org/model-c", HOSTILE]
+    assert findings["models"] == sorted(models)
+
+    matrix = browser.find_element(By.ID, "findings-matrix")
+    header = [th.text for th in matrix.find_elements(By.CSS_SELECTOR, "thead th")]
+    assert header == ["task", *sorted(models), "paper's verdict"]  # one column per model present, the hostile name as text
+    rows = matrix.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert [r.get_attribute("data-task") for r in rows] == ["month_circle", "number_helix", "weekday_circle"]
+    for row, entry in zip(rows, findings["tasks"]):
+        cells = row.find_elements(By.TAG_NAME, "td")
+        assert len(cells) == len(models) + 1
+        shown = [c.find_element(By.CLASS_NAME, "verdict").text for c in cells[:-1]]
+        assert shown == [c["verdict"] for c in entry["cells"]]
+        assert cells[-1].text == (entry["paper_verdict"] or "")
+    weekday = {c.get_attribute("data-model"): c for c in rows[2].find_elements(By.TAG_NAME, "td")[:-1]}
+    assert weekday["org/model-a"].text.splitlines() == ["holds", "0.900 [0.850, 0.950]"]
+    assert weekday["org/model-b"].text.splitlines()[0] == "does not hold"
+    assert weekday["org/model-c"].text == "not run"
+    assert "not above probe_r2_scrambled_order" in weekday["org/model-b"].get_attribute("title")
+    assert rows[2].find_elements(By.TAG_NAME, "td")[-1].text == FINDING["paper_verdict"]
+    month_cells = {c.get_attribute("data-model"): c.find_element(By.CLASS_NAME, "verdict").text
+                   for c in rows[0].find_elements(By.TAG_NAME, "td")[:-1]}
+    assert month_cells == {HOSTILE: "not run", "org/model-a": "not declared", "org/model-b": "not run", "org/model-c": "not run"}
+
+    images = browser.find_elements(By.TAG_NAME, "img")
+    sources = [img.get_attribute("src") for img in images]
+    assert any(s.endswith("/assets/charts/weekday_circle-layers.png") for s in sources)
+    assert any(s.endswith("/assets/charts/number_helix-layers.png") for s in sources)
+    caption = browser.find_element(By.CSS_SELECTOR, "#task-weekday_circle figcaption").text
+    assert "probe_r2 solid, probe_r2_scrambled_order dashed" in caption
+    assert sum("/assets/weekday_circle/" in s for s in sources) == 2  # the two runs' thumbnails
+    for img in images:
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img), img.get_attribute("src")
+    thumb = browser.find_element(By.CSS_SELECTOR, "img.thumb")
+    assert thumb.find_element(By.XPATH, "..").get_attribute("href") == thumb.get_attribute("src")  # opens full size
+
+    month = browser.find_element(By.ID, "task-month_circle")
+    options = [li.text for li in month.find_elements(By.CSS_SELECTOR, "ul.options li")]
+    assert sorted(options) == ['template = "code"', 'template = "paper"']  # what sets each board apart
+    disclosure = month.find_element(By.TAG_NAME, "details")
+    assert not disclosure.find_element(By.TAG_NAME, "pre").is_displayed()
+    disclosure.find_element(By.TAG_NAME, "summary").click()
+    assert json.loads(disclosure.find_element(By.TAG_NAME, "pre").text)["template"] in ("code", "paper")
+
+    width = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert width[0] <= width[1], width  # no horizontal scrolling of the whole page at 1280 px
+    assert not browser.find_elements(By.CSS_SELECTOR, "#findings-matrix img, table.board td:first-child img")
+    assert browser.title == "probe-harness leaderboards"
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
