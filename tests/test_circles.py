@@ -115,7 +115,16 @@ def test_task_end_to_end_on_a_tiny_model(tiny, tmp_path):
     m = result.metrics
     assert m["accuracy"].n == 14 and m["intervention_success"].n == 14  # a problem with its 6 alpha' runs is one unit
     assert m["probe_r2"].n == 49  # probes always use every prompt
-    assert 0 <= m["angle_consistency"].value <= 1
+    assert m["angle_consistency"].n == 16 * 100  # the radii 0.5..2.0 of the (r, theta) grid, 100 angles each
+    per_layer, best = result.details["per_layer"], result.details["best_layers"]
+    for method in ("probe", "shuffled", "random_plane", "scrambled_order"):
+        key = "probe_r2" + ("" if method == "probe" else f"_{method}")
+        # each control at its own best layer, by the real probe's rule (highest held-out R^2, ties to the earliest)
+        assert best[method] == int(np.argmax(per_layer[key]))
+        assert m[key].value == pytest.approx(max(per_layer[key]), abs=1e-6)
+        if method != "probe":
+            assert m[f"probe_r2_minus_{method}"].value == pytest.approx(m["probe_r2"].value - m[key].value)
+    assert any("their own best layer" in n for n in result.notes)
     assert {"circle.png", "probe_layers.png", "offdist.png"} <= set(ctx.artifacts)
     assert set(result.details["irreducibility"]) == {"separability_bits", "mixture_index"}
     assert len(result.details["per_layer"]["probe_r2"]) == tiny.n_layers

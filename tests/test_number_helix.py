@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from harness.context import RunContext
 from harness.errors import UsageError
 from harness.intervene import Edit
 from harness.models import from_hf
-from harness.runner import RunSpec, run_task
+from harness.runner import RunSpec, plan_tasks, result_path, run_task
 from harness.task import parse_config
 from probes.helix import BasisFit, basis_functions
 from tasks.number_helix import (
@@ -55,45 +58,98 @@ def test_parse_answer_rejects(text):
     assert parse_answer(text) is None
 
 
-def test_spaced_digits_do_not_score():
-    assert parse_answer("5 7") != 57
+@pytest.mark.parametrize("text", ["5 7", " 5 7\n", "57 3", "5\t7"])
+def test_digits_split_by_spaces_are_no_answer(text):
+    assert parse_answer(text) is None  # not 5: a model spelling 57 digit by digit did not answer 5
 
 
 def test_config_validation():
-    for bad in (["n_problems=0"], ["template=no placeholders"], ["template={b}+{a}="], ["periods=0,10"], ["n_pairs=0"], ["pca_dim=-1"]):
+    for bad in (["n_problems=0"], ["template=no placeholders"], ["template={b}+{a}="], ["periods=0,10"], ["n_pairs=0"], ["pca_dim=-1"],
+                ["swap_op=move"]):
         with pytest.raises(UsageError):
             parse_config(NumberHelix, bad)
-    config = parse_config(NumberHelix, ["n_problems=500", "layer=3", "template=llama", "correct_only=false"])
-    assert (config.n_problems, config.layer, config.template, config.correct_only) == (500, 3, "llama", False)
+    config = parse_config(NumberHelix, ["n_problems=500", "layer=3", "template=llama", "correct_only=false", "swap_op=add"])
+    assert (config.n_problems, config.layer, config.template, config.correct_only, config.swap_op) == (500, 3, "llama", False, "add")
+    assert NumberHelix.Config().swap_op == "replace"  # the paper's swap is the default
 
 
-class SumStub:
-    """Stands in for the RunContext of a model that always emits the right sum (and one that never does)."""
-
-    def __init__(self, wrong: bool = False) -> None:
-        self.wrong = wrong
-
-    def generate(self, prompts, max_new_tokens, desc=""):
-        out = []
-        for p in prompts:
-            a, b = p.rsplit(" ", 1)[-1].rstrip("=").split("+")
-            out.append(f" {int(a) + int(b) + (10 if self.wrong else 0)}\n\n")
-        return out
+@pytest.mark.parametrize("template,message", [
+    ("{a}+{b}={c}", "unknown field(s) {c}"),
+    ("{a}+{b}=}", "literal brace"),
+    ("{a}+{a}=", "missing {b}"),
+])
+def test_template_errors_are_one_line(template, message):
+    with pytest.raises(UsageError) as err:
+        parse_config(NumberHelix, [f"template={template}"])
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_model_that_emits_the_sum_scores_one():
-    from harness.stats import metric
-
-    problems = make_problems(GPTJ, 300, np.random.default_rng(0))
-    for stub, expected in ((SumStub(), 1.0), (SumStub(wrong=True), 0.0)):
-        texts = stub.generate([p.prompt for p in problems], 4)
-        correct = np.array([parse_answer(t) == p.answer for t, p in zip(texts, problems)])
-        assert metric(correct.astype(float)).value == expected
+def test_n_problems_is_resolved_and_hashed_per_device(tmp_path):
+    cpu = NumberHelix.resolve_config(NumberHelix.Config(), "cpu")
+    gpu = NumberHelix.resolve_config(NumberHelix.Config(), "cuda")
+    assert (cpu.n_problems, gpu.n_problems) == (1000, 10000)
+    assert NumberHelix.resolve_config(NumberHelix.Config(n_problems=7), "cuda").n_problems == 7
+    spec = RunSpec(models=["tiny"], tasks=["number_helix"], output_dir=tmp_path)
+    [(task, planned)] = plan_tasks(spec)
+    assert planned.n_problems == 1000  # the tests run on CPU: the runner records the number it runs
+    assert result_path(tmp_path, "tiny", task, cpu, spec) != result_path(tmp_path, "tiny", task, gpu, spec)
 
 
 @pytest.fixture(scope="module")
 def tiny():
     return from_hf(tiny_model("llama"), tiny_tokenizer(), spec="tiny-llama")
+
+
+@contextlib.contextmanager
+def answering(model, answer: Callable[[int, int], str]):
+    """Make the tiny model's greedy decoding write answer(a, b) after a prompt ending in 'a+b='.
+
+    Hooks on the Hugging Face module rewrite the last position's logits, so everything else
+    is real: the task's prompts, the engine's batched `generate`, decoding, parsing, scoring.
+    """
+    tok = model.tokenizer
+    state: dict = {}
+
+    def before(module, args, kwargs):
+        ids = kwargs["input_ids"] if kwargs.get("input_ids") is not None else args[0]
+        if ids.shape[1] > 1:  # a new batch (decoding steps feed one token at a time)
+            state["prompt"], state["new"] = ids, 0
+        else:
+            state["new"] += 1
+
+    def after(module, args, kwargs, output):
+        for r, row in enumerate(state["prompt"]):
+            m = re.search(r"(\d+)\+(\d+)=$", tok.decode(row, skip_special_tokens=True))
+            if m:
+                target = tok(answer(int(m[1]), int(m[2])), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                output.logits[r, -1] = -1e4
+                output.logits[r, -1, target[min(state["new"], len(target) - 1)]] = 1e4
+        return output
+
+    handles = [model.hf.register_forward_pre_hook(before, with_kwargs=True), model.hf.register_forward_hook(after, with_kwargs=True)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("answer,accuracy,unparsed", [
+    (lambda a, b: f" {a + b}\n", 1.0, 0),
+    (lambda a, b: f" {a + b + 10}\n", 0.0, 0),
+    (lambda a, b: " " + " ".join(str(a + b)), None, "two-digit"),  # digits split by spaces: no answer
+])
+def test_the_task_scores_what_the_model_generates(tiny, answer, accuracy, unparsed):
+    config = NumberHelix.Config(n_problems=40, patching=False, swap=False, max_new_tokens=6)
+    with answering(tiny, answer):
+        result = NumberHelix().run(tiny, config, RunContext(model=tiny, show_progress=False))
+    problems = make_problems(GPTJ, 40, RunContext(model=tiny).rng(0))
+    two_digit = sum(p.answer >= 10 for p in problems)
+    if unparsed == "two-digit":
+        accuracy, unparsed = (40 - two_digit) / 40, two_digit
+        assert any(f"{two_digit} of 40 generations have no leading integer" in n for n in result.notes)
+    assert result.metrics["accuracy"].value == accuracy and result.metrics["accuracy"].n == 40
+    assert result.details["unparsed_answers"] == unparsed
 
 
 def test_a_position_is_the_last_token_of_a(tiny):
@@ -120,11 +176,11 @@ def test_swap_to_same_a_is_a_no_op_and_edits_only_the_a_token(tiny):
     prompts = [p.prompt for p in problems]
     targets = list(range(10))
     clean = ctx.score(prompts, targets).logits
-    same = torch.as_tensor(H + fit.swap_delta(a, a), dtype=torch.float32)
+    same = torch.as_tensor(fit.swap(H, a, a, op="add"), dtype=torch.float32)
     with ctx.intervene([Edit("resid_post.1", "set", same, position=pos)]):
         swapped = ctx.score(prompts, targets).logits
     assert (swapped - clean).abs().max() < 1e-4
-    moved = torch.as_tensor(H + fit.swap_delta(a, (a + 37) % 100), dtype=torch.float32)
+    moved = torch.as_tensor(fit.swap(H, a, (a + 37) % 100), dtype=torch.float32)
     before = ctx.collect(prompts[:20], ["resid_post.1"], positions="all")["resid_post.1"]
     with ctx.intervene([Edit("resid_post.1", "set", moved[:20], position=pos[:20])]):
         after = ctx.collect(prompts[:20], ["resid_post.1"], positions="all")["resid_post.1"]
@@ -168,13 +224,21 @@ def test_task_end_to_end_on_a_tiny_model(tiny, tmp_path):
     m, d = result.metrics, result.details
     assert m["accuracy"].n == 120
     for k in ("helix", "linear", "circle", "poly", "helix_shuffled", "pca9_recon"):
-        assert m[f"{k}_r2_heldout"].n == 100 and len(d["per_layer_r2_heldout"][k]) == tiny.n_layers
-        assert m[f"{k}_r2_heldout"].ci_low <= m[f"{k}_r2_heldout"].ci_high
+        per_layer = d["per_layer_r2_heldout"][k]
+        assert m[f"{k}_r2_heldout"].n == 100 and len(per_layer) == tiny.n_layers
+        # every fit and baseline at its own best layer, by the one rule (highest, ties to the earliest)
+        assert d["best_fit_layers"][k] == int(np.argmax(per_layer))
+        assert m[f"{k}_r2_heldout"].value == pytest.approx(max(per_layer), abs=1e-6)
+    for gap, baseline in (("helix_minus_linear", "linear"), ("helix_minus_shuffled", "helix_shuffled")):
+        assert m[gap].value == pytest.approx(m["helix_r2_heldout"].value - m[f"{baseline}_r2_heldout"].value)
     for method in PATCH_METHODS:
-        assert m[f"patch_ld_{method}"].n == d["pairs"]["n_patched"] and len(d["per_layer_patch_ld"][method]) == tiny.n_layers
+        per_layer = d["per_layer_patch_ld"][method]
+        assert m[f"patch_ld_{method}"].n == d["pairs"]["n_patched"] and len(per_layer) == tiny.n_layers
+        assert m[f"patch_ld_{method}"].value == pytest.approx(max(per_layer), abs=1e-5)
+    assert any("patch_ld_* is the maximum over layers" in n for n in result.notes)
     for k in ("swap_success", "swap_to_original", "swap_success_random_subspace", "swap_success_helix_shuffled"):
-        assert m[k].n == 8 and 0 <= m[k].value <= 1
-    assert d["swap_layer"] == 0 and d["swap_subspace_rank"] == 8  # first third of 3 layers
+        assert m[k].n == 8
+    assert d["swap_layer"] == 0 and d["swap_subspace_rank"] == 8 and d["swap_op"] == "replace"  # first third of 3 layers
     assert d["best_fit_layer"] in range(tiny.n_layers)
     assert {"helix.png", "helix_layers.png"} <= set(ctx.artifacts)
     assert result.reference.metrics["EleutherAI/gpt-j-6b"]["patch_ld_helix"] > 0
@@ -206,3 +270,16 @@ def test_results_file_is_complete_and_deterministic(tiny, tmp_path):
     other_seed = RunContext(model=tiny, seed=1, show_progress=False)
     r = NumberHelix().run(tiny, config, other_seed)
     assert r.details["pairs"] != data["details"]["pairs"] or r.metrics["helix_r2_heldout"].value != data["metrics"]["helix_r2_heldout"]["value"]
+
+
+def test_swap_op_add_is_a_named_departure(tiny):
+    def run(op):
+        config = NumberHelix.Config(n_problems=60, n_pairs=4, correct_only=False, patching=False, max_new_tokens=2, swap_op=op)
+        return NumberHelix().run(tiny, config, RunContext(model=tiny, show_progress=False))
+
+    replace, add = run("replace"), run("add")
+    assert not any("swap_op=add" in n for n in replace.notes) and any("swap_op=add" in n for n in add.notes)
+    assert (replace.details["swap_op"], add.details["swap_op"]) == ("replace", "add")
+    # the same triples, another edit: replace also removes the in-subspace residual of each state
+    assert replace.details["pairs"] == add.details["pairs"]
+    assert replace.details["swap_displacement_norm"] != pytest.approx(add.details["swap_displacement_norm"], rel=1e-3)

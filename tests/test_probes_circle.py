@@ -47,7 +47,9 @@ def test_circular_error_wraps():
 @given(st.floats(-100, 100), st.integers(0, 11), st.integers(-3, 3))
 def test_circular_error_bounded_and_periodic(angle, label, turns):
     err = circular_error_deg(np.array([angle]), np.array([label]), 12)
-    assert 0 <= err[0] <= 180 + 1e-9
+    # the angle between the two unit vectors, computed another way
+    expected = np.degrees(np.arccos(np.clip(np.cos(angle - 2 * np.pi * label / 12), -1, 1)))
+    np.testing.assert_allclose(err, expected, atol=1e-4)
     np.testing.assert_allclose(circular_error_deg(np.array([angle]), np.array([label + 12 * turns]), 12), err, atol=1e-6)
 
 

@@ -106,7 +106,12 @@ def test_r2_rows_pool_and_held_out_rows():
     assert np.isnan(r2_from_rows(np.zeros((3, 2))))
     X = synthetic(helix_basis(A), seed=2)
     held = cross_validate(X, A, kfold_indices(100, 5, 0), basis_functions()["helix"])
-    assert held.rows().shape == (100, 2) and (held.sse >= 0).all() and held.r2 == pytest.approx(r2_from_rows(held.rows()))
+    assert held.rows().shape == (100, 2) and held.r2 == pytest.approx(r2_from_rows(held.rows()))
+    test = kfold_indices(100, 5, 0)[0]  # the first fold's rows, recomputed by hand from a fit on the rest
+    train = np.setdiff1d(A, test)
+    pred = BasisFit(basis_functions()["helix"], 100).fit(X[train], A[train]).predict(A[test])
+    np.testing.assert_allclose(held.sse[test], ((X[test] - pred) ** 2).sum(1))
+    np.testing.assert_allclose(held.sst[test], ((X[test] - X[train].mean(0)) ** 2).sum(1))
 
 
 def test_pca_fit_reconstruction():
@@ -114,6 +119,26 @@ def test_pca_fit_reconstruction():
     p = PCAFit(8).fit(X)
     np.testing.assert_allclose(p.reconstruct(X), X, atol=1e-8)
     assert ((PCAFit(2).fit(X).reconstruct(X) - X) ** 2).sum() > 1e-3
+
+
+def test_swap_replaces_the_helix_component_where_add_keeps_its_residual():
+    """A planted state: the fit's helix point, plus a residual inside the helix subspace, plus one outside it."""
+    rng = np.random.default_rng(3)
+    X = 5.0 + synthetic(helix_basis(A), seed=3, noise=0.0)  # exactly mean + C (B(a) - mean_B)
+    fit = BasisFit(basis_functions()["helix"], None).fit(X, A)
+    np.testing.assert_allclose(fit.predict(A), X, atol=1e-8)
+    Q = fit.subspace()
+    a, a_new = np.array([3, 57, 90]), np.array([40, 12, 91])
+    inside = Q @ rng.standard_normal((Q.shape[1], 3))
+    outside = rng.standard_normal((256, 3))
+    outside -= Q @ (Q.T @ outside)
+    H = X[a] + inside.T + outside.T
+    np.testing.assert_allclose(fit.swap(H, a, a_new, op="replace"), X[a_new] + outside.T, atol=1e-8)
+    np.testing.assert_allclose(fit.swap(H, a, a_new, op="add"), X[a_new] + inside.T + outside.T, atol=1e-8)
+    np.testing.assert_allclose(fit.swap(H, a, a, op="add"), H, atol=1e-8)  # add to the same a: a no-op
+    np.testing.assert_allclose(fit.swap(H, a, a, op="replace"), X[a] + outside.T, atol=1e-8)  # replace: residual gone
+    with pytest.raises(ValueError, match="replace or add"):
+        fit.swap(H, a, a_new, op="move")
 
 
 def test_random_subspace_map_is_an_isometry_into_the_span():
