@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -56,6 +57,7 @@ class RunContext:
     samples: list[dict] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.task"))
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # seconds per kind of model call (results' timing)
     _sizers: dict[str, BatchSizer] = field(default_factory=dict, repr=False)
 
     # Progress and batching ------------------------------------------------------------
@@ -74,18 +76,32 @@ class RunContext:
     def _bar(self, desc: str) -> Callable[[Any], Any]:
         return lambda batches: self.progress(batches, desc)
 
+    @contextlib.contextmanager
+    def _timed(self, kind: str) -> Iterator[None]:
+        """Add the block's seconds to `kind` (with ' (edited)' under interventions): the results' time per phase."""
+        if getattr(self.model, "active_edits", 0):
+            kind += " (edited)"
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[kind] = self.phase_seconds.get(kind, 0.0) + time.perf_counter() - start
+
     # Requests to the model ------------------------------------------------------------
 
     def score(self, prompts: Sequence[str], targets: Sequence[int], desc: str = "scoring",
-              prefix_lengths: Sequence[int] | None = None) -> scoring.Scores:
+              prefix_lengths: Sequence[int] | None = None, full_vocab: bool = True) -> scoring.Scores:
         """Next-token scores of `targets` (token ids) after each prompt.
 
         Returns `Scores`: `.logits` and `.logprobs` (n_prompts, n_targets) and `.top_token`
         (n_prompts,), the argmax over the whole vocabulary. `prefix_lengths[i]`: the first
         tokens of prompt i are shared by many prompts and computed once (patching runs); every
-        edit in force must act after them.
+        edit in force must act after them. full_vocab=False computes only the targets' logits
+        (`.logprobs` and `.top_token` are None): much cheaper with a large vocabulary.
         """
-        return scoring.score(self.model, prompts, targets, self._sizer("score"), self._bar(desc), prefix_lengths)
+        with self._timed("score"):
+            return scoring.score(self.model, prompts, targets, self._sizer("score"), self._bar(desc), prefix_lengths,
+                                 full_vocab)
 
     def loglikelihood(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt],
                       desc: str = "log-likelihood") -> scoring.Loglikelihoods:
@@ -94,7 +110,8 @@ class RunContext:
         Texts or token-id lists; a text continuation is tokenised as it reads after its context.
         Returns `Loglikelihoods` with `.logprob`, `.is_greedy` and `.n_tokens`, one entry per request.
         """
-        return scoring.loglikelihood(self.model, contexts, continuations, self._sizer("loglikelihood"), self._bar(desc))
+        with self._timed("loglikelihood"):
+            return scoring.loglikelihood(self.model, contexts, continuations, self._sizer("loglikelihood"), self._bar(desc))
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 32, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] = (),
@@ -104,8 +121,9 @@ class RunContext:
         `seed` (default: the run seed) makes sampling reproducible; `stop` strings end a
         continuation and are cut off. Prompts are texts or token-id lists (e.g. BOS alone).
         """
-        return generate(self.model, prompts, max_new_tokens, self._sizer("generate"), self._bar(desc),
-                        temperature=temperature, top_p=top_p, seed=self.seed if seed is None else seed, stop=stop)
+        with self._timed("generate"):
+            return generate(self.model, prompts, max_new_tokens, self._sizer("generate"), self._bar(desc),
+                            temperature=temperature, top_p=top_p, seed=self.seed if seed is None else seed, stop=stop)
 
     def collect(self, prompts: Sequence[str], sites_: Sequence[str], positions: Position = "last",
                 desc: str = "collecting", reduce: str | None = None) -> dict[str, Any]:
@@ -117,7 +135,8 @@ class RunContext:
         positions="all" averages each prompt's real tokens inside the hook. The forward pass
         stops after the deepest layer asked for.
         """
-        return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc), reduce)
+        with self._timed("collect"):
+            return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc), reduce)
 
     def stream(self, texts: Iterable[str], site: str, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
         """Batches of token activations (n_tokens, d) of a corpus at one site, padding and BOS dropped.
@@ -125,7 +144,16 @@ class RunContext:
         For training on more tokens than fit in memory: `texts` may be a generator; each text
         is cut to `max_tokens`; the forward pass stops at the site's layer.
         """
-        return sites.stream(self.model, texts, site, max_tokens, self._sizer("stream"))
+        return self._stream_timed(sites.stream(self.model, texts, site, max_tokens, self._sizer("stream")))
+
+    def _stream_timed(self, batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Time only the producing of each batch, not what the caller does with it (training)."""
+        while True:
+            with self._timed("stream"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
 
     def logit_lens(self, prompts: Sequence[str], targets: Sequence[int], layers: Sequence[int] | None = None,
                    position: Position = "last", desc: str = "logit lens") -> Lens:
@@ -134,7 +162,8 @@ class RunContext:
         Returns `Lens`: `.logprobs` (n_prompts, n_layers, n_targets) of the `targets` token ids
         and `.top_token` (n_prompts, n_layers); at the last layer it is the model's own output.
         """
-        return logit_lens(self.model, prompts, targets, layers, position, self._sizer("collect"), self._bar(desc))
+        with self._timed("logit_lens"):
+            return logit_lens(self.model, prompts, targets, layers, position, self._sizer("collect"), self._bar(desc))
 
     def intervene(self, edits: Sequence[_intervene.Edit]) -> contextlib.AbstractContextManager:
         """A `with` block inside which every request runs with `edits` applied (see `Edit`)."""
@@ -152,8 +181,9 @@ class RunContext:
         from harness import train
 
         checkpoints = self.checkpoint_dir / name if self.checkpoint_dir is not None else None
-        result = train.finetune_lora(self.model.hf, self.model.tokenizer, examples, config, checkpoints,
-                                     progress=self.progress)
+        with self._timed("finetune"):
+            result = train.finetune_lora(self.model.hf, self.model.tokenizer, examples, config, checkpoints,
+                                         progress=self.progress)
         self.model.tokens_processed += result.report.tokens
         try:
             if self.artifacts_dir is not None:

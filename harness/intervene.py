@@ -124,5 +124,9 @@ class _Applier:
 def intervene(model: Any, edits: Sequence[Edit]) -> Iterator[None]:
     """Apply `edits` to every forward pass inside the block; remove every hook on exit."""
     handles = [hook_site(model, parse_site(e.site, model.n_layers), _Applier(model, e)) for e in edits]
-    with hooks(handles):
-        yield
+    model.active_edits = getattr(model, "active_edits", 0) + len(edits)  # for the run's timing by phase
+    try:
+        with hooks(handles):
+            yield
+    finally:
+        model.active_edits -= len(edits)

@@ -84,6 +84,10 @@ class Environment(BaseModel):
 class Timing(BaseModel):
     seconds_total: float
     tokens_processed: int
+    phases: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds per kind of model call (score, loglikelihood, generate, collect, stream, logit_lens, finetune; "
+                    "'(edited)' when interventions were in force) and 'analysis' for everything else (probes, statistics, plots)")
 
 
 class Results(BaseModel):

@@ -15,7 +15,8 @@ import torch
 
 from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
 from harness.generation import generate as _generate
-from harness.sites import forward, in_flight
+from harness.layout import resolve
+from harness.sites import StopForward, forward, in_flight
 from harness.tokens import continuation_tokens
 
 
@@ -24,8 +25,63 @@ class Scores:
     """Next-token scores after each prompt, in prompt order."""
 
     logits: torch.Tensor  # (n, k) logits of the k target tokens
-    logprobs: torch.Tensor  # (n, k) full-vocabulary log-probabilities of the targets
-    top_token: torch.Tensor  # (n,) argmax over the whole vocabulary
+    logprobs: torch.Tensor | None  # (n, k) full-vocabulary log-probabilities of the targets (None: full_vocab=False)
+    top_token: torch.Tensor | None  # (n,) argmax over the whole vocabulary (None: full_vocab=False)
+
+
+# Prefix reuse pays when a prefix serves enough rows to batch their suffixes widely and saves
+# enough tokens; below these, plain length-sorted batches are faster (benchmarks/bench_engine.py).
+MIN_ROWS_PER_PREFIX = 8
+MAX_TOKEN_SHARE_WITH_REUSE = 0.7
+
+
+def reuse_pays(token_ids: Sequence[Sequence[int]], prefix_lengths: Sequence[int]) -> bool:
+    """Whether computing each distinct prefix once beats running every prompt whole."""
+    groups = {tuple(ids[:p]) for ids, p in zip(token_ids, prefix_lengths)}
+    whole = sum(len(ids) for ids in token_ids)
+    with_reuse = sum(len(g) for g in groups) + sum(len(ids) - p for ids, p in zip(token_ids, prefix_lengths))
+    return len(token_ids) / len(groups) >= MIN_ROWS_PER_PREFIX and with_reuse <= MAX_TOKEN_SHARE_WITH_REUSE * whole
+
+
+def target_logits(model: Any, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Logits of the target tokens only, from the input of the unembedding (final norm applied).
+
+    The unembedding's rows of the targets, its bias if any, then the architecture's final
+    softcap: the same numbers as the full logits at those tokens, for k instead of |V| rows.
+    """
+    head = resolve(model.hf, model.layout.unembed)
+    weight = head.weight[target.to(head.weight.device)]
+    bias = head.bias[target.to(head.weight.device)] if getattr(head, "bias", None) is not None else None
+    logits = torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float()
+    cap = model.layout.logit_softcap
+    return cap * torch.tanh(logits / cap) if cap else logits
+
+
+class _HeadInput:
+    """A pre-hook on the unembedding that keeps its input and stops the pass: no |V|-wide matmul runs."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.hidden = model, None
+
+    def __enter__(self) -> "_HeadInput":
+        head = resolve(self.model.hf, self.model.layout.unembed)
+        self.handle = head.register_forward_pre_hook(self._capture)
+        return self
+
+    def _capture(self, module: Any, args: tuple) -> None:
+        self.hidden = args[0][:, -1]
+        raise StopForward
+
+    def __exit__(self, *exc: Any) -> None:
+        self.handle.remove()
+
+    def run(self, fn: Callable[[], Any]) -> torch.Tensor:
+        """Last-position input of the unembedding for one forward `fn`."""
+        try:
+            fn()
+        except StopForward:
+            return self.hidden
+        raise RuntimeError("the unembedding did not run")
 
 
 @torch.no_grad()
@@ -36,6 +92,7 @@ def score(
     batch_size: int | str | BatchSizer = "auto",
     progress: Callable[[Any], Any] | None = None,
     prefix_lengths: Sequence[int] | None = None,
+    full_vocab: bool = True,
 ) -> Scores:
     """Score target tokens as the next token after each prompt (interventions in force apply).
 
@@ -43,59 +100,78 @@ def score(
     edits. Tokens [0, prefix_lengths[i]) of prompt i are computed once per distinct prefix and
     their keys and values reused; only the rest runs per prompt. Valid only when every edit
     in force acts at or after the prefix (checked), which is where an edit can change anything.
+    Reuse is skipped when it would not pay (`reuse_pays`): the scores are the same either way.
+    full_vocab=False: only the targets' logits are computed (their rows of the unembedding),
+    and `logprobs` and `top_token` are None; for patching runs whose metrics read logits alone.
     """
     token_ids = encode(model.tokenizer, prompts)
     target = torch.as_tensor(list(targets), dtype=torch.long)
     n, k = len(prompts), len(target)
-    out = Scores(logits=torch.empty(n, k), logprobs=torch.empty(n, k), top_token=torch.empty(n, dtype=torch.long))
+    out = Scores(logits=torch.empty(n, k), logprobs=torch.empty(n, k) if full_vocab else None,
+                 top_token=torch.empty(n, dtype=torch.long) if full_vocab else None)
     keep = {"logits_to_keep": 1} if accepts(model.hf.forward, "logits_to_keep") else {}
+    if prefix_lengths is not None:
+        for i, ids in enumerate(token_ids):
+            if not 0 < prefix_lengths[i] < len(ids):
+                raise ValueError(f"prefix length {prefix_lengths[i]} leaves no token of prompt {i} to run")
+        if not reuse_pays(token_ids, prefix_lengths):
+            prefix_lengths = None
 
     def record(indices: list[int], last: torch.Tensor) -> None:
         idx = torch.as_tensor(indices)
         last = last.float()
+        if not full_vocab:
+            out.logits[idx] = last.cpu()
+            return
         out.logits[idx] = last[:, target.to(last.device)].cpu()
         out.logprobs[idx] = last.log_softmax(-1)[:, target.to(last.device)].cpu()
         out.top_token[idx] = last.argmax(-1).cpu()
 
+    def last_logits(fn: Callable[[], Any]) -> torch.Tensor:
+        """Full last-position logits, or with full_vocab=False the targets' logits alone."""
+        if full_vocab:
+            return fn().logits[:, -1]
+        with _HeadInput(model) as head:
+            return target_logits(model, head.run(fn), target)
+
     def step(size: int) -> Iterator[None]:
         batches = make_batches(token_ids, size, model.tokenizer.pad_token_id)
         for batch in progress(batches) if progress else batches:
-            record(batch.indices, forward(model, batch, **keep).logits[:, -1])
+            record(batch.indices, last_logits(lambda: forward(model, batch, **keep)))
             yield None
 
     def step_after_prefixes(size: int) -> Iterator[None]:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, ids in enumerate(token_ids):
-            if not 0 < prefix_lengths[i] < len(ids):
-                raise ValueError(f"prefix length {prefix_lengths[i]} leaves no token of prompt {i} to run")
             groups.setdefault(tuple(ids[: prefix_lengths[i]]), []).append(i)
         items = list(groups.items())
         for prefix, rows in progress(items) if progress else items:
-            cache = _prefix_cache(model, prefix)
+            cache = _prefix_cache(model, prefix, keep)
             for start in range(0, len(rows), size):
                 chunk = rows[start : start + size]
                 suffix_batch = make_batches([token_ids[i][len(prefix):] for i in chunk], len(chunk), model.tokenizer.pad_token_id)[0]
-                record([chunk[r] for r in suffix_batch.indices], _forward_after_prefix(model, cache, prefix, chunk, suffix_batch, keep))
+                rows_run = [chunk[r] for r in suffix_batch.indices]
+                record(rows_run, last_logits(lambda: _forward_after_prefix(model, cache, prefix, chunk, suffix_batch, keep)))
             yield None
 
     BatchSizer.of(batch_size, model.input_device).run(n, step if prefix_lengths is None else step_after_prefixes)
     return out
 
 
-def _prefix_cache(model: Any, prefix: tuple[int, ...]) -> Any:
+def _prefix_cache(model: Any, prefix: tuple[int, ...], keep: dict) -> Any:
     """Keys and values of a shared prefix, computed with edits suspended (none may act there)."""
     ids = torch.tensor([prefix], device=model.input_device)
     model.edits_suspended = True
     try:
         model.tokens_processed += len(prefix)
-        out = model.hf(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        out = model.hf(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **keep)
         return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     finally:
         model.edits_suspended = False
 
 
-def _forward_after_prefix(model: Any, cache: Any, prefix: tuple[int, ...], chunk: list[int], suffix: Batch, keep: dict) -> torch.Tensor:
-    """Run left-padded suffixes on a copy of the prefix cache; return last-position logits in suffix-batch order."""
+def _forward_after_prefix(model: Any, cache: Any, prefix: tuple[int, ...], chunk: list[int], suffix: Batch, keep: dict) -> Any:
+    """Run left-padded suffixes on a copy of the prefix cache; the model's output, rows in suffix-batch order."""
     p, rows = len(prefix), len(chunk)
     cache = copy.deepcopy(cache)
     cache.batch_repeat_interleave(rows)
@@ -112,7 +188,7 @@ def _forward_after_prefix(model: Any, cache: Any, prefix: tuple[int, ...], chunk
         lengths=suffix.lengths + p,
     )
     with in_flight(model, whole, tokens=int(suffix.lengths.sum())):
-        return model.hf(**inputs, **keep).logits[:, -1]
+        return model.hf(**inputs, **keep)
 
 
 @dataclass

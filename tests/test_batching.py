@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.batching import BatchSizer, make_batches
+from harness.batching import CPU_BATCH_SIZE, BatchSizer, make_batches
 
 
 def test_batches_are_sorted_longest_first_and_left_padded():
@@ -45,4 +45,4 @@ def test_auto_batch_size_halves_on_oom_and_keeps_what_it_found():
 def test_fixed_batch_size_does_not_hide_oom():
     with pytest.raises(torch.OutOfMemoryError):
         BatchSizer(64, torch.device("cuda")).run(100, step_that_fits(40, []))
-    assert BatchSizer("auto", torch.device("cpu")).size == 32
+    assert BatchSizer("auto", torch.device("cpu")).size == CPU_BATCH_SIZE

@@ -115,8 +115,17 @@ def test_generation_is_steered_on_every_new_token(model):
     assert generate(model, PROMPTS, max_new_tokens=5, batch_size=2) == plain
 
 
+@pytest.fixture
+def always_reuse(monkeypatch):
+    """Reuse every prefix, however small the groups, so the reuse path itself is what runs."""
+    import harness.scoring
+
+    monkeypatch.setattr(harness.scoring, "MIN_ROWS_PER_PREFIX", 1)
+    monkeypatch.setattr(harness.scoring, "MAX_TOKEN_SHARE_WITH_REUSE", float("inf"))
+
+
 @pytest.mark.parametrize("model_type", ["llama", "gemma3_text", "gpt2", "bloom", "opt", "gpt_neox", "qwen3", "phi3"])
-def test_reused_prefix_scores_like_a_full_run(model_type):
+def test_reused_prefix_scores_like_a_full_run(model_type, always_reuse):
     model = from_hf(tiny_model(model_type), tiny_tokenizer(), spec=f"tiny-{model_type}")
     tok = model.tokenizer
     prompts = [p for p in PROMPTS for _ in range(3)] + ["Two days from Friday is", "Two days from Tuesday is"]
@@ -130,11 +139,41 @@ def test_reused_prefix_scores_like_a_full_run(model_type):
     with intervene(model, edits):
         plain = score(model, prompts, TARGETS, batch_size=4)
         reused = score(model, prompts, TARGETS, batch_size=4, prefix_lengths=edit_at)
+        targets_only = score(model, prompts, TARGETS, batch_size=4, prefix_lengths=edit_at, full_vocab=False)
     torch.testing.assert_close(reused.logits, plain.logits, atol=1e-4, rtol=1e-4)
     assert torch.equal(reused.top_token, plain.top_token)
+    torch.testing.assert_close(targets_only.logits, plain.logits, atol=1e-4, rtol=1e-4)
+    assert targets_only.logprobs is None and targets_only.top_token is None
 
 
-def test_an_edit_inside_the_reused_prefix_is_refused(model):
+@pytest.mark.parametrize("model_type", ["llama", "gemma2", "gemma3_text", "gpt2", "bloom", "opt", "phi"])
+def test_target_only_logits_equal_the_full_logits(model_type):
+    """Gemma's final softcap and biased unembeddings included."""
+    model = from_hf(tiny_model(model_type), tiny_tokenizer(), spec=f"tiny-{model_type}")
+    full = score(model, PROMPTS, TARGETS, batch_size=2)
+    targets_only = score(model, PROMPTS, TARGETS, batch_size=2, full_vocab=False)
+    torch.testing.assert_close(targets_only.logits, full.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_reuse_is_used_only_where_it_pays():
+    from harness.scoring import reuse_pays
+
+    distinct = [[1, 2, 3, 4 + i, 9] for i in range(90)]  # 90 short prompts, each its own prefix
+    assert not reuse_pays(distinct, [4] * 90)
+    patching = [[1] + [2] * 20 + [30 + a, 7] for _ in range(7) for a in range(6)]  # long shared prefix, 42 rows
+    assert reuse_pays(patching, [21] * len(patching))
+    assert not reuse_pays(patching, [1] * len(patching))  # saves almost nothing
+
+
+def test_scores_are_the_same_whether_or_not_reuse_pays(model):
+    prompts = [p for p in PROMPTS for _ in range(3)]
+    at = [len(model.tokenizer(p)["input_ids"]) - 1 for p in prompts]
+    plain = score(model, prompts, TARGETS, batch_size=4)
+    decided = score(model, prompts, TARGETS, batch_size=4, prefix_lengths=at)
+    torch.testing.assert_close(decided.logits, plain.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_an_edit_inside_the_reused_prefix_is_refused(model, always_reuse):
     with intervene(model, [Edit("resid_post.0", "set", torch.zeros(64), position=0)]):
         with pytest.raises(ValueError, match="inside a reused prefix"):
             score(model, PROMPTS, TARGETS, prefix_lengths=[2] * len(PROMPTS))
