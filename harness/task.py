@@ -109,6 +109,8 @@ class Task:
       metric keys a leaderboard shows as columns (None: the first few);
       metric_descriptions: {key or key pattern: one line}, printed by `harness list TASK`;
       finding: the `Finding` a leaderboard tests on every model (effect vs control);
+      presets: named option sets, {"quick": {...}} sized so every task finishes on a laptop CPU
+      while its numbers still mean something (a preset is a config: its own config hash);
       comparative: the finding compares models, so a run over several models also writes
       one comparison file (see `harness.compare`).
     """
@@ -122,6 +124,7 @@ class Task:
     metric_descriptions: ClassVar[dict[str, str]] = {}
     comparative: ClassVar[bool] = False  # True: an invocation with several --model values also writes a comparison
     finding: ClassVar[Finding | None] = None  # the headline effect and the control it must beat (leaderboard verdicts)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # {"quick": {option: value}}: `harness run --preset quick`
 
     @classmethod
     def resolve_config(cls, config: Any, device: str) -> Any:
@@ -179,11 +182,16 @@ def _convert(name: str, raw: str, annotation: Any) -> Any:
     raise UsageError(f"--task-arg {name}: this option cannot be set from the command line")
 
 
-def parse_config(task: type[Task], task_args: Sequence[str]) -> Any:
-    """Build the task's Config from `key=value` strings, validating names and types."""
+def parse_config(task: type[Task], task_args: Sequence[str], preset: str | None = None) -> Any:
+    """Build the task's Config from `key=value` strings, validating names and types.
+
+    preset: a named set of option values the task declares in `presets` (e.g. "quick", sized
+    for a laptop CPU), applied before `task_args`, which override it. A task without that
+    preset runs its defaults.
+    """
     fields = {f.name: f for f in dataclasses.fields(task.Config)}
     hints = typing.get_type_hints(task.Config)
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(task.presets.get(preset, {})) if preset else {}
     for item in task_args:
         key, sep, raw = item.partition("=")
         key = key.strip()
