@@ -37,15 +37,18 @@ PAGE = """<!doctype html>
   th.sorted-asc::after { content: " \\25B2"; } th.sorted-desc::after { content: " \\25BC"; }
   tr.reference td { color: #666; font-style: italic; background: #fafafa; }
   .ci, .claim, .config { color: #666; font-size: 0.8rem; }
-  table.board td { overflow-wrap: normal; }
+  table.board th, table.board td { overflow-wrap: normal; white-space: nowrap; }
+  table.board td .ci { display: block; }
   table.matrix td, table.matrix th { min-width: 7rem; max-width: 16rem; }
+  table.matrix tbody th { min-width: 12rem; overflow-wrap: normal; }
   table.matrix th a { color: inherit; }
   .verdict { display: inline-block; font-weight: 600; padding: 0 0.35rem; border-radius: 3px; }
   .v-holds { background: #d7f0d2; color: #1d5e16; } .v-does-not-hold { background: #f8d9d4; color: #8a1f11; }
   .v-not-run { color: #888; } .v-not-declared, .v-missing-metric { background: #f3efd7; color: #6b5d10; }
   figure { margin: 0.5rem 0 1rem; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
   img.thumb { height: 56px; width: auto; border: 1px solid #ddd; margin: 0 0.25rem 0.25rem 0; vertical-align: middle; }
-  ul.options { margin: 0.2rem 0; padding-left: 1.2rem; font-size: 0.85rem; }
+  ul.options { display: flex; flex-wrap: wrap; gap: 0.1rem 1.2rem; list-style: none; margin: 0.2rem 0; padding: 0;
+               font-size: 0.85rem; color: #333; }
   details pre { white-space: pre-wrap; font-size: 0.8rem; background: #f8f8f8; padding: 0.5rem; }
 </style>
 </head>
