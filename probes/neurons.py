@@ -66,33 +66,63 @@ def average_precision(scores: np.ndarray | torch.Tensor, labels: np.ndarray, chu
     ties included: tied scores form one threshold, so a constant column gets the positive
     share. Vectorised over columns, `chunk` columns at a time.
     """
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
-    if y.dim() != 1 or not bool(((y == 0) | (y == 1)).all()):
-        raise ValueError("labels must be a 1-D array of 0/1")
-    n_pos = float(y.sum())
-    if n_pos == 0:
-        raise ValueError("no positive example: AP is undefined")
     x = torch.as_tensor(scores)
-    n, m = x.shape
-    if n != len(y):
-        raise ValueError(f"{n} rows of scores for {len(y)} labels")
-    out = np.empty(m)
-    rank = torch.arange(1, n + 1, dtype=torch.float64)[:, None]
-    for start in range(0, m, chunk):
-        block = x[:, start : start + chunk].to(torch.float64)
-        values, order = torch.sort(block, dim=0, descending=True, stable=True)
-        tp = torch.cumsum(y[order], dim=0)
-        # The last row of each run of tied values is where the threshold sits.
+    out = np.empty(x.shape[1] if x.dim() == 2 else 0)
+    for start in range(0, x.shape[1], chunk):
+        block = ReweightedAP(x[:, start : start + chunk], labels)
+        out[start : start + block.n_columns] = block()
+    return out
+
+
+class ReweightedAP:
+    """AP of fixed columns when the rows are reweighted, for a bootstrap over rows (sentences).
+
+    Drawing rows with replacement is the same as weighting each row by the number of times
+    it was drawn, and the weights never change the order of the rows by score. So each
+    column is sorted once here, and each draw costs two cumulative sums: precision at a
+    threshold is (weighted positives above it) / (weight above it), and every positive adds
+    the precision at the end of its tie group, times its weight. With unit weights this is
+    sklearn's average precision; with integer weights it is the AP of the rows repeated.
+    """
+
+    def __init__(self, scores: np.ndarray | torch.Tensor, labels: np.ndarray) -> None:
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.float64)
+        if y.dim() != 1 or not bool(((y == 0) | (y == 1)).all()):
+            raise ValueError("labels must be a 1-D array of 0/1")
+        if float(y.sum()) == 0:
+            raise ValueError("no positive example: AP is undefined")
+        x = torch.as_tensor(scores).to(torch.float64)
+        n, self.n_columns = x.shape
+        if n != len(y):
+            raise ValueError(f"{n} rows of scores for {len(y)} labels")
+        values, self.order = torch.sort(x, dim=0, descending=True, stable=True)
+        # The last row of each run of tied values is where the threshold sits; every row
+        # carries the index of the nearest end at or below it.
         is_end = torch.ones_like(values, dtype=torch.bool)
         is_end[:-1] = values[:-1] != values[1:]
-        precision = tp / rank
-        # Every positive counts the precision at the end of its tie group: walk upwards,
-        # carrying the index of the nearest end at or below each row.
         idx = torch.arange(n)[:, None].expand_as(values)
-        end_index = torch.where(is_end, idx, torch.full_like(idx, n)).flip(0).cummin(0).values.flip(0)
-        at_end = torch.gather(precision, 0, end_index)
-        out[start : start + block.shape[1]] = (y[order] * at_end).sum(0).numpy() / n_pos
-    return out
+        self.end_index = torch.where(is_end, idx, torch.full_like(idx, n)).flip(0).cummin(0).values.flip(0)
+        self.y = y
+        self.y_sorted = y[self.order]
+
+    def __call__(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """AP of every column with row i counted weights[i] times (all once without weights); NaN with no positive weight."""
+        if weights is None:
+            w_sorted = torch.ones_like(self.y_sorted)
+            n_pos = float(self.y.sum())
+        else:
+            w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+            if w.shape != self.y.shape:
+                raise ValueError(f"{len(w)} weights for {len(self.y)} rows")
+            w_sorted = w[self.order]
+            n_pos = float((w * self.y).sum())
+        if n_pos == 0:
+            return np.full(self.n_columns, np.nan)
+        wy = w_sorted * self.y_sorted
+        tp, seen = torch.cumsum(wy, dim=0), torch.cumsum(w_sorted, dim=0)
+        precision = torch.where(seen > 0, tp / seen.clamp(min=1e-300), torch.zeros_like(tp))
+        at_end = torch.gather(precision, 0, self.end_index)
+        return ((wy * at_end).sum(0) / n_pos).numpy()
 
 
 @dataclass

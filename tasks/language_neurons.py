@@ -27,7 +27,11 @@ Neurons" (arXiv 2404.02431). Method, in the order the task runs it:
 
 Choices where the paper is silent or differs, as the spec directs:
 - Neurons are `mlp_act` units only (the paper scores every output unit of every linear
-  layer in the blocks); `neuron_share` in details also gives the share of all linear units.
+  layer in the blocks); `neuron_share` in details also gives the share of all linear units,
+  and the results' notes say so beside the reference rates.
+- Intervals resample sentences, never neurons: AP metrics are recomputed for the fixed
+  selection on each resample (in-sample values, said in the notes); edge share and overlap
+  select again on each resample, among a pool of 4k candidates per side and language.
 - Sampling seeds: one torch seed per generation batch (derived from the run seed, the
   language, the condition and the batch), not one seed per text; same seed, same texts.
 - `--limit N` limits the unconditional samples per cell and the translation sources to N;
@@ -45,15 +49,16 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from harness import Edit, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.neurons import (
-    average_precision, default_k, edge_layers, layer_histogram, layer_of, median_rows, overlap_matrix,
+    ReweightedAP, average_precision, default_k, edge_layers, layer_histogram, layer_of, median_rows, overlap_matrix,
     random_units, select_units,
 )
 
 LANGS = ("en", "de", "fr", "es", "zh", "ja")
 DATA = Path(__file__).parent / "data" / "language_neurons" / "parallel_6lang.jsonl"
 N_SCORING_ROWS = 80  # shipped rows 1-80 score, 81-100 are held out
+POOL_FACTOR = 4  # re-selection on a bootstrap draw chooses among the 4k best and 4k worst units of the full sample
 FLORES = {"en": "eng_Latn", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn", "zh": "cmn_Hans", "ja": "jpn_Jpan"}
 TRANSLATE_PROMPT = "Translate an English sentence into a target language.\nEnglish: {src}\nTarget Language:"
 CONDITIONS = ("none", "random", "top", "bottom", "both")
@@ -73,6 +78,17 @@ class Corpus:
     heldout: dict[str, list[str]]
     sources: list[str]
     origin: str
+    # The resampling unit of each sentence: a parallel row (its six translations share their
+    # content, so they are resampled together) or, for unaligned hub data, the sentence itself.
+    score_units: dict[str, list[str]] | None = None
+    heldout_units: dict[str, list[str]] | None = None
+
+    def units(self, split: str) -> np.ndarray:
+        """Unit labels of the sentences of `split` ("score" or "heldout"), in the order LANGS then sentences."""
+        texts, units = getattr(self, split), getattr(self, f"{split}_units")
+        if units is None:
+            return np.array([f"{L}:{i}" for L in LANGS for i in range(len(texts[L]))])
+        return np.array([u for L in LANGS for u in units[L]])
 
 
 def load_shipped(path: Path = DATA) -> Corpus:
@@ -85,6 +101,8 @@ def load_shipped(path: Path = DATA) -> Corpus:
         heldout={L: [r[L] for r in held] for L in LANGS},
         sources=[r["en"] for r in held],
         origin=f"shipped sample ({len(rows)} parallel rows; {len(score)} scoring, {len(held)} held out)",
+        score_units={L: [f"row{r['id']}" for r in score] for L in LANGS},
+        heldout_units={L: [f"row{r['id']}" for r in held] for L in LANGS},
     )
 
 
@@ -169,6 +187,57 @@ def score_languages(pooled: torch.Tensor, labels: np.ndarray, k: int) -> Languag
         top[L], bottom[L] = sel.top, sel.bottom
     force = torch.stack([median_rows(pooled[torch.as_tensor(labels == j)]) for j in range(len(LANGS))]).numpy()
     return LanguageScores(ap=ap, top=top, bottom=bottom, force=force, k=k)
+
+
+class SentenceResampling:
+    """Detection metrics as statistics of sentence rows, so that their intervals resample sentences.
+
+    The rows `ctx.metric` passes are sentence indices; a bootstrap draw becomes per-sentence
+    weights (how often each sentence was drawn) and the AP of a column is recomputed under
+    those weights (`ReweightedAP`: sorted once, two cumulative sums per draw).
+    - AP metrics (`fixed_ap`) keep the selection fixed: mean and maximum AP of the selected
+      units over the resampled sentences.
+    - Selection metrics (`reselect`: edge share, overlap) select again on every draw: top-k
+      and bottom-k of a candidate pool, the `pool` highest- and lowest-AP units of each
+      language in the full sample (a unit outside it would have to jump past `pool` - k
+      others), so their intervals include the choice of neurons.
+    Each draw is computed once and remembered, since every metric sees the same draws.
+    """
+
+    def __init__(self, pooled: torch.Tensor, labels: np.ndarray, columns: dict[str, np.ndarray],
+                 ap: np.ndarray | None = None, k: int = 0, pool: int = 0) -> None:
+        self.n = len(labels)
+        self.k = k
+        self.fixed = {L: ReweightedAP(pooled[:, columns[L]], (labels == j).astype(int)) for j, L in enumerate(LANGS)}
+        self.pool: dict[str, tuple[np.ndarray, ReweightedAP]] = {}
+        if ap is not None:
+            for j, L in enumerate(LANGS):
+                order = np.argsort(-ap[j], kind="stable")
+                units = np.unique(np.concatenate([order[:pool], order[len(order) - pool:]]))
+                self.pool[L] = (units, ReweightedAP(pooled[:, units], (labels == j).astype(int)))
+        self._memo: dict[tuple[str, str, bytes], Any] = {}
+
+    def _weights(self, rows: np.ndarray) -> np.ndarray:
+        return np.bincount(np.asarray(rows, dtype=int), minlength=self.n)
+
+    def _remember(self, kind: str, L: str, rows: np.ndarray, compute) -> Any:
+        w = self._weights(rows)
+        key = (kind, L, w.tobytes())
+        if key not in self._memo:
+            self._memo[key] = compute(w)
+        return self._memo[key]
+
+    def fixed_ap(self, rows: np.ndarray, L: str) -> np.ndarray:
+        """AP of L's fixed columns over the drawn sentences."""
+        return self._remember("fixed", L, rows, self.fixed[L])
+
+    def reselect(self, rows: np.ndarray, L: str) -> tuple[np.ndarray, np.ndarray]:
+        """(top-k, bottom-k) of L, selected again on the drawn sentences."""
+        def select(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            units, ap = self.pool[L]
+            sel = select_units(np.nan_to_num(ap(w), nan=0.0), self.k)
+            return units[sel.top], units[sel.bottom]
+        return self._remember("select", L, rows, select)
 
 
 # Forcing and generation.
@@ -280,6 +349,26 @@ class LanguageNeurons(Task):
     Config = LanguageNeuronsConfig
     headline_metrics = ["lift_vs_random.uncond.mean", "lift.uncond.mean", "edge_share", "overlap_max",
                         "heldout_ap_top.en", "heldout_ap_top.de", "heldout_ap_top.zh", "heldout_ap_top.ja"]
+    finding = Finding(
+        effect="lift_vs_random.uncond.mean", control=0.0,
+        claim="forcing the language's top and bottom neurons makes unconditional text be in that language more often "
+              "than forcing as many random neurons",
+        paper_verdict="holds on XGLM, BLOOM and Llama 2 (e.g. xglm-564M de .01 -> .95 with 0.9% of the units forced)")
+    metric_descriptions = {
+        "mean_ap_top.L": "in-sample mean AP of L's top-k neurons as detectors of 'this sentence is in L' (interval: sentences resampled, selection fixed)",
+        "mean_ap_bottom.L": "in-sample mean AP of L's bottom-k neurons (low: they fire for everything but L)",
+        "max_ap.L": "in-sample highest AP of one neuron for L",
+        "heldout_ap_top.L": "mean AP of L's top-k neurons on held-out sentences (out of sample; interval resamples held-out sentences)",
+        "heldout_ap_bottom.L": "mean AP of L's bottom-k neurons on held-out sentences",
+        "edge_share[.L]": "share of the selected neurons in the first and last 20% of layers (uniform: details.edge_share_uniform); interval re-selects on resampled sentences",
+        "overlap_{top,bottom}_max": "largest |S_L1 & S_L2| / k between two languages' top (bottom) sets; interval re-selects on resampled sentences",
+        "overlap_max": "the larger of overlap_top_max and overlap_bottom_max (paper: < 5%)",
+        "neuron_share": "neurons forced per language (top and bottom) / all mlp_act neurons, over the six languages",
+        "success.{cond}.{task}.L": "share of texts identified as L under a condition (none, random, top, bottom, both), task uncond or translate",
+        "lift.{task}.L": "success.both - success.none, paired by text (translate: by source)",
+        "lift_vs_random.{task}.L": "success.both - success.random (mean over random seeds), paired by text",
+        "lift[_vs_random].{task}.mean": "the same averaged over the forced languages; text i of every language is one unit",
+    }
 
     def run(self, model, config: LanguageNeuronsConfig, ctx) -> TaskResult:
         tok = model.tokenizer
@@ -300,47 +389,70 @@ class LanguageNeurons(Task):
         force = np.zeros_like(scores.force) if config.force == "zero" else scores.force
         chance = [float((labels == j).mean()) for j in range(len(LANGS))]
         details.update(n_units=n_units, d_mlp=widths, k=k, chance_ap=dict(zip(LANGS, chance)))
+        columns = {L: np.concatenate([scores.top[L], scores.bottom[L]]) for L in LANGS}
+        pool = min(POOL_FACTOR * k, n_units)
+        scoring = SentenceResampling(pooled, labels, columns, ap=scores.ap, k=k, pool=pool)
+        details.update(reselection_pool=pool, n_scoring_units=len(np.unique(corpus.units("score"))))
         del pooled
 
         # Held-out split: do the selected neurons still separate the languages?
         held_texts = [t for L in LANGS for t in corpus.heldout[L]]
         held_labels = np.array([j for j, L in enumerate(LANGS) for _ in corpus.heldout[L]])
         held, _ = pool_mlp_acts(ctx, held_texts, "mlp_act (held out)")
+        heldout = SentenceResampling(held, held_labels, columns)
+        del held
 
+        # Every detection metric is a statistic of sentence rows: its interval resamples
+        # sentences (parallel rows together), never neurons.
+        rows, units = np.arange(len(texts)), corpus.units("score")
+        held_rows, held_units = np.arange(len(held_texts)), corpus.units("heldout")
         hist: dict[str, dict[str, list[float]]] = {}
         edge = edge_layers(model.n_layers)
         selected: dict[str, dict[str, list]] = {}
-        edge_all = []
+
+        def edge_share(r: np.ndarray, langs: Sequence[str]) -> float:
+            chosen = np.concatenate([u for L in langs for u in scoring.reselect(r, L)])
+            return float(edge[layer_of(chosen, widths)].mean())
+
         for j, L in enumerate(LANGS):
             top, bottom = scores.top[L], scores.bottom[L]
-            metrics[f"mean_ap_top.{L}"] = ctx.metric(scores.ap[j, top])
-            metrics[f"mean_ap_bottom.{L}"] = ctx.metric(scores.ap[j, bottom], higher_is_better=False)
-            metrics[f"max_ap.{L}"] = ctx.metric(scores.ap[j, top], statistic=np.max)
-            y_held = (held_labels == j).astype(int)
-            metrics[f"heldout_ap_top.{L}"] = ctx.metric(average_precision(held[:, top], y_held))
-            metrics[f"heldout_ap_bottom.{L}"] = ctx.metric(average_precision(held[:, bottom], y_held), higher_is_better=False)
+            metrics[f"mean_ap_top.{L}"] = ctx.metric(rows, unit=units, statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[:k].mean()))
+            metrics[f"mean_ap_bottom.{L}"] = ctx.metric(rows, unit=units, higher_is_better=False,
+                                                        statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[k:].mean()))
+            metrics[f"max_ap.{L}"] = ctx.metric(rows, unit=units, statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[:k].max()))
+            metrics[f"heldout_ap_top.{L}"] = ctx.metric(held_rows, unit=held_units,
+                                                        statistic=lambda r, L=L: float(heldout.fixed_ap(r, L)[:k].mean()))
+            metrics[f"heldout_ap_bottom.{L}"] = ctx.metric(held_rows, unit=held_units, higher_is_better=False,
+                                                           statistic=lambda r, L=L: float(heldout.fixed_ap(r, L)[k:].mean()))
+            metrics[f"edge_share.{L}"] = ctx.metric(rows, unit=units, higher_is_better=None, statistic=lambda r, L=L: edge_share(r, [L]))
             hist[L] = {"top": layer_histogram(top, widths).round(6).tolist(), "bottom": layer_histogram(bottom, widths).round(6).tolist()}
-            in_edge = edge[layer_of(np.concatenate([top, bottom]), widths)].astype(float)
-            edge_all.append(in_edge)
-            metrics[f"edge_share.{L}"] = ctx.metric(in_edge, higher_is_better=None)
             selected[L] = {side: [[site, unit, round(float(scores.ap[j, u]), 6), round(float(force[j, u]), 6)]
-                                  for u, (site, unit) in zip(units, unit_sites(units, widths))]
-                           for side, units in (("top", top), ("bottom", bottom))}
-        metrics["edge_share"] = ctx.metric(np.concatenate(edge_all), higher_is_better=None)
+                                  for u, (site, unit) in zip(chosen, unit_sites(chosen, widths))]
+                           for side, chosen in (("top", top), ("bottom", bottom))}
+        metrics["edge_share"] = ctx.metric(rows, unit=units, higher_is_better=None, statistic=lambda r: edge_share(r, LANGS))
         details.update(layer_hist=hist, edge_layers=np.flatnonzero(edge).tolist(), edge_share_uniform=float(edge.mean()),
                        selected=selected)
-        del held
 
-        # Overlap between languages' sets.
-        for side in ("top", "bottom"):
+        # Overlap between languages' sets (selected again on every draw, like edge_share).
+        for s_i, side in enumerate(("top", "bottom")):
             sets = [getattr(scores, side)[L] for L in LANGS]
             mat = overlap_matrix(sets, k)
             details[f"overlap_{side}"] = {L1: {L2: round(float(mat[a, b]), 6) for b, L2 in enumerate(LANGS)} for a, L1 in enumerate(LANGS)}
             off = mat + np.diag(np.full(len(LANGS), -np.inf))
             a, b = np.unravel_index(np.argmax(off), off.shape)
-            metrics[f"overlap_{side}_max"] = ctx.metric(np.isin(sets[a], sets[b]).astype(float), higher_is_better=False)
+
+            def max_overlap(r: np.ndarray, s_i: int = s_i) -> float:
+                drawn = [scoring.reselect(r, L)[s_i] for L in LANGS]
+                return max(len(np.intersect1d(drawn[x], drawn[y])) / k
+                           for x in range(len(LANGS)) for y in range(len(LANGS)) if x != y)
+            metrics[f"overlap_{side}_max"] = ctx.metric(rows, unit=units, statistic=max_overlap, higher_is_better=False)
             details[f"overlap_{side}_max_pair"] = [LANGS[a], LANGS[b]]
         metrics["overlap_max"] = max(metrics["overlap_top_max"], metrics["overlap_bottom_max"], key=lambda m: m.value)
+        notes.append("mean_ap_*, max_ap.* are in-sample: the neurons were selected by AP on these same scoring sentences, "
+                     "so the values are optimistic; their intervals resample sentences (a parallel row's six sentences "
+                     "together) for the fixed selection; heldout_ap_* are the out-of-sample check")
+        notes.append(f"edge_share and overlap_* intervals select top-k and bottom-k again on every resample of the "
+                     f"sentences, among the {pool} highest- and {pool} lowest-AP neurons of each language in the full sample")
 
         # Share of the model's neurons forced per language.
         n_linear = sum(m.out_features for m in model.blocks.modules() if isinstance(m, torch.nn.Linear))
@@ -357,6 +469,12 @@ class LanguageNeurons(Task):
         if success:
             self.plot_success(ctx, success, config.conditions)
 
+        notes.append("the reference rates were measured with the paper's neuron set (sites=linear: the output units of "
+                     "every linear layer in the blocks); ours force mlp_act units only, so compare the share of neurons "
+                     "forced (details.neuron_share_of_linear_units), not the rates one to one")
+        if "random" in config.conditions and config.n_random > 0:
+            notes.append(f"success.random.* and lift_vs_random.* intervals resample texts with the {config.n_random} "
+                         "random neuron set(s) fixed: the choice of random set is not in them")
         if metrics["overlap_max"].value >= 0.05:
             notes.append(f"overlap_max {metrics['overlap_max'].value:.3f} is not below the paper's 5%")
         if metrics["edge_share"].ci_low <= details["edge_share_uniform"]:
@@ -408,7 +526,9 @@ class LanguageNeurons(Task):
                     continue
                 runs = np.stack(runs)
                 hits[(cond, t, L)] = runs
-                metrics[f"success.{cond}.{task}.{L}"] = ctx.metric(runs.ravel())
+                # A translation source is one unit: the random-neuron seeds translate the same sources.
+                by_source = np.tile(np.arange(runs.shape[1]), runs.shape[0]) if task == "translate" else None
+                metrics[f"success.{cond}.{task}.{L}"] = ctx.metric(runs.ravel(), unit=by_source)
                 rates.setdefault(task, {}).setdefault(cond, {})[L] = float(runs.mean())
             for name, base in (("lift", "none"), ("lift_vs_random", "random")):
                 if "both" not in conditions or base not in conditions:
@@ -418,7 +538,10 @@ class LanguageNeurons(Task):
                     pair = np.stack([hits[("both", task, L)].mean(0), hits[(base, task, L)].mean(0)], 1)
                     metrics[f"{name}.{task}.{L}"] = ctx.metric(pair, statistic=_mean_diff)
                     diffs.append(pair)
-                metrics[f"{name}.{task}.mean"] = ctx.metric(np.concatenate(diffs), statistic=_mean_diff)
+                # Text i of every language shares a unit: the same source (translate) or the same
+                # unforced text (uncond, condition none is generated once for all languages).
+                text_index = np.concatenate([np.arange(len(d)) for d in diffs])
+                metrics[f"{name}.{task}.mean"] = ctx.metric(np.concatenate(diffs), unit=text_index, statistic=_mean_diff)
         details["generation"] = {"n_uncond": n_uncond, "n_translate": len(sources), "conditions": conditions,
                                  "random_count": int(len(random_sets[0])) if random_sets else 0}
         return rates

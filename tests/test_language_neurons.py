@@ -176,13 +176,19 @@ def test_end_to_end_on_a_tiny_model(tiny, tmp_path):
     for L in LANGS:
         for name in ("mean_ap_top", "mean_ap_bottom", "max_ap", "heldout_ap_top", "heldout_ap_bottom", "edge_share"):
             assert f"{name}.{L}" in m
-        assert m[f"heldout_ap_top.{L}"]["n"] == k
+        # Detection metrics resample sentences (a parallel row with its six translations), never neurons.
+        assert m[f"heldout_ap_top.{L}"]["n"] == 20 and m[f"mean_ap_top.{L}"]["n"] == 80 and m[f"edge_share.{L}"]["n"] == 80
+        top_ap = [row[2] for row in d["selected"][L]["top"]]
+        assert m[f"mean_ap_top.{L}"]["value"] == pytest.approx(np.mean(top_ap), abs=1e-6)
+        assert m[f"max_ap.{L}"]["value"] == pytest.approx(max(top_ap), abs=1e-6)
         for side in ("top", "bottom"):
             assert sum(d["layer_hist"][L][side]) == pytest.approx(1.0, abs=1e-4) and len(d["layer_hist"][L][side]) == 3
             assert len(d["selected"][L][side]) == k
         for cond in ("none", "top", "bottom", "both"):
             assert m[f"success.{cond}.uncond.{L}"]["n"] == 2
         assert m[f"success.random.uncond.{L}"]["n"] == 4
+        if L != "en":  # both random seeds translate the same two sources: two units
+            assert m[f"success.random.translate.{L}"]["n"] == 2
         for name in ("lift", "lift_vs_random"):
             assert f"{name}.uncond.{L}" in m
             assert (f"{name}.translate.{L}" in m) == (L != "en")
@@ -192,9 +198,14 @@ def test_end_to_end_on_a_tiny_model(tiny, tmp_path):
         assert m[f"overlap_{side}_max"]["value"] == pytest.approx((mat - np.eye(6)).max())
     assert m["overlap_max"]["value"] == max(m["overlap_top_max"]["value"], m["overlap_bottom_max"]["value"])
     assert m["neuron_share"]["value"] == pytest.approx(2 * k / 288)
-    assert 0 <= m["edge_share"]["value"] <= 1 and m["edge_share"]["n"] == 12
-    for name, metric in m.items():
-        assert metric["ci_low"] <= metric["value"] + 1e-12 and metric["value"] <= metric["ci_high"] + 1e-12, name
+    edge = set(d["edge_layers"])
+    chosen_layers = [int(site.split(".")[1]) for L in LANGS for side in ("top", "bottom") for site, *_ in d["selected"][L][side]]
+    assert m["edge_share"]["value"] == pytest.approx(np.mean([layer in edge for layer in chosen_layers]))
+    assert m["edge_share"]["n"] == 80
+    # Text i of every language shares its source (translate) or its unforced text (uncond): n counts texts.
+    assert m["lift.translate.mean"]["n"] == 2 and m["lift_vs_random.uncond.mean"]["n"] == 2
+    assert any(n.startswith("mean_ap_*, max_ap.* are in-sample") for n in data["notes"])
+    assert any("sites=linear" in n for n in data["notes"])
     assert d["generation"] == {"n_uncond": 2, "n_translate": 2, "conditions": ["none", "random", "top", "bottom", "both"], "random_count": 2}
     art = tmp_path / "language_neurons"
     assert (art / "layer_hist.png").exists() and (art / "success.png").exists()

@@ -150,3 +150,24 @@ def test_random_units_reproducible_and_uniform():
     assert set(seen.tolist()) == set(range(20))  # every unit can be drawn: none excluded
     with pytest.raises(ValueError):
         random_units(5, 6, 0)
+
+
+def test_reweighted_ap_equals_the_ap_of_the_rows_repeated():
+    """A bootstrap draw as weights: AP with row i counted w[i] times, ties included, as sklearn computes it."""
+    from sklearn.metrics import average_precision_score
+
+    from probes.neurons import ReweightedAP
+
+    rng = np.random.default_rng(3)
+    n = 40
+    y = (rng.random(n) < 0.3).astype(int)
+    X = np.round(rng.normal(size=(n, 5)), 1)  # rounded: many ties
+    X[:, 4] = 0.0  # a constant column
+    ap = ReweightedAP(X, y)
+    assert np.allclose(ap(), [average_precision_score(y, X[:, j]) for j in range(5)])
+    w = rng.integers(0, 4, size=n)
+    repeated = np.repeat(np.arange(n), w)
+    expected = [average_precision_score(y[repeated], X[repeated, j]) for j in range(5)]
+    assert np.allclose(ap(w), expected)
+    assert np.allclose(ap(w), [average_precision_score(y, X[:, j], sample_weight=w) for j in range(5)])
+    assert np.isnan(ap(np.where(y == 1, 0, 1))).all()  # a draw without a positive: AP undefined
