@@ -163,3 +163,33 @@ def test_publish_to_hub_dataset(results_dir, tmp_path, monkeypatch, capsys):
     assert repo == "org/boards" and create["repo_type"] == "dataset"
     assert upload["repo_id"] == "org/boards" and upload["repo_type"] == "dataset"
     assert upload["allow_patterns"] == sent and Path(upload["folder_path"]) == out
+
+
+def test_build_merges_findings_into_a_copy_of_the_repository_leaderboards(tmp_path):
+    """Boards built before findings existed keep their rows and read "not declared"; new runs add verdicts and a chart."""
+    import shutil
+
+    from tests.test_findings import with_finding
+
+    repo = Path(__file__).resolve().parents[1] / "leaderboards"
+    if not (repo / "index.json").is_file():
+        pytest.skip("the repository has no leaderboards/ to merge into")
+    out = tmp_path / "leaderboards"
+    shutil.copytree(repo, out)
+    before = {t["task"]: t["models"] for t in json.loads((out / "index.json").read_text())["tasks"]}
+    results = tmp_path / "results"
+    write_results(results / "new" / "weekday_circle.json", with_finding("org/new", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4)))
+    build(results, out)
+    after = {t["task"]: t["models"] for t in json.loads((out / "index.json").read_text())["tasks"]}
+    assert set(after) == set(before) and all(set(before[t]) <= set(after[t]) for t in before)
+    findings = json.loads((out / "findings.json").read_text())
+    assert [t["task"] for t in findings["tasks"]] == sorted(before)
+    weekday = next(t for t in findings["tasks"] if t["task"] == "weekday_circle")
+    verdicts = {c["model"]: c["verdict"] for c in weekday["cells"]}
+    assert verdicts.pop("org/new") == "holds"
+    old_models = set(before["weekday_circle"])
+    assert {m: v for m, v in verdicts.items() if m in old_models} == {m: "not declared" for m in old_models}
+    assert (out / "assets" / "charts" / "weekday_circle-layers.png").is_file()
+    old_month = json.loads((repo / "month_circle.json").read_text())["boards"]
+    new_month = json.loads((out / "month_circle.json").read_text())["boards"]
+    assert [[r["metrics"] for r in b["rows"]] for b in new_month] == [[r["metrics"] for r in b["rows"]] for b in old_month]

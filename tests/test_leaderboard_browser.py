@@ -130,7 +130,7 @@ def test_page_links_only_into_assets(browser, tmp_path):
 
 def findings_results(root):
     """Three tasks, four models: a finding that holds, one that does not, one not declared, a run missing, a hostile name."""
-    helix = {"effect": "helix_r2_heldout", "control": "linear_r2_heldout", "claim": "a helix fits better than a line",
+    helix = {"effect": "helix_r2_heldout", "control": "linear_r2_heldout", "claim": "a helix fits better than a line " + HOSTILE,
              "paper_verdict": "holds on GPT-J, Pythia 6.9B, Llama 3.1 8B"}
     runs = [
         ("a", "weekday_circle", with_finding("org/model-a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4))),
@@ -208,6 +208,7 @@ def test_findings_matrix_charts_and_thumbnails(browser, tmp_path):
 
     width = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert width[0] <= width[1], width  # no horizontal scrolling of the whole page at 1280 px
-    assert not browser.find_elements(By.CSS_SELECTOR, "#findings-matrix img, table.board td:first-child img")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#findings-matrix img, table.board td:first-child img")  # names and claims are text
+    assert HOSTILE in rows[1].find_element(By.TAG_NAME, "th").text
     assert browser.title == "probe-harness leaderboards"
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
