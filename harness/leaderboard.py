@@ -15,6 +15,12 @@ Results files (and the boards being merged into) are untrusted input: every path
 from them goes through `safe_join`, plots are copied only when they are regular PNG files
 inside their run's folder, numbers that are not finite or are absurdly large are shown as
 missing and never ranked, and nothing is deleted.
+
+Beside the boards, `build` writes `findings.json`, the verdict of each task's finding on
+each model (`harness.findings` documents its fields and the rule), and one per-layer
+chart per task under `assets/charts/` (`harness.charts`), both recomputed from the merged
+boards, so a row kept from an earlier build counts as much as a new one. A row stores its
+per-layer curves (read from the results' `details`) for that reason.
 """
 
 from __future__ import annotations
