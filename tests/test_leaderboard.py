@@ -109,6 +109,8 @@ def test_cli_build_show_and_errors(results_dir, tmp_path, capsys):
     assert "org/model-b" in shown and "0.600 [0.500, 0.700]" in shown and "paper: mistralai/Mistral-7B-v0.1" in shown
     assert main(["leaderboard", "show", "--task", "nope", "--dir", str(out)]) == 2
     assert "no leaderboard for nope" in capsys.readouterr().err
+    assert main(["leaderboard", "show", "--task", "findings", "--dir", str(out)]) == 2  # findings.json is not a board
+    assert "no leaderboard for findings" in capsys.readouterr().err
     assert main(["leaderboard", "build", "--results", str(tmp_path / "missing")]) == 2
 
 
