@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
+from harness import distributed
 from harness.batching import BatchSizer, encode, make_batches
 from harness.sites import in_flight
 
@@ -81,11 +82,11 @@ def generate(
     with_tokenizer = {"tokenizer": tok} if stop else {}  # stop strings are matched on decoded tokens
     device = model.input_device
     rng_devices = [device.index or 0] if device.type == "cuda" else []
-    out: list[str] = [""] * len(prompts)
+    out: list[str | None] = [None] * len(prompts)
 
     def step(size: int) -> Iterator[None]:
-        batches = make_batches(token_ids, size, tok.pad_token_id)
-        for b, batch in enumerate(progress(batches) if progress else batches):
+        batches = distributed.mine(make_batches(token_ids, size, tok.pad_token_id))
+        for b, batch in progress(batches) if progress else batches:
             with in_flight(model, batch), torch.random.fork_rng(devices=rng_devices):
                 if config.do_sample:
                     torch.manual_seed(int(np.random.default_rng([0 if seed is None else seed, b]).integers(2**31)))
@@ -97,4 +98,6 @@ def generate(
             yield None
 
     BatchSizer.of(batch_size, device).run(len(prompts), step)
+    if distributed.world_size() > 1:
+        return distributed.gather_rows({i: text for i, text in enumerate(out) if text is not None}, len(prompts))
     return out

@@ -45,7 +45,9 @@ def files_to_publish(board_dir: Path) -> list[str]:
         raise UsageError(f"nothing to publish: the leaderboard in {board_dir} has no tasks; build it from results first")
     assets = {a for b in boards for board in b.boards for row in board.rows for a in row.artifacts if is_asset(board_dir, a)}
     page = ["index.html"] if (board_dir / "index.html").is_file() else []
-    return ["index.json", *page, *(f"{n}.json" for n in names), *sorted(assets)]
+    charts = {t["chart"] for t in index["tasks"] if isinstance(t.get("chart"), str) and is_asset(board_dir, t["chart"])}
+    findings = ["findings.json"] if (board_dir / "findings.json").is_file() else []
+    return ["index.json", *page, *findings, *(f"{n}.json" for n in names), *sorted(assets | charts)]
 
 
 def publish(board_dir: Path, to: str, dry_run: bool = False, api: Any = None) -> list[str]:

@@ -53,6 +53,8 @@ class TaskRecord(BaseModel):
     description: str = ""
     paper: str = ""
     headline_metrics: Optional[list[str]] = None
+    default_config: Optional[dict[str, Any]] = Field(
+        default=None, description="the task's config defaults, resolved for this run's device, so a leaderboard can list what a run changed")
     finding: Optional[dict[str, Any]] = Field(
         default=None, description="the task's Finding: effect and control metric keys, claim, paper's verdict")
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
+from harness import distributed
 from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
 from harness.generation import generate as _generate
 from harness.layout import resolve
@@ -117,7 +118,10 @@ def score(
         if not reuse_pays(token_ids, prefix_lengths):
             prefix_lengths = None
 
+    filled: list[int] = []  # rows this rank computed (all of them in one process)
+
     def record(indices: list[int], last: torch.Tensor) -> None:
+        filled.extend(indices)
         idx = torch.as_tensor(indices)
         last = last.float()
         if not full_vocab:
@@ -135,16 +139,18 @@ def score(
             return target_logits(model, head.run(fn), target)
 
     def step(size: int) -> Iterator[None]:
-        batches = make_batches(token_ids, size, model.tokenizer.pad_token_id)
-        for batch in progress(batches) if progress else batches:
+        filled.clear()
+        batches = distributed.mine(make_batches(token_ids, size, model.tokenizer.pad_token_id))
+        for _, batch in progress(batches) if progress else batches:
             record(batch.indices, last_logits(lambda: forward(model, batch, **keep)))
             yield None
 
     def step_after_prefixes(size: int) -> Iterator[None]:
+        filled.clear()
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, ids in enumerate(token_ids):
             groups.setdefault(tuple(ids[: prefix_lengths[i]]), []).append(i)
-        items = list(groups.items())
+        items = [item for _, item in distributed.mine(list(groups.items()))]
         for prefix, rows in progress(items) if progress else items:
             cache = _prefix_cache(model, prefix, keep)
             for start in range(0, len(rows), size):
@@ -155,6 +161,12 @@ def score(
             yield None
 
     BatchSizer.of(batch_size, model.input_device).run(n, step if prefix_lengths is None else step_after_prefixes)
+    if distributed.world_size() > 1:
+        rows = distributed.gather_rows({i: (out.logits[i], None if out.logprobs is None else out.logprobs[i],
+                                            None if out.top_token is None else out.top_token[i]) for i in filled}, n)
+        out.logits = torch.stack([r[0] for r in rows])
+        if full_vocab:
+            out.logprobs, out.top_token = torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows])
     return out
 
 
@@ -251,9 +263,13 @@ def loglikelihood(
     out = Loglikelihoods(logprob=np.zeros(n), is_greedy=np.zeros(n, dtype=bool), n_tokens=np.asarray(cont_len))
     can_keep = accepts(model.hf.forward, "logits_to_keep")
 
+    filled: list[int] = []
+
     def step(size: int) -> Iterator[None]:
-        batches = make_batches(sequences, size, model.tokenizer.pad_token_id)
-        for batch in progress(batches) if progress else batches:
+        filled.clear()
+        batches = distributed.mine(make_batches(sequences, size, model.tokenizer.pad_token_id))
+        for _, batch in progress(batches) if progress else batches:
+            filled.extend(batch.indices)
             longest = max(cont_len[i] for i in batch.indices)
             keep = {"logits_to_keep": longest + 1} if can_keep else {}
             logits = forward(model, batch, **keep).logits
@@ -267,6 +283,10 @@ def loglikelihood(
             yield None
 
     BatchSizer.of(batch_size, model.input_device).run(n, step)
+    if distributed.world_size() > 1:
+        rows = distributed.gather_rows({i: (out.logprob[i], out.is_greedy[i]) for i in filled}, n)
+        out.logprob = np.array([r[0] for r in rows])
+        out.is_greedy = np.array([r[1] for r in rows], dtype=bool)
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import torch
 
+from harness import distributed
 from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
 from harness.errors import UsageError
 from harness.layout import resolve
@@ -260,8 +261,8 @@ def collect(
     handles = [hook_site(model, s, capture(s)) for s in parsed if s.kind != "logits"] + _stop_hook(model, parsed)
 
     def step(size: int) -> Iterator[None]:
-        batches = make_batches(token_ids, size, model.tokenizer.pad_token_id)
-        for batch in progress(batches) if progress else batches:
+        batches = distributed.mine(make_batches(token_ids, size, model.tokenizer.pad_token_id))
+        for _, batch in progress(batches) if progress else batches:
             state["batch"] = batch
             result = _run_stopping(model, batch)
             if result is not None and any(s.kind == "logits" for s in parsed):
@@ -270,6 +271,11 @@ def collect(
 
     with hooks(handles):
         BatchSizer.of(batch_size, model.input_device).run(len(prompts), step)
+    if distributed.world_size() > 1:
+        local = {i: {name: rows[i] for name, rows in out.items()} for i in range(len(prompts))
+                 if all(rows[i] is not None for rows in out.values())}
+        merged = distributed.gather_rows(local, len(prompts))
+        out = {name: [row[name] for row in merged] for name in out}
     if per_prompt is None and reduce is None:
         return out
     return {name: torch.stack(rows) for name, rows in out.items()}

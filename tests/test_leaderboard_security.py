@@ -101,7 +101,7 @@ def test_task_names_never_lead_outside_out(tmp_path, name):
     after = {k: v for k, v in files_under(tmp_path).items() if not k.startswith("work/deep")}
     assert after == before
     assert report.tasks == [] and "cannot name a leaderboard file" in report.skipped[0][1]
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["findings.json", "index.html", "index.json"]
 
 
 def test_nan_infinity_and_absurd_values_are_missing_and_never_ranked(tmp_path):
