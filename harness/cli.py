@@ -194,6 +194,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(message: str) -> str:
+    """An error that echoes the user's input stays one line: control characters (a newline in a --task-arg) show escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -209,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         if debug:
             raise
-        print(f"harness: error: {e}", file=sys.stderr)
+        print(f"harness: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("harness: interrupted; finished results are kept, run the same command again to complete", file=sys.stderr)
