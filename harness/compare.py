@@ -177,14 +177,11 @@ def curves_of(details: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 # Building ----------------------------------------------------------------------------------------
 
 
-def comparison_path(output_dir: Path, task: Any, models: Sequence[str], config: Any, seed: int, limit: int | None,
-                    bootstrap: int) -> Path:
-    """_compare/<task>-<hash of version, config, models, seed, limit, resamples>.json"""
-    from dataclasses import asdict
-
-    key = {"version": task.version, "config": config_hash(asdict(config)), "models": list(models),
-           "seed": seed, "limit": limit, "bootstrap": bootstrap}
-    return output_dir / COMPARE_DIR / f"{task.name}-{config_hash(key)[:8]}.json"
+def comparison_path(output_dir: Path, first: Any, models: Sequence[str], bootstrap: int) -> Path:
+    """_compare/<task>-<hash of task version, config hash, models, seed, limit, resamples>.json, from one model's Results."""
+    key = {"version": first.task.version, "config": first.task.config_hash, "models": list(models),
+           "seed": first.seed, "limit": first.limit, "bootstrap": bootstrap}
+    return output_dir / COMPARE_DIR / f"{first.task.name}-{config_hash(key)[:8]}.json"
 
 
 def compare(runs: Sequence[Any], seed: int, n_boot: int, headline: Sequence[str] | None = None) -> tuple[
@@ -221,13 +218,15 @@ def write_comparison(task: Any, config: Any, runs: Sequence[Any], spec: Any) -> 
     """Compare the runs (`harness.runner.Outcome`s of one task) and write the JSON, Markdown table and plots.
 
     Called by the runner after every model of the invocation ran (reused results included).
-    The runs must be one experiment: the same task version, config and seed.
+    The runs must be one experiment: the same task version, config and seed. The file is named
+    and filled from the results files alone (`config` is what the runner passes; the results
+    record its hash), so it is the same whether the runs were fresh or reused.
     """
     if len({(r.results.task.version, r.results.task.config_hash, r.results.seed, r.results.limit) for r in runs}) != 1:
         raise ValueError("the runs of a comparison must share task version, config, seed and limit")
     if len({r.model for r in runs}) != len(runs):
         raise ValueError("a comparison needs distinct models")
-    path = comparison_path(spec.output_dir, task, [r.model for r in runs], config, spec.seed, spec.limit, spec.bootstrap)
+    path = comparison_path(spec.output_dir, runs[0].results, [r.model for r in runs], spec.bootstrap)
     keys, shown, differences, notes = compare(runs, spec.seed, spec.bootstrap, task.headline_metrics)
     plots: dict[str, list[CurveLine]] = {}
     for run in runs:

@@ -21,6 +21,13 @@ each model (`harness.findings` documents its fields and the rule), and one per-l
 chart per task under `assets/charts/` (`harness.charts`), both recomputed from the merged
 boards, so a row kept from an earlier build counts as much as a new one. A row stores its
 per-layer curves (read from the results' `details`) for that reason.
+
+Comparisons (`harness.compare`, written under `<results>/_compare/` when a comparative task
+ran over several models) are untrusted input too: validated against their schema, numbers
+checked, plots copied only from the comparison's own folder. Each task's file keeps them in
+`comparisons` (models as rows, the compared metrics as columns, every pair's paired
+difference), merged like rows: a newer comparison of the same models and config replaces
+the older one.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.charts import ChartLine, choose_keys, clean_curves, extract_curves, layer_chart
+from harness.compare import COMPARE_DIR, Comparison, PairedDifference
 from harness.errors import UsageError
 from harness.findings import matrix, parse_finding, pick_rows
 from harness.results import Metric, Reference, Results, write_atomic
@@ -94,14 +102,35 @@ class Board(BaseModel):
     rows: list[Row]
 
 
+class ComparisonView(BaseModel):
+    """One comparison across models as a board stores it: models as rows, `columns` as columns, paired differences."""
+
+    model_config = ConfigDict(extra="ignore")
+    task_version: str
+    config_hash: str
+    seed: int
+    bootstrap: int
+    created_at: str
+    models: list[str]
+    columns: list[str]
+    metrics: dict[str, dict[str, Metric]]  # {model: {metric key: Metric}}
+    differences: list[PairedDifference]
+    notes: list[str] = []
+    artifacts: list[str] = []
+
+    def key(self) -> tuple:
+        return (self.task_version, self.config_hash, tuple(self.models), self.seed, self.bootstrap)
+
+
 class TaskBoards(BaseModel):
-    """The file `<task>.json`: a task's description, paper and boards."""
+    """The file `<task>.json`: a task's description, paper, boards and comparisons across models."""
 
     model_config = ConfigDict(extra="ignore")
     task: str
     description: str = ""
     paper: str = ""
     boards: list[Board]
+    comparisons: list[ComparisonView] = []
     leaderboard_version: int = LEADERBOARD_VERSION
 
 
@@ -153,6 +182,8 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
     for path in sorted(results_dir.rglob("*.json")):
         if any(part.startswith(".") for part in path.relative_to(results_dir).parts):
             continue  # staging folders of unfinished runs
+        if path.relative_to(results_dir).parts[0] == COMPARE_DIR:
+            continue  # comparisons across models: load_comparisons reads them
         if path.parent.with_suffix(".json").is_file():
             continue  # an artifact of the results file beside its folder (plots, samples, tables)
         try:
@@ -184,9 +215,14 @@ def copy_artifacts(path: Path, results: Results, results_dir: Path, out_dir: Pat
     MAX_PLOTS_PER_RUN. A copy is named by its content's digest, so two runs never overwrite
     each other's plots.
     """
+    return copy_plots(path, results.task.name, results.artifacts, results_dir, out_dir, report)
+
+
+def copy_plots(path: Path, task: str, artifacts: list[str], results_dir: Path, out_dir: Path, report: BuildReport) -> list[str]:
+    """The copying behind `copy_artifacts`, for any file (results or comparison) whose plots live in its own folder."""
     run_dir = path.with_suffix("")
     copied: list[str] = []
-    for rel in results.artifacts:
+    for rel in artifacts:
         if not rel.lower().endswith(".png"):
             continue  # samples and tables stay with the results
         first, _, rest = rel.partition("/")
@@ -199,7 +235,7 @@ def copy_artifacts(path: Path, results: Results, results_dir: Path, out_dir: Pat
             if not data.startswith(PNG_SIGNATURE):
                 raise UnsafePath("not a PNG image")
             name = re.sub(r"[^A-Za-z0-9._-]", "_", rest.rsplit("/", 1)[-1]).lstrip(".")
-            dest = f"assets/{results.task.name}/{hashlib.sha256(data).hexdigest()[:16]}/{name}"
+            dest = f"assets/{task}/{hashlib.sha256(data).hexdigest()[:16]}/{name}"
             write_file_atomic(safe_join(out_dir, dest), data)
         except UnsafePath as e:
             report.skipped.append((path, f"plot {rel[:200]!r} not copied: {e}"))
@@ -281,8 +317,68 @@ def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
                 if dropped or len(kept) != len(row.artifacts):
                     report.skipped.append((path, f"row {row.model[:60]!r}: dropped unsafe or missing values and plots"))
                 row.artifacts = kept
+        for view in info.comparisons:
+            kept = [a for a in view.artifacts if is_asset(out_dir, a)]
+            if not comparison_is_clean(view) or len(kept) != len(view.artifacts):
+                report.skipped.append((path, "a comparison with unsafe values or missing plots was dropped"))
+        info.comparisons = [v for v in info.comparisons if comparison_is_clean(v) and all(is_asset(out_dir, a) for a in v.artifacts)]
         tasks[name] = info
     return tasks
+
+
+def comparison_is_clean(view: ComparisonView) -> bool:
+    """Every number of the comparison is fit to show, and it names each of its models once."""
+    numbers = [x for per in view.metrics.values() for m in per.values() for x in (m.value, m.ci_low, m.ci_high)]
+    numbers += [x for d in view.differences for x in (d.value, d.ci_low, d.ci_high)]
+    return all(is_number(x) for x in numbers) and len(set(view.models)) == len(view.models) >= 2
+
+
+def load_comparisons(results_dir: Path, report: BuildReport) -> list[tuple[Path, Comparison]]:
+    """Every valid, complete comparison file in results_dir/_compare; the rest go to report.skipped with a reason."""
+    folder = results_dir / COMPARE_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            comparison = Comparison.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))
+        except UnsafePath as e:
+            report.skipped.append((path, f"not read ({e})"))
+            continue
+        except (ValidationError, ValueError, UnicodeDecodeError) as e:
+            report.skipped.append((path, f"not a valid comparison file ({str(e).splitlines()[0]})"))
+            continue
+        if comparison.limit is not None:
+            report.skipped.append((path, f"partial run (--limit {comparison.limit}), not shown"))
+            continue
+        if not TASK_NAME.fullmatch(comparison.task.name) or comparison.task.name.lower() in RESERVED_NAMES:
+            report.skipped.append((path, f"task name {comparison.task.name[:60]!r} cannot name a leaderboard file"))
+            continue
+        found.append((path, comparison))
+    return found
+
+
+def merge_comparison(tasks: dict[str, TaskBoards], path: Path, comparison: Comparison, results_dir: Path, out_dir: Path,
+                     report: BuildReport) -> None:
+    """Put one comparison beside its task's boards, in place of an older one of the same models, config and seed."""
+    view = ComparisonView(
+        task_version=comparison.task.version, config_hash=comparison.task.config_hash, seed=comparison.seed,
+        bootstrap=comparison.bootstrap, created_at=comparison.created_at, models=[m.spec for m in comparison.models],
+        columns=comparison.columns, metrics={m.spec: m.metrics for m in comparison.models},
+        differences=comparison.differences, notes=comparison.notes,
+    )
+    if not comparison_is_clean(view):
+        report.skipped.append((path, "comparison with numbers that are not finite or beyond the limit, or a model twice"))
+        return
+    name = comparison.task.name
+    info = tasks.setdefault(name, TaskBoards(task=name, description=comparison.task.description, paper=comparison.task.paper, boards=[]))
+    old = next((v for v in info.comparisons if v.key() == view.key()), None)
+    if old is not None and old.created_at > view.created_at:
+        report.skipped.append((path, f"older than the comparison already shown ({old.created_at[:40]!r})"))
+        return
+    view.artifacts = copy_plots(path, name, comparison.artifacts, results_dir, out_dir, report)
+    info.comparisons = [v for v in info.comparisons if v.key() != view.key()] + [view]
+    report.used.append(path)
 
 
 def is_asset(out_dir: Path, rel: Any) -> bool:
@@ -348,6 +444,8 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, results in sorted(newest.values(), key=lambda pr: pr[1].created_at):  # the newest run sets a board's columns
         merge(tasks, path, results, results_dir, out_dir, report)
+    for path, comparison in sorted(load_comparisons(results_dir, report), key=lambda pc: pc[1].created_at):
+        merge_comparison(tasks, path, comparison, results_dir, out_dir, report)
     for info in tasks.values():
         for board in info.boards:
             board.rows.sort(key=lambda row: sort_key(row, board.headline_metrics[0] if board.headline_metrics else None))

@@ -4,7 +4,8 @@ What a visitor sees first is the findings matrix (tasks by models, each cell the
 the task's finding with the effect and its interval, the paper's verdict as the last
 column; `harness.findings`), then per task its per-layer chart (drawn at build time by
 `harness.charts`), and per board the options that set it apart, the full config behind a
-disclosure, and the sortable table with each run's plots as thumbnails.
+disclosure, and the sortable table with each run's plots as thumbnails; for a comparative task,
+each comparison across models (models as rows, then every pair's paired difference).
 
 The data is embedded as JSON (with "<" escaped, so no text can close the script tag) and
 everything is built with DOM calls that set `textContent`, never HTML strings: a model
@@ -226,6 +227,54 @@ function renderBoard(task, board, differing) {
   return wrap;
 }
 
+function signed(x) {
+  return (x >= 0 ? "+" : "") + x.toFixed(3);
+}
+
+function differenceCell(d) {
+  const td = el("td");
+  if (!hasInterval(d)) { td.textContent = "-"; return td; }
+  td.appendChild(el("span", signed(d.value)));
+  td.appendChild(el("span", " [" + signed(d.ci_low) + ", " + signed(d.ci_high) + "]", "ci"));
+  td.title = "n = " + d.n + " paired items";
+  return td;
+}
+
+function renderComparison(view) {
+  const wrap = el("div", null, "board comparison");
+  const columns = Array.isArray(view.columns) ? view.columns.filter(c => typeof c === "string") : [];
+  const models = Array.isArray(view.models) ? view.models.filter(m => typeof m === "string") : [];
+  wrap.appendChild(el("p", "Comparison of " + models.length + " models, task version " + view.task_version + ", config " +
+                     view.config_hash + ", seed " + view.seed + ": models as rows; below, each pair's difference with a paired 95% interval (same items).", "config"));
+  const table = el("table", null, "board comparison-models");
+  const head = table.createTHead().insertRow();
+  ["model"].concat(columns).forEach(name => head.appendChild(el("th", name)));
+  const body = table.createTBody();
+  models.forEach(model => {
+    const tr = body.insertRow();
+    tr.appendChild(el("td", model));
+    const metrics = own(view.metrics, model);
+    columns.forEach(c => tr.appendChild(metricCell(own(metrics, c))));
+  });
+  const diffs = el("table", null, "board comparison-differences");
+  const dhead = diffs.createTHead().insertRow();
+  ["pair (first − second)"].concat(columns).forEach(name => dhead.appendChild(el("th", name)));
+  const dbody = diffs.createTBody();
+  const pairs = [];
+  (Array.isArray(view.differences) ? view.differences : []).forEach(d => {
+    if (!pairs.some(p => p[0] === d.model_a && p[1] === d.model_b)) pairs.push([d.model_a, d.model_b]);
+  });
+  pairs.forEach(([a, b]) => {
+    const tr = dbody.insertRow();
+    tr.appendChild(el("td", a + " − " + b));
+    columns.forEach(c => tr.appendChild(differenceCell(view.differences.find(d => d.model_a === a && d.model_b === b && d.metric === c))));
+  });
+  [table, diffs].forEach(t => { const scroll = el("div", null, "scroll"); scroll.appendChild(t); wrap.appendChild(scroll); });
+  const plots = plotsCell({artifacts: Array.isArray(view.artifacts) ? view.artifacts : []});
+  if (plots.childNodes.length) { const p = el("p"); Array.from(plots.childNodes).forEach(n => p.appendChild(n)); wrap.appendChild(p); }
+  return wrap;
+}
+
 function renderChart(entry) {
   const path = entry && entry.chart;
   if (!isAsset(path)) return null;
@@ -256,6 +305,7 @@ data.tasks.forEach((task, t) => {
   const chart = renderChart(entry);
   if (chart) section.appendChild(chart);
   task.boards.forEach((board, b) => section.appendChild(renderBoard(task, board, data.differing[t][b])));
+  (Array.isArray(task.comparisons) ? task.comparisons : []).forEach(view => section.appendChild(renderComparison(view)));
   root.appendChild(section);
 });
 </script>

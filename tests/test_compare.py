@@ -160,3 +160,69 @@ def test_runner_writes_one_comparison_also_from_reused_results(tmp_path):
     assert [m.reused for m in after.models] == [True, True]
     assert after.differences == before.differences and after.models[0].metrics == before.models[0].metrics
     assert isinstance(after, Comparison) and after.task.name == "toy_comparative"
+
+
+# The leaderboard shows comparisons; a comparison file is untrusted input -------------------------------
+
+
+def comparison_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """results/ with two models' results files and one comparison of them (with a plot)."""
+    from harness.results import write_results
+
+    results = tmp_path / "results"
+    curve = {"c/probe": {"plot": "c", "label": "probe", "x": [0, 1], "y": [0.4, 0.9]}}
+    runs = []
+    for m, v in (("a", [1, 1, 1, 0]), ("b", [0, 1, 0, 0])):
+        r = with_items(f"org/{m}", {"a_acc": v, "b_acc": [1, 0, 1]}, curves=curve)
+        path = results / f"org__{m}" / "toy.json"
+        write_results(path, r)
+        runs.append(Outcome(r.model.spec, "toy", path, False, r))
+    spec = RunSpec(models=[r.model for r in runs], tasks=["toy"], output_dir=results, bootstrap=200)
+    path = write_comparison(type("Toy", (Task,), {"name": "toy", "headline_metrics": ["all_acc", "a_acc"]}), None, runs, spec)
+    return results, path
+
+
+def test_leaderboard_shows_the_comparison_beside_the_boards(tmp_path):
+    from harness.leaderboard import build
+
+    results, path = comparison_folder(tmp_path)
+    out = tmp_path / "lb"
+    report = build(results, out)
+    assert path in report.used and not any(p == path for p, _ in report.skipped)
+    board = json.loads((out / "toy.json").read_text())
+    assert len(board["boards"][0]["rows"]) == 2 and len(board["comparisons"]) == 1
+    view = board["comparisons"][0]
+    assert view["models"] == ["org/a", "org/b"] and view["columns"] == ["all_acc", "a_acc"]
+    assert {d["metric"] for d in view["differences"]} == {"all_acc", "a_acc", "b_acc"}
+    assert len(view["artifacts"]) == 1 and (out / view["artifacts"][0]).read_bytes().startswith(b"\x89PNG")
+    page = (out / "index.html").read_text()
+    assert "renderComparison" in page and "org/a" in page
+    build(results, out)  # rebuilding keeps one comparison of these models, not two
+    assert len(json.loads((out / "toy.json").read_text())["comparisons"]) == 1
+
+
+def test_hostile_comparison_files_are_skipped_and_never_lead_outside(tmp_path):
+    from harness.leaderboard import build
+
+    results, path = comparison_folder(tmp_path)
+    good = json.loads(path.read_text())
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"\x89PNG\r\n\x1a\nsecret")
+    hostile = dict(good, artifacts=["../../secret.png", f"{path.stem}/../../../secret.png", "/etc/passwd.png"],
+                   created_at="2099-01-01T00:00:00+00:00")
+    (results / "_compare" / "hostile.json").write_text(json.dumps(hostile))
+    nan = json.loads(path.read_text().replace('"value": 0.5', '"value": 1e300', 1))
+    nan["task"]["config_hash"] = "other"
+    (results / "_compare" / "huge.json").write_text(json.dumps(nan))
+    (results / "_compare" / "task.json").write_text(json.dumps(dict(good, task=dict(good["task"], name="../../x"))))
+    (results / "_compare" / "link.json").symlink_to(path)
+    (results / "_compare" / "junk.json").write_text("{}")
+    out = tmp_path / "lb"
+    report = build(results, out)
+    reasons = {p.name: r for p, r in report.skipped}
+    assert "not copied" in reasons["hostile.json"] and "beyond the limit" in reasons["huge.json"]
+    assert "cannot name" in reasons["task.json"] and "not read" in reasons["link.json"] and "not a valid comparison" in reasons["junk.json"]
+    views = json.loads((out / "toy.json").read_text())["comparisons"]
+    assert len(views) == 1 and views[0]["artifacts"] == []  # the hostile one (newer) replaced the good one, without plots
+    copied = [p for p in out.rglob("*") if p.is_file() and p.read_bytes().endswith(b"secret")]
+    assert copied == [] and not (tmp_path / "x.json").exists()
