@@ -30,7 +30,8 @@ def check_structure(model, ctx, result):
         assert m[f"heldout_ap_top.{L}"].ci_low > d["chance_ap"][L] + 0.2, L
         assert m[f"heldout_ap_bottom.{L}"].ci_high < d["chance_ap"][L], L
         assert sum(d["layer_hist"][L]["top"]) == pytest.approx(1.0, abs=1e-4)  # shares are rounded to 6 decimals
-    assert 0 <= m["overlap_max"].value <= 1 and m["neuron_share"].value == pytest.approx(2 * d["k"] / n_units)
+    assert m["neuron_share"].value == pytest.approx(2 * d["k"] / n_units)
+    assert m["mean_ap_top.de"].n == 80 and m["heldout_ap_top.de"].n == 20  # parallel rows, not neurons
     for L in ("de", "zh"):
         for cond in ("none", "random", "both"):
             assert m[f"success.{cond}.uncond.{L}"].n == 4 and m[f"success.{cond}.translate.{L}"].n == 4
