@@ -42,7 +42,7 @@ GEN_SUBTASKS = ["fld_gen", *(f"babi_gen_{k}" for k in BABI_TASKS)]
 HUB_SUBTASKS = ["fld_hub", "fld_star_hub", *(f"babi_hub_{k}" for k in BABI_TASKS)]
 FLD_HUB_CONFIGS = {"fld_hub": "default", "fld_star_hub": "star"}
 SUBTASK = re.compile(r"fld_gen|fld_hub|fld_star_hub|babi_gen_(\d+)|babi_hub_(\d+)")
-GPU_ITEMS, CPU_ITEMS = 300, 60
+GPU_ITEMS, CPU_ITEMS = 300, 30
 SHOT_POOL = 60  # generated pool the shots are drawn from (split "shots", disjoint from "test")
 HUB_SHOT_POOL = 200  # first rows of the hub's train split, the pool for hub sub-tasks
 MIN_PROBE_CLASS = 5  # bAbI answer classes with fewer items are dropped from the probe
@@ -50,11 +50,11 @@ MIN_PROBE_CLASS = 5  # bAbI answer classes with fewer items are dropped from the
 
 @dataclass
 class CodeVsLanguageConfig:
-    """The spec's settings; `n_items` none means 300 on GPU (the spec) and 60 on CPU."""
+    """The spec's settings; `n_items` none means 300 on GPU (the spec) and 30 on CPU."""
 
     subtasks: list[str] | None = option(None, "sub-tasks: fld_gen, babi_gen_{1,2,3,15,16}, fld_hub, fld_star_hub, babi_hub_{1..20}; none: every one of `source`")
     source: Literal["gen", "hub"] = option("gen", "default sub-tasks: generated (offline) or the papers' data sets from the Hub")
-    n_items: int | None = option(None, "items per generated sub-task; none: 300 on GPU, 60 on CPU", ge=3)
+    n_items: int | None = option(None, "items per generated sub-task; none: 300 on GPU, 30 on CPU", ge=3)
     shots: int = option(3, "solved examples before each query", ge=0, le=12)
     scoring: Literal["choice", "generate", "both"] = option("both", "choice (log-likelihood of each answer), generate (greedy first word), or both")
     limit: int = option(500, "items per hub sub-task (the first ones of the test split)", ge=1)
