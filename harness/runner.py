@@ -199,20 +199,22 @@ def result_lock(path: Path) -> Iterator[IO[str]]:
         yield handle
 
 
-def clear_leftovers(path: Path, keep: Path) -> None:
-    """Remove what killed runs left beside `path` (staging folders, temporary files, other weights' checkpoints).
+def clear_leftovers(path: Path, keep_checkpoints: Path | None = None) -> None:
+    """Remove what killed runs left beside `path`: staging folders, temporary files and, given the
+    checkpoints to keep, the checkpoints of other weights.
 
     Only safe under the result's lock: then no live run owns any of them.
     """
     stem = artifacts_dir(path).name
     for item in path.parent.glob(f".{glob.escape(stem)}.*"):
-        leftover = (item.name.startswith((f".{stem}.partial", f".{stem}.checkpoints")) and item != keep) or (
-            item.name.startswith(f".{path.name}.") and item.name.endswith(".tmp"))
-        if leftover:
-            if item.is_dir() and not item.is_symlink():
-                shutil.rmtree(item, ignore_errors=True)
-            else:
-                item.unlink(missing_ok=True)
+        staged = item.name.startswith(f".{stem}.partial") or (item.name.startswith(f".{path.name}.") and item.name.endswith(".tmp"))
+        stale = keep_checkpoints is not None and item.name.startswith(f".{stem}.checkpoints") and item != keep_checkpoints
+        if not (staged or stale):
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
 
 
 def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spec: str, dtype: str,
@@ -355,6 +357,7 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
         paths = {(m, t.name): result_path(spec.output_dir, m, t, c, spec) for m in models for t, c in plans}
         for path in paths.values():  # every lock before any work: a busy result refuses the run up front
             locks.enter_context(result_lock(path))
+            clear_leftovers(path)
         for model_spec in models:
             todo: list[Planned] = []
             fingerprint = None if spec.force else model_fingerprint(model_spec, spec.load)
@@ -371,7 +374,7 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
             report(f"loading {model_spec} ...")
             model = load_model(model_spec, spec.load)
             for item in todo:
-                clear_leftovers(item.path, keep=checkpoint_dir(item.path, model.info.fingerprint))
+                clear_leftovers(item.path, keep_checkpoints=checkpoint_dir(item.path, model.info.fingerprint))
                 report(f"running {item.task.name} on {model_spec} ...")
                 results = run_task(model, item.task, item.config, item.path, spec)
                 report(f"{item.task.name} on {model_spec}: {summary(results)} -> {item.path} ({results.timing.seconds_total:.0f} s)")
