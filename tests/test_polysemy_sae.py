@@ -174,6 +174,12 @@ def test_sae_of_another_width_or_site_is_a_usage_error(tmp_path, gpt2):
         PolysemySAE().run(gpt2, config(f"sae={tmp_path / 'l0'}", "site=attn_out"), context(tmp_path, gpt2))
 
 
+def test_loaded_sae_sets_the_site_when_none_is_given(tmp_path, gpt2):
+    constant_sae(tmp_path / "attn", site="attn_out.0")
+    result = PolysemySAE().run(gpt2, config(f"sae={tmp_path / 'attn'}"), context(tmp_path, gpt2))
+    assert result.details["site"] == "attn_out.0"
+
+
 # --- criterion 5: target locating; split words are counted in n_skipped ---------------------------
 
 def test_split_target_words_are_counted_as_skipped(tmp_path, gpt2):

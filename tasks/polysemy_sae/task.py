@@ -190,7 +190,7 @@ class PolysemySAE(Task):
                 raise UsageError(f"site={config.site} and layer={layer} disagree: give the layer once")
             layer = int(m.group(2))
         if layer is None and config.sae != "train" and "{layer}" not in config.sae:
-            layer = self.loaded_layer(model, config.sae, kind)
+            kind, layer = self.loaded_site(model, config.sae, kind, explicit=config.site is not None)
         if layer is None:
             layer = round(2 * model.n_layers / 3)
         if not 0 <= layer < model.n_layers:
@@ -198,16 +198,17 @@ class PolysemySAE(Task):
         return kind, layer
 
     @staticmethod
-    def loaded_layer(model, source: str, kind: str) -> int | None:
-        """The layer a loaded SAE was trained at, from its cfg.json (None when it does not say)."""
+    def loaded_site(model, source: str, kind: str, explicit: bool) -> tuple[str, int | None]:
+        """(site kind, layer) a loaded SAE was trained at, from its cfg.json; an explicit site=
+        must agree with it. No hook in its cfg.json: (kind, None), the default layer."""
         _, cfg = load_sae(source, model.d_model)
         if cfg.site is None:
-            return None
+            return kind, None
         sae_kind, layer = cfg.site.split(".")
-        if sae_kind != kind:
+        if explicit and sae_kind != kind:
             raise UsageError(f"SAE {source} was trained at {cfg.site}, not at a {kind} site: "
                              f"set site={sae_kind} (or leave site unset)")
-        return int(layer)
+        return sae_kind, int(layer)
 
     def pairs(self, model, config: PolysemyConfig, ctx) -> Pairs:
         """Located, valid, balanced pairs; prompts laid out as all first contexts, then all second ones."""
