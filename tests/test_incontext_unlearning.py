@@ -249,11 +249,13 @@ def test_missing_adapter_is_a_usage_error(tmp_path):
 
 def test_defaults_settle_by_source_and_mode():
     cfg = IncontextUnlearning.resolve_config(IncontextUnlearning.Config(), "cpu")
-    assert (cfg.target, cfg.prompt_style, cfg.mode, cfg.steps) == ("answer", "text", "prompt_only", 300)
-    assert settled(IncontextUnlearning.Config(mode="finetune")).prompt_style == "tags"
-    assert settled(IncontextUnlearning.Config(adapter="x")).prompt_style == "tags"
-    assert settled(IncontextUnlearning.Config(source="age_file")).target == "subject"
-    assert settled(IncontextUnlearning.Config(prompt_style="tags")).prompt_style == "tags"
+    assert (cfg.target, cfg.prompt_style, cfg.mode, cfg.steps) == ("answer", "text", "prompt_only", 40)
+    assert IncontextUnlearning.resolve_config(IncontextUnlearning.Config(), "cuda").steps == 300
+    assert settled(IncontextUnlearning.Config(steps=7), "cuda").steps == 7
+    assert settled(IncontextUnlearning.Config(mode="finetune"), "cpu").prompt_style == "tags"
+    assert settled(IncontextUnlearning.Config(adapter="x"), "cpu").prompt_style == "tags"
+    assert settled(IncontextUnlearning.Config(source="age_file"), "cpu").target == "subject"
+    assert settled(IncontextUnlearning.Config(prompt_style="tags"), "cpu").prompt_style == "tags"
     parsed = parse_config(IncontextUnlearning, ["mode=finetune", "optimizer=adopt", "target=subject", "steps=40"])
     assert (parsed.mode, parsed.optimizer, parsed.target, parsed.steps) == ("finetune", "adopt", "subject", 40)
     with pytest.raises(UsageError, match="choose one of adamw, adopt"):
@@ -262,14 +264,14 @@ def test_defaults_settle_by_source_and_mode():
 
 def test_reference_numbers_are_fractions_of_the_closest_setting():
     data = load_sample()
-    tuned = reference_for(settled(IncontextUnlearning.Config(mode="finetune")), data)
+    tuned = reference_for(settled(IncontextUnlearning.Config(mode="finetune"), "cpu"), data)
     assert "approximate" in tuned.source and "data" in tuned.notes
     assert tuned.metrics["Llama2-7B LoRA (TOFU ID)"] == {"forget_acc": 0.85, "retain_acc": 0.80,
                                                          "internal_answer_score": 0.03}
     assert tuned.metrics["Mistral-7B LoRA (TOFU ID, fine-tuning-method table)"] == {"forget_acc": 0.95, "retain_acc": 0.80}
-    ood = reference_for(settled(IncontextUnlearning.Config(mode="finetune", source="hub", domain="ood")), data)
+    ood = reference_for(settled(IncontextUnlearning.Config(mode="finetune", source="hub", domain="ood"), "cpu"), data)
     assert ood.metrics["Mistral-7B LoRA (TOFU OOD)"] == {"forget_acc": pytest.approx(0.462), "retain_acc": pytest.approx(0.744)}
-    prompt_only = reference_for(settled(IncontextUnlearning.Config()), data)
+    prompt_only = reference_for(settled(IncontextUnlearning.Config(), "cpu"), data)
     assert prompt_only.metrics["Llama2-7B icul (TOFU ID)"] == {"forget_acc": 0.0, "retain_acc": 0.65}
     finding = IncontextUnlearning.finding
     keys = set(IncontextUnlearning.metric_descriptions)

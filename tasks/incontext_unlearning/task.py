@@ -69,7 +69,8 @@ class UnlearningConfig:
     prompt_style: Optional[Literal["text", "tags"]] = option(
         None, "text (plain forget instruction) or tags (<<UNL>>...); none: text for prompt_only, tags for a fine-tune")
     optimizer: Literal["adamw", "adopt"] = option("adamw", "fine-tuning optimizer: adamw (torch) or adopt")
-    steps: int = option(300, "fine-tuning steps", ge=1)
+    steps: Optional[int] = option(
+        None, "fine-tuning steps; none: 300 on CUDA (the spec's), 40 on CPU (one epoch of the sample)", ge=1)
     lr: float = option(2e-4, "learning rate (constant after 3% warm-up)", gt=0)
     batch_size: int = option(4, "fine-tuning batch size", ge=1)
     lora_r: int = option(4, "LoRA rank", ge=1)
@@ -79,12 +80,20 @@ class UnlearningConfig:
     adapter: Optional[str] = option(None, "a saved adapter folder to evaluate without training (implies a fine-tune's prompts)")
 
 
-def settled(config: UnlearningConfig) -> UnlearningConfig:
-    """The config with its source- and mode-dependent defaults filled in (what runs is what is hashed)."""
+GPU_STEPS, CPU_STEPS = 300, 40
+
+
+def settled(config: UnlearningConfig, device: str) -> UnlearningConfig:
+    """The config with its source-, mode- and hardware-dependent defaults filled in (what runs is what is hashed).
+
+    300 fine-tuning steps take about 45 minutes for smollm2-135m on two CPU cores, so CPU
+    runs default to one epoch of the sample (40 steps); CUDA runs get the spec's 300.
+    """
     target = config.target or ("subject" if config.source == "age_file" else "answer")
     tuned = config.mode == "finetune" or config.adapter is not None
     style = config.prompt_style or ("tags" if tuned else "text")
-    return dataclasses.replace(config, target=target, prompt_style=style)
+    steps = config.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS)
+    return dataclasses.replace(config, target=target, prompt_style=style, steps=steps)
 
 
 @contextlib.contextmanager
@@ -294,10 +303,10 @@ class IncontextUnlearning(Task):
 
     @classmethod
     def resolve_config(cls, config: UnlearningConfig, device: str) -> UnlearningConfig:
-        return settled(config)
+        return settled(config, device)
 
     def run(self, model: Any, config: UnlearningConfig, ctx: Any) -> TaskResult:
-        config = settled(config)
+        config = settled(config, model.input_device.type)
         adapter = Path(config.adapter) if config.adapter is not None else None
         if adapter is not None and not (adapter / "adapter_config.json").is_file():
             raise UsageError(f"adapter={adapter}: no saved adapter there (adapter_config.json); "
@@ -371,6 +380,9 @@ class IncontextUnlearning(Task):
         else:
             notes.append("loss on the reply tokens only (the paper's formula; the authors' trainer also scored the "
                          "prompt), torch AdamW or ADOPT instead of paged AdamW 32-bit, fp32 on CPU and bf16 autocast on CUDA")
+            if config.adapter is None and config.steps != GPU_STEPS:
+                notes.append(f"fine-tuned for {config.steps} steps (the spec's default is {GPU_STEPS}; the authors ran "
+                             f"3 epochs on TOFU ID, 120 steps)")
             if config.optimizer == "adopt":
                 notes.append("ADOPT with the task's lr and weight decay 0.001 applied decoupled (its paper's default is "
                              "lr 1e-3, no weight decay)")
@@ -378,7 +390,10 @@ class IncontextUnlearning(Task):
             notes.append("no chat template: plain 'Question: ...\\nAnswer:' prompts, and each reply is cut at its "
                          "first line break before scoring (our choice)")
         if config.source == "sample":
-            notes.append("data: the shipped fictional-author sample (written for this project), not TOFU or AGE")
+            notes.append("data: the shipped fictional-author sample (written for this project), not TOFU or AGE; its "
+                         "facts are invented, so retain and baseline questions can be answered only by chance "
+                         "(retain_acc, retain_acc_contains, harmonic, baseline_retain_acc near 0 by construction): "
+                         "forget_acc against over_forget_rate carries the finding; source=hub gives the paper's retain side")
         notes.append("baseline_retain_acc asks the eval questions without forget text, with the same model state "
                      "(adapter attached when there is one)")
         return notes
