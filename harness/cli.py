@@ -15,7 +15,7 @@ from typing import Sequence
 
 from harness.bundled import BUNDLED, DEFAULT_MODEL
 from harness.errors import UsageError
-from harness.models import DTYPES, LoadOptions
+from harness.models import DTYPES, LoadOptions, parse_max_memory
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed of every random choice, 0 to 2**32-1 (default 0)")
     run.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems (for quick checks)")
     run.add_argument("--batch-size", type=batch_size, default="auto", help="prompts per forward pass, or auto (default)")
+    run.add_argument("--preset", default=None, metavar="NAME",
+                     help="a named option set of every task: quick (sized for a laptop CPU, its own config hash)")
+    run.add_argument("--max-memory", action="append", default=[], metavar="DEVICE=SIZE",
+                     help="with --device-map: the most memory a device may take, e.g. 0=20GiB, cpu=64GiB; repeatable")
     run.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples behind every interval, 100 to 100000 (default 1000)")
     run.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -98,8 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         load=LoadOptions(
             dtype=args.dtype, device=args.device, device_map=args.device_map, revision=args.revision,
             load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, trust_remote_code=args.trust_remote_code,
-            show_progress=False if args.no_progress else None,
+            show_progress=False if args.no_progress else None, max_memory=parse_max_memory(args.max_memory),
         ),
+        preset=args.preset,
         log_samples=args.log_samples,
         force=args.force,
         show_progress=False if args.no_progress else None,

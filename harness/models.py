@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -51,6 +51,19 @@ class LoadOptions:
     load_in_8bit: bool = False
     trust_remote_code: bool = False
     show_progress: bool | None = None  # False: hide transformers' and huggingface_hub's loading bars
+    max_memory: tuple[tuple[str, str], ...] = ()  # with device_map: (device, size) limits, passed to accelerate
+
+
+def parse_max_memory(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """`--max-memory 0=20GiB --max-memory cpu=64GiB` as (device, size) pairs; a malformed one is a UsageError."""
+    out = []
+    for item in items:
+        device, sep, size = item.partition("=")
+        device, size = device.strip(), size.strip()
+        if not sep or not re.fullmatch(r"\d+|cpu|disk|mps|cuda:\d+", device) or not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", size):
+            raise UsageError(f"--max-memory {item}: use DEVICE=SIZE, e.g. 0=20GiB or cpu=64GiB")
+        out.append((device, size))
+    return tuple(out)
 
 
 @dataclass
@@ -767,6 +780,8 @@ def _load_model(spec: str, options: LoadOptions) -> Model:
         kwargs["device_map"] = options.device_map or "auto"
     elif options.device_map:
         kwargs["device_map"] = options.device_map
+    if options.max_memory and "device_map" in kwargs:
+        kwargs["max_memory"] = {int(d) if d.isdigit() else d: size for d, size in options.max_memory}
     hf = load_weights(spec, resolved, kwargs)
     if "device_map" not in kwargs:
         hf.to(device)

@@ -12,6 +12,7 @@ this project's pyproject), so a third-party package is discovered exactly like o
 from __future__ import annotations
 
 import difflib
+import re
 import logging
 from importlib.metadata import entry_points
 from typing import TypeVar
@@ -32,6 +33,8 @@ def register_task(cls: T) -> T:
     name = getattr(cls, "name", None)
     if not name:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise TypeError(f"task name {name!r}: use letters, digits, '_', '-' and '.'")
     existing = _registered.get(name)
     if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
         raise ValueError(f"two tasks are named {name}: {existing.__module__} and {cls.__module__}")

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Sequence
 
 import torch
+from threadpoolctl import threadpool_limits
 
 import harness
+from harness import distributed
 from harness.context import RunContext
 from harness.errors import UsageError
 from harness.models import (
@@ -69,6 +71,7 @@ class RunSpec:
     log_samples: bool = False
     force: bool = False
     show_progress: bool | None = None
+    preset: str | None = None  # a named option set every task may declare ("quick": sized for a laptop CPU)
 
 
 @dataclass
@@ -115,7 +118,7 @@ def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
     classes = resolve_tasks(spec.tasks)
     routed = split_task_args(classes, spec.task_args)
     device = target_device(spec.load).split(":")[0]
-    return [(t, t.resolve_config(parse_config(t, routed[t.name]), device)) for t in classes]
+    return [(t, t.resolve_config(parse_config(t, routed[t.name], spec.preset), device)) for t in classes]
 
 
 def check_spec(spec: RunSpec) -> None:
@@ -129,6 +132,8 @@ def check_spec(spec: RunSpec) -> None:
         raise UsageError(f"--bootstrap {spec.bootstrap}: use a number of resamples from {low} to {high}")
     if spec.batch_size != "auto" and (not isinstance(spec.batch_size, int) or spec.batch_size < 1):
         raise UsageError(f"--batch-size {spec.batch_size}: use a positive whole number or auto")
+    if spec.load.max_memory and not spec.load.device_map:
+        raise UsageError("--max-memory limits what --device-map places on each device: add --device-map auto")
 
 
 def prepare_output_dir(path: Path) -> None:
@@ -156,7 +161,8 @@ def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any
         raise UsageError(f"task name {task.name!r} cannot name a results file: use letters, digits, '_', '-' and '.'")
     version = task.version if PLAIN_VERSION.fullmatch(task.version) else "x" + hashlib.sha256(task.version.encode()).hexdigest()[:8]
     dtype = str(pick_dtype(spec.load, target_device(spec.load))).removeprefix("torch.")
-    default = (config_hash(asdict(task.Config())), 0, None, N_BOOTSTRAP, "float32", None)
+    defaults = task.resolve_config(task.Config(), target_device(spec.load).split(":")[0])  # as plan_tasks resolves them
+    default = (config_hash(asdict(defaults)), 0, None, N_BOOTSTRAP, "float32", None)
     key = (config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap, dtype, quantization_name(spec.load))
     stem = f"{task.name}-v{version}" + ("" if key == default else f"-{config_hash({'k': list(key)})[:8]}")
     try:
@@ -273,15 +279,20 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
     """
     staging = path.parent / f".{artifacts_dir(path).name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     checkpoints = checkpoint_dir(path, model.info.fingerprint)
+    main = distributed.is_main()  # with several data-parallel ranks, rank 0 alone writes anything
     ctx = RunContext(
         model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, bootstrap=spec.bootstrap,
-        artifacts_dir=staging, checkpoint_dir=checkpoints, cache_dir=cache_root() / "products",
-        log_samples=spec.log_samples, show_progress=spec.show_progress,
+        artifacts_dir=staging if main else None, checkpoint_dir=checkpoints if main else None,
+        cache_dir=cache_root() / "products",
+        log_samples=spec.log_samples and main, show_progress=spec.show_progress if main else False,
     )
     start, tokens_before = time.perf_counter(), model.tokens_processed
     torch.manual_seed(spec.seed)
     try:
-        outcome = task().run(model, config, ctx)
+        # numpy's and scipy's BLAS on one thread: probes work on small matrices, and two BLAS threads
+        # beside torch's own busy pool oversubscribe a small machine many times over (benchmarks/).
+        with threadpool_limits(limits=1, user_api="blas"):
+            outcome = task().run(model, config, ctx)
         ctx.write_samples()
         seconds = time.perf_counter() - start
         info = model.info
@@ -292,6 +303,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
                 name=task.name, version=task.version, config=asdict(config), config_hash=config_hash(asdict(config)),
                 description=task.description, paper=task.paper, headline_metrics=task.headline_metrics,
                 finding=asdict(task.finding) if task.finding is not None else None,
+                default_config=asdict(task.resolve_config(task.Config(), model.input_device.type)),
             ),
             model=ModelRecord(
                 spec=info.spec, source=info.source, resolved_revision=info.revision, architecture=info.architecture,
@@ -301,7 +313,8 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             metrics=outcome.metrics,
             reference=outcome.reference,
             environment=environment(model),
-            timing=Timing(seconds_total=round(seconds, 3), tokens_processed=model.tokens_processed - tokens_before),
+            timing=Timing(seconds_total=round(seconds, 3), tokens_processed=model.tokens_processed - tokens_before,
+                          phases=phases(ctx.phase_seconds, seconds)),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             seed=spec.seed,
             limit=spec.limit,
@@ -310,11 +323,19 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             details=outcome.details,
             artifacts=[f"{artifacts_dir(path).name}/{a}" for a in written],
         )
-        install(path, staging, results)
-        shutil.rmtree(checkpoints, ignore_errors=True)
+        if main:
+            install(path, staging, results)
+            shutil.rmtree(checkpoints, ignore_errors=True)
         return results
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def phases(model_calls: dict[str, float], total: float) -> dict[str, float]:
+    """Seconds per kind of model call, and 'analysis' for the rest of the task (probes, statistics, plots)."""
+    out = {k: round(v, 3) for k, v in sorted(model_calls.items())}
+    out["analysis"] = round(max(0.0, total - sum(model_calls.values())), 3)
+    return out
 
 
 def install(path: Path, staging: Path, results: Results) -> None:
@@ -346,7 +367,12 @@ def unique_models(spec: RunSpec) -> list[str]:
 
 
 def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
-    """Run every task on every model. Bad input of any kind fails with a UsageError before any model loads."""
+    """Run every task on every model. Bad input of any kind fails with a UsageError before any model loads.
+
+    Under a data-parallel launcher every rank runs this; rank 0 alone takes locks, reports and writes.
+    """
+    if not distributed.is_main():
+        report = _silent
     check_spec(spec)
     plans = plan_tasks(spec)
     prepare_output_dir(spec.output_dir)
@@ -355,7 +381,7 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
     outcomes: list[Outcome] = []
     with contextlib.ExitStack() as locks:
         paths = {(m, t.name): result_path(spec.output_dir, m, t, c, spec) for m in models for t, c in plans}
-        for path in paths.values():  # every lock before any work: a busy result refuses the run up front
+        for path in paths.values() if distributed.is_main() else ():  # every lock before any work: a busy result refuses up front
             locks.enter_context(result_lock(path))
             clear_leftovers(path)
         for model_spec in models:
@@ -374,7 +400,8 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
             report(f"loading {model_spec} ...")
             model = load_model(model_spec, spec.load)
             for item in todo:
-                clear_leftovers(item.path, keep_checkpoints=checkpoint_dir(item.path, model.info.fingerprint))
+                if distributed.is_main():
+                    clear_leftovers(item.path, keep_checkpoints=checkpoint_dir(item.path, model.info.fingerprint))
                 report(f"running {item.task.name} on {model_spec} ...")
                 results = run_task(model, item.task, item.config, item.path, spec)
                 report(f"{item.task.name} on {model_spec}: {summary(results)} -> {item.path} ({results.timing.seconds_total:.0f} s)")
@@ -385,12 +412,16 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
                 torch.cuda.empty_cache()
         for task, config in plans:
             runs = [o for o in outcomes if o.task == task.name]
-            if task.comparative and len(runs) >= 2:
+            if task.comparative and len(runs) >= 2 and distributed.is_main():
                 from harness.compare import write_comparison
 
                 path = write_comparison(task, config, runs, spec)
                 report(f"{task.name}: comparison of {len(runs)} models -> {path}")
     return outcomes
+
+
+def _silent(_: str) -> None:
+    """The report of ranks other than 0: one voice on the terminal."""
 
 
 def summary(results: Results, limit: int = 4) -> str:

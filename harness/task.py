@@ -152,30 +152,30 @@ def _convert(name: str, raw: str, annotation: Any) -> Any:
                 return _convert(name, raw, option)
             except UsageError:
                 continue
-        raise UsageError(f"--task-arg {name}={raw}: expected {_type_name(annotation)}")
+        raise UsageError(f"--task-arg {name}={raw!r}: expected {_type_name(annotation)}")
     if origin is Literal:
         if raw not in [str(a) for a in args]:
-            raise UsageError(f"--task-arg {name}={raw}: choose one of {', '.join(map(str, args))}")
+            raise UsageError(f"--task-arg {name}={raw!r}: choose one of {', '.join(map(str, args))}")
         return next(a for a in args if str(a) == raw)
     if annotation is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
-        raise UsageError(f"--task-arg {name}={raw}: expected true or false")
+        raise UsageError(f"--task-arg {name}={raw!r}: expected true or false")
     if origin in (list, Sequence) or annotation is list:
         item = args[0] if args else str
         parts = [p.strip() for p in raw.split(",")]
         if not raw.strip() or any(not p for p in parts):
-            raise UsageError(f"--task-arg {name}={raw}: expected a comma-separated list without empty items")
+            raise UsageError(f"--task-arg {name}={raw!r}: expected a comma-separated list without empty items")
         return [_convert(name, p, item) for p in parts]
     if annotation in (int, float):
         try:
             value = annotation(raw)
         except ValueError:
-            raise UsageError(f"--task-arg {name}={raw}: expected a{'n integer' if annotation is int else ' number'}") from None
+            raise UsageError(f"--task-arg {name}={raw!r}: expected a{'n integer' if annotation is int else ' number'}") from None
         if annotation is float and not math.isfinite(value):
-            raise UsageError(f"--task-arg {name}={raw}: expected a finite number")
+            raise UsageError(f"--task-arg {name}={raw!r}: expected a finite number")
         return value
     if annotation is str:
         return raw

@@ -26,6 +26,10 @@ def validate_file(path: Path) -> list[str]:
         data = json.loads(text)
     except ValueError as e:
         return [f"not JSON: {e}"]
+    if isinstance(data, dict) and data.get("kind") == "comparison":
+        from harness.compare import validate_comparison_file
+
+        return validate_comparison_file(path)
     try:
         results = Results.model_validate(data)
     except ValidationError as e:

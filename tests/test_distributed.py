@@ -48,3 +48,42 @@ def test_two_processes_give_every_rank_the_single_process_result(runs, key):
             assert got[key] == single[key]
         else:
             assert torch.equal(got[key], single[key]), key
+
+
+def run_cli(model: Path, out: Path, processes: int, *args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HARNESS_DIST_BACKEND": "gloo", "HF_HUB_OFFLINE": "1"}
+    argv = ["-m", "harness.cli", "run", "--model", str(model), "--output-dir", str(out), "--no-progress", "--batch-size", "4", *args]
+    if processes == 1:
+        cmd = [sys.executable, *argv]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
+               f"--master_port={free_port()}", *argv]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def results_files(out: Path) -> dict[str, dict]:
+    import json
+
+    files = {p.name: json.loads(p.read_text()) for p in out.rglob("*.json") if p.is_file() and not p.name.startswith(".")}
+    for data in files.values():
+        for volatile in ("timing", "created_at", "environment"):
+            data.pop(volatile, None)
+    return files
+
+
+@pytest.mark.parametrize("task,args", [
+    ("weekday_circle", []),
+    ("language_neurons", ["--task-arg", "n_samples=2", "--task-arg", "n_translate=2", "--task-arg", "max_new_tokens=4",
+                          "--task-arg", "translation_max_new_tokens=4", "--task-arg", "n_random=1", "--task-arg", "conditions=none,both"]),
+])
+def test_a_two_process_run_writes_the_single_process_results_file(tmp_path, task, args):
+    from tests.tiny_models import save_tiny_model
+
+    model = tmp_path / "tiny"
+    save_tiny_model("llama", model)
+    run_cli(model, tmp_path / "one", 1, "--task", task, *args)
+    run_cli(model, tmp_path / "two", 2, "--task", task, *args)
+    one, two = results_files(tmp_path / "one"), results_files(tmp_path / "two")
+    assert one and one == two
+    assert not list((tmp_path / "two").rglob(".*partial*"))  # rank 1 wrote nothing of its own
