@@ -538,9 +538,11 @@ class LanguageNeurons(Task):
                     pair = np.stack([hits[("both", task, L)].mean(0), hits[(base, task, L)].mean(0)], 1)
                     metrics[f"{name}.{task}.{L}"] = ctx.metric(pair, statistic=_mean_diff)
                     diffs.append(pair)
-                # Text i of every language shares a unit: the same source (translate) or the same
-                # unforced text (uncond, condition none is generated once for all languages).
-                text_index = np.concatenate([np.arange(len(d)) for d in diffs])
+                # Text i of every language shares a unit where the languages share a text: the same
+                # source (translate), or the same unforced text (lift.uncond: condition none is
+                # generated once for all languages). Unconditional random texts are drawn per language.
+                shared = task == "translate" or base == "none"
+                text_index = np.concatenate([np.arange(len(d)) for d in diffs]) if shared else None
                 metrics[f"{name}.{task}.mean"] = ctx.metric(np.concatenate(diffs), unit=text_index, statistic=_mean_diff)
         details["generation"] = {"n_uncond": n_uncond, "n_translate": len(sources), "conditions": conditions,
                                  "random_count": int(len(random_sets[0])) if random_sets else 0}

@@ -203,7 +203,8 @@ def test_end_to_end_on_a_tiny_model(tiny, tmp_path):
     assert m["edge_share"]["value"] == pytest.approx(np.mean([layer in edge for layer in chosen_layers]))
     assert m["edge_share"]["n"] == 80
     # Text i of every language shares its source (translate) or its unforced text (uncond): n counts texts.
-    assert m["lift.translate.mean"]["n"] == 2 and m["lift_vs_random.uncond.mean"]["n"] == 2
+    assert m["lift.translate.mean"]["n"] == 2 and m["lift.uncond.mean"]["n"] == 2
+    assert m["lift_vs_random.uncond.mean"]["n"] == 12  # random and forced texts are drawn per language
     assert any(n.startswith("mean_ap_*, max_ap.* are in-sample") for n in data["notes"])
     assert any("sites=linear" in n for n in data["notes"])
     assert d["generation"] == {"n_uncond": 2, "n_translate": 2, "conditions": ["none", "random", "top", "bottom", "both"], "random_count": 2}
