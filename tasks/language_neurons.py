@@ -328,7 +328,7 @@ class LanguageNeuronsConfig:
     n_per_source: int = option(250, "hub: sentences per language from each of FLORES+ and PAWS-X", ge=1)
     n_heldout: int = option(100, "hub: held-out FLORES+ devtest sentences per language", ge=1)
     max_tokens: int = option(256, "hub: longest sentence kept, in tokens", ge=1)
-    data_seed: int = option(1234, "hub: seed of the sentence sample", ge=0)
+    data_seed: int = option(1234, "hub: seed of the sentence sample", ge=0, lt=2**32)
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.conditions if c not in CONDITIONS]
@@ -347,6 +347,9 @@ class LanguageNeurons(Task):
     description = ("Language-specific MLP neurons (en, de, fr, es, zh, ja): AP as language detectors, layer "
                    "distribution, overlap, and forcing ~1% of them to switch the output language.")
     Config = LanguageNeuronsConfig
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"n_samples": 5, "n_translate": 5, "n_random": 1, "max_new_tokens": 32,
+                         "translation_max_new_tokens": 48}}
     headline_metrics = ["lift_vs_random.uncond.mean", "lift.uncond.mean", "edge_share", "overlap_max",
                         "heldout_ap_top.en", "heldout_ap_top.de", "heldout_ap_top.zh", "heldout_ap_top.ja"]
     finding = Finding(

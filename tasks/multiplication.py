@@ -276,7 +276,7 @@ class MultiplicationConfig:
 
     cells: list[str] = option(DEFAULT_CELLS, "digit lengths n x m of a and b, e.g. 2x2,5x5; grid: all of 1..5 x 1..5")
     n_per_cell: int = option(200, "problems per cell", ge=1)
-    seed: int = option(0, "data seed, combined with the run's --seed", ge=0)
+    seed: int = option(0, "data seed, combined with the run's --seed", ge=0, lt=2**32)
     template: str = option("{a}*{b}=", "prompt with {a} and {b}; must end with '='")
     instruction: str = option("", "text prepended to every prompt as is")
     digit_scoring: Literal["auto", "teacher_forced", "spaced", "generate"] = option(
@@ -306,6 +306,8 @@ class MultiplicationDigits(Task):
     description = ("n-digit x m-digit multiplication ('12*34='): confidence in the first and the units digit of the "
                    "product, the units digit given the correct higher digits, and a linear probe for it at '='.")
     Config = MultiplicationConfig
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"n_per_cell": 30, "probe_n": 300, "probe_layers": [0, 4, 8, 12, 16]}}
     headline_metrics = ["last_digit_conf@5x5", "last_digit_conf_given_prefix@5x5", "conditioning_gain@5x5",
                         "first_digit_acc", "last_digit_acc_given_prefix", "probe_last_digit_acc", "rep_behaviour_gap"]
     finding = Finding(

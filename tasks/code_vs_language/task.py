@@ -59,7 +59,7 @@ class CodeVsLanguageConfig:
     scoring: Literal["choice", "generate", "both"] = option("both", "choice (log-likelihood of each answer), generate (greedy first word), or both")
     limit: int = option(500, "items per hub sub-task (the first ones of the test split)", ge=1)
     fld_depths: list[int] = option(list(FLD_DEPTHS), "proof depths of generated FLD items", ge=1, le=3)
-    seed: int = option(0, "data seed: items and shots (the same for every model)", ge=0)
+    seed: int = option(0, "data seed: items and shots (the same for every model)", ge=0, lt=2**32)
     babi_repo: str = option("facebook/babi_qa", "bAbI on the Hub: facebook/babi_qa or Muennighoff/babi")
     probe: bool = option(False, "per-layer linear probe of the gold label at the last prompt token, with a shuffled control")
     probe_shots: int = option(0, "shots in the probe prompts", ge=0, le=12)
@@ -139,6 +139,8 @@ class CodeVsLanguage(Task):
                    "and by generation; run over several models it writes a comparison with paired intervals.")
     Config = CodeVsLanguageConfig
     comparative = True
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"n_items": 30, "subtasks": ["fld_gen", "babi_gen_1"]}}
     headline_metrics = ["fld_acc", "babi_acc", "format_rate", "fld_gen_acc", "babi_gen_1_acc", "babi_gen_2_acc",
                         "babi_gen_3_acc", "babi_gen_15_acc", "babi_gen_16_acc"]
     metric_descriptions = {

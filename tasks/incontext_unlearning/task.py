@@ -281,6 +281,8 @@ class IncontextUnlearning(Task):
     description = ("A fact wrapped in forget tags: does the model answer 'forgot' when the question needs it and answer "
                    "the rest, and does a logit lens still find the answer in its middle layers?")
     Config = UnlearningConfig
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"mode": "prompt_only"}}
     headline_metrics = ["forget_acc", "retain_acc", "over_forget_rate", "harmonic", "baseline_retain_acc",
                         "internal_answer_score"]
     metric_descriptions = {

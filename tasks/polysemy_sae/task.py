@@ -113,6 +113,8 @@ class PolysemySAE(Task):
     description = ("PS-Eval: a polysemous word in two contexts; does an SAE's top latent stay the same when the sense "
                    "does and change when it does not? Beside the raw-residual, MLP-neuron, probe and cosine baselines.")
     Config = PolysemyConfig
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"tokens": 20_000, "batch_tokens": 1024}}
     headline_metrics = ["sae.specificity", "sae.accuracy", "sae.recall", "sae.f1", "raw_resid.specificity",
                         "raw_mlp.specificity", "probe.accuracy", "cosine.accuracy"]
     metric_descriptions = {

@@ -68,7 +68,7 @@ class ScrambledConfig:
     """Defaults are the paper's settings (seed 10, zero-shot, 256 new tokens)."""
 
     types: list[str] = option(DEFAULT_TYPES, f"scramble types, a subset of {','.join(TYPES)}; substituted is a QA baseline, always run there")
-    seed: int = option(10, "scrambling seed (the authors' default 10)", ge=0)
+    seed: int = option(10, "scrambling seed (the authors' default 10)", ge=0, lt=2**32)
     source: str = option("sample", "sample (shipped), hub (DREAM or AQuA-RAT), or file:PATH (RealtimeQA weekly *_qa.jsonl)")
     qa_dataset: Literal["dream", "aqua"] = option("dream", "with source=hub: the QA data set")
     subtasks: list[str] = option(list(SUBTASKS), f"experiments to run, a subset of {','.join(SUBTASKS)}")
@@ -103,6 +103,8 @@ class ScrambledText(Task):
                    "on scrambled contexts (relative performance gain), likelihood of original vs scrambled text, "
                    "and how far each layer restores a scrambled word.")
     Config = ScrambledConfig
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"n_max": 10, "probe_words": 20, "max_new_tokens": 64}}
     headline_metrics = ["recovery_rate_random_100", "recovery_rate_keepfirstlast", "recovery_rate_random_50",
                         "qa_accuracy_original", "qa_accuracy_random_100", "prefer_original_random_100"]
     finding = Finding(
