@@ -160,6 +160,8 @@ class CircleConfig:
     layer: int | None = option(None, "intervention layer (resid_post.L); none: the best probe layer in the first half", ge=0)
     n_components: int = option(5, "PCA dimensions before the circular probe", ge=2)
     intervention: bool = option(True, "run the circle patch and its controls")
+    intervention_problems: int | None = option(
+        None, "patch this many problems, drawn at random with the run's seed (each with all its alpha'); none: every one", ge=1)
     offdist: bool = option(False, "the (r, theta) grid: is alpha encoded in the angle alone?")
     irreducibility: bool = option(False, "separability S and mixture M_eps of the probe plane")
 
@@ -170,6 +172,8 @@ class CircleTask(Task):
     paper = PAPER
     version = "1.1"  # 1.1: each control at its own best layer; intervention intervals resample problems
     Config = CircleConfig
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"intervention_problems": 24}}
     headline_metrics = ["accuracy", "probe_r2", "probe_r2_scrambled_order", "probe_r2_shuffled",
                         "intervention_success", "intervention_success_patch", "intervention_logit_diff"]
     metric_descriptions = {
@@ -259,7 +263,11 @@ class CircleTask(Task):
             first_half = range(max(1, model.n_layers // 2))
             layer = config.layer if config.layer is not None else max(first_half, key=lambda L: fits["probe"][L].r2)
             details["intervention_layer"] = layer
-            metrics.update(self.intervene(ctx, X[layer], layer, problems, used, positions, answers, alpha, shuffled, config, details))
+            patched = used
+            if config.intervention_problems is not None and config.intervention_problems < len(used):
+                patched = np.sort(ctx.rng(5).choice(used, size=config.intervention_problems, replace=False))
+                notes.append(f"interventions on {len(patched)} of {len(used)} problems, drawn at random (intervention_problems)")
+            metrics.update(self.intervene(ctx, X[layer], layer, problems, patched, positions, answers, alpha, shuffled, config, details))
             if config.offdist:
                 metrics["angle_consistency"] = self.offdist(ctx, X[layer], layer, problems, positions, answers, alpha, config)
 
@@ -291,7 +299,7 @@ class CircleTask(Task):
         }
         prompts = [problems[i].prompt for i in src]
         pos = [positions[i] for i in src]
-        clean = ctx.score(prompts[:: m - 1], answers, desc="clean").logits.numpy()  # one row per problem
+        clean = ctx.score(prompts[:: m - 1], answers, desc="clean", full_vocab=False).logits.numpy()  # one row per problem
         clean_correct = clean.argmax(-1) == old_gamma[:: m - 1]
         on_correct = np.repeat(clean_correct, m - 1)
         rows = np.arange(len(runs))
@@ -299,7 +307,8 @@ class CircleTask(Task):
         for suffix, value in values.items():
             with ctx.intervene([Edit(site, "set", torch.as_tensor(value, dtype=torch.float32), position=pos)]):
                 # Every token before the alpha token is the same with or without the edit: computed once.
-                logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}", prefix_lengths=pos).logits.numpy()
+                logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}", prefix_lengths=pos,
+                                   full_vocab=False).logits.numpy()
             success = (logits.argmax(-1) == new_gamma).astype(float)
             diff = logits[rows, old_gamma] - logits[rows, new_gamma]
             # A problem with all its alpha' runs is one unit: its m - 1 runs share the prompt and are not independent.
@@ -325,7 +334,8 @@ class CircleTask(Task):
         values = torch.as_tensor(probe.hidden_state_for(xy), dtype=torch.float32)
         prompts = [problems[base].prompt] * len(xy)
         with ctx.intervene([Edit(f"resid_post.{layer}", "set", values, position=[positions[base]] * len(xy))]):
-            day = ctx.score(prompts, answers, desc="offdist", prefix_lengths=[positions[base]] * len(xy)).logits.numpy().argmax(-1)
+            day = ctx.score(prompts, answers, desc="offdist", prefix_lengths=[positions[base]] * len(xy),
+                            full_vocab=False).logits.numpy().argmax(-1)
         implied = (np.round(t.ravel() * m / (2 * np.pi)).astype(int) + 2) % m
         keep = r.ravel() >= 0.5
         self.plot_offdist(ctx, r.ravel(), t.ravel(), day)
@@ -418,6 +428,7 @@ class WeekdayCircle(CircleTask):
 class MonthCircle(CircleTask):
     name = "month_circle"
     description = "Month arithmetic ('Four months from January is'): behaviour, the circle of months in the residual stream, and moving along it."
+    presets = {"quick": {"intervention_problems": 36}}  # 12 months: 11 patched runs per problem
     names = MONTHS
     noun = "month"
     reference_accuracy = {"meta-llama/Meta-Llama-3-8B": 0.993, "mistralai/Mistral-7B-v0.1": 0.868, "openai-community/gpt2": 0.069}

@@ -195,6 +195,8 @@ class NumberHelix(Task):
     paper = PAPER
     description = "Two-digit addition ('57+23='): accuracy, the helix of a in the residual stream, and patching/swapping it."
     Config = HelixConfig
+    # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
+    presets = {"quick": {"n_problems": 300, "n_pairs": 20}}
     headline_metrics = ["helix_r2_heldout", "circle_r2_heldout", "linear_r2_heldout", "accuracy",
                         "patch_ld_helix", "patch_ld_layer_patch", "swap_success", "swap_success_random_subspace"]
     metric_descriptions = {
@@ -387,7 +389,7 @@ class NumberHelix(Task):
         vocab = sorted(set(targets))
         col = np.array([vocab.index(t) for t in targets])
         rows = np.arange(len(keep))
-        base = ctx.score(prompts, vocab, desc="corrupted").logits.numpy()[rows, col]
+        base = ctx.score(prompts, vocab, desc="corrupted", full_vocab=False).logits.numpy()[rows, col]
         clean_a = np.array([t.a for t in keep])
         shuffled = fits[0]["shuffled_labels"]
         out = {}
@@ -403,7 +405,7 @@ class NumberHelix(Task):
             }
             stacked = torch.as_tensor(np.vstack([values[m] for m in PATCH_METHODS]), dtype=torch.float32)
             with ctx.intervene([Edit(f"resid_post.{L}", "set", stacked, position=positions * len(PATCH_METHODS))]):
-                logits = ctx.score(prompts * len(PATCH_METHODS), vocab, desc=f"patch L{L}").logits.numpy()
+                logits = ctx.score(prompts * len(PATCH_METHODS), vocab, desc=f"patch L{L}", full_vocab=False).logits.numpy()
             n = len(keep)
             out[L] = {m: logits[i * n:(i + 1) * n][rows, col] - base for i, m in enumerate(PATCH_METHODS)}
         details["per_layer_patch_ld"] = {m: [round(float(np.mean(out[L][m])), 6) for L in range(model.n_layers)] for m in PATCH_METHODS}
