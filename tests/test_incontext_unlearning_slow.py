@@ -47,10 +47,10 @@ def test_prompt_only_end_to_end_reports_the_baseline(smollm, tmp_path):
 def test_short_finetune_loss_falls_and_the_saved_adapter_gives_the_same_metrics(smollm, tmp_path, optimizer):
     before = weights_hash(smollm)
     ctx = RunContext(model=smollm, artifacts_dir=tmp_path / "train", show_progress=False, limit=6)
-    config = IncontextUnlearning.Config(mode="finetune", optimizer=optimizer, steps=36, lr=1e-3)
+    config = IncontextUnlearning.Config(mode="finetune", optimizer=optimizer, steps=24, lr=1e-3)
     trained = IncontextUnlearning().run(smollm, config, ctx)
     training = trained.details["training"]
-    assert training["steps"] == 36 and training["loss_last5"] < training["loss_first5"]
+    assert training["steps"] == 24 and training["loss_last5"] < training["loss_first5"]
     assert weights_hash(smollm) == before
     adapter = tmp_path / "train" / "adapter"
     ctx = RunContext(model=smollm, artifacts_dir=tmp_path / "eval", show_progress=False, limit=6)

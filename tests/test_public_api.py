@@ -66,7 +66,7 @@ def test_every_public_name_has_a_docstring():
     assert not undocumented
 
 
-@pytest.mark.parametrize("name", sorted(all_tasks()))
+@pytest.mark.parametrize("name", sorted(n for n, t in all_tasks().items() if t.__module__.startswith("tasks.")))
 def test_every_option_of_every_task_is_described(name):
     task = all_tasks()[name]
     rows = describe_options(task)
