@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 from harness import tokens  # noqa: E402
 from harness.context import RunContext  # noqa: E402
 from harness.errors import UsageError  # noqa: E402
+from harness.hub_data import load_hub_dataset  # noqa: E402
 from harness.intervene import Edit  # noqa: E402
 from harness.lens import Lens  # noqa: E402
 from harness.models import Model  # noqa: E402
@@ -34,7 +35,7 @@ _LAZY = {
 __all__ = [
     "Edit", "FineTuneResult", "Finding", "check_template", "Lens", "Loglikelihoods", "Metric", "Model", "NoConfig", "Reference", "RunContext", "Scores",
     "Task", "TaskResult", "TrainConfig", "TrainReport", "UsageError", "load_sae", "metric", "option", "register_task",
-    "save_sae", "tokens", "__version__",
+    "save_sae", "tokens", "load_hub_dataset", "__version__",
 ]
 
 

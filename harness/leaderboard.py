@@ -96,6 +96,7 @@ class Board(BaseModel):
     task_version: str
     config_hash: str
     config: dict[str, Any]
+    default_config: Optional[dict[str, Any]] = None  # the task's defaults as the newest run recorded them
     headline_metrics: list[str]
     reference: Optional[Reference] = None
     finding: Optional[dict[str, Any]] = None  # the task's Finding as the newest run recorded it (harness.findings)
@@ -414,6 +415,8 @@ def merge(tasks: dict[str, TaskBoards], path: Path, results: Results, results_di
     row = row_for(path, results, copy_artifacts(path, results, results_dir, out_dir, report), report)
     board.rows = [r for r in board.rows if r.key() != ident] + [row]
     board.config = json_safe(results.task.config)
+    if results.task.default_config is not None:
+        board.default_config = json_safe(results.task.default_config)
     board.headline_metrics = results.task.headline_metrics or list(results.metrics)[:N_HEADLINE]
     board.reference = clean_reference(results.reference)
     finding = clean_finding(results.task.finding)

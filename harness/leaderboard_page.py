@@ -155,9 +155,10 @@ function sortTable(table, col, th) {
 
 function renderConfig(board, differing) {
   const wrap = el("div", null, "config");
+  const against = board.default_config && typeof board.default_config === "object" ? "the task's defaults" : "the task's other boards";
   wrap.appendChild(el("span", "task version " + board.task_version + ", config " + board.config_hash +
                       (differing === null ? ": the only configuration of this task here" :
-                       differing.length ? ": options that differ from the task's other boards" : ": same options as the other boards")));
+                       differing.length ? ": options that differ from " + against : ": the same options as " + against)));
   if (differing && differing.length) {
     const list = el("ul", null, "options");
     differing.forEach(pair => list.appendChild(el("li", pair[0] + " = " + JSON.stringify(pair[1]))));
@@ -315,12 +316,16 @@ data.tasks.forEach((task, t) => {
 
 
 def differing_options(boards: list[dict[str, Any]]) -> list[list[list[Any]] | None]:
-    """For each board, the [option, value] pairs whose value is not the same on every board of the task.
+    """For each board, the [option, value] pairs that differ from the task's defaults.
 
-    The results file records a run's config, not the task's defaults, so "what this run
-    changed" is read across the task's boards: an option every board agrees on is left to
-    the full JSON. None for a task with a single board (nothing to compare with).
+    Results record the task's defaults (resolved for the run's device) beside the config;
+    a board from results that predate that record compares with the task's other boards
+    instead (the options not the same on every board), and None is a single old board.
     """
+    if all(isinstance(b.get("default_config"), dict) for b in boards):
+        return [[[k, v] for k, v in sorted((b.get("config") or {}).items())
+                 if json.dumps(v, sort_keys=True) != json.dumps(b["default_config"].get(k), sort_keys=True)]
+                for b in boards]
     if len(boards) < 2:
         return [None] * len(boards)
     configs = [b.get("config") or {} for b in boards]

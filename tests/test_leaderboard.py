@@ -195,3 +195,15 @@ def test_build_merges_findings_into_a_copy_of_the_repository_leaderboards(tmp_pa
     old_month = json.loads((repo / "month_circle.json").read_text())["boards"]
     new_month = json.loads((out / "month_circle.json").read_text())["boards"]
     assert [[r["metrics"] for r in b["rows"]] for b in new_month] == [[r["metrics"] for r in b["rows"]] for b in old_month]
+
+
+def test_configs_show_the_options_that_differ_from_the_defaults():
+    from harness.leaderboard_page import differing_options
+
+    defaults = {"n": 200, "cells": ["2x2", "5x5"], "probe": True}
+    quick = {"n": 30, "cells": ["2x2", "5x5"], "probe": True}
+    assert differing_options([{"config": quick, "default_config": defaults}]) == [[["n", 30]]]
+    assert differing_options([{"config": defaults, "default_config": defaults}]) == [[]]
+    # Boards from results that predate the recorded defaults compare with each other instead.
+    assert differing_options([{"config": quick}, {"config": defaults}]) == [[["n", 30]], [["n", 200]]]
+    assert differing_options([{"config": quick}]) == [None]

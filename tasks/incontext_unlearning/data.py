@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
-from harness import UsageError
+from harness import UsageError, load_hub_dataset
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "incontext_unlearning"
 SAMPLE_FILE = DATA / "fictional_authors.jsonl"
@@ -125,23 +125,13 @@ def load_sample(target: Target = "answer", path: Path = SAMPLE_FILE) -> TaskData
 # ---------------------------------------------------------------------------------------
 
 
-def _load_dataset(*args: Any, **kwargs: Any) -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError("source=hub needs the datasets package: pip install datasets") from None
-    try:
-        return datasets.load_dataset(*args, **kwargs)
-    except Exception as e:  # offline without a cached copy, a renamed data set...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {args[0]} ({first}); download it once with network access, or use source=sample") from None
 
 
 def _tofu_split(config: str, split: str, data_files: Optional[Mapping[str, str]]) -> Any:
     """One TOFU config, sliced as the authors did (`train[:80%]`); a local file of the same shape in tests."""
     if data_files is not None:
-        return _load_dataset("json", data_files=data_files[config], split=split)
-    return _load_dataset(TOFU, config, split=split)
+        return load_hub_dataset("json", data_files=data_files[config], split=split)
+    return load_hub_dataset(TOFU, config, split=split)
 
 
 def tofu_items(rows: Iterable[Mapping[str, Any]], prefix: str, start: int = 0) -> list[QAItem]:
@@ -195,7 +185,7 @@ def _age_rows(path: Path) -> tuple[list[Mapping[str, Any]], list[Mapping[str, An
         return list(saved["train"]), list(saved["valid"])
     if not path.is_file():
         raise UsageError(f"age_path={path}: no such file; give the AGE JSON/JSONL file or the authors' saved folder")
-    return split_by_person(list(_load_dataset("json", data_files=str(path), split="train")))
+    return split_by_person(list(load_hub_dataset("json", data_files=str(path), split="train")))
 
 
 def load_age(path: str, domain: str, tofu_files: Optional[Mapping[str, str]] = None) -> TaskData:

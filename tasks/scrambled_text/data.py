@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness import UsageError
+from harness import UsageError, load_hub_dataset
 
 from tasks.scrambled_text.prompts import LETTERS, aqua_prompt, dialogue_prompt, evidence_prompt
 from tasks.scrambled_text.scramble import collapse_spaces
@@ -104,16 +104,6 @@ def _records(f: str) -> list[dict]:
     return records
 
 
-def _load_dataset(*args: Any, **kwargs: Any) -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError("source=hub needs the datasets package: pip install datasets") from None
-    try:
-        return datasets.load_dataset(*args, **kwargs)
-    except Exception as e:  # offline without a cached copy, a renamed data set...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {args[0]} ({first}); download it once with network access, or use source=sample") from None
 
 
 def dream_items(records: Any) -> list[QAItem]:
@@ -142,12 +132,12 @@ def load_hub(qa_dataset: str, data_files: str | None = None) -> Data:
     ScrRec has no Hub copy of RealtimeQA: DREAM dialogues stand in for its sentences.
     """
     if qa_dataset == "dream":
-        ds = (_load_dataset("json", data_files=data_files, split="train") if data_files
-              else _load_dataset("dataset-org/dream", split="test"))
+        ds = (load_hub_dataset("json", data_files=data_files, split="train") if data_files
+              else load_hub_dataset("dataset-org/dream", split="test"))
         qa = dream_items(ds)
         return Data([q.context for q in qa if q.context], qa, "hub:dataset-org/dream")
-    ds = (_load_dataset("json", data_files=data_files, split="train") if data_files
-          else _load_dataset("deepmind/aqua_rat", "raw", split="test"))
+    ds = (load_hub_dataset("json", data_files=data_files, split="train") if data_files
+          else load_hub_dataset("deepmind/aqua_rat", "raw", split="test"))
     qa = aqua_items(ds)
     return Data([q.context for q in qa], qa, "hub:deepmind/aqua_rat")
 
