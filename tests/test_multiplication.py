@@ -326,7 +326,7 @@ def test_unparseable_generations_are_wrong_not_errors(oracle_model):
 
 
 def test_an_untokenisable_own_answer_is_counted_in_the_notes(oracle_model, monkeypatch):
-    import tasks.multiplication as mult
+    import tasks.multiplication.task as mult
 
     real = mult.forced_context
 
@@ -350,7 +350,7 @@ def test_an_untokenisable_own_answer_is_counted_in_the_notes(oracle_model, monke
 
 def test_every_probe_control_is_reported_at_its_own_best_layer(llama, monkeypatch):
     """The shuffled control peaks at layer 2 and the real probe at layer 0: each is read at its own peak."""
-    import tasks.multiplication as mult
+    import tasks.multiplication.task as mult
     from probes.linear import ProbeCV
 
     accuracy = {  # (layer, label) -> held-out accuracy of the fake probe

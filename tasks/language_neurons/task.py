@@ -40,10 +40,7 @@ Choices where the paper is silent or differs, as the spec directs:
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -55,106 +52,25 @@ from probes.neurons import (
     random_units, select_units,
 )
 
-LANGS = ("en", "de", "fr", "es", "zh", "ja")
-DATA = Path(__file__).parent / "data" / "language_neurons" / "parallel_6lang.jsonl"
-N_SCORING_ROWS = 80  # shipped rows 1-80 score, 81-100 are held out
+from tasks.language_neurons.data import LANGS, load_hub, load_shipped
+from tasks.language_neurons.identify import LanguageIdentifier
+
+
 POOL_FACTOR = 4  # re-selection on a bootstrap draw chooses among the 4k best and 4k worst units of the full sample
-FLORES = {"en": "eng_Latn", "de": "deu_Latn", "fr": "fra_Latn", "es": "spa_Latn", "zh": "cmn_Hans", "ja": "jpn_Jpan"}
+
+
 TRANSLATE_PROMPT = "Translate an English sentence into a target language.\nEnglish: {src}\nTarget Language:"
+
+
 CONDITIONS = ("none", "random", "top", "bottom", "both")
+
+
 GEN_TASKS = ("uncond", "translate")
-MIN_CHARS = 10  # a text with fewer non-space characters is "unknown"
+
+
 PAPER = ("Kojima et al. 2024, On the Multilingual Ability of Decoder-based Pre-trained Language Models: "
          "Finding and Controlling Language-Specific Neurons (NAACL 2024, arXiv 2404.02431)")
 
-
-# Data.
-
-@dataclass
-class Corpus:
-    """Scoring and held-out sentences per language, and English translation sources."""
-
-    score: dict[str, list[str]]
-    heldout: dict[str, list[str]]
-    sources: list[str]
-    origin: str
-    # The resampling unit of each sentence: a parallel row (its six translations share their
-    # content, so they are resampled together) or, for unaligned hub data, the sentence itself.
-    score_units: dict[str, list[str]] | None = None
-    heldout_units: dict[str, list[str]] | None = None
-
-    def units(self, split: str) -> np.ndarray:
-        """Unit labels of the sentences of `split` ("score" or "heldout"), in the order LANGS then sentences."""
-        texts, units = getattr(self, split), getattr(self, f"{split}_units")
-        if units is None:
-            return np.array([f"{L}:{i}" for L in LANGS for i in range(len(texts[L]))])
-        return np.array([u for L in LANGS for u in units[L]])
-
-
-def load_shipped(path: Path = DATA) -> Corpus:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows.sort(key=lambda r: r["id"])
-    score = [r for r in rows if r["id"] <= N_SCORING_ROWS]
-    held = [r for r in rows if r["id"] > N_SCORING_ROWS]
-    return Corpus(
-        score={L: [r[L] for r in score] for L in LANGS},
-        heldout={L: [r[L] for r in held] for L in LANGS},
-        sources=[r["en"] for r in held],
-        origin=f"shipped sample ({len(rows)} parallel rows; {len(score)} scoring, {len(held)} held out)",
-        score_units={L: [f"row{r['id']}" for r in score] for L in LANGS},
-        heldout_units={L: [f"row{r['id']}" for r in held] for L in LANGS},
-    )
-
-
-def _hub_column(path: str, name: str, split: str, field: str) -> list[str]:
-    from datasets import load_dataset
-
-    try:
-        ds = load_dataset(path, name, split=split)
-    except Exception as e:  # gated, offline, missing config: all need the user to act
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {path} ({name}, {split}): {first}; accept the data set's terms and log in "
-                         f"(huggingface-cli login), or point the task at a local copy with --task-arg") from None
-    if field not in ds.column_names:
-        raise UsageError(f"{path} ({name}) has no field '{field}' (fields: {', '.join(ds.column_names)}); "
-                         f"the data set changed shape: update tasks/language_neurons.py")
-    return [str(t) for t in ds[field]]
-
-
-def _clean(texts: list[str], tokenizer: Any, max_tokens: int, rng: np.random.Generator | None) -> list[str]:
-    """Shuffle (seeded; file order without rng), drop duplicates and sentences over max_tokens tokens."""
-    seen: set[str] = set()
-    out = []
-    for i in (rng.permutation(len(texts)) if rng is not None else range(len(texts))):
-        t = texts[i].strip()
-        if t and t not in seen:
-            seen.add(t)
-            out.append(t)
-    lengths = [len(ids) for ids in tokenizer(out, add_special_tokens=True)["input_ids"]] if out else []
-    return [t for t, n in zip(out, lengths) if n <= max_tokens]
-
-
-def load_hub(config: "LanguageNeuronsConfig", tokenizer: Any) -> Corpus:
-    """The paper's data: FLORES+ dev + PAWS-X test for scoring, FLORES+ devtest held out."""
-    score, heldout = {}, {}
-    for i, L in enumerate(LANGS):
-        flores_dev = _hub_column(config.flores_path, FLORES[L], "dev", "text")
-        flores_test = _hub_column(config.flores_path, FLORES[L], "devtest", "text")
-        pawsx = _hub_column(config.pawsx_path, L, "test", "sentence1")
-        rng = np.random.default_rng([config.data_seed, i])
-        dev = _clean(flores_dev, tokenizer, config.max_tokens, rng)[: config.n_per_source]
-        paws = _clean(pawsx, tokenizer, config.max_tokens, rng)[: config.n_per_source]
-        score[L] = dev + [t for t in paws if t not in set(dev)]
-        heldout[L] = _clean(flores_test, tokenizer, config.max_tokens, rng)[: config.n_heldout]
-    # Translation sources: English devtest in file order (FLORES is parallel; any 100 rows serve).
-    flores_en = _hub_column(config.flores_path, FLORES["en"], "devtest", "text")
-    sources = _clean(flores_en, tokenizer, config.max_tokens, None)[: config.n_translate]
-    sizes = ", ".join(f"{L} {len(score[L])}/{len(heldout[L])}" for L in LANGS)
-    return Corpus(score=score, heldout=heldout, sources=sources,
-                  origin=f"hub: {config.flores_path} dev+devtest, {config.pawsx_path} test (scoring/held out: {sizes})")
-
-
-# Streaming scores.
 
 def pool_mlp_acts(ctx: Any, texts: Sequence[str], desc: str) -> tuple[torch.Tensor, list[int]]:
     """Mean of every mlp_act unit over each sentence's real tokens: (n_texts, n_units) and the layer widths.
@@ -240,8 +156,6 @@ class SentenceResampling:
         return self._remember("select", L, rows, select)
 
 
-# Forcing and generation.
-
 def unit_sites(units: np.ndarray, widths: Sequence[int]) -> list[tuple[str, int]]:
     """(site, index within the site) of each global unit index."""
     layers = layer_of(np.asarray(units), widths)
@@ -262,50 +176,6 @@ def forcing_edits(units: np.ndarray, values: np.ndarray, widths: Sequence[int]) 
                           dims=(units[sel] - offsets[layer]).astype(int).tolist()))
     return edits
 
-
-# Language identification.
-
-class LanguageIdentifier:
-    """lingua, built from the six languages only, minimum relative distance 0.1; langdetect as fallback."""
-
-    def __init__(self, min_chars: int = MIN_CHARS) -> None:
-        self.min_chars = min_chars
-        try:
-            from lingua import Language, LanguageDetectorBuilder
-        except ImportError:
-            self._init_langdetect()
-            return
-        names = {"en": Language.ENGLISH, "de": Language.GERMAN, "fr": Language.FRENCH, "es": Language.SPANISH,
-                 "zh": Language.CHINESE, "ja": Language.JAPANESE}
-        self._code = {v: k for k, v in names.items()}
-        self._detector = LanguageDetectorBuilder.from_languages(*names.values()).with_minimum_relative_distance(0.1).build()
-        self.name = f"lingua-language-detector {importlib.metadata.version('lingua-language-detector')}"
-        self._detect = lambda t: self._code.get(self._detector.detect_language_of(t), "unknown")
-
-    def _init_langdetect(self) -> None:
-        try:
-            from langdetect import DetectorFactory, detect
-            from langdetect.lang_detect_exception import LangDetectException
-        except ImportError:
-            raise UsageError("no language identifier: pip install lingua-language-detector") from None
-        DetectorFactory.seed = 0
-
-        def run(t: str) -> str:
-            try:
-                code = detect(t)
-            except LangDetectException:
-                return "unknown"
-            code = "zh" if code.startswith("zh") else code
-            return code if code in LANGS else "other"
-
-        self.name = f"langdetect {importlib.metadata.version('langdetect')}"
-        self._detect = run
-
-    def __call__(self, texts: Sequence[str]) -> list[str]:
-        return [self._detect(t) if len("".join(t.split())) >= self.min_chars else "unknown" for t in texts]
-
-
-# The task.
 
 @dataclass
 class LanguageNeuronsConfig:
