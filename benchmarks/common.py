@@ -1,0 +1,97 @@
+"""What every benchmark shares: the prompts, a timer that also watches memory, and a Markdown table.
+
+Every comparison runs in one process, on the same prompts, after a warm-up call, and reports
+the median of `repeat` runs; ratios are what a reader should compare across machines, not the
+seconds. Run benchmarks alone on the machine: two CPU-heavy processes on two cores slow torch
+down many times over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+DATA = Path(__file__).resolve().parent.parent / "tasks" / "data" / "scrambled" / "sentences.jsonl"
+
+
+def mixed_prompts(tokenizer: Any, n: int = 128, shortest: int = 9, longest: int = 68) -> list[str]:
+    """`n` English prompts whose token lengths spread evenly over [shortest, longest].
+
+    Sentences of the shipped scrambled_text sample are joined and cut at word boundaries, so
+    the text is natural and the lengths, not the content, differ.
+    """
+    words = " ".join(json.loads(line)["text"] for line in DATA.read_text().splitlines() if line.strip()).split()
+    prompts, start = [], 0
+    for i in range(n):
+        target = shortest + round(i * (longest - shortest) / max(1, n - 1))
+        end = start + 1
+        while len(tokenizer(" ".join(words[start:end]))["input_ids"]) < target and end < len(words):
+            end += 1
+        prompts.append(" ".join(words[start:end]))
+        start = (end + 7) % max(1, len(words) - 200)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()  # mixed, as real requests come
+    return [prompts[i] for i in order]
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@dataclass
+class Timing:
+    seconds: float  # median over repeats
+    peak_mib: float  # resident memory above the level before the call, at its highest
+
+
+def measure(fn: Callable[[], Any], repeat: int = 3) -> Timing:
+    """Median seconds of `fn` after one warm-up call, and the peak extra resident memory it needed."""
+    fn()
+    times, peaks = [], []
+    for _ in range(repeat):
+        base = rss_mib()
+        peak = [base]
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.005):
+                peak[0] = max(peak[0], rss_mib())
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+        stop.set()
+        watcher.join()
+        peaks.append(max(peak[0], rss_mib()) - base)
+        del result
+    return Timing(statistics.median(times), max(peaks))
+
+
+def machine() -> str:
+    """One line naming the machine and the torch threads, to print above every table."""
+    cpu = platform.processor() or platform.machine()
+    return (f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def padded_batches(tokenizer: Any, prompts: list[str], size: int) -> list[dict[str, torch.Tensor]]:
+    """What a plain transformers user runs: prompts in their own order, padded to the longest of each batch."""
+    return [tokenizer(prompts[i : i + size], return_tensors="pt", padding=True) for i in range(0, len(prompts), size)]
