@@ -185,7 +185,7 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
             continue  # staging folders of unfinished runs
         if path.relative_to(results_dir).parts[0] == COMPARE_DIR:
             continue  # comparisons across models: load_comparisons reads them
-        if path.parent.with_suffix(".json").is_file():
+        if (path.parent.parent / f"{path.parent.name}.json").is_file():  # not with_suffix: versions have dots
             continue  # an artifact of the results file beside its folder (plots, samples, tables)
         try:
             results = Results.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))

@@ -207,3 +207,16 @@ def test_configs_show_the_options_that_differ_from_the_defaults():
     # Boards from results that predate the recorded defaults compare with each other instead.
     assert differing_options([{"config": quick}, {"config": defaults}]) == [[["n", 30]], [["n", 200]]]
     assert differing_options([{"config": quick}]) == [None]
+
+
+def test_json_artifacts_beside_a_versioned_results_file_are_not_read_as_results(tmp_path):
+    """A run's folder is named like its file, `task-v1.0-<hash>`; the dots of the version are not a suffix."""
+    from harness.leaderboard import BuildReport, load_results
+
+    results = tmp_path / "results" / "m"
+    (results / "multiplication_digits-v1.0-02ba4cdf").mkdir(parents=True)
+    (results / "multiplication_digits-v1.0-02ba4cdf.json").write_text("{}")
+    (results / "multiplication_digits-v1.0-02ba4cdf" / "probe_layers.json").write_text("{}")
+    report = BuildReport()
+    load_results(tmp_path / "results", report)
+    assert [p.name for p, _ in report.skipped] == ["multiplication_digits-v1.0-02ba4cdf.json"]
