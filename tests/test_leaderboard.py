@@ -168,7 +168,7 @@ def test_publish_to_hub_dataset(results_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_build_merges_findings_into_a_copy_of_the_repository_leaderboards(tmp_path):
-    """Boards built before findings existed keep their rows and read "not declared"; new runs add verdicts and a chart."""
+    """Existing boards keep their rows and their models' verdicts; a new run adds its own verdict and a chart."""
     import shutil
 
     from tests.test_findings import with_finding
@@ -179,6 +179,8 @@ def test_build_merges_findings_into_a_copy_of_the_repository_leaderboards(tmp_pa
     out = tmp_path / "leaderboards"
     shutil.copytree(repo, out)
     before = {t["task"]: t["models"] for t in json.loads((out / "index.json").read_text())["tasks"]}
+    old = json.loads((repo / "findings.json").read_text()) if (repo / "findings.json").is_file() else {"tasks": []}
+    old_verdicts = {c["model"]: c["verdict"] for t in old["tasks"] if t["task"] == "weekday_circle" for c in t["cells"]}
     results = tmp_path / "results"
     write_results(results / "new" / "weekday_circle.json", with_finding("org/new", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4)))
     build(results, out)
@@ -190,7 +192,7 @@ def test_build_merges_findings_into_a_copy_of_the_repository_leaderboards(tmp_pa
     verdicts = {c["model"]: c["verdict"] for c in weekday["cells"]}
     assert verdicts.pop("org/new") == "holds"
     old_models = set(before["weekday_circle"])
-    assert {m: v for m, v in verdicts.items() if m in old_models} == {m: "not declared" for m in old_models}
+    assert {m: v for m, v in verdicts.items() if m in old_models} == {m: old_verdicts.get(m, "not declared") for m in old_models}
     assert (out / "assets" / "charts" / "weekday_circle-layers.png").is_file()
     old_month = json.loads((repo / "month_circle.json").read_text())["boards"]
     new_month = json.loads((out / "month_circle.json").read_text())["boards"]
