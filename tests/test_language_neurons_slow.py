@@ -17,7 +17,8 @@ SMALL = dict(n_samples=4, max_new_tokens=24, n_random=1, translation_max_new_tok
 
 def run_small(spec, tmp_path):
     model = load_model(spec)
-    ctx = RunContext(model=model, limit=4, artifacts_dir=tmp_path, show_progress=False, log_samples=True)
+    # 200 resamples: the re-selecting bootstrap of edge share and overlap is the slow part on two cores.
+    ctx = RunContext(model=model, limit=4, artifacts_dir=tmp_path, show_progress=False, log_samples=True, bootstrap=200)
     return model, ctx, LanguageNeurons().run(model, LanguageNeurons.Config(**SMALL), ctx)
 
 
