@@ -162,11 +162,19 @@ def verdict(finding: Optional[FindingSpec], metrics: Optional[dict[str, Metric]]
 
 
 def pick_rows(info: "TaskBoards") -> dict[str, tuple["Board", "Row"]]:
-    """For each model, the board and row its cell reads: the first in display order (see the module docstring)."""
+    """For each model, the board and row its cell reads: its newest run on a board that declares a finding.
+
+    A model may sit on several boards (older configs or versions, runs from before findings were
+    recorded); the verdict is about the newest evidence that can be judged, and only a model with
+    no such run falls back to its newest run anywhere (which reads "not declared").
+    """
     picked: dict[str, tuple[Board, Row]] = {}
     for board in info.boards:
+        declared = board_finding(board) is not None
         for row in board.rows:
-            picked.setdefault(row.model, (board, row))
+            best = picked.get(row.model)
+            if best is None or (declared, row.when()) > (board_finding(best[0]) is not None, best[1].when()):
+                picked[row.model] = (board, row)
     return picked
 
 

@@ -235,3 +235,17 @@ def test_matrix_reads_the_first_board_and_says_which():
     assert cells["x"]["verdict"] == HOLDS and cells["x"]["board"] == {"task_version": "2", "config_hash": "new"}
     assert cells["y"]["verdict"] == HOLDS and cells["y"]["board"]["config_hash"] == "old"
 
+
+
+def test_a_model_on_several_boards_is_judged_by_its_newest_run_that_declares_a_finding(tmp_path):
+    from harness.leaderboard import build
+
+    results = tmp_path / "results"
+    old = fake_results("org/a", 0.5, config={"template": "code"}, created="2026-11-21T10:00:00+00:00")  # no finding
+    write_results(results / "a" / "old.json", old)
+    write_results(results / "a" / "new.json", with_finding("org/a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4),
+                                                           created="2026-11-20T10:00:00+00:00"))
+    build(results, tmp_path / "out")
+    findings = json.loads((tmp_path / "out" / "findings.json").read_text())
+    (cell,) = [c for t in findings["tasks"] for c in t["cells"] if c["model"] == "org/a"]
+    assert cell["verdict"] == "holds"  # the judged run, although a run without a finding is newer
