@@ -38,8 +38,8 @@ def test_real_tokenizers_split_digits_and_teacher_forcing_matches_a_plain_forwar
 @pytest.mark.slow
 def test_small_run_on_a_bundled_model(model, tmp_path):
     last = model.n_layers - 1
-    config = MultiplicationDigits.Config(cells="2x2,4x4", n_per_cell=30, probe_n=150,
-                                         probe_layers=f"0,{last // 2},{last}")
+    config = MultiplicationDigits.Config(cells=["2x2", "4x4"], n_per_cell=30, probe_n=150,
+                                         probe_layers=[0, last // 2, last])
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path, log_samples=True)
     result = MultiplicationDigits().run(model, config, ctx)
     m, details = result.metrics, result.details
