@@ -45,10 +45,13 @@ def unembed(model: Any, resid: torch.Tensor) -> torch.Tensor:
     params = list(norm.parameters())
     x = resid.to(device=params[0].device, dtype=params[0].dtype) if params else resid.to(weight.dtype)
     logits = head(norm(x).to(device=weight.device, dtype=weight.dtype)).float()
+    return softcap(model, logits)
+
+
+def softcap(model: Any, logits: torch.Tensor) -> torch.Tensor:
+    """The architecture's final logit softcap, c * tanh(logits / c), where its layout has one."""
     cap = model.layout.logit_softcap
-    if cap:
-        logits = cap * torch.tanh(logits / cap)
-    return logits
+    return cap * torch.tanh(logits / cap) if cap else logits
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from harness import distributed
 from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
 from harness.generation import generate as _generate
 from harness.layout import resolve
+from harness.lens import softcap
 from harness.sites import StopForward, forward, in_flight
 from harness.tokens import continuation_tokens
 
@@ -53,9 +54,7 @@ def target_logits(model: Any, hidden: torch.Tensor, target: torch.Tensor) -> tor
     head = resolve(model.hf, model.layout.unembed)
     weight = head.weight[target.to(head.weight.device)]
     bias = head.bias[target.to(head.weight.device)] if getattr(head, "bias", None) is not None else None
-    logits = torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float()
-    cap = model.layout.logit_softcap
-    return cap * torch.tanh(logits / cap) if cap else logits
+    return softcap(model, torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float())
 
 
 class _HeadInput:
