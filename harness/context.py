@@ -130,13 +130,21 @@ class RunContext:
         """Activations at named sites: {site: tensor (n_prompts, d)} on CPU, float32.
 
         Sites: resid_pre.L, resid_post.L (resid_post of the last layer is before the final
-        norm), attn_out.L, mlp_out.L, mlp_act.L, logits. positions: "last", an index, one
+        norm), attn_out.L, mlp_out.L, mlp_act.L, linear.L.PATH (see `linear_sites`), logits. positions: "last", an index, one
         index per prompt, or "all" (a list of (len_i, d) tensors per site). reduce="mean" with
         positions="all" averages each prompt's real tokens inside the hook. The forward pass
         stops after the deepest layer asked for.
         """
         with self._timed("collect"):
             return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc), reduce)
+
+    def linear_sites(self, layer: int) -> list[str]:
+        """Every linear layer of block `layer` as a site (`linear.L.PATH`, e.g. linear.3.mlp.up_proj), in module order.
+
+        Their output units are "every neuron of the block" in the sense of papers that score
+        all linear layers (attention and MLP projections), not only the MLP's hidden units.
+        """
+        return sites.linear_sites(self.model, layer)
 
     def stream(self, texts: Iterable[str], site: str, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
         """Batches of token activations (n_tokens, d) of a corpus at one site, padding and BOS dropped.

@@ -7,6 +7,9 @@ Site names read like the architecture and are the same for every model:
     attn_out.L    what attention adds to the residual stream in block L
     mlp_out.L     what the MLP adds to the residual stream in block L
     mlp_act.L     MLP neurons after the nonlinearity (input of the down projection)
+    linear.L.PATH output units of one linear layer inside block L, PATH its module path in
+                  the block (e.g. linear.3.self_attn.q_proj); `linear_sites(model, L)`
+                  lists every one (nn.Linear, and GPT-2's Conv1D), in module order
     logits        the model's output logits
 
 The `Layout` of the model says which real module each name is; we hook those modules
@@ -29,6 +32,7 @@ from harness.layout import resolve
 
 KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_act")
 SITE = re.compile(r"^(resid_pre|resid_post|attn_out|mlp_out|mlp_act)\.(\d+)$")
+LINEAR_SITE = re.compile(r"^linear\.(\d+)\.([A-Za-z_]\w*(?:\.\w+)*)$")
 
 # A position is a token index into the prompt (negative from the end), "last", "all",
 # or one such index per prompt (the token of interest moves with the wording).
@@ -43,23 +47,55 @@ class StopForward(Exception):
 class Site:
     kind: str
     layer: int | None  # None for logits
+    path: str | None = None  # module path inside the block, for kind "linear"
 
     @property
     def name(self) -> str:
-        return "logits" if self.kind == "logits" else f"{self.kind}.{self.layer}"
+        if self.kind == "logits":
+            return "logits"
+        return f"linear.{self.layer}.{self.path}" if self.kind == "linear" else f"{self.kind}.{self.layer}"
+
+
+def is_linear(module: Any) -> bool:
+    """A layer whose output units are a linear map of its input: nn.Linear (quantised ones too) or GPT-2's Conv1D."""
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def out_units(module: Any) -> int:
+    """Output width of a linear layer (Conv1D calls it nf)."""
+    return int(getattr(module, "out_features", None) or module.nf)
+
+
+def linear_sites(model: Any, layer: int) -> list[str]:
+    """Every `linear.L.PATH` site of block `layer`, in module order (attention's projections, then the MLP's)."""
+    return [f"linear.{layer}.{path}" for path, m in model.blocks[layer].named_modules() if path and is_linear(m)]
 
 
 def parse_site(name: str, n_layers: int) -> Site:
     """Parse a site name, checking the layer against the model's depth."""
     if name == "logits":
         return Site("logits", None)
-    m = SITE.match(name)
-    if not m:
-        raise UsageError(f"unknown site '{name}': use one of {', '.join(k + '.L' for k in KINDS)} or logits")
-    layer = int(m.group(2))
+    m, linear = SITE.match(name), LINEAR_SITE.match(name)
+    if not (m or linear):
+        raise UsageError(f"unknown site '{name}': use one of {', '.join(k + '.L' for k in KINDS)}, linear.L.PATH "
+                         "or logits")
+    layer = int((m or linear).group(1) if linear else m.group(2))
     if layer >= n_layers:
         raise UsageError(f"site {name} is past the model's depth ({n_layers} layers, 0..{n_layers - 1}): pick a smaller layer")
-    return Site(m.group(1), layer)
+    return Site("linear", layer, linear.group(2)) if linear else Site(m.group(1), layer)
+
+
+def _linear_module(model: Any, site: Site) -> Any:
+    """The linear layer a `linear.L.PATH` site names, or a one-line error listing the block's linear layers."""
+    block = model.blocks[site.layer]
+    try:
+        module = block.get_submodule(site.path)
+    except AttributeError:
+        module = None
+    if module is None or not is_linear(module):
+        names = ", ".join(linear_sites(model, site.layer)) or "none"
+        raise UsageError(f"site {site.name} is not a linear layer of block {site.layer}: use one of {names}")
+    return module
 
 
 def first_tensor(x: Any) -> torch.Tensor:
@@ -85,8 +121,8 @@ def hook_site(model: Any, site: Site, fn: Callable[[torch.Tensor], torch.Tensor 
                          "(before the final norm) or change the scores after scoring")
     layout = model.layout
     block = model.blocks[site.layer]
-    if layout.mlp_flat and site.kind in ("mlp_act", "mlp_out"):
-        fn = _unflatten(model, fn)
+    if site.kind == "linear" or (layout.mlp_flat and site.kind in ("mlp_act", "mlp_out")):
+        fn = _unflatten(model, fn)  # a linear layer may run on a flattened view (OPT's MLP)
     if site.kind in ("resid_pre", "mlp_act"):
         module = block if site.kind == "resid_pre" else resolve(block, layout.mlp_down)
 
@@ -102,6 +138,7 @@ def hook_site(model: Any, site: Site, fn: Callable[[torch.Tensor], torch.Tensor 
         "resid_post": block,
         "attn_out": resolve(block, layout.attn_out) if site.kind == "attn_out" else None,
         "mlp_out": resolve(block, layout.mlp_out) if site.kind == "mlp_out" else None,
+        "linear": _linear_module(model, site) if site.kind == "linear" else None,
     }[site.kind]
 
     def post_hook(mod: Any, args: tuple, output: Any) -> Any:

@@ -15,9 +15,10 @@ from harness.runner import RunSpec, run_task
 from harness.sites import collect, hook_site, parse_site
 from harness.task import parse_config
 from tasks.language_neurons import (
-    DATA, FLORES, LANGS, LanguageIdentifier, LanguageNeurons, forcing_edits, load_hub, load_shipped, pool_mlp_acts,
-    score_languages, unit_sites,
+    DATA, FLORES, LANGS, LanguageIdentifier, LanguageNeurons, UnitSpace, forcing_edits, load_hub, load_shipped,
+    pool_mlp_acts, pool_units, score_languages, unit_sites,
 )
+from tasks.language_neurons.task import n_linear_units
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 
@@ -223,6 +224,41 @@ def test_results_are_deterministic(tiny):
     assert runs[0].metrics == runs[1].metrics  # values and intervals
     assert "lift.uncond.de" in runs[0].metrics and "lift_vs_random.uncond.de" not in runs[0].metrics
 
+
+def test_linear_unit_space_pools_every_linear_layer_and_forces_the_right_modules(tiny, corpus):
+    texts = corpus.score["en"][:4] + corpus.score["zh"][:3]
+    ctx = RunContext(model=tiny, batch_size=4, show_progress=False)
+    pooled, space = pool_units(ctx, texts, "pool", "linear")
+    paths = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+             "mlp.up_proj", "mlp.down_proj"]
+    assert space.sites[:7] == [f"linear.0.{p}" for p in paths] and len(space.sites) == 7 * tiny.n_layers
+    assert pooled.shape == (len(texts), space.n_units) and space.n_units == n_linear_units(tiny.blocks)
+    assert space.layer_widths == [space.n_units // tiny.n_layers] * tiny.n_layers
+    # The up projection's block of columns is the per-sentence mean of that layer's output.
+    per_token = collect(tiny, texts, ["linear.1.mlp.up_proj"], positions="all", batch_size=1)["linear.1.mlp.up_proj"]
+    where = space.sites.index("linear.1.mlp.up_proj")
+    start, width = sum(space.widths[:where]), space.widths[where]
+    torch.testing.assert_close(pooled[:, start:start + width], torch.stack([a.mean(0) for a in per_token]), atol=1e-5, rtol=0)
+    assert unit_sites(np.array([start + 3]), space) == [("linear.1.mlp.up_proj", 3)]
+    edits = forcing_edits(np.array([0, start + 3, start + 4]), np.array([1.0, 2.0, 3.0]), space)
+    assert [(e.site, e.dims) for e in edits] == [("linear.0.self_attn.q_proj", [0]), ("linear.1.mlp.up_proj", [3, 4])]
+    # A list of widths still means mlp_act layers.
+    assert unit_sites(np.array([100]), [96, 96]) == unit_sites(np.array([100]), UnitSpace.mlp([96, 96])) == [("mlp_act.1", 4)]
+
+
+def test_end_to_end_with_the_paper_s_linear_neuron_set(tiny):
+    config = LanguageNeurons.Config(sites="linear", n_samples=2, max_new_tokens=4, translation=False,
+                                    conditions=["none", "both"], languages=["de"])
+    result = LanguageNeurons().run(tiny, config, RunContext(model=tiny, show_progress=False, bootstrap=50))
+    d, m = result.details, result.metrics
+    assert d["sites"] == "linear" and d["n_units"] == n_linear_units(tiny.blocks)
+    assert d["neuron_share_of_linear_units"] == pytest.approx(m["neuron_share"].value)
+    assert sum(d["units_per_layer"]) == d["n_units"] and "mlp.up_proj" in d["linear_widths"]
+    chosen = [site for L in LANGS for side in ("top", "bottom") for site, *_ in d["selected"][L][side]]
+    assert all(site.startswith("linear.") for site in chosen)
+    assert any("neuron set as in the paper" in n for n in result.notes)
+    assert not any("this run scores and forces mlp_act units only" in n for n in result.notes)
+    assert "lift.uncond.de" in m
 
 # Hub loaders on local parquet files shaped like FLORES+ and PAWS-X.
 

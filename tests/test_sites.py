@@ -106,3 +106,58 @@ def test_bad_site_names_are_usage_errors():
     with pytest.raises(UsageError, match="unknown site"):
         parse_site("resid_mid.1", n_layers=3)
     assert parse_site("mlp_act.2", 3).name == "mlp_act.2"
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "opt", "bloom"])
+def test_linear_sites_are_every_linear_layer_and_read_its_output(model_type):
+    """linear.L.PATH is the output of one linear layer (GPT-2's Conv1D too), batched or not, flattened MLPs unflattened."""
+    from harness.sites import is_linear, linear_sites, out_units
+
+    model = wrap(model_type)
+    names = linear_sites(model, 1)
+    block = model.blocks[1]
+    expected = [p for p, m in block.named_modules() if p and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")]
+    assert [n.split(".", 2)[2] for n in names] == expected and len(names) >= 4
+    seen: dict[str, torch.Tensor] = {}
+    handles = [block.get_submodule(p).register_forward_hook(
+        lambda mod, args, out, p=p: seen.__setitem__(p, out.detach().clone())) for p in expected]
+    try:
+        for i, prompt in enumerate(PROMPTS):
+            acts = collect(model, PROMPTS, names, positions="last", batch_size=4)
+            alone = collect(model, [prompt], names, positions="all", batch_size=1)
+            for name, path in zip(names, expected):
+                module = block.get_submodule(path)
+                assert is_linear(module) and acts[name].shape == (len(PROMPTS), out_units(module))
+                ref = seen[path].reshape(-1, out_units(module))  # the hook saw the lone prompt last
+                torch.testing.assert_close(alone[name][0], ref, atol=1e-5, rtol=0)
+                torch.testing.assert_close(acts[name][i], ref[-1], atol=1e-4, rtol=1e-4)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_linear_site_of_the_down_projection_is_the_mlp_output_and_can_be_edited():
+    from harness.intervene import Edit, intervene
+    from harness.scoring import score
+
+    model = wrap("llama")
+    both = collect(model, PROMPTS, ["linear.1.mlp.down_proj", "mlp_out.1"], positions="last", batch_size=2)
+    torch.testing.assert_close(both["linear.1.mlp.down_proj"], both["mlp_out.1"])
+    plain = score(model, PROMPTS, [5] * len(PROMPTS), batch_size=2)
+    with intervene(model, [Edit("linear.0.self_attn.v_proj", "set", torch.tensor([4.0, -4.0]), position="all", dims=[0, 1])]):
+        edited = collect(model, PROMPTS, ["linear.0.self_attn.v_proj"], positions="all", batch_size=2)
+        forced = score(model, PROMPTS, [5] * len(PROMPTS), batch_size=2)
+    for acts in edited["linear.0.self_attn.v_proj"]:
+        assert torch.equal(acts[:, :2], torch.tensor([4.0, -4.0]).expand(len(acts), 2))
+    assert not torch.allclose(plain.logits, forced.logits)
+
+
+def test_bad_linear_sites_name_the_block_s_linear_layers():
+    model = wrap("llama")
+    with pytest.raises(UsageError, match=r"not a linear layer of block 0: use one of linear\.0\.self_attn\.q_proj"):
+        collect(model, PROMPTS[:1], ["linear.0.mlp.act_fn"])
+    with pytest.raises(UsageError, match="not a linear layer"):
+        collect(model, PROMPTS[:1], ["linear.0.no_such.module"])
+    with pytest.raises(UsageError, match="past the model's depth"):
+        parse_site("linear.9.mlp.up_proj", n_layers=3)
+    assert parse_site("linear.2.mlp.up_proj", 3).name == "linear.2.mlp.up_proj"

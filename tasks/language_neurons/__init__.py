@@ -8,10 +8,11 @@
 from tasks.language_neurons.data import DATA, FLORES, LANGS, load_hub, load_shipped
 from tasks.language_neurons.identify import LanguageIdentifier
 from tasks.language_neurons.task import (
-    LanguageNeurons, LanguageNeuronsConfig, forcing_edits, pool_mlp_acts, score_languages, unit_sites,
+    LanguageNeurons, LanguageNeuronsConfig, UnitSpace, forcing_edits, pool_mlp_acts, pool_units, score_languages,
+    unit_sites,
 )
 
 __all__ = [
     "DATA", "FLORES", "LANGS", "LanguageIdentifier", "LanguageNeurons", "LanguageNeuronsConfig", "forcing_edits",
-    "load_hub", "load_shipped", "pool_mlp_acts", "score_languages", "unit_sites",
+    "load_hub", "load_shipped", "pool_mlp_acts", "pool_units", "score_languages", "UnitSpace", "unit_sites",
 ]
