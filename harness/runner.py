@@ -118,7 +118,12 @@ def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
     classes = resolve_tasks(spec.tasks)
     routed = split_task_args(classes, spec.task_args)
     device = target_device(spec.load).split(":")[0]
-    return [(t, t.resolve_config(parse_config(t, routed[t.name], spec.preset), device)) for t in classes]
+    planned = [(t, t.resolve_config(parse_config(t, routed[t.name], spec.preset), device)) for t in classes]
+    for task, config in planned:
+        reason = task.refusal(config, spec.load)
+        if reason:
+            raise UsageError(f"{task.name}: {reason}")
+    return planned
 
 
 def check_spec(spec: RunSpec) -> None:

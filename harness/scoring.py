@@ -41,8 +41,8 @@ def reuse_pays(token_ids: Sequence[Sequence[int]], prefix_lengths: Sequence[int]
     """Whether computing each distinct prefix once beats running every prompt whole."""
     groups = {tuple(ids[:p]) for ids, p in zip(token_ids, prefix_lengths)}
     whole = sum(len(ids) for ids in token_ids)
-    with_reuse = sum(len(g) for g in groups) + sum(len(ids) - p for ids, p in zip(token_ids, prefix_lengths))
-    return len(token_ids) / len(groups) >= MIN_ROWS_PER_PREFIX and with_reuse <= MAX_TOKEN_SHARE_WITH_REUSE * whole
+    return (len(token_ids) / len(groups) >= MIN_ROWS_PER_PREFIX
+            and reuse_cost(token_ids, prefix_lengths) <= MAX_TOKEN_SHARE_WITH_REUSE * whole)
 
 
 def target_logits(model: Any, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ def score(
         for i, ids in enumerate(token_ids):
             if not 0 < prefix_lengths[i] < len(ids):
                 raise ValueError(f"prefix length {prefix_lengths[i]} leaves no token of prompt {i} to run")
-        if not reuse_pays(token_ids, prefix_lengths):
+        if not reuse_pays(token_ids, prefix_lengths) or not window_allows_reuse(model, token_ids):
             prefix_lengths = None
 
     filled: list[int] = []  # rows this rank computed (all of them in one process)
@@ -243,6 +243,52 @@ def request_tokens(tokenizer: Any, contexts: Sequence[Text], continuations: Sequ
     return sequences, lengths
 
 
+def window_allows_reuse(model: Any, token_ids: Sequence[Sequence[int]]) -> bool:
+    """Whether rows with padding between a reused prefix and their suffix still see what whole rows see.
+
+    A sliding-window layer (Gemma 2/3, Mistral) counts cache slots, pads included: once a row
+    is longer than the window, pads in the middle would push real tokens out of it.
+    """
+    config = model.hf.config.get_text_config() if hasattr(model.hf.config, "get_text_config") else model.hf.config
+    window = getattr(config, "sliding_window", None)
+    return window is None or max(len(ids) for ids in token_ids) <= int(window)
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix every sequence starts with."""
+    first = sequences[0]
+    n = min(len(x) for x in sequences)
+    for j in range(n):
+        if any(x[j] != first[j] for x in sequences):
+            return j
+    return n
+
+
+def reuse_cost(token_ids: Sequence[Sequence[int]], prefix_lengths: Sequence[int]) -> int:
+    """Tokens run when each distinct prefix is computed once and only the rest runs per row."""
+    groups = {tuple(ids[:p]) for ids, p in zip(token_ids, prefix_lengths)}
+    return sum(len(g) for g in groups) + sum(len(ids) - p for ids, p in zip(token_ids, prefix_lengths))
+
+
+def shared_context_plan(sequences: Sequence[Sequence[int]], cont_len: Sequence[int]) -> list[int] | None:
+    """Prefix length per request for `loglikelihood` to compute once, or None when plain batches are faster.
+
+    Two plans, the cheaper that pays (`reuse_pays`) wins: the prefix all requests share (the
+    few-shot demonstrations of a multiple-choice task: one prefix, wide batches), or each
+    request's own context (its answer candidates then share one pass over it). A prefix always
+    stops one token before the continuation, whose first token that position predicts.
+    """
+    if len(sequences) < 2:
+        return None
+    context_end = [len(ids) - c - 1 for ids, c in zip(sequences, cont_len)]
+    common = min(common_prefix_length(sequences), min(context_end))
+    plans = [[common] * len(sequences)] if common >= 1 else []
+    if min(context_end) >= 1:
+        plans.append(context_end)
+    paying = [plan for plan in plans if reuse_pays(sequences, plan)]
+    return min(paying, key=lambda plan: reuse_cost(sequences, plan)) if paying else None
+
+
 @torch.no_grad()
 def loglikelihood(
     model: Any,
@@ -250,38 +296,68 @@ def loglikelihood(
     continuations: Sequence[Text],
     batch_size: int | str | BatchSizer = "auto",
     progress: Callable[[Any], Any] | None = None,
+    reuse: bool = True,
 ) -> Loglikelihoods:
     """Log-probability of each continuation after its context (interventions in force apply).
 
     Left padding puts every continuation at the end of its row, so the model computes logits
     only for the last (longest continuation + 1) positions (`logits_to_keep`), never for the
-    context: with Gemma's 262k-token vocabulary that is most of the cost.
+    context: with Gemma's 262k-token vocabulary that is most of the cost. A context shared by
+    many requests (few-shot demonstrations, a prompt with several answer candidates) is run
+    once and its keys and values reused, when that pays (`shared_context_plan`) and nothing
+    could make the shared pass differ per row (no edit in force, no dropout, no row longer than
+    a sliding attention window): the numbers are those of whole rows up to float rounding.
     """
     sequences, cont_len = request_tokens(model.tokenizer, contexts, continuations)
     n = len(sequences)
     out = Loglikelihoods(logprob=np.zeros(n), is_greedy=np.zeros(n, dtype=bool), n_tokens=np.asarray(cont_len))
     can_keep = accepts(model.hf.forward, "logits_to_keep")
+    plan = None
+    if reuse and not getattr(model, "active_edits", 0) and not any(m.training for m in model.hf.modules()):
+        plan = shared_context_plan(sequences, cont_len) if window_allows_reuse(model, sequences) else None
 
     filled: list[int] = []
+
+    def fill(rows_run: Sequence[int], logits: torch.Tensor) -> None:
+        """Continuation log-probs of left-padded rows whose last positions hold their continuations."""
+        filled.extend(rows_run)
+        width = logits.shape[1]
+        for r, i in enumerate(rows_run):
+            c = cont_len[i]
+            rows = logits[r, width - c - 1 : width - 1].float()  # the positions that predict the continuation
+            ids = torch.as_tensor(sequences[i][-c:], device=rows.device)
+            out.logprob[i] = float((rows.gather(-1, ids[:, None])[:, 0] - torch.logsumexp(rows, -1)).sum())
+            out.is_greedy[i] = bool((rows.argmax(-1) == ids).all())
+
+    def keep_for(rows: Sequence[int]) -> dict:
+        return {"logits_to_keep": max(cont_len[i] for i in rows) + 1} if can_keep else {}
 
     def step(size: int) -> Iterator[None]:
         filled.clear()
         batches = distributed.mine(make_batches(sequences, size, model.tokenizer.pad_token_id))
         for _, batch in progress(batches) if progress else batches:
-            filled.extend(batch.indices)
-            longest = max(cont_len[i] for i in batch.indices)
-            keep = {"logits_to_keep": longest + 1} if can_keep else {}
-            logits = forward(model, batch, **keep).logits
-            width = logits.shape[1]
-            for r, i in enumerate(batch.indices):
-                c = cont_len[i]
-                rows = logits[r, width - c - 1 : width - 1].float()  # the positions that predict the continuation
-                ids = torch.as_tensor(sequences[i][-c:], device=rows.device)
-                out.logprob[i] = float((rows.gather(-1, ids[:, None])[:, 0] - torch.logsumexp(rows, -1)).sum())
-                out.is_greedy[i] = bool((rows.argmax(-1) == ids).all())
+            fill(batch.indices, forward(model, batch, **keep_for(batch.indices)).logits)
             yield None
 
-    BatchSizer.of(batch_size, model.input_device).run(n, step)
+    def step_after_prefixes(size: int) -> Iterator[None]:
+        filled.clear()
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in sorted(range(n), key=lambda i: (-(len(sequences[i]) - plan[i]), i)):  # by suffix length
+            groups.setdefault(tuple(sequences[i][: plan[i]]), []).append(i)
+        # The unit of work (and of data parallelism) is one chunk of a group's rows.
+        chunks = [(prefix, rows[s : s + size]) for prefix, rows in groups.items() for s in range(0, len(rows), size)]
+        cached: dict[tuple[int, ...], Any] = {}
+        mine = distributed.mine(chunks)
+        for _, (prefix, chunk) in progress(mine) if progress else mine:
+            if prefix not in cached:
+                cached.clear()  # one prefix's keys and values at a time
+                cached[prefix] = _prefix_cache(model, prefix, {"logits_to_keep": 1} if can_keep else {})
+            suffix = make_batches([sequences[i][len(prefix):] for i in chunk], len(chunk), model.tokenizer.pad_token_id)[0]
+            rows_run = [chunk[r] for r in suffix.indices]
+            fill(rows_run, _forward_after_prefix(model, cached[prefix], prefix, chunk, suffix, keep_for(chunk)).logits)
+            yield None
+
+    BatchSizer.of(batch_size, model.input_device).run(n, step if plan is None else step_after_prefixes)
     if distributed.world_size() > 1:
         rows = distributed.gather_rows({i: (out.logprob[i], out.is_greedy[i]) for i in filled}, n)
         out.logprob = np.array([r[0] for r in rows])

@@ -333,7 +333,9 @@ def stream(
     generator, read `texts_per_chunk` at a time; each text is cut to `max_tokens` tokens;
     padding and special tokens (BOS) are dropped; the forward pass stops at the site's
     layer. Within a chunk, texts run longest first (batched by length), so the tokens of a
-    batch are not in corpus order; memory holds one chunk's activations at most.
+    batch are not in corpus order; memory holds one chunk's activations at most. Under data
+    parallelism each rank runs its share of a chunk's batches and every rank receives them all,
+    in the order one process yields them.
     """
     parsed = parse_site(site, model.n_layers)
     if parsed.kind == "logits":
@@ -359,19 +361,23 @@ def stream(
                       max_length=max_tokens)
             ids = [list(x) for x in enc["input_ids"]]
             special = [list(x) for x in enc["special_tokens_mask"]]
-            pending: list[torch.Tensor] = []
+            pending: dict[int, torch.Tensor] = {}
+            n_batches: list[int] = [0]
 
             def step(size: int) -> Iterator[None]:
                 pending.clear()
-                for batch in make_batches(ids, size, tok.pad_token_id):
+                batches = make_batches(ids, size, tok.pad_token_id)
+                n_batches[0] = len(batches)
+                for index, batch in distributed.mine(batches):  # data parallel: this rank's batches only
                     keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
                     for r, i in enumerate(batch.indices):
                         keep[r, int(batch.pad[r]):] = torch.tensor([s == 0 for s in special[i]], dtype=torch.bool)
                     state["batch"], state["keep"] = batch, keep
                     captured.clear()
                     _run_stopping(model, batch)
-                    pending.append(torch.cat(captured))
+                    pending[index] = torch.cat(captured)
                     yield None
 
             sizer.run(len(ids), step)
-            yield from (p for p in pending if len(p))
+            chunk_batches = distributed.gather_rows(pending, n_batches[0])  # every rank gets every batch, in order
+            yield from (p for p in chunk_batches if len(p))

@@ -135,6 +135,16 @@ class Task:
         """
         return config
 
+    @classmethod
+    def refusal(cls, config: Any, load: Any) -> str | None:
+        """Why this task cannot run with these loading options (`LoadOptions`), as one line naming the fix; None if it can.
+
+        Checked before any model is loaded. Every task that only reads and edits activations runs
+        on a quantised (`--load-in-4bit`/`8bit`) model; one that needs float weights (training
+        them, say) refuses here rather than failing deep inside a run.
+        """
+        return None
+
     def run(self, model: Any, config: Any, ctx: Any) -> TaskResult:
         """Run the experiment on `model` (a loaded `Model`) with `config`, asking `ctx` for everything model-related."""
         raise NotImplementedError

@@ -66,6 +66,15 @@ def test_bitsandbytes_without_cuda(capsys, tmp_path, tiny_folder, flag):
     assert code == 2 and "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
+def test_a_task_that_cannot_run_on_a_quantised_model_says_so_before_loading(capsys, tmp_path, flag):
+    code, _, err = run_cli(capsys, "run", "--task", "incontext_unlearning", "--task-arg", "mode=finetune", "--model",
+                           str(tmp_path / "never-loaded"), flag, "--output-dir", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "incontext_unlearning: mode=finetune trains a LoRA adapter on float weights: drop --load-in-4bit" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_model_without_layout(capsys, tmp_path):
     from transformers import FalconConfig, FalconForCausalLM
 

@@ -42,6 +42,50 @@ def test_loglikelihood_equals_the_sum_of_token_logprobs_of_an_unbatched_forward(
         assert got.is_greedy[i] == greedy and got.n_tokens[i] == len(cont)
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3_text", "bloom", "opt"])
+def test_shared_contexts_are_run_once_and_give_the_whole_rows_numbers(kind):
+    """Few-shot multiple choice: one shared demonstration prefix, several candidates per question."""
+    from harness.scoring import loglikelihood, request_tokens, shared_context_plan
+
+    ctx = context(kind, batch_size=4)
+    model = ctx.model
+    shots = "Q: Is a cat an animal? A: yes\nQ: Is a rock alive? A: no\nQ: Is Paris in France? A: yes\n"
+    questions = [f"Q: Is {x} a number? A:" for x in ("seven", "blue", "the moon", "twelve", "ten and two")]
+    candidates = [" yes", " no", " maybe not"]
+    contexts = [shots + q for q in questions for _ in candidates]
+    continuations = candidates * len(questions)
+    sequences, cont_len = request_tokens(model.tokenizer, contexts, continuations)
+    plan = shared_context_plan(sequences, cont_len)
+    assert plan is not None and len(set(plan)) == 1  # the demonstrations, shared by all 15 rows
+    processed = model.tokens_processed
+    reused = loglikelihood(model, contexts, continuations, batch_size=4)
+    reused_tokens, processed = model.tokens_processed - processed, model.tokens_processed
+    whole = loglikelihood(model, contexts, continuations, batch_size=4, reuse=False)
+    whole_tokens = model.tokens_processed - processed
+    if kind == "gemma3_text":  # its 4-token sliding window: padding inside a row would change what it sees
+        assert reused_tokens == whole_tokens
+    else:
+        assert reused_tokens < 0.6 * whole_tokens
+    np.testing.assert_allclose(reused.logprob, whole.logprob, atol=1e-4, rtol=1e-5)
+    assert np.array_equal(reused.is_greedy, whole.is_greedy)
+    # Per-context sharing (no common demonstrations, many candidates each) gives the same numbers too.
+    many = [f" {w}" for w in ("yes", "no", "maybe", "never", "always", "perhaps", "surely", "rarely")]
+    contexts = [q for q in ("Mary went to the kitchen and then to the", "The apple is on the table in the") for _ in many]
+    sequences, cont_len = request_tokens(model.tokenizer, contexts, many * 2)
+    plan = shared_context_plan(sequences, cont_len)
+    assert plan is not None and len(set(plan)) == 2
+    np.testing.assert_allclose(loglikelihood(model, contexts, many * 2, batch_size=3).logprob,
+                               loglikelihood(model, contexts, many * 2, batch_size=3, reuse=False).logprob, atol=1e-4)
+
+
+def test_shared_context_plan_declines_where_reuse_does_not_pay():
+    from harness.scoring import shared_context_plan
+
+    distinct = [[1, 2 + i, 3 + i, 4, 9] for i in range(20)]  # short, different contexts, one candidate each
+    assert shared_context_plan(distinct, [1] * 20) is None
+    assert shared_context_plan([[1, 2, 3]], [1]) is None
+
+
 def test_loglikelihood_of_token_ids_and_its_greedy_flag():
     ctx = context()
     bos = ctx.model.tokenizer.bos_token_id

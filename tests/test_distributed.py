@@ -40,7 +40,7 @@ def runs(tmp_path_factory):
     return torch.load(one / "rank0.pt"), [torch.load(two / f"rank{r}.pt") for r in (0, 1)]
 
 
-@pytest.mark.parametrize("key", ["score", "loglikelihood", "collect", "mean", "greedy", "sampled", "edited"])
+@pytest.mark.parametrize("key", ["score", "loglikelihood", "collect", "mean", "greedy", "sampled", "edited", "stream", "linear"])
 def test_two_processes_give_every_rank_the_single_process_result(runs, key):
     single, ranks = runs
     for got in ranks:

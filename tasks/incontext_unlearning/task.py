@@ -307,6 +307,15 @@ class IncontextUnlearning(Task):
     def resolve_config(cls, config: UnlearningConfig, device: str) -> UnlearningConfig:
         return settled(config, device)
 
+    @classmethod
+    def refusal(cls, config: UnlearningConfig, load: Any) -> str | None:
+        """Training a LoRA adapter needs float base weights: this engine does not fine-tune 4/8-bit models (QLoRA)."""
+        quantised = getattr(load, "load_in_4bit", False) or getattr(load, "load_in_8bit", False)
+        if quantised and config.mode == "finetune" and config.adapter is None:
+            return ("mode=finetune trains a LoRA adapter on float weights: drop --load-in-4bit/--load-in-8bit, or "
+                    "evaluate a saved adapter (--task-arg adapter=DIR) or mode=prompt_only on the quantised model")
+        return None
+
     def run(self, model: Any, config: UnlearningConfig, ctx: Any) -> TaskResult:
         config = settled(config, model.input_device.type)
         adapter = Path(config.adapter) if config.adapter is not None else None

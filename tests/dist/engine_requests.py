@@ -24,6 +24,8 @@ def main(out: str) -> None:
         "greedy": ctx.generate(PROMPTS, 4),
         "sampled": ctx.generate(PROMPTS, 6, temperature=1.0, seed=3),
     }
+    result["stream"] = torch.cat(list(ctx.stream(PROMPTS * 3, "resid_post.1", max_tokens=9)))
+    result["linear"] = ctx.collect(PROMPTS, ["linear.1.self_attn.q_proj"], positions="all", reduce="mean")["linear.1.self_attn.q_proj"]
     with ctx.intervene([Edit("resid_post.0", "scale", 0.5, position="all")]):
         result["edited"] = ctx.score(PROMPTS, [5, 6, 7]).logits
     torch.save(result, os.path.join(out, f"rank{os.environ.get('RANK', '0')}.pt"))
