@@ -27,7 +27,7 @@ def test_bundled_model_loads_from_the_safetensors_cache(alias):
     assert seconds < 30, f"second load took {seconds:.0f} s: the GGUF conversion was not cached"
 
 
-@pytest.mark.parametrize("alias", ["gemma3-270m", "smollm2-135m"])
+@pytest.mark.parametrize("alias", [pytest.param("gemma3-270m", marks=pytest.mark.extended), "smollm2-135m"])
 def test_circle_tasks_on_bundled_model(alias, tmp_path, capsys):
     argv = ["run", "--model", alias, "--task", "weekday_circle", "--output-dir", str(tmp_path), "--no-progress"]
     assert main(argv) == 0

@@ -87,3 +87,19 @@ def test_a_two_process_run_writes_the_single_process_results_file(tmp_path, task
     one, two = results_files(tmp_path / "one"), results_files(tmp_path / "two")
     assert one and one == two
     assert not list((tmp_path / "two").rglob(".*partial*"))  # rank 1 wrote nothing of its own
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,args", [
+    ("weekday_circle", ["--preset", "quick", "--limit", "7"]),
+    pytest.param("language_neurons", ["--bootstrap", "200", "--task-arg", "n_samples=3", "--task-arg", "n_translate=3",
+                                      "--task-arg", "max_new_tokens=12", "--task-arg", "translation_max_new_tokens=12",
+                                      "--task-arg", "conditions=none,both", "--task-arg", "languages=de,zh"],
+                 marks=pytest.mark.extended),  # six minutes on two cores; the tiny-model run covers this kind in CI
+])
+def test_two_processes_on_smollm2_write_the_single_process_results_file(tmp_path, task, args):
+    """The bundled model: patching runs (weekday_circle), neuron scoring and sampled generation (language_neurons)."""
+    run_cli(Path("smollm2-135m"), tmp_path / "one", 1, "--task", task, *args)
+    run_cli(Path("smollm2-135m"), tmp_path / "two", 2, "--task", task, *args)
+    one, two = results_files(tmp_path / "one"), results_files(tmp_path / "two")
+    assert one and one == two

@@ -43,7 +43,7 @@ def test_prompt_only_end_to_end_reports_the_baseline(smollm, tmp_path):
     print(json.dumps({k: m.model_dump() for k, m in metrics.items()}, indent=1))
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "adopt"])
+@pytest.mark.parametrize("optimizer", [pytest.param("adamw", marks=pytest.mark.extended), "adopt"])
 def test_short_finetune_loss_falls_and_the_saved_adapter_gives_the_same_metrics(smollm, tmp_path, optimizer):
     before = weights_hash(smollm)
     ctx = RunContext(model=smollm, artifacts_dir=tmp_path / "train", show_progress=False, limit=6)

@@ -53,6 +53,7 @@ def test_language_neurons_on_gemma3(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # structure only, which the gemma3 run checks too
 def test_language_neurons_on_smollm2(tmp_path):
     model, ctx, result = run_small("smollm2-135m", tmp_path)
     check_structure(model, ctx, result)

@@ -10,7 +10,7 @@ from harness.context import RunContext
 from harness.models import load_model
 from tasks.multiplication import MultiplicationDigits, forced_context, make_problems, render_prompt, resolve_mode
 
-MODELS = ["smollm2-135m", "gemma3-270m"]
+MODELS = ["smollm2-135m", pytest.param("gemma3-270m", marks=pytest.mark.extended)]
 
 
 @pytest.fixture(scope="module", params=MODELS)

@@ -13,7 +13,7 @@ SMALL = dict(n_problems=60, n_pairs=4, correct_only=False, max_new_tokens=3)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["smollm2-135m", "gemma3-270m"])
+@pytest.mark.parametrize("spec", ["smollm2-135m", pytest.param("gemma3-270m", marks=pytest.mark.extended)])
 def test_number_helix_on_bundled_model(spec, tmp_path):
     model = load_model(spec)
     ctx = RunContext(model=model, artifacts_dir=tmp_path, show_progress=False)

@@ -31,7 +31,7 @@ def fresh_cache(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["smollm2-135m", "gemma3-270m"])
+@pytest.mark.parametrize("spec", ["smollm2-135m", pytest.param("gemma3-270m", marks=pytest.mark.extended)])
 def test_polysemy_sae_trains_and_evaluates_on_a_bundled_model(spec, tmp_path, monkeypatch):
     model = load_model(spec)
     monkeypatch.setenv("HARNESS_CACHE", str(fresh_cache(tmp_path)))

@@ -10,7 +10,7 @@ from harness.models import load_model
 from tasks.scrambled_text import ScrambledText
 
 pytestmark = pytest.mark.slow
-MODELS = ["smollm2-135m", "gemma3-270m"]
+MODELS = ["smollm2-135m", pytest.param("gemma3-270m", marks=pytest.mark.extended)]
 
 
 @pytest.fixture(scope="module", params=MODELS)

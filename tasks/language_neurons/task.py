@@ -278,8 +278,9 @@ class LanguageNeurons(Task):
                    "distribution, overlap, and forcing ~1% of them to switch the output language.")
     Config = LanguageNeuronsConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
-    presets = {"quick": {"n_samples": 5, "n_translate": 5, "n_random": 1, "max_new_tokens": 32,
-                         "translation_max_new_tokens": 48}}
+    # Only the conditions the headline lifts need (none, random, both), with more texts each.
+    presets = {"quick": {"n_samples": 8, "n_translate": 5, "n_random": 1, "max_new_tokens": 32,
+                         "translation_max_new_tokens": 48, "conditions": ["none", "random", "both"]}}
     headline_metrics = ["lift_vs_random.uncond.mean", "lift.uncond.mean", "edge_share", "overlap_max",
                         "heldout_ap_top.en", "heldout_ap_top.de", "heldout_ap_top.zh", "heldout_ap_top.ja"]
     finding = Finding(
