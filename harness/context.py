@@ -130,8 +130,8 @@ class RunContext:
         """Activations at named sites: {site: tensor (n_prompts, d)} on CPU, float32.
 
         Sites: resid_pre.L, resid_post.L (resid_post of the last layer is before the final
-        norm), attn_out.L, mlp_out.L, mlp_act.L, linear.L.PATH (see `linear_sites`), logits. positions: "last", an index, one
-        index per prompt, or "all" (a list of (len_i, d) tensors per site). reduce="mean" with
+        norm), attn_out.L, mlp_out.L, mlp_act.L, linear.L.PATH (see `linear_sites`), logits.
+        positions: "last", an index, one index per prompt, or "all" (a list of (len_i, d) tensors per site). reduce="mean" with
         positions="all" averages each prompt's real tokens inside the hook. The forward pass
         stops after the deepest layer asked for.
         """
@@ -145,6 +145,10 @@ class RunContext:
         all linear layers (attention and MLP projections), not only the MLP's hidden units.
         """
         return sites.linear_sites(self.model, layer)
+
+    def n_linear_units(self) -> int:
+        """Output units of every linear layer in the blocks (the size of `linear_sites` over all layers)."""
+        return sites.n_linear_units(self.model)
 
     def stream(self, texts: Iterable[str], site: str, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
         """Batches of token activations (n_tokens, d) of a corpus at one site, padding and BOS dropped.

@@ -39,10 +39,9 @@ MAX_TOKEN_SHARE_WITH_REUSE = 0.7
 
 def reuse_pays(token_ids: Sequence[Sequence[int]], prefix_lengths: Sequence[int]) -> bool:
     """Whether computing each distinct prefix once beats running every prompt whole."""
-    groups = {tuple(ids[:p]) for ids, p in zip(token_ids, prefix_lengths)}
+    n_groups, with_reuse = reuse_cost(token_ids, prefix_lengths)
     whole = sum(len(ids) for ids in token_ids)
-    return (len(token_ids) / len(groups) >= MIN_ROWS_PER_PREFIX
-            and reuse_cost(token_ids, prefix_lengths) <= MAX_TOKEN_SHARE_WITH_REUSE * whole)
+    return len(token_ids) / n_groups >= MIN_ROWS_PER_PREFIX and with_reuse <= MAX_TOKEN_SHARE_WITH_REUSE * whole
 
 
 def target_logits(model: Any, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -264,10 +263,10 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def reuse_cost(token_ids: Sequence[Sequence[int]], prefix_lengths: Sequence[int]) -> int:
-    """Tokens run when each distinct prefix is computed once and only the rest runs per row."""
+def reuse_cost(token_ids: Sequence[Sequence[int]], prefix_lengths: Sequence[int]) -> tuple[int, int]:
+    """(distinct prefixes, tokens run) when each distinct prefix is computed once and only the rest runs per row."""
     groups = {tuple(ids[:p]) for ids, p in zip(token_ids, prefix_lengths)}
-    return sum(len(g) for g in groups) + sum(len(ids) - p for ids, p in zip(token_ids, prefix_lengths))
+    return len(groups), sum(len(g) for g in groups) + sum(len(ids) - p for ids, p in zip(token_ids, prefix_lengths))
 
 
 def shared_context_plan(sequences: Sequence[Sequence[int]], cont_len: Sequence[int]) -> list[int] | None:
@@ -286,7 +285,7 @@ def shared_context_plan(sequences: Sequence[Sequence[int]], cont_len: Sequence[i
     if min(context_end) >= 1:
         plans.append(context_end)
     paying = [plan for plan in plans if reuse_pays(sequences, plan)]
-    return min(paying, key=lambda plan: reuse_cost(sequences, plan)) if paying else None
+    return min(paying, key=lambda plan: reuse_cost(sequences, plan)[1]) if paying else None
 
 
 @torch.no_grad()

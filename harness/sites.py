@@ -71,18 +71,26 @@ def linear_sites(model: Any, layer: int) -> list[str]:
     return [f"linear.{layer}.{path}" for path, m in model.blocks[layer].named_modules() if path and is_linear(m)]
 
 
+def n_linear_units(model: Any) -> int:
+    """Output units of every linear layer in the model's blocks: the size of the "every neuron" set."""
+    return sum(out_units(m) for m in model.blocks.modules() if is_linear(m))
+
+
 def parse_site(name: str, n_layers: int) -> Site:
     """Parse a site name, checking the layer against the model's depth."""
     if name == "logits":
         return Site("logits", None)
     m, linear = SITE.match(name), LINEAR_SITE.match(name)
-    if not (m or linear):
+    if m:
+        site = Site(m.group(1), int(m.group(2)))
+    elif linear:
+        site = Site("linear", int(linear.group(1)), linear.group(2))
+    else:
         raise UsageError(f"unknown site '{name}': use one of {', '.join(k + '.L' for k in KINDS)}, linear.L.PATH "
                          "or logits")
-    layer = int((m or linear).group(1) if linear else m.group(2))
-    if layer >= n_layers:
+    if site.layer >= n_layers:
         raise UsageError(f"site {name} is past the model's depth ({n_layers} layers, 0..{n_layers - 1}): pick a smaller layer")
-    return Site("linear", layer, linear.group(2)) if linear else Site(m.group(1), layer)
+    return site
 
 
 def _linear_module(model: Any, site: Site) -> Any:
@@ -362,12 +370,11 @@ def stream(
             ids = [list(x) for x in enc["input_ids"]]
             special = [list(x) for x in enc["special_tokens_mask"]]
             pending: dict[int, torch.Tensor] = {}
-            n_batches: list[int] = [0]
 
             def step(size: int) -> Iterator[None]:
                 pending.clear()
                 batches = make_batches(ids, size, tok.pad_token_id)
-                n_batches[0] = len(batches)
+                state["n_batches"] = len(batches)
                 for index, batch in distributed.mine(batches):  # data parallel: this rank's batches only
                     keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
                     for r, i in enumerate(batch.indices):
@@ -379,5 +386,5 @@ def stream(
                     yield None
 
             sizer.run(len(ids), step)
-            chunk_batches = distributed.gather_rows(pending, n_batches[0])  # every rank gets every batch, in order
+            chunk_batches = distributed.gather_rows(pending, state["n_batches"])  # every rank gets every batch, in order
             yield from (p for p in chunk_batches if len(p))

@@ -12,13 +12,12 @@ from harness.context import RunContext
 from harness.errors import UsageError
 from harness.models import from_hf
 from harness.runner import RunSpec, run_task
-from harness.sites import collect, hook_site, parse_site
+from harness.sites import collect, hook_site, n_linear_units, parse_site
 from harness.task import parse_config
 from tasks.language_neurons import (
     DATA, FLORES, LANGS, LanguageIdentifier, LanguageNeurons, UnitSpace, forcing_edits, load_hub, load_shipped,
     pool_mlp_acts, pool_units, score_languages, unit_sites,
 )
-from tasks.language_neurons.task import n_linear_units
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 
@@ -232,7 +231,7 @@ def test_linear_unit_space_pools_every_linear_layer_and_forces_the_right_modules
     paths = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
              "mlp.up_proj", "mlp.down_proj"]
     assert space.sites[:7] == [f"linear.0.{p}" for p in paths] and len(space.sites) == 7 * tiny.n_layers
-    assert pooled.shape == (len(texts), space.n_units) and space.n_units == n_linear_units(tiny.blocks)
+    assert pooled.shape == (len(texts), space.n_units) and space.n_units == n_linear_units(tiny)
     assert space.layer_widths == [space.n_units // tiny.n_layers] * tiny.n_layers
     # The up projection's block of columns is the per-sentence mean of that layer's output.
     per_token = collect(tiny, texts, ["linear.1.mlp.up_proj"], positions="all", batch_size=1)["linear.1.mlp.up_proj"]
@@ -251,7 +250,7 @@ def test_end_to_end_with_the_paper_s_linear_neuron_set(tiny):
                                     conditions=["none", "both"], languages=["de"])
     result = LanguageNeurons().run(tiny, config, RunContext(model=tiny, show_progress=False, bootstrap=50))
     d, m = result.details, result.metrics
-    assert d["sites"] == "linear" and d["n_units"] == n_linear_units(tiny.blocks)
+    assert d["sites"] == "linear" and d["n_units"] == n_linear_units(tiny)
     assert d["neuron_share_of_linear_units"] == pytest.approx(m["neuron_share"].value)
     assert sum(d["units_per_layer"]) == d["n_units"] and "mlp.up_proj" in d["linear_widths"]
     chosen = [site for L in LANGS for side in ("top", "bottom") for site, *_ in d["selected"][L][side]]

@@ -11,7 +11,8 @@ Neurons" (arXiv 2404.02431). Method, in the order the task runs it:
 2. Sites: every MLP neuron of every layer (`mlp_act.L`, the input of the down projection;
    `sites=mlp`, the default), or the paper's set (`sites=linear`): the output units of every
    linear layer in the blocks (`linear.L.PATH`: attention's q/k/v/o projections and the MLP's
-   gate/up/down projections; GPT-2's fused Conv1D layers count as linear). Each sentence gives one number per neuron: the mean over its tokens (padding excluded,
+   gate/up/down projections; GPT-2's fused Conv1D layers count as linear). Each sentence
+   gives one number per neuron: the mean over its tokens (padding excluded,
    BOS included when the tokenizer adds it), accumulated batch by batch; no token-level
    activation is kept.
 3. Scoring: per language L, each neuron's average precision (AP) as a detector of "this
@@ -81,9 +82,6 @@ PAPER = ("Kojima et al. 2024, On the Multilingual Ability of Decoder-based Pre-t
          "Finding and Controlling Language-Specific Neurons (NAACL 2024, arXiv 2404.02431)")
 
 
-SITES = ("mlp", "linear")
-
-
 @dataclass
 class UnitSpace:
     """Where each global unit index lives: the sites' units laid side by side, layer by layer.
@@ -94,11 +92,15 @@ class UnitSpace:
 
     sites: list[str]
     widths: list[int]  # units of each site
-    layers: list[int]  # block of each site
 
     @classmethod
     def mlp(cls, widths: Sequence[int]) -> "UnitSpace":
-        return cls([f"mlp_act.{L}" for L in range(len(widths))], list(widths), list(range(len(widths))))
+        return cls([f"mlp_act.{L}" for L in range(len(widths))], list(widths))
+
+    @property
+    def layers(self) -> list[int]:
+        """Block of each site: the L of `mlp_act.L` and `linear.L.PATH`."""
+        return [int(name.split(".")[1]) for name in self.sites]
 
     @property
     def n_units(self) -> int:
@@ -134,10 +136,8 @@ def pool_units(ctx: Any, texts: Sequence[str], desc: str, sites: str = "mlp") ->
     layers = range(ctx.model.n_layers)
     names = ([f"mlp_act.{L}" for L in layers] if sites == "mlp"
              else [site for L in layers for site in ctx.linear_sites(L)])
-    site_layers = [int(name.split(".")[1]) for name in names]
     means = ctx.collect(texts, names, positions="all", reduce="mean", desc=desc)
-    pooled = torch.cat([means[s] for s in names], dim=1)
-    return pooled, UnitSpace(names, [means[s].shape[1] for s in names], site_layers)
+    return torch.cat([means[s] for s in names], dim=1), UnitSpace(names, [means[s].shape[1] for s in names])
 
 
 def pool_mlp_acts(ctx: Any, texts: Sequence[str], desc: str) -> tuple[torch.Tensor, list[int]]:
@@ -398,7 +398,7 @@ class LanguageNeurons(Task):
                      f"sentences, among the {pool} highest- and {pool} lowest-AP neurons of each language in the full sample")
 
         # Share of the model's neurons forced per language.
-        n_linear = n_linear_units(model.blocks)
+        n_linear = ctx.n_linear_units()
         forced = [len(np.union1d(scores.top[L], scores.bottom[L])) for L in LANGS]
         metrics["neuron_share"] = ctx.metric(np.array(forced, dtype=float) / n_units, higher_is_better=None)
         details["neuron_share_of_linear_units"] = round(float(np.mean(forced)) / n_linear, 8) if n_linear else None
@@ -548,12 +548,6 @@ class LanguageNeurons(Task):
             ax.set_title(f"{task}: share of texts in L")
         axes[0][0].legend(fontsize=7)
         ctx.save_figure(fig, "success.png")
-
-
-def n_linear_units(blocks: torch.nn.Module) -> int:
-    """Output units of every linear layer in the blocks (nn.Linear, and GPT-2's Conv1D, whose width is nf)."""
-    return sum(int(getattr(m, "out_features", None) or m.nf) for m in blocks.modules()
-               if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
 
 
 def _mean_diff(rows: np.ndarray) -> float:
