@@ -41,7 +41,9 @@ class RunContext:
 
     Attributes a task reads: `model` (the loaded `Model`: `.tokenizer`, `.n_layers`,
     `.d_model`, `.hf`), `seed`, `limit` (from `--limit`: use `limited()`), `bootstrap`
-    (resamples behind every interval), `log` (a logger).
+    (resamples behind every interval), `log` (a logger), `writes_files` (whether this process
+    may write checkpoints or cache folders: every data-parallel rank resumes from the same
+    checkpoint, and rank 0 alone writes it).
     """
 
     model: Any
@@ -51,6 +53,7 @@ class RunContext:
     bootstrap: int = N_BOOTSTRAP
     artifacts_dir: Path | None = None
     checkpoint_dir: Path | None = None  # survives a killed run (unlike the staging artifacts); removed once it finishes
+    writes_files: bool = True  # False on data-parallel ranks other than 0: they read checkpoints and caches, never write
     cache_dir: Path | None = None  # reusable across runs (e.g. a trained SAE); keyed by what produced it
     log_samples: bool = False
     show_progress: bool | None = None  # None: only on a terminal

@@ -34,7 +34,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def _group() -> Any:
+def local_rank() -> int:
+    """This process's index on its machine: the GPU it takes (LOCAL_RANK, set by the launchers)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def process_group() -> Any:
     """The default process group, started on first use with the launcher's rendezvous variables."""
     import torch
     import torch.distributed as dist
@@ -42,7 +47,7 @@ def _group() -> Any:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("HARNESS_DIST_BACKEND") != "gloo" else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local_rank())
         dist.init_process_group(backend=backend)
     return dist
 
@@ -57,7 +62,7 @@ def gather_rows(local: dict[int, Any], n: int) -> list[Any]:
     """Rows 0..n-1 from every rank's {row: value}, in the caller's order, on every rank."""
     if world_size() == 1:
         return [local[i] for i in range(n)]
-    dist = _group()
+    dist = process_group()
     parts: list[dict[int, Any] | None] = [None] * world_size()
     dist.all_gather_object(parts, local)
     merged: dict[int, Any] = {}
@@ -71,4 +76,22 @@ def gather_rows(local: dict[int, Any], n: int) -> list[Any]:
 
 def barrier() -> None:
     if world_size() > 1:
-        _group().barrier()
+        process_group().barrier()
+
+
+def gather_objects(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank ([obj] in one process)."""
+    if world_size() == 1:
+        return [obj]
+    parts: list[Any] = [None] * world_size()
+    process_group().all_gather_object(parts, obj)
+    return parts
+
+
+def sum_over_ranks(values: Any) -> Any:
+    """The elementwise sum of a tensor over all ranks (the tensor itself in one process)."""
+    if world_size() == 1:
+        return values
+    total = values.clone()
+    process_group().all_reduce(total)
+    return total

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import torch
 
+from harness import distributed
 from harness.bundled import BUNDLED
 from harness.errors import UsageError
 from harness.layout import Layout, layout_for, resolve
@@ -690,7 +691,10 @@ DEVICE_CHECKS = {
 def pick_device(options: LoadOptions) -> str:
     """The device to load onto: --device checked by torch's own parser and against what this machine has."""
     if not options.device:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        # data parallel: each process takes the GPU of its local rank, not all of them cuda:0
+        return f"cuda:{distributed.local_rank()}" if distributed.world_size() > 1 else "cuda"
     try:
         device = torch.device(options.device)
     except (RuntimeError, ValueError, TypeError):
@@ -757,6 +761,9 @@ def _load_model(spec: str, options: LoadOptions) -> Model:
 
     if options.device_map and options.device:
         raise UsageError("use either --device or --device-map, not both")
+    if options.device_map and distributed.world_size() > 1:
+        raise UsageError(f"--device-map spreads one model over the GPUs, but {distributed.world_size()} data-parallel "
+                         "processes were started: run one process with --device-map, or several without it")
     quant = quantization_config(options)
     device = target_device(options)
     dtype = pick_dtype(options, device)
@@ -777,7 +784,8 @@ def _load_model(spec: str, options: LoadOptions) -> Model:
     kwargs: dict[str, Any] = dict(dtype=dtype, use_safetensors=safetensors_only(resolved), **common)
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = options.device_map or "auto"
+        # data parallel: each process's quantised copy on its own GPU
+        kwargs["device_map"] = options.device_map or ({"": distributed.local_rank()} if distributed.world_size() > 1 else "auto")
     elif options.device_map:
         kwargs["device_map"] = options.device_map
     if options.max_memory and "device_map" in kwargs:

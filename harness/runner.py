@@ -287,7 +287,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
     main = distributed.is_main()  # with several data-parallel ranks, rank 0 alone writes anything
     ctx = RunContext(
         model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, bootstrap=spec.bootstrap,
-        artifacts_dir=staging if main else None, checkpoint_dir=checkpoints if main else None,
+        artifacts_dir=staging if main else None, checkpoint_dir=checkpoints, writes_files=main,
         cache_dir=cache_root() / "products",
         log_samples=spec.log_samples and main, show_progress=spec.show_progress if main else False,
     )

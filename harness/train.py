@@ -11,6 +11,16 @@ each targeted `nn.Linear` inside it by a peft `lora.Linear` that holds the origi
 as `.base_layer`. Every other module keeps its path and identity, so hooks resolved on
 `model_hf` (`model.model.layers.3`, the final norm, the unembedding, a non-targeted
 `o_proj`/`down_proj`) keep working, and calling `model_hf(...)` directly runs the adapter.
+
+Data parallel (several processes from `torchrun` or `accelerate launch`): the adapter is wrapped
+in torch's `DistributedDataParallel` (the wrapper accelerate's `prepare_model` uses; accelerate
+itself does not see a CPU run under torchrun as distributed, so the harness wraps directly).
+Every step's batch is the one a single process would draw; rank r trains on its examples r,
+r + W, ..., each rank's loss is scaled so that DDP's gradient average equals the single-process
+gradient of the whole batch, and rank 0 alone writes checkpoints. The reported losses and token
+counts are the whole batch's. What is not the same as one process: dropout masks (each rank
+draws its own) and the order of floating-point sums, so a W-process fine-tune agrees with the
+single-process one to rounding (exactly so with `lora_dropout=0`), not bit for bit.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from harness import distributed
 from harness.errors import UsageError
 from harness.optim import ADOPT
 
@@ -254,10 +265,15 @@ def _collate(encoded: list[tuple[list[int], list[int]]], batch: list[int], pad_i
 
 def reply_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean over examples of each example's mean next-token cross-entropy on its labelled tokens."""
+    return per_example_reply_loss(logits, labels).mean()
+
+
+def per_example_reply_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's mean next-token cross-entropy on its labelled tokens, shape (batch,)."""
     targets = labels[:, 1:]
     ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
     counts = (targets != IGNORE_INDEX).sum(dim=1)
-    return (ce.sum(dim=1) / counts).mean()
+    return ce.sum(dim=1) / counts
 
 
 def _make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -304,22 +320,29 @@ def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: 
         torch.cuda.reset_peak_memory_stats(device)
 
     peft_model.train()
+    world = distributed.world_size()
+    forward = _data_parallel(peft_model, device) if world > 1 else peft_model
     bar = progress(range(report.steps, config.steps), desc="fine-tuning", total=config.steps - report.steps)
     for step in bar:
-        batch = {k: v.to(device) for k, v in _collate(encoded, plan[step], pad_id).items()}
-        with _autocast(device):
-            logits = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = reply_loss(logits, batch["labels"])
+        if world == 1:
+            batch = {k: v.to(device) for k, v in _collate(encoded, plan[step], pad_id).items()}
+            with _autocast(device):
+                logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = reply_loss(logits, batch["labels"])
+            counts = (loss.detach(), batch["attention_mask"].sum(), (batch["labels"] != IGNORE_INDEX).sum())
+        else:
+            loss, counts = _rank_loss(forward, encoded, plan[step], pad_id, device, world)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: gradients averaged over ranks here
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
 
-        report.losses.append(loss.item())
+        batch_loss, tokens, reply_tokens = distributed.sum_over_ranks(torch.stack([c.float() for c in counts]))
+        report.losses.append((batch_loss / world).item())
         report.grad_norms.append(grad_norm.item())
-        report.tokens += int(batch["attention_mask"].sum())
-        report.reply_tokens += int((batch["labels"] != IGNORE_INDEX).sum())
+        report.tokens += int(tokens)
+        report.reply_tokens += int(reply_tokens)
         done = step + 1
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{report.losses[-1]:.4f}")
@@ -334,14 +357,53 @@ def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: 
     return report
 
 
+def _data_parallel(peft_model: PeftModel, device: torch.device) -> torch.nn.Module:
+    """The adapter wrapped for gradient averaging across ranks (parameters start equal: same seed)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    distributed.process_group()
+    if len({p.device for p in peft_model.parameters()}) > 1:
+        raise UsageError("data-parallel fine-tuning needs the whole model on one device per process: "
+                         "drop --device-map, or fine-tune in one process")
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(peft_model, device_ids=ids)
+
+
+def _rank_loss(forward: torch.nn.Module, encoded: list, batch: list[int], pad_id: int, device: torch.device,
+               world: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """This rank's share of the step's batch (examples r, r + W, ...) and its loss, scaled for DDP.
+
+    The loss is the sum of this rank's per-example losses times W / len(batch): DDP averages
+    the ranks' gradients, which then equal the gradient of the whole batch's mean. A rank
+    with no example (a batch smaller than W) runs one with weight 0, since every rank must
+    join every backward pass.
+    """
+    mine = batch[distributed.rank()::world]
+    weight = world / len(batch) if mine else 0.0
+    part = {k: v.to(device) for k, v in _collate(encoded, mine or batch[:1], pad_id).items()}
+    with _autocast(device):
+        logits = forward(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
+    loss = per_example_reply_loss(logits, part["labels"]).sum() * weight
+    keep = 1 if mine else 0
+    return loss, (loss.detach(), part["attention_mask"].sum() * keep, (part["labels"] != IGNORE_INDEX).sum() * keep)
+
+
 def _step_folder(checkpoint_dir: Path, step: int) -> Path:
     return checkpoint_dir / f"step-{step:06d}"
 
 
 def _save_checkpoint(checkpoint_dir: Path, step: int, fingerprint: str, peft_model: PeftModel,
                      optimizer: torch.optim.Optimizer, scheduler: Any, report: TrainReport) -> None:
-    """Adapter, optimizer, schedule, RNG and report so far, written to a temp folder then renamed."""
+    """Adapter, optimizer, schedule, RNG and report so far, written to a temp folder then renamed.
+
+    Data parallel: every rank's RNG state is gathered (dropout draws differ per rank) and rank 0
+    writes; the others wait for the folder to be whole before going on.
+    """
+    rng_cpu = distributed.gather_objects(torch.get_rng_state())
     final = _step_folder(checkpoint_dir, step)
+    if not distributed.is_main():
+        distributed.barrier()
+        return
     if not final.exists():
         tmp = checkpoint_dir / f".tmp-step-{step:06d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -351,7 +413,7 @@ def _save_checkpoint(checkpoint_dir: Path, step: int, fingerprint: str, peft_mod
             "fingerprint": fingerprint,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
+            "rng_cpu": rng_cpu,
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "losses": report.losses,
             "grad_norms": report.grad_norms,
@@ -362,6 +424,7 @@ def _save_checkpoint(checkpoint_dir: Path, step: int, fingerprint: str, peft_mod
     for old in checkpoint_dir.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier()
 
 
 def _resume(checkpoint_dir: Path, fingerprint: str, peft_model: PeftModel, optimizer: torch.optim.Optimizer,
@@ -381,7 +444,10 @@ def _resume(checkpoint_dir: Path, fingerprint: str, peft_model: PeftModel, optim
         raise UsageError(f"checkpoint {latest} does not fit this adapter (unexpected {result.unexpected_keys[:3]})")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng_cpu"])
+    rng_cpu = state["rng_cpu"]  # one state per rank (a tensor in checkpoints of single-process runs before that)
+    if isinstance(rng_cpu, (list, tuple)):
+        rng_cpu = rng_cpu[distributed.rank()] if distributed.rank() < len(rng_cpu) else rng_cpu[0]
+    torch.set_rng_state(rng_cpu)
     if state["rng_cuda"]:
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     report.losses = list(state["losses"])

@@ -21,13 +21,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out: Path, processes: int) -> None:
+def launch(out: Path, processes: int, script: Path = SCRIPT, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HARNESS_DIST_BACKEND": "gloo"}
     if processes == 1:
-        cmd = [sys.executable, str(SCRIPT), str(out)]
+        cmd = [sys.executable, str(script), str(out), *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", str(SCRIPT), str(out)]
+               f"--master_port={free_port()}", str(script), str(out), *args]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -48,6 +48,36 @@ def test_two_processes_give_every_rank_the_single_process_result(runs, key):
             assert got[key] == single[key]
         else:
             assert torch.equal(got[key], single[key]), key
+
+
+def test_data_parallel_fine_tuning_trains_the_single_process_adapter_and_resumes(tmp_path):
+    """DDP: each rank trains on its share of every batch, yet losses, token counts and the adapter
+    are the single-process ones (to rounding, dropout off); both ranks hold the same adapter; a run
+    killed after step 3 resumes from rank 0's step-2 checkpoint to the uninterrupted result."""
+    script = ROOT / "tests" / "dist" / "finetune.py"
+    one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"
+    for folder in (one, two, killed):
+        folder.mkdir()
+    launch(one, 1, script)
+    launch(two, 2, script)
+    launch(killed, 2, script, "3")
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-000002"]
+    launch(killed, 2, script)
+    single = torch.load(one / "rank0.pt")
+    ranks = [torch.load(two / f"rank{r}.pt") for r in (0, 1)]
+    resumed = [torch.load(killed / f"rank{r}.pt") for r in (0, 1)]
+    for got in ranks:
+        assert got["tokens"] == single["tokens"] and got["reply_tokens"] == single["reply_tokens"]
+        assert got["losses"] == pytest.approx(single["losses"], rel=1e-5)
+        assert got["losses"][-1] < got["losses"][0]  # it learned
+        for name, tensor in single["adapter"].items():
+            assert torch.allclose(got["adapter"][name], tensor, atol=1e-5), name
+    for name, tensor in ranks[0]["adapter"].items():
+        assert torch.equal(ranks[1]["adapter"][name], tensor), name  # ranks stay in step
+    for got, uninterrupted in zip(resumed, ranks):
+        assert got["resumed_from"] == 2 and got["losses"] == uninterrupted["losses"]
+        for name, tensor in uninterrupted["adapter"].items():
+            assert torch.equal(got["adapter"][name], tensor), name
 
 
 def run_cli(model: Path, out: Path, processes: int, *args: str) -> None:
@@ -103,3 +133,24 @@ def test_two_processes_on_smollm2_write_the_single_process_results_file(tmp_path
     run_cli(Path("smollm2-135m"), tmp_path / "two", 2, "--task", task, *args)
     one, two = results_files(tmp_path / "one"), results_files(tmp_path / "two")
     assert one and one == two
+
+
+def test_each_data_parallel_process_loads_onto_the_gpu_of_its_local_rank(monkeypatch):
+    """Without --device, rank 1 of a two-GPU launch takes cuda:1, not cuda:0 beside rank 0."""
+    from harness.models import LoadOptions, pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert pick_device(LoadOptions()) == "cuda:1"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert pick_device(LoadOptions()) == "cuda"
+
+
+def test_device_map_with_several_processes_is_refused_in_one_line(monkeypatch):
+    from harness.errors import UsageError
+    from harness.models import LoadOptions, load_model
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UsageError, match="one process with --device-map"):
+        load_model("smollm2-135m", LoadOptions(device_map="auto"))

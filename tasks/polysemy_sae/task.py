@@ -323,7 +323,7 @@ class PolysemySAE(Task):
             "train_mse": summary.mse, "train_l0": summary.l0, "train_explained_variance": summary.explained_variance,
             "dead_fraction": summary.dead_fraction, "input_scale": summary.scale,
         }
-        if folder is not None:
+        if folder is not None and ctx.writes_files:  # data parallel: rank 0 alone fills the cache
             save_sae(sae, cfg, folder)
             (folder / TRAINING_FILE).write_text(json.dumps(info, indent=1))
         return sae.eval(), {**info, "cached": False, "path": None if folder is None else str(folder)}
@@ -356,7 +356,8 @@ class PolysemySAE(Task):
             bar.update(1)
             if trainer.steps % 10 == 0 or trainer.steps == n_steps:
                 bar.set_postfix(mse=f"{stats.mse:.3g}", l0=f"{stats.l0:.1f}", dead=f"{trainer.dead_fraction():.2f}")
-            if checkpoint is not None and trainer.steps % config.checkpoint_every == 0 and trainer.steps < n_steps:
+            if checkpoint is not None and ctx.writes_files and trainer.steps % config.checkpoint_every == 0 \
+                    and trainer.steps < n_steps:
                 save_checkpoint(checkpoint, {"trainer": trainer.state_dict(), "stream": state.to_dict()})
             if trainer.steps >= n_steps:
                 break
