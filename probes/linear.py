@@ -13,10 +13,15 @@ on them is memorising, not reading), `majority_rate` is the accuracy of always g
 the most frequent label (the chance line for unbalanced labels).
 
 Plain numpy and scikit-learn, deterministic for a seed; nothing here knows about models.
+`cross_validate_many` fits many independent probes (layers x labels) in worker processes
+when the work is large enough to pay for them: lbfgs on a few hundred examples is Python-
+and latency-bound on one core, so processes, not BLAS threads, are what use a machine's
+other cores, and each probe gives exactly what it gives alone.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -170,6 +175,38 @@ def evaluate_layers(features: Mapping[int, np.ndarray] | Sequence[np.ndarray], y
     """cross_validate_probe on each layer's features ({layer: (n, d)} or a list indexed by layer), same folds for all."""
     items = features.items() if isinstance(features, Mapping) else enumerate(features)
     return {int(L): cross_validate_probe(X, y, n_folds, seed, **probe_kwargs) for L, X in items}
+
+
+# Below this many feature values in all (sum of n x d), worker start-up (~1-2 s) outweighs the fits.
+PARALLEL_MIN_VALUES = 1_000_000
+
+
+def analysis_workers() -> int:
+    """Worker processes for probe fitting: this process's cores, shared among the launcher's local ranks.
+
+    HARNESS_ANALYSIS_WORKERS overrides (1: everything in this process).
+    """
+    if os.environ.get("HARNESS_ANALYSIS_WORKERS"):
+        return max(1, int(os.environ["HARNESS_ANALYSIS_WORKERS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def cross_validate_many(problems: Sequence[tuple[np.ndarray, np.ndarray]], n_folds: int = 5, seed: int = 0,
+                        n_jobs: int | None = None, **probe_kwargs) -> list[ProbeCV]:
+    """cross_validate_probe on each (X, y), in order; in parallel worker processes when the work is large.
+
+    Every probe is fitted exactly as alone (same folds, same seed, one BLAS thread per worker),
+    so the results do not depend on `n_jobs`. None: `analysis_workers()`.
+    """
+    n_jobs = analysis_workers() if n_jobs is None else n_jobs
+    size = sum(np.asarray(X).size for X, _ in problems)
+    if n_jobs <= 1 or len(problems) <= 1 or size < PARALLEL_MIN_VALUES:
+        return [cross_validate_probe(X, y, n_folds, seed, **probe_kwargs) for X, y in problems]
+    from joblib import Parallel, delayed
+
+    run = Parallel(n_jobs=min(n_jobs, len(problems)), backend="loky", inner_max_num_threads=1)
+    return run(delayed(cross_validate_probe)(X, y, n_folds, seed, **probe_kwargs) for X, y in problems)
 
 
 def shuffled_labels(y: np.ndarray, rng: np.random.Generator | int) -> np.ndarray:

@@ -117,3 +117,25 @@ def test_rare_and_single_labels_do_not_crash():
 def test_majority_rate():
     assert majority_rate(np.array([0, 0, 0, 5, 2])) == pytest.approx(0.6)
     assert majority_rate(np.arange(10)) == pytest.approx(0.1)
+
+
+def test_probes_fitted_in_worker_processes_equal_the_same_probes_fitted_here(monkeypatch):
+    """cross_validate_many spreads independent fits over processes; every result is the one-at-a-time result."""
+    import probes.linear as linear
+
+    rng = np.random.default_rng(0)
+    problems = []
+    for j in range(3):
+        y = rng.integers(0, 4, 120)
+        X = rng.normal(size=(120, 16)) + 0.8 * np.eye(16)[y * (j + 1) % 16]
+        problems.append((X.astype(np.float32), y))
+    monkeypatch.setattr(linear, "PARALLEL_MIN_VALUES", 0)
+    parallel = linear.cross_validate_many(problems, n_folds=3, seed=5, n_jobs=2)
+    for (X, y), got in zip(problems, parallel):
+        alone = linear.cross_validate_probe(X, y, n_folds=3, seed=5)
+        assert np.array_equal(got.pred, alone.pred) and got.C == alone.C and got.fold_accuracy == alone.fold_accuracy
+    monkeypatch.setenv("HARNESS_ANALYSIS_WORKERS", "1")
+    assert linear.analysis_workers() == 1
+    monkeypatch.delenv("HARNESS_ANALYSIS_WORKERS")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert linear.analysis_workers() == 1  # ranks on one machine share its cores
