@@ -16,6 +16,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 CPU_BATCH_SIZE = 16  # CPUs raise no out-of-memory errors; on few cores 16 runs faster than 32 (benchmarks/)
+# Decoding steps read every weight for a few rows each: memory-bound on a CPU up to a few dozen rows,
+# so generation takes wider batches (gemma3-270m, 64 sampled texts: 64 per batch 2.0x faster than 8).
+CPU_GENERATE_BATCH_SIZE = 64
 CUDA_START_BATCH_SIZE = 256
 
 
@@ -93,17 +96,17 @@ class BatchSizer:
     for long ones.
     """
 
-    def __init__(self, requested: int | str, device: torch.device) -> None:
+    def __init__(self, requested: int | str, device: torch.device, cpu_size: int = CPU_BATCH_SIZE) -> None:
         self.auto = requested == "auto"
         if self.auto:
-            self.size = CUDA_START_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+            self.size = CUDA_START_BATCH_SIZE if device.type == "cuda" else cpu_size
         else:
             self.size = int(requested)
 
     @classmethod
-    def of(cls, batch_size: "int | str | BatchSizer", device: torch.device) -> "BatchSizer":
+    def of(cls, batch_size: "int | str | BatchSizer", device: torch.device, cpu_size: int = CPU_BATCH_SIZE) -> "BatchSizer":
         """Reuse a sizer (a task keeps the size it found) or make one from a requested size."""
-        return batch_size if isinstance(batch_size, BatchSizer) else cls(batch_size, device)
+        return batch_size if isinstance(batch_size, BatchSizer) else cls(batch_size, device, cpu_size)
 
     def run(self, n_items: int, step: Callable[[int], Iterator[Any]]) -> list[Any]:
         """Call step(batch_size) and collect what it yields; on CUDA OOM halve the size and start again."""

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from harness import intervene as _intervene
 from harness import scoring, sites
-from harness.batching import BatchSizer
+from harness.batching import CPU_BATCH_SIZE, CPU_GENERATE_BATCH_SIZE, BatchSizer
 from harness.generation import Prompt, generate
 from harness.lens import Lens, logit_lens
 from harness.results import Metric, write_atomic
@@ -73,7 +73,8 @@ class RunContext:
     def _sizer(self, kind: str) -> BatchSizer:
         """One batch size per kind of call, kept for the whole task: halved once on OOM, not again per call."""
         if kind not in self._sizers:
-            self._sizers[kind] = BatchSizer(self.batch_size, self.model.input_device)
+            cpu_size = CPU_GENERATE_BATCH_SIZE if kind == "generate" else CPU_BATCH_SIZE
+            self._sizers[kind] = BatchSizer(self.batch_size, self.model.input_device, cpu_size)
         return self._sizers[kind]
 
     def _bar(self, desc: str) -> Callable[[Any], Any]:

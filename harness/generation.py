@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from harness import distributed
-from harness.batching import BatchSizer, encode, make_batches
+from harness.batching import CPU_GENERATE_BATCH_SIZE, BatchSizer, encode, make_batches
 from harness.sites import in_flight
 
 # A prompt is text (tokenised with the tokenizer's special tokens) or token ids as they are.
@@ -97,7 +97,7 @@ def generate(
                 out[i] = cut_at_stop(tok.decode(new[r], skip_special_tokens=True), stop)
             yield None
 
-    BatchSizer.of(batch_size, device).run(len(prompts), step)
+    BatchSizer.of(batch_size, device, CPU_GENERATE_BATCH_SIZE).run(len(prompts), step)
     if distributed.world_size() > 1:
         return distributed.gather_rows({i: text for i, text in enumerate(out) if text is not None}, len(prompts))
     return out

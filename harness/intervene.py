@@ -32,6 +32,9 @@ class Edit:
       project_out   remove the component along the rows of `value` (k, d)
       scale         multiply by `value` (a number or a vector)
     dims restricts set/add/scale to some coordinates (e.g. chosen MLP neurons).
+    prompts restricts the edit to some prompts of each request (their indices in the call), so
+    one request can carry several conditions, each on its own rows: wider batches, which is
+    what generation on a CPU needs (decoding steps are memory-bound at a few rows).
     """
 
     site: str
@@ -39,6 +42,7 @@ class Edit:
     value: Any
     position: Position = "last"
     dims: Sequence[int] | None = None
+    prompts: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -60,6 +64,7 @@ class _Applier:
             self.value = _orthonormal(torch.as_tensor(edit.value))
         self.per_prompt_all = edit.position == "all" and isinstance(edit.value, (list, tuple))
         self.positions = positions_for(edit.position)
+        self.prompts = None if edit.prompts is None else {int(i) for i in edit.prompts}
 
     def _value_for(self, indices: list[int], like: torch.Tensor) -> torch.Tensor:
         v = torch.as_tensor(self.value) if not isinstance(self.value, torch.Tensor) else self.value
@@ -93,6 +98,16 @@ class _Applier:
         batch = getattr(self.model, "current_batch", None)
         if batch is None:
             raise RuntimeError("interventions apply inside harness score/generate/collect calls")
+        if self.prompts is None:
+            return self._edit(act, batch)
+        untouched = torch.tensor([i not in self.prompts for i in batch.indices], device=act.device)
+        if bool(untouched.all()):
+            return act
+        edited = self._edit(act, batch)
+        edited[untouched] = act[untouched]
+        return edited
+
+    def _edit(self, act: torch.Tensor, batch: Any) -> torch.Tensor:
         act = act.clone()
         rows = torch.arange(len(batch.indices), device=act.device)
         prefill = act.shape[1] == batch.input_ids.shape[1]

@@ -103,26 +103,33 @@ class ReweightedAP:
         idx = torch.arange(n)[:, None].expand_as(values)
         self.end_index = torch.where(is_end, idx, torch.full_like(idx, n)).flip(0).cummin(0).values.flip(0)
         self.y = y
-        self.y_sorted = y[self.order]
+        self.positive_sorted = y[self.order].to(torch.int32)
 
     def __call__(self, weights: np.ndarray | None = None) -> np.ndarray:
-        """AP of every column with row i counted weights[i] times (all once without weights); NaN with no positive weight."""
+        """AP of every column with row i counted weights[i] times (all once without weights); NaN with no positive weight.
+
+        Weights are counts, so the cumulative sums are integers: they run in int32 (exact, half
+        the memory traffic of float64, which is what a draw costs) and only the precisions are
+        floating point.
+        """
         if weights is None:
-            w_sorted = torch.ones_like(self.y_sorted)
-            n_pos = float(self.y.sum())
+            w = torch.ones(len(self.y), dtype=torch.int32)
         else:
-            w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+            w = torch.as_tensor(np.asarray(weights))
             if w.shape != self.y.shape:
                 raise ValueError(f"{len(w)} weights for {len(self.y)} rows")
-            w_sorted = w[self.order]
-            n_pos = float((w * self.y).sum())
+            if w.is_floating_point() and not bool((w == w.round()).all()):
+                raise ValueError("weights must be whole numbers (how often each row was drawn)")
+            w = w.to(torch.int32)
+        n_pos = float((w.to(torch.float64) * self.y).sum())
         if n_pos == 0:
             return np.full(self.n_columns, np.nan)
-        wy = w_sorted * self.y_sorted
-        tp, seen = torch.cumsum(wy, dim=0), torch.cumsum(w_sorted, dim=0)
-        precision = torch.where(seen > 0, tp / seen.clamp(min=1e-300), torch.zeros_like(tp))
+        w_sorted = w[self.order]
+        wy = w_sorted * self.positive_sorted
+        tp, seen = torch.cumsum(wy, dim=0, dtype=torch.int32), torch.cumsum(w_sorted, dim=0, dtype=torch.int32)
+        precision = tp.to(torch.float64) / seen.clamp(min=1).to(torch.float64)  # 0 where nothing is seen yet (tp = 0)
         at_end = torch.gather(precision, 0, self.end_index)
-        return ((wy * at_end).sum(0) / n_pos).numpy()
+        return ((wy.to(torch.float64) * at_end).sum(0) / n_pos).numpy()
 
 
 @dataclass

@@ -153,6 +153,12 @@ def test_target_only_logits_equal_the_full_logits(model_type):
     full = score(model, PROMPTS, TARGETS, batch_size=2)
     targets_only = score(model, PROMPTS, TARGETS, batch_size=2, full_vocab=False)
     torch.testing.assert_close(targets_only.logits, full.logits, atol=1e-5, rtol=1e-5)
+    for i, prompt in enumerate(PROMPTS):  # the deferred full-vocabulary unembedding is the model's own
+        with torch.no_grad():
+            own = model.hf(**model.tokenizer(prompt, return_tensors="pt")).logits[0, -1].float()
+        torch.testing.assert_close(full.logits[i], own[TARGETS], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(full.logprobs[i], own.log_softmax(-1)[TARGETS], atol=1e-5, rtol=1e-5)
+        assert full.top_token[i] == own.argmax()
 
 
 def test_prefix_reuse_is_used_only_where_it_pays():
@@ -177,3 +183,31 @@ def test_an_edit_inside_the_reused_prefix_is_refused(model, always_reuse):
     with intervene(model, [Edit("resid_post.0", "set", torch.zeros(64), position=0)]):
         with pytest.raises(ValueError, match="inside a reused prefix"):
             score(model, PROMPTS, TARGETS, prefix_lengths=[2] * len(PROMPTS))
+
+
+def test_an_edit_restricted_to_some_prompts_leaves_the_other_rows_as_they_were(model):
+    """Two conditions in one request: each row sees exactly its own edit, in scoring and in generation."""
+    plain = score(model, PROMPTS, TARGETS, batch_size=4).logits
+    forced = [Edit("mlp_act.0", "set", torch.full((3,), 4.0), position="all", dims=[1, 5, 9], prompts=[1, 3]),
+              Edit("resid_post.0", "scale", 0.0, position="all", prompts=[2])]
+    with intervene(model, forced[:1]):
+        alone_a = score(model, PROMPTS, TARGETS, batch_size=4).logits
+    with intervene(model, [Edit("resid_post.0", "scale", 0.0, position="all")]):
+        alone_b = score(model, PROMPTS, TARGETS, batch_size=4).logits
+    with intervene(model, [Edit(e.site, e.op, e.value, e.position, e.dims) for e in forced[:1]]):
+        everywhere = score(model, PROMPTS, TARGETS, batch_size=4).logits
+    for size in (1, 4):
+        with intervene(model, forced):
+            mixed = score(model, PROMPTS, TARGETS, batch_size=size).logits
+        torch.testing.assert_close(mixed[0], plain[0])
+        torch.testing.assert_close(mixed[[1, 3]], everywhere[[1, 3]], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mixed[2], alone_b[2], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(alone_a[1], plain[1]) and not torch.allclose(alone_b[2], plain[2])
+    texts = generate(model, PROMPTS, 5, batch_size=4)
+    with intervene(model, forced[:1]):
+        edited = generate(model, PROMPTS, 5, batch_size=4)
+    with intervene(model, [Edit(e.site, e.op, e.value, e.position, e.dims) for e in forced[:1]]):
+        edited_all = generate(model, PROMPTS, 5, batch_size=4)
+    assert [edited[i] for i in (0, 2)] == [texts[i] for i in (0, 2)]
+    assert [edited[i] for i in (1, 3)] == [edited_all[i] for i in (1, 3)]
+    assert n_hooks(model) == 0
