@@ -38,6 +38,7 @@ MIN_ROWS_PER_PREFIX = 8
 # read from memory once per matmul, so score keeps each batch's last hidden states and unembeds them
 # this many at a time, not once per batch of 16 (gemma3-270m, 128 prompts: 4.8 s of 16.7 s went there).
 HEAD_ROWS = 256
+DEFERRED_HEAD_MIN_BYTES = 32 * 2**20  # a smaller unembedding costs little to read per batch: run the model's own
 MAX_TOKEN_SHARE_WITH_REUSE = 0.7
 
 
@@ -58,6 +59,11 @@ def target_logits(model: Any, hidden: torch.Tensor, target: torch.Tensor) -> tor
     weight = head.weight[target.to(head.weight.device)]
     bias = head.bias[target.to(head.weight.device)] if getattr(head, "bias", None) is not None else None
     return softcap(model, torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float())
+
+
+def unembedding_bytes(model: Any) -> int:
+    head = resolve(model.hf, model.layout.unembed)
+    return head.weight.numel() * head.weight.element_size()
 
 
 def full_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
@@ -128,30 +134,37 @@ def score(
 
     filled: list[int] = []  # rows this rank computed (all of them in one process)
 
-    hidden: dict[int, torch.Tensor] = {}  # full_vocab: row -> last input of the unembedding, unembedded at the end
+    defer = full_vocab and unembedding_bytes(model) >= DEFERRED_HEAD_MIN_BYTES
+    hidden: dict[int, torch.Tensor] = {}  # deferred: row -> last input of the unembedding, unembedded at the end
 
     def record(indices: list[int], last: torch.Tensor) -> None:
         filled.extend(indices)
-        if full_vocab:
+        if defer:
             hidden.update(zip(indices, last.clone()))  # a compact copy: never keep a whole batch alive
+        elif full_vocab:
+            record_full(indices, last.float())
         else:
             out.logits[torch.as_tensor(indices)] = last.float().cpu()
 
+    def record_full(indices: list[int], logits: torch.Tensor) -> None:
+        idx, on = torch.as_tensor(indices), target.to(logits.device)
+        out.logits[idx] = logits[:, on].cpu()
+        out.logprobs[idx] = logits.log_softmax(-1)[:, on].cpu()
+        out.top_token[idx] = logits.argmax(-1).cpu()
+
     def last_logits(fn: Callable[[], Any]) -> torch.Tensor:
-        """The unembedding's last-position input, or with full_vocab=False the targets' logits alone."""
+        """Full last-position logits, or (deferred) the unembedding's input, or the targets' logits alone."""
+        if full_vocab and not defer:
+            return fn().logits[:, -1]
         with _HeadInput(model) as head:
             last = head.run(fn)
-        return last if full_vocab else target_logits(model, last, target)
+        return last if defer else target_logits(model, last, target)
 
     def unembed_kept() -> None:
         rows = sorted(hidden)
         for start in range(0, len(rows), HEAD_ROWS):
             chunk = rows[start : start + HEAD_ROWS]
-            logits = full_logits(model, torch.stack([hidden[i] for i in chunk]))
-            idx, on = torch.as_tensor(chunk), target.to(logits.device)
-            out.logits[idx] = logits[:, on].cpu()
-            out.logprobs[idx] = logits.log_softmax(-1)[:, on].cpu()
-            out.top_token[idx] = logits.argmax(-1).cpu()
+            record_full(chunk, full_logits(model, torch.stack([hidden[i] for i in chunk])))
         hidden.clear()
 
     def step(size: int) -> Iterator[None]:
@@ -179,7 +192,7 @@ def score(
             yield None
 
     BatchSizer.of(batch_size, model.input_device).run(n, step if prefix_lengths is None else step_after_prefixes)
-    if full_vocab:
+    if defer:
         unembed_kept()
     if distributed.world_size() > 1:
         rows = distributed.gather_rows({i: (out.logits[i], None if out.logprobs is None else out.logprobs[i],
@@ -355,7 +368,6 @@ def loglikelihood(
 
     def step(size: int) -> Iterator[None]:
         filled.clear()
-        hidden.clear()
         batches = distributed.mine(make_batches(sequences, size, model.tokenizer.pad_token_id))
         for _, batch in progress(batches) if progress else batches:
             fill(batch.indices, forward(model, batch, **keep_for(batch.indices)).logits)
@@ -363,7 +375,6 @@ def loglikelihood(
 
     def step_after_prefixes(size: int) -> Iterator[None]:
         filled.clear()
-        hidden.clear()
         groups: dict[tuple[int, ...], list[int]] = {}
         for i in sorted(range(n), key=lambda i: (-(len(sequences[i]) - plan[i]), i)):  # by suffix length
             groups.setdefault(tuple(sequences[i][: plan[i]]), []).append(i)

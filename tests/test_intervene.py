@@ -147,8 +147,14 @@ def test_reused_prefix_scores_like_a_full_run(model_type, always_reuse):
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gemma2", "gemma3_text", "gpt2", "bloom", "opt", "phi"])
-def test_target_only_logits_equal_the_full_logits(model_type):
-    """Gemma's final softcap and biased unembeddings included."""
+@pytest.mark.parametrize("deferred", [False, True])
+def test_target_only_logits_equal_the_full_logits(model_type, deferred, monkeypatch):
+    """Gemma's final softcap and biased unembeddings included; the full vocabulary unembedded per batch
+    (small unembeddings) or after all batches, many rows at a time (large ones)."""
+    import harness.scoring
+
+    monkeypatch.setattr(harness.scoring, "DEFERRED_HEAD_MIN_BYTES", 0 if deferred else 2**62)
+    monkeypatch.setattr(harness.scoring, "HEAD_ROWS", 3)
     model = from_hf(tiny_model(model_type), tiny_tokenizer(), spec=f"tiny-{model_type}")
     full = score(model, PROMPTS, TARGETS, batch_size=2)
     targets_only = score(model, PROMPTS, TARGETS, batch_size=2, full_vocab=False)

@@ -365,7 +365,7 @@ def test_every_probe_control_is_reported_at_its_own_best_layer(llama, monkeypatc
         correct = np.arange(len(y)) < n_right
         return ProbeCV(pred=np.asarray(y), correct=correct, fold=np.zeros(len(y), int), fold_accuracy=[correct.mean()])
 
-    monkeypatch.setattr(mult, "cross_validate_probe", fake_cv)
+    monkeypatch.setattr(mult, "cross_validate_many", lambda problems, n_folds=5, seed=0: [fake_cv(X, y) for X, y in problems])
     config = MultiplicationDigits.Config(cells=['2x2'], n_per_cell=4, probe_n=20, probe_layers=[0, 2])
     result = MultiplicationDigits().run(llama, config, ctx_for(llama))
     m, best = result.metrics, result.details["probe"]["best_layer"]
