@@ -8,7 +8,9 @@ On 128 mixed-length prompts (9-68 tokens), in one process:
   near 2x); `score(full_vocab=False)` too, the patching runs' target-only unembedding;
 - `loglikelihood` of a 6-token continuation against a plain full-logits forward;
 - `generate` (16 new tokens, greedy) against `model.generate` on the same padded batches;
-- `--batch-size auto` against fixed sizes 8, 16 and 32 for `score` and `collect`.
+- `--batch-size auto` against fixed sizes 8, 16 and 32 for `score` and `collect`, and 16, 32
+  and 64 for `generate` (64 prompts, 8 tokens: decoding wants wider batches on a CPU).
+`--calls` picks some of: score, targets, loglikelihood, generate, batch (all by default).
 Prints a Markdown table of seconds and ratios.
 """
 
@@ -54,7 +56,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--calls", default="score,targets,loglikelihood,generate,batch")
     args = parser.parse_args()
+    calls = set(args.calls.split(","))
     model = load_model(args.model)
     tok = model.tokenizer
     prompts = mixed_prompts(tok)
@@ -66,22 +70,29 @@ def main() -> None:
     rows = []
     with torch.inference_mode():
         comparisons = [
-            ("score", lambda: score(model, prompts, TARGETS, size), lambda: plain_score(model, left)),
-            ("score, target logits only", lambda: score(model, prompts, TARGETS, size, full_vocab=False),
+            ("score", "score", lambda: score(model, prompts, TARGETS, size), lambda: plain_score(model, left)),
+            ("targets", "score, target logits only", lambda: score(model, prompts, TARGETS, size, full_vocab=False),
              lambda: plain_score(model, left)),
-            ("loglikelihood", lambda: loglikelihood(model, prompts, [cont] * len(prompts), size),
+            ("loglikelihood", "loglikelihood", lambda: loglikelihood(model, prompts, [cont] * len(prompts), size),
              lambda: plain_loglikelihood(model, with_cont, n_cont)),
-            ("generate, 16 tokens", lambda: generate(model, prompts, 16, size), lambda: plain_generate(model, left, 16)),
+            ("generate", "generate, 16 tokens", lambda: generate(model, prompts, 16, size),
+             lambda: plain_generate(model, left, 16)),
         ]
-        for name, ours_fn, plain_fn in comparisons:
+        for key, name, ours_fn, plain_fn in comparisons:
+            if key not in calls:
+                continue
             ours, plain = measure(ours_fn, args.repeat), measure(plain_fn, args.repeat)
             rows.append([name, f"{ours.seconds:.2f}", f"{plain.seconds:.2f}", f"{plain.seconds / ours.seconds:.2f}×"])
         sizes = {}
-        for call, fn in (("score", lambda b: score(model, prompts, TARGETS, b)),
-                         ("collect", lambda b: collect(model, prompts, [f"resid_post.{model.n_layers // 2}"], "last", b))):
-            for b in ("auto", 8, 16, 32):
+        for call, fn, fixed in (("score", lambda b: score(model, prompts, TARGETS, b), (8, 16, 32)),
+                                ("collect", lambda b: collect(model, prompts, [f"resid_post.{model.n_layers // 2}"], "last", b),
+                                 (8, 16, 32)),
+                                ("generate", lambda b: generate(model, prompts[:64], 8, b), (16, 32, 64))):
+            if "batch" not in calls:
+                break
+            for b in ("auto", *fixed):
                 sizes[(call, b)] = measure(lambda: fn(b), args.repeat).seconds
-            best = min((sizes[(call, b)], b) for b in (8, 16, 32))
+            best = min((sizes[(call, b)], b) for b in fixed)
             rows.append([f"{call}, batch auto vs best fixed ({best[1]})", f"{sizes[(call, 'auto')]:.2f}", f"{best[0]:.2f}",
                          f"{best[0] / sizes[(call, 'auto')]:.2f}×"])
     print(f"{args.model}, {len(prompts)} prompts, batch {size}; {machine()}\n")

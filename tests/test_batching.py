@@ -46,3 +46,16 @@ def test_fixed_batch_size_does_not_hide_oom():
     with pytest.raises(torch.OutOfMemoryError):
         BatchSizer(64, torch.device("cuda")).run(100, step_that_fits(40, []))
     assert BatchSizer("auto", torch.device("cpu")).size == CPU_BATCH_SIZE
+
+
+def test_generation_takes_wider_automatic_batches_on_a_cpu_than_forward_passes():
+    """Decoding is memory-bound at a few rows on a CPU; a fixed --batch-size still applies to every kind."""
+    from harness import RunContext
+    from harness.batching import CPU_GENERATE_BATCH_SIZE
+    from harness.models import from_hf
+    from tests.tiny_models import tiny_model, tiny_tokenizer
+
+    model = from_hf(tiny_model("llama"), tiny_tokenizer(), spec="tiny-llama")
+    auto = RunContext(model=model, batch_size="auto")
+    assert auto._sizer("generate").size == CPU_GENERATE_BATCH_SIZE > auto._sizer("score").size == CPU_BATCH_SIZE
+    assert RunContext(model=model, batch_size=4)._sizer("generate").size == 4
