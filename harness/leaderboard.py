@@ -470,8 +470,30 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
         write_atomic(safe_join(out_dir, f"{t['task']}.json"), to_json(t))
     write_atomic(safe_join(out_dir, FINDINGS_FILE), to_json(findings))
     write_atomic(safe_join(out_dir, "index.html"), render_page(index, ordered, findings))
+    prune_assets(out_dir, json.dumps([index, ordered]))
     report.tasks = sorted(tasks)
     return report
+
+
+def prune_assets(out_dir: Path, written: str) -> None:
+    """Remove the plots that no board links any more (those of rows a newer run replaced).
+
+    Only what `copy_artifacts` makes is touched: regular files at assets/<task>/<16 hex digits>/<name>,
+    and such a digest folder once empty. Anything else in the folder (a file of yours, a link)
+    stays, as it always did.
+    """
+    linked = {m.group(0) for m in ASSET_PATH.finditer(written)}
+    assets = out_dir / "assets"
+    if not assets.is_dir() or assets.is_symlink():
+        return
+    for folder in assets.glob("*/*"):
+        if folder.is_symlink() or not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{16}", folder.name):
+            continue
+        for path in folder.iterdir():
+            if path.is_file() and not path.is_symlink() and path.relative_to(out_dir).as_posix() not in linked:
+                path.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def write_charts(out_dir: Path, tasks: list[TaskBoards]) -> dict[str, dict[str, Any]]:

@@ -222,3 +222,24 @@ def test_json_artifacts_beside_a_versioned_results_file_are_not_read_as_results(
     report = BuildReport()
     load_results(tmp_path / "results", report)
     assert [p.name for p, _ in report.skipped] == ["multiplication_digits-v1.0-02ba4cdf.json"]
+
+
+def test_a_replaced_row_takes_its_old_plots_with_it(tmp_path):
+    """A newer run of the same key replaces the row; the plot only the old row linked is removed, not left to pile up."""
+    out, first, second = tmp_path / "leaderboards", tmp_path / "first", tmp_path / "second"
+    for root, picture in ((first, PNG), (second, PNG + b"another picture")):
+        (root / "m" / "weekday_circle").mkdir(parents=True)
+        (root / "m" / "weekday_circle" / "circle.png").write_bytes(picture)
+    write_results(first / "m" / "weekday_circle.json",
+                  fake_results("org/m", 0.5, artifacts=["weekday_circle/circle.png"], created="2026-01-01T00:00:00+00:00"))
+    write_results(second / "m" / "weekday_circle.json", fake_results("org/m", 0.6, artifacts=["weekday_circle/circle.png"]))
+    build(first, out)
+    [old] = json.loads((out / "weekday_circle.json").read_text())["boards"][0]["rows"][0]["artifacts"]
+    outside = tmp_path / "keep.png"
+    outside.write_bytes(PNG)
+    (out / old).parent.joinpath("link.png").symlink_to(outside)
+    build(second, out)
+    [new] = json.loads((out / "weekday_circle.json").read_text())["boards"][0]["rows"][0]["artifacts"]
+    assert new != old and (out / new).is_file()
+    assert not (out / old).exists()
+    assert outside.is_file() and (out / old).parent.joinpath("link.png").is_symlink()  # links are never followed or removed
