@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import machine, measure, mixed_prompts, padded_batches, table
+from benchmarks.common import machine, measure_together, mixed_prompts, padded_batches, table
 from harness.models import load_model
 from harness.scoring import generate, loglikelihood, score
 from harness.sites import collect
@@ -81,7 +81,8 @@ def main() -> None:
         for key, name, ours_fn, plain_fn in comparisons:
             if key not in calls:
                 continue
-            ours, plain = measure(ours_fn, args.repeat), measure(plain_fn, args.repeat)
+            timed = measure_together({"ours": ours_fn, "plain": plain_fn}, args.repeat)
+            ours, plain = timed["ours"], timed["plain"]
             rows.append([name, f"{ours.seconds:.2f}", f"{plain.seconds:.2f}", f"{plain.seconds / ours.seconds:.2f}×"])
         sizes = {}
         for call, fn, fixed in (("score", lambda b: score(model, prompts, TARGETS, b), (8, 16, 32)),
@@ -90,8 +91,9 @@ def main() -> None:
                                 ("generate", lambda b: generate(model, prompts[:64], 8, b), (16, 32, 64))):
             if "batch" not in calls:
                 break
+            timed = measure_together({str(b): (lambda b=b: fn(b)) for b in ("auto", *fixed)}, args.repeat)
             for b in ("auto", *fixed):
-                sizes[(call, b)] = measure(lambda: fn(b), args.repeat).seconds
+                sizes[(call, b)] = timed[str(b)].seconds
             best = min((sizes[(call, b)], b) for b in fixed)
             rows.append([f"{call}, batch auto vs best fixed ({best[1]})", f"{sizes[(call, 'auto')]:.2f}", f"{best[0]:.2f}",
                          f"{best[0] / sizes[(call, 'auto')]:.2f}×"])

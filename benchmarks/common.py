@@ -58,24 +58,49 @@ def measure(fn: Callable[[], Any], repeat: int = 3) -> Timing:
     fn()
     times, peaks = [], []
     for _ in range(repeat):
-        base = rss_mib()
-        peak = [base]
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.wait(0.005):
-                peak[0] = max(peak[0], rss_mib())
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        stop.set()
-        watcher.join()
-        peaks.append(max(peak[0], rss_mib()) - base)
-        del result
+        seconds, peak = _timed(fn)
+        times.append(seconds)
+        peaks.append(peak)
     return Timing(statistics.median(times), max(peaks))
+
+
+def measure_together(fns: dict[str, Callable[[], Any]], repeat: int = 3) -> dict[str, Timing]:
+    """`measure` for several variants, their repeats interleaved (A B C, A B C, ...).
+
+    On a shared or thermally throttled machine the speed drifts over minutes; interleaving gives
+    every variant the same drift, so their ratio holds where back-to-back runs would not.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            seconds, peak = _timed(fn)
+            times[name].append(seconds)
+            peaks[name].append(peak)
+    return {name: Timing(statistics.median(times[name]), max(peaks[name])) for name in fns}
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Seconds of one call of `fn` and the peak resident memory above the level before it."""
+    base = rss_mib()
+    peak = [base]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.005):
+            peak[0] = max(peak[0], rss_mib())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    stop.set()
+    watcher.join()
+    del result
+    return seconds, max(peak[0], rss_mib()) - base
 
 
 def machine() -> str:
