@@ -203,7 +203,7 @@ def cross_validate_many(problems: Sequence[tuple[np.ndarray, np.ndarray]], n_fol
     size = sum(np.asarray(X).size for X, _ in problems)
     if n_jobs <= 1 or len(problems) <= 1 or size < PARALLEL_MIN_VALUES:
         return [cross_validate_probe(X, y, n_folds, seed, **probe_kwargs) for X, y in problems]
-    from joblib import Parallel, delayed
+    from sklearn.utils.parallel import Parallel, delayed  # joblib, as scikit-learn itself runs it
 
     run = Parallel(n_jobs=min(n_jobs, len(problems)), backend="loky", inner_max_num_threads=1)
     return run(delayed(cross_validate_probe)(X, y, n_folds, seed, **probe_kwargs) for X, y in problems)
