@@ -62,11 +62,8 @@ def gather_rows(local: dict[int, Any], n: int) -> list[Any]:
     """Rows 0..n-1 from every rank's {row: value}, in the caller's order, on every rank."""
     if world_size() == 1:
         return [local[i] for i in range(n)]
-    dist = process_group()
-    parts: list[dict[int, Any] | None] = [None] * world_size()
-    dist.all_gather_object(parts, local)
     merged: dict[int, Any] = {}
-    for part in parts:
+    for part in gather_objects(local):
         merged.update(part or {})
     missing = [i for i in range(n) if i not in merged]
     if missing:

@@ -324,14 +324,7 @@ def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: 
     forward = _data_parallel(peft_model, device) if world > 1 else peft_model
     bar = progress(range(report.steps, config.steps), desc="fine-tuning", total=config.steps - report.steps)
     for step in bar:
-        if world == 1:
-            batch = {k: v.to(device) for k, v in _collate(encoded, plan[step], pad_id).items()}
-            with _autocast(device):
-                logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = reply_loss(logits, batch["labels"])
-            counts = (loss.detach(), batch["attention_mask"].sum(), (batch["labels"] != IGNORE_INDEX).sum())
-        else:
-            loss, counts = _rank_loss(forward, encoded, plan[step], pad_id, device, world)
+        loss, counts = _rank_loss(forward, encoded, plan[step], pad_id, device, world)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: gradients averaged over ranks here
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -371,19 +364,23 @@ def _data_parallel(peft_model: PeftModel, device: torch.device) -> torch.nn.Modu
 
 def _rank_loss(forward: torch.nn.Module, encoded: list, batch: list[int], pad_id: int, device: torch.device,
                world: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """This rank's share of the step's batch (examples r, r + W, ...) and its loss, scaled for DDP.
+    """This rank's share of the step's batch (examples r, r + W, ...), its loss, and (loss, tokens,
+    reply tokens) to sum over ranks.
 
-    The loss is the sum of this rank's per-example losses times W / len(batch): DDP averages
-    the ranks' gradients, which then equal the gradient of the whole batch's mean. A rank
-    with no example (a batch smaller than W) runs one with weight 0, since every rank must
-    join every backward pass.
+    One process: the batch's `reply_loss`. Several: the sum of this rank's per-example losses
+    times W / len(batch), since DDP averages the ranks' gradients, which then equal the gradient
+    of the whole batch's mean. A rank with no example (a batch smaller than W) runs one with
+    weight 0, since every rank must join every backward pass.
     """
     mine = batch[distributed.rank()::world]
-    weight = world / len(batch) if mine else 0.0
     part = {k: v.to(device) for k, v in _collate(encoded, mine or batch[:1], pad_id).items()}
     with _autocast(device):
         logits = forward(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
-    loss = per_example_reply_loss(logits, part["labels"]).sum() * weight
+    per_example = per_example_reply_loss(logits, part["labels"])
+    if world == 1:
+        loss = per_example.mean()  # reply_loss, bit for bit
+    else:
+        loss = per_example.sum() * (world / len(batch) if mine else 0.0)
     keep = 1 if mine else 0
     return loss, (loss.detach(), part["attention_mask"].sum() * keep, (part["labels"] != IGNORE_INDEX).sum() * keep)
 

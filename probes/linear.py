@@ -173,8 +173,20 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, n_folds: int = 5, seed: i
 def evaluate_layers(features: Mapping[int, np.ndarray] | Sequence[np.ndarray], y: np.ndarray,
                     n_folds: int = 5, seed: int = 0, **probe_kwargs) -> dict[int, ProbeCV]:
     """cross_validate_probe on each layer's features ({layer: (n, d)} or a list indexed by layer), same folds for all."""
-    items = features.items() if isinstance(features, Mapping) else enumerate(features)
-    return {int(L): cross_validate_probe(X, y, n_folds, seed, **probe_kwargs) for L, X in items}
+    items = dict(features.items() if isinstance(features, Mapping) else enumerate(features))
+    return cross_validate_grid({int(L): X for L, X in items.items()}, {"y": y}, n_folds, seed, **probe_kwargs)["y"]
+
+
+def cross_validate_grid(features: Mapping[int, np.ndarray], labels: Mapping[str, np.ndarray], n_folds: int = 5,
+                        seed: int = 0, **probe_kwargs) -> dict[str, dict[int, ProbeCV]]:
+    """{label name: {layer: ProbeCV}}: every label set probed at every layer, a real probe and its
+    controls alike (the same folds and settings for all), through `cross_validate_many`."""
+    jobs = [(L, name) for L in features for name in labels]
+    done = cross_validate_many([(features[L], labels[name]) for L, name in jobs], n_folds, seed, **probe_kwargs)
+    fits: dict[str, dict[int, ProbeCV]] = {name: {} for name in labels}
+    for (L, name), fit in zip(jobs, done):
+        fits[name][L] = fit
+    return fits
 
 
 # Below this many feature values in all (sum of n x d), worker start-up (~1-2 s) outweighs the fits.

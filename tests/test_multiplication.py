@@ -350,7 +350,7 @@ def test_an_untokenisable_own_answer_is_counted_in_the_notes(oracle_model, monke
 
 def test_every_probe_control_is_reported_at_its_own_best_layer(llama, monkeypatch):
     """The shuffled control peaks at layer 2 and the real probe at layer 0: each is read at its own peak."""
-    import tasks.multiplication.task as mult
+    import probes.linear as linear
     from probes.linear import ProbeCV
 
     accuracy = {  # (layer, label) -> held-out accuracy of the fake probe
@@ -365,7 +365,7 @@ def test_every_probe_control_is_reported_at_its_own_best_layer(llama, monkeypatc
         correct = np.arange(len(y)) < n_right
         return ProbeCV(pred=np.asarray(y), correct=correct, fold=np.zeros(len(y), int), fold_accuracy=[correct.mean()])
 
-    monkeypatch.setattr(mult, "cross_validate_many", lambda problems, n_folds=5, seed=0: [fake_cv(X, y) for X, y in problems])
+    monkeypatch.setattr(linear, "cross_validate_many", lambda problems, n_folds=5, seed=0: [fake_cv(X, y) for X, y in problems])
     config = MultiplicationDigits.Config(cells=['2x2'], n_per_cell=4, probe_n=20, probe_layers=[0, 2])
     result = MultiplicationDigits().run(llama, config, ctx_for(llama))
     m, best = result.metrics, result.details["probe"]["best_layer"]

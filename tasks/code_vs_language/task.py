@@ -29,7 +29,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
-from probes.linear import cross_validate_probe, shuffled_labels
+from probes.linear import cross_validate_grid, shuffled_labels
 from probes.selection import best_layers
 
 from .generators import BABI_TASKS, FLD_DEPTHS, LABELS, FLDItem, babi_candidates, generate_babi, generate_fld
@@ -274,8 +274,7 @@ class CodeVsLanguage(Task):
                 continue
             y_kept = y[keep]
             labels = {"probe": y_kept, "shuffled": shuffled_labels(y_kept, ctx.rng(len(out) + 1))}
-            fits = {method: {L: cross_validate_probe(X[L][keep], labels[method], n_folds=5, seed=ctx.seed, C=1.0) for L in layers}
-                    for method in labels}
+            fits = cross_validate_grid({L: X[L][keep] for L in layers}, labels, n_folds=5, seed=ctx.seed, C=1.0)
             best = best_layers({method: {L: f.accuracy for L, f in per_layer.items()} for method, per_layer in fits.items()})
             key = f"{name}_probe{suffix}"
             for method, tag in (("probe", ""), ("shuffled", "_shuffled")):

@@ -460,9 +460,9 @@ class LanguageNeurons(Task):
                         cells.append((cond, L, 0, {"top": scores.top[L], "bottom": scores.bottom[L], "both": both}[cond]))
             # Every cell in one request, each forcing its own rows: decoding on a CPU is memory-bound
             # at a cell's few rows, so wide batches of many cells run about twice as fast.
+            spans = [range(c_i * len(prompts), (c_i + 1) * len(prompts)) for c_i in range(len(cells))]  # each cell's rows
             edits: list[Edit] = []
-            for c_i, (cond, L, s, units) in enumerate(cells):
-                rows = range(c_i * len(prompts), (c_i + 1) * len(prompts))
+            for (cond, L, s, units), rows in zip(cells, spans):
                 if units is not None:
                     edits += [dataclasses.replace(e, prompts=rows) for e in forcing_edits(units, force[LANGS.index(L), units], space)]
             seed = int(np.random.default_rng([ctx.seed, GEN_TASKS.index(task)]).integers(2**31))
@@ -470,9 +470,9 @@ class LanguageNeurons(Task):
                 texts = ctx.generate(list(prompts) * len(cells), max_new, temperature=temperature, seed=seed, stop=stop,
                                      desc=f"generating ({task}, {len(cells)} conditions)")
             detected = identify(texts)
-            for c_i, (cond, L, s, units) in enumerate(cells):
-                found = detected[c_i * len(prompts):(c_i + 1) * len(prompts)]
-                for t_i, (text, lang) in enumerate(zip(texts[c_i * len(prompts):], found)):
+            for (cond, L, s, units), rows in zip(cells, spans):
+                found = [detected[i] for i in rows]
+                for t_i, (text, lang) in enumerate(zip([texts[i] for i in rows], found)):
                     ctx.log_sample({"language": L, "condition": cond, "task": task, "seed": s, "index": t_i,
                                     "text": text, "detected": lang})
                 for target in ([L] if L else langs):

@@ -75,7 +75,7 @@ import numpy as np
 import torch
 
 from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task
-from probes.linear import cross_validate_many, majority_rate, shuffled_labels
+from probes.linear import cross_validate_grid, majority_rate, shuffled_labels
 from probes.selection import best_layers
 
 from tasks.multiplication.problems import DEFAULT_CELLS, Problem, cell_rng, make_problems, parse_cell, parse_cells
@@ -380,11 +380,7 @@ class MultiplicationDigits(Task):
         }
         pn, pm = parse_cell(config.probe_cell)
         labels["shuffled"] = shuffled_labels(labels["last_digit"], cell_rng(ctx, config.seed, pn, pm, 2))
-        jobs = [(L, name) for L in layers for name in labels]  # independent fits: spread over worker processes
-        done = cross_validate_many([(X[L], labels[name]) for L, name in jobs], n_folds=5, seed=ctx.seed)
-        fits: dict[str, dict[int, Any]] = {name: {} for name in labels}
-        for (L, name), fit in zip(jobs, done):
-            fits[name][L] = fit
+        fits = cross_validate_grid(X, labels, n_folds=5, seed=ctx.seed)  # independent fits, spread over worker processes
         by_layer = {name: [round(fits[name][L].accuracy, 6) for L in layers] for name in labels}
         # One rule for every method: the real probe and each control at its own best layer.
         best = best_layers({name: {L: fits[name][L].accuracy for L in layers} for name in labels})
