@@ -1,6 +1,6 @@
 """Capturing activations: harness `collect` against what a researcher would otherwise write.
 
-    python benchmarks/bench_capture.py [--model smollm2-135m] [--repeat 3] [--batch-size 16]
+    python -m benchmarks.bench_capture [--model smollm2-135m] [--repeat 3] [--batch-size 16]
 
 For one residual site at the middle layer and for every layer, at the last token and at every
 token, on 128 mixed-length prompts (9-68 tokens), each in one process:
@@ -11,7 +11,10 @@ token, on 128 mixed-length prompts (9-68 tokens), each in one process:
 - TransformerLens' `TransformerBridge` (`run_with_cache(..., stop_at_layer=)`) and nnsight
   (`.save()` + `tracer.stop()`), when installed (`pip install -e '.[bench]'`).
 Prints a Markdown table: seconds, speed-up of `collect` over each, peak extra memory, and the
-largest difference of `collect` from `output_hidden_states`.
+largest difference of `collect` from `output_hidden_states`; above it, the padding bound
+(`common.padding_bound`: what length sorting alone can gain over the padded batches). On a GPU
+the harness and the plain loops run there (bfloat16); TransformerLens and nnsight stay on the
+CPU comparison.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.common import machine, measure, mixed_prompts, padded_batches, table
+from benchmarks.common import machine, measure, mixed_prompts, padded_batches, padding_bound, table
 from harness.models import load_model
 from harness.sites import collect
 
@@ -35,7 +38,7 @@ def take(hidden: torch.Tensor, mask: torch.Tensor, last: bool) -> list[torch.Ten
     out = []
     for row, m in zip(hidden, mask.bool()):
         real = row[m]
-        out.append(real[-1].clone() if last else real.clone())
+        out.append((real[-1] if last else real).to("cpu", copy=True))  # a copy on the CPU, where collect's rows arrive
     return out
 
 
@@ -126,9 +129,10 @@ def main() -> None:
     model = load_model(args.model)
     tok = model.tokenizer
     prompts = mixed_prompts(tok)
-    batches = padded_batches(tok, prompts, args.batch_size)
-    tl = transformer_lens_runner(str(model.hf.name_or_path), tok)
-    nn = nnsight_runner(model)
+    batches = padded_batches(tok, prompts, args.batch_size, model.input_device)
+    on_cpu = model.input_device.type == "cpu"
+    tl = transformer_lens_runner(str(model.hf.name_or_path), tok) if on_cpu else None
+    nn = nnsight_runner(model) if on_cpu else None
     mid = model.n_layers // 2
     rows = []
     with torch.inference_mode():
@@ -139,8 +143,9 @@ def main() -> None:
                 ours = measure(lambda: collect(model, prompts, sites, position, args.batch_size), args.repeat)
                 got = collect(model, prompts, sites, position, args.batch_size)
                 ref = hidden_states(model, batches, layers, last)
-                diff = max(float((torch.as_tensor(got[s][i]) - ref[L][i]).abs().max())
+                diff = max(float((torch.as_tensor(got[s][i]).float() - ref[L][i].float()).abs().max())
                            for s, L in zip(sites, layers) for i in range(len(prompts)))
+                scale = max(float(ref[L][i].float().abs().max()) for L in layers for i in range(len(prompts)))
                 others = {"output_hidden_states": lambda: hidden_states(model, batches, layers, last),
                           "early-stop hook": lambda: early_stop_hook(model, batches, layers, last)}
                 if tl is not None:
@@ -148,12 +153,13 @@ def main() -> None:
                 if nn is not None:
                     others["nnsight"] = lambda: nn(batches, layers, last)
                 label = f"{what}, {'last token' if last else 'all tokens'}"
-                rows.append([label, "harness collect", f"{ours.seconds:.2f}", "1.00", f"{ours.peak_mib:.0f}", f"{diff:.1e}"])
+                rows.append([label, "harness collect", f"{ours.seconds:.2f}", "1.00", f"{ours.peak_mib:.0f}", f"{diff:.1e} ({diff / scale:.0e})"])
                 for name, fn in others.items():
                     t = measure(fn, args.repeat)
                     rows.append([label, name, f"{t.seconds:.2f}", f"{t.seconds / ours.seconds:.2f}", f"{t.peak_mib:.0f}", ""])
-    print(f"{args.model}, {len(prompts)} prompts, batch {args.batch_size}; {machine()}\n")
-    print(table(["sites", "method", "seconds", "× collect's time", "peak extra MiB", "max |collect − hidden_states|"], rows))
+    print(f"{args.model}, {len(prompts)} prompts, batch {args.batch_size}, {model.info.dtype}; padding bound "
+          f"{padding_bound(tok, prompts, args.batch_size):.2f}×; {machine()}\n")
+    print(table(["sites", "method", "seconds", "× collect's time", "peak extra MiB", "max |collect − hidden_states| (÷ max |hidden_states|)"], rows))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Engine speed on a bundled model: what length-sorted batching, early stopping and
 logits_to_keep buy. Run by hand, never by CI:
 
-    python benchmarks/bench_engine.py [--model smollm2-135m] [--repeat 3]
+    python -m benchmarks.bench_engine [--model smollm2-135m] [--repeat 3]
 
 Prints seconds per call (best of --repeat) for each variant on the 193 weekday and month
 prompts, and on the 1584 month_circle patching runs.

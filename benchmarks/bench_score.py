@@ -1,6 +1,6 @@
 """Scoring, log-likelihoods and generation: the harness against a plain transformers loop.
 
-    python benchmarks/bench_score.py [--model smollm2-135m] [--repeat 3] [--batch-size 16]
+    python -m benchmarks.bench_score [--model smollm2-135m] [--repeat 3] [--batch-size 16]
 
 On 128 mixed-length prompts (9-68 tokens), in one process:
 - `score` against a plain `logits_to_keep=1` forward on padded batches in the prompts' own
@@ -9,9 +9,13 @@ On 128 mixed-length prompts (9-68 tokens), in one process:
 - `loglikelihood` of a 6-token continuation against a plain full-logits forward;
 - `generate` (16 new tokens, greedy) against `model.generate` on the same padded batches;
 - `--batch-size auto` against fixed sizes 8, 16 and 32 for `score` and `collect`, and 16, 32
-  and 64 for `generate` (64 prompts, 8 tokens: decoding wants wider batches on a CPU).
+  and 64 for `generate` (64 prompts, 8 tokens: decoding wants wider batches on a CPU); on a
+  GPU against 16, 64 and 256 for all three.
 `--calls` picks some of: score, targets, loglikelihood, generate, batch (all by default).
-Prints a Markdown table of seconds and ratios.
+Runs on the GPU where there is one (bfloat16, the harness's default there). Prints a Markdown
+table of seconds and ratios, with the padding bound of the forward-pass calls: the plain
+loop's padded tokens over the harness's (`common.padding_bound`), what length sorting alone
+can gain.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import machine, measure_together, mixed_prompts, padded_batches, table
+from benchmarks.common import machine, measure_together, mixed_prompts, padded_batches, padding_bound, table
 from harness.models import load_model
 from harness.scoring import generate, loglikelihood, score
 from harness.sites import collect
@@ -63,10 +67,13 @@ def main() -> None:
     tok = model.tokenizer
     prompts = mixed_prompts(tok)
     size = args.batch_size
-    left = padded_batches(tok, prompts, size)  # the harness tokenizer pads on the left, as generation needs
+    device = model.input_device
+    left = padded_batches(tok, prompts, size, device)  # the harness tokenizer pads on the left, as generation needs
     cont = " and then the story ended"
     n_cont = len(tok(prompts[0] + cont)["input_ids"]) - len(tok(prompts[0])["input_ids"])
-    with_cont = padded_batches(tok, [p + cont for p in prompts], size)
+    with_cont = padded_batches(tok, [p + cont for p in prompts], size, device)
+    bound = padding_bound(tok, prompts, size)
+    bound_cont = padding_bound(tok, [p + cont for p in prompts], size)
     rows = []
     with torch.inference_mode():
         comparisons = [
@@ -83,12 +90,16 @@ def main() -> None:
                 continue
             timed = measure_together({"ours": ours_fn, "plain": plain_fn}, args.repeat)
             ours, plain = timed["ours"], timed["plain"]
-            rows.append([name, f"{ours.seconds:.2f}", f"{plain.seconds:.2f}", f"{plain.seconds / ours.seconds:.2f}×"])
+            gain = plain.seconds / ours.seconds
+            limit = {"score": bound, "targets": bound, "loglikelihood": bound_cont}.get(key)
+            of_bound = f"{limit:.2f}× ({gain / limit:.0%})" if limit else ""
+            rows.append([name, f"{ours.seconds:.2f}", f"{plain.seconds:.2f}", f"{gain:.2f}×", of_bound])
         sizes = {}
-        for call, fn, fixed in (("score", lambda b: score(model, prompts, TARGETS, b), (8, 16, 32)),
+        gpu = device.type == "cuda"
+        for call, fn, fixed in (("score", lambda b: score(model, prompts, TARGETS, b), (16, 64, 256) if gpu else (8, 16, 32)),
                                 ("collect", lambda b: collect(model, prompts, [f"resid_post.{model.n_layers // 2}"], "last", b),
-                                 (8, 16, 32)),
-                                ("generate", lambda b: generate(model, prompts[:64], 8, b), (16, 32, 64))):
+                                 (16, 64, 256) if gpu else (8, 16, 32)),
+                                ("generate", lambda b: generate(model, prompts[:64], 8, b), (16, 64, 256) if gpu else (16, 32, 64))):
             if "batch" not in calls:
                 break
             timed = measure_together({str(b): (lambda b=b: fn(b)) for b in ("auto", *fixed)}, args.repeat)
@@ -96,9 +107,9 @@ def main() -> None:
                 sizes[(call, b)] = timed[str(b)].seconds
             best = min((sizes[(call, b)], b) for b in fixed)
             rows.append([f"{call}, batch auto vs best fixed ({best[1]})", f"{sizes[(call, 'auto')]:.2f}", f"{best[0]:.2f}",
-                         f"{best[0] / sizes[(call, 'auto')]:.2f}×"])
-    print(f"{args.model}, {len(prompts)} prompts, batch {size}; {machine()}\n")
-    print(table(["call", "harness s", "plain s", "speed-up"], rows))
+                         f"{best[0] / sizes[(call, 'auto')]:.2f}×", ""])
+    print(f"{args.model}, {len(prompts)} prompts, batch {size}, {model.info.dtype}; {machine()}\n")
+    print(table(["call", "harness s", "plain s", "speed-up", "padding bound (share reached)"], rows))
 
 
 if __name__ == "__main__":

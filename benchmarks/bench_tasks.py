@@ -1,6 +1,6 @@
 """Every task end to end, with the time per phase the runner records, under several thread settings.
 
-    python benchmarks/bench_tasks.py [--model gemma3-270m] [--preset quick] [--threads default,1,2] [--task T ...] [--anchor]
+    python -m benchmarks.bench_tasks [--model gemma3-270m] [--preset quick] [--threads default,1,2] [--task T ...] [--anchor]
 
 Each (task, thread setting) runs in a fresh process (`harness run --force`), so settings do not
 leak into each other; `default` is what a user gets with no environment variable set, and the
@@ -44,7 +44,7 @@ from benchmarks.bench_capture import early_stop_hook
 from benchmarks.common import measure, mixed_prompts, padded_batches
 from harness.models import load_model
 model = load_model({model!r})
-batches = padded_batches(model.tokenizer, mixed_prompts(model.tokenizer), 16)
+batches = padded_batches(model.tokenizer, mixed_prompts(model.tokenizer), 16, model.input_device)
 with torch.inference_mode():
     print(measure(lambda: early_stop_hook(model, batches, [model.n_layers // 2], True), 3).seconds)
 """
