@@ -11,7 +11,8 @@ token, on 128 mixed-length prompts (9-68 tokens), each in one process:
 - TransformerLens' `TransformerBridge` (`run_with_cache(..., stop_at_layer=)`) and nnsight
   (`.save()` + `tracer.stop()`), when installed (`pip install -e '.[bench]'`).
 Prints a Markdown table: seconds, speed-up of `collect` over each, peak extra memory, and the
-largest difference of `collect` from `output_hidden_states`; above it, the padding bound
+largest difference of `collect` from `output_hidden_states` (every layer but the last, whose
+hidden state transformers returns after the final norm); above it, the padding bound
 (`common.padding_bound`: what length sorting alone can gain over the padded batches). On a GPU
 the harness and the plain loops run there (bfloat16); TransformerLens and nnsight stay on the
 CPU comparison.
@@ -109,8 +110,10 @@ def nnsight_runner(model: Any) -> Callable | None:
     def run(batches: list[dict], layers: list[int], last: bool) -> dict[int, list[torch.Tensor]]:
         out: dict[int, list[torch.Tensor]] = {L: [] for L in layers}
         for b in batches:
+            saved: dict[int, Any] = {}  # filled inside the trace: nnsight runs its body apart from this frame
             with traced.trace(**b) as tracer:
-                saved = {L: blocks[L].output.save() for L in layers}
+                for L in layers:
+                    saved[L] = blocks[L].output.save()
                 tracer.stop()
             for L in layers:
                 h = saved[L][0] if isinstance(saved[L], tuple) else saved[L]
@@ -143,9 +146,11 @@ def main() -> None:
                 ours = measure(lambda: collect(model, prompts, sites, position, args.batch_size), args.repeat)
                 got = collect(model, prompts, sites, position, args.batch_size)
                 ref = hidden_states(model, batches, layers, last)
+                # transformers' last hidden state has the final norm applied; the last block's output does not
+                compared = [(s, L) for s, L in zip(sites, layers) if L < model.n_layers - 1]
                 diff = max(float((torch.as_tensor(got[s][i]).float() - ref[L][i].float()).abs().max())
-                           for s, L in zip(sites, layers) for i in range(len(prompts)))
-                scale = max(float(ref[L][i].float().abs().max()) for L in layers for i in range(len(prompts)))
+                           for s, L in compared for i in range(len(prompts)))
+                scale = max(float(ref[L][i].float().abs().max()) for _, L in compared for i in range(len(prompts)))
                 others = {"output_hidden_states": lambda: hidden_states(model, batches, layers, last),
                           "early-stop hook": lambda: early_stop_hook(model, batches, layers, last)}
                 if tl is not None:

@@ -18,11 +18,10 @@ On a CPU there is nothing to search (auto is a fixed size there) and the cap is 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from benchmarks.common import machine, measure, mixed_prompts, table
+from benchmarks.common import machine, measure, measure_once, mixed_prompts, table
 from harness.batching import BatchSizer
 from harness.models import load_model
 from harness.scoring import score
@@ -56,7 +55,7 @@ def main() -> None:
         for name, call in calls.items():
             reference = as_tensor(call(8))
             sizer = BatchSizer("auto", device)
-            first = measure_once(lambda: call(sizer))
+            first = measure_once(lambda: call(sizer)).seconds
             found = sizer.size
             auto = measure(lambda: call(sizer), args.repeat)
             diff = float((as_tensor(call(sizer)) - reference).abs().max())
@@ -77,17 +76,6 @@ def main() -> None:
 def as_tensor(result) -> torch.Tensor:
     """Log-probabilities or activations as one float tensor on the CPU, rows in prompt order."""
     return torch.as_tensor(result).float().cpu()
-
-
-def measure_once(fn) -> float:
-    """Seconds of one call, the first with a fresh sizer, whose search `measure`'s warm-up would hide."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

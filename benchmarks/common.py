@@ -74,6 +74,12 @@ def measure(fn: Callable[[], Any], repeat: int = 3) -> Timing:
     return Timing(statistics.median(times), max(peaks))
 
 
+def measure_once(fn: Callable[[], Any]) -> Timing:
+    """One call of `fn`, no warm-up: for what only a first call shows (a search, memory a result keeps)."""
+    seconds, peak = _timed(fn)
+    return Timing(seconds, peak)
+
+
 def measure_together(fns: dict[str, Callable[[], Any]], repeat: int = 3) -> dict[str, Timing]:
     """`measure` for several variants, their repeats interleaved (A B C, A B C, ...).
 
