@@ -19,57 +19,68 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from benchmarks.common import machine, table
+import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
-READ = """
-import ctypes, json, sys, torch
-from benchmarks.common import measure_once
+from benchmarks.common import machine, measure_once, table
 from harness.models import load_model
 from harness.sites import collect, stream
-model_name, what, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-model = load_model(model_name)
-ctypes.CDLL("libc.so.6").malloc_trim(0)
-root = {root!r}
-if what == "neurons":
-    rows = [json.loads(line) for line in open(root + "/tasks/data/language_neurons/parallel_6lang.jsonl")]
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tasks" / "data"
+
+
+def neuron_scoring(model: Any, n: int) -> dict:
+    """language_neurons' read: every MLP neuron's mean over each of `n` sentences."""
+    rows = [json.loads(line) for line in (DATA / "language_neurons" / "parallel_6lang.jsonl").read_text().splitlines()]
     pool = [row[lang] for row in rows for lang in ("en", "de", "fr", "es", "zh", "ja")]
     texts = [pool[i % len(pool)] for i in range(n)]
-    sites = [f"mlp_act.{{L}}" for L in range(model.n_layers)]
-    tokens = sum(len(x) for x in model.tokenizer(texts)["input_ids"])
-    got = {{}}
-    def run():
-        got.update(collect(model, texts, sites, "all", reduce="mean"))
-    with torch.inference_mode():
-        t = measure_once(run)
+    sites = [f"mlp_act.{L}" for L in range(model.n_layers)]
+    got: dict[str, torch.Tensor] = {}
+    t = measure_once(lambda: got.update(collect(model, texts, sites, "all", reduce="mean")))
     width = sum(v.shape[1] for v in got.values())
-    print(json.dumps(dict(peak=t.peak_mib, seconds=t.seconds, table=n * width * 4 / 2**20,
-                          tokens=tokens, token_level=tokens * width * 4 / 2**20)))
-else:
-    lines = [x for x in open(root + "/tasks/data/polysemy/corpus.txt").read().splitlines() if x.strip()]
+    tokens = sum(len(x) for x in model.tokenizer(texts)["input_ids"])
+    return dict(peak=t.peak_mib, seconds=t.seconds, table=n * width * 4 / 2**20, tokens=tokens,
+                token_level=tokens * width * 4 / 2**20)
+
+
+def sae_streaming(model: Any, n: int) -> dict:
+    """polysemy_sae's read: one residual site over `n` corpus lines, each batch dropped after use."""
+    lines = [x for x in (DATA / "polysemy" / "corpus.txt").read_text().splitlines() if x.strip()]
     texts = [lines[i % len(lines)] for i in range(n)]
-    site = f"resid_post.{{model.n_layers // 2}}"
+    site = f"resid_post.{model.n_layers // 2}"
     count = [0]
-    def run():
-        count[0] = 0
+
+    def run() -> None:
         for batch in stream(model, iter(texts), site, max_tokens=64):
             count[0] += len(batch)
+
+    t = measure_once(run)
+    return dict(peak=t.peak_mib, seconds=t.seconds, table=0.0, tokens=count[0],
+                token_level=count[0] * model.d_model * 4 / 2**20)
+
+
+READS = {"neurons": neuron_scoring, "stream": sae_streaming}
+
+
+def read_alone(model_name: str, what: str, n: int) -> None:
+    """One read in this process (`--read`): load, trim the heap loading freed, measure, print JSON."""
+    model = load_model(model_name)
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with torch.inference_mode():
-        t = measure_once(run)
-    print(json.dumps(dict(peak=t.peak_mib, seconds=t.seconds, table=0.0, tokens=count[0],
-                          token_level=count[0] * model.d_model * 4 / 2**20)))
-"""
+        print(json.dumps(READS[what](model, n)))
 
 
 def read(model: str, what: str, n: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", READ.format(root=str(ROOT)), model, what, str(n)], check=True,
-                          capture_output=True, text=True, cwd=ROOT)
+    """One read in a fresh process, so no other read's memory is counted."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_memory", "--model", model, "--read", what, "--n", str(n)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -78,7 +89,12 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--sentences", type=int, default=60)
     parser.add_argument("--factor", type=int, default=10)
+    parser.add_argument("--read", choices=sorted(READS), help=argparse.SUPPRESS)  # one read, in the child process
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.read:
+        read_alone(args.model, args.read, args.n)
+        return
     rows = []
     for what, label in (("neurons", "neuron scoring (collect, reduce=mean)"), ("stream", "SAE streaming (stream)")):
         for n in (args.sentences, args.sentences * args.factor):

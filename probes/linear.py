@@ -173,8 +173,8 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, n_folds: int = 5, seed: i
 def evaluate_layers(features: Mapping[int, np.ndarray] | Sequence[np.ndarray], y: np.ndarray,
                     n_folds: int = 5, seed: int = 0, **probe_kwargs) -> dict[int, ProbeCV]:
     """cross_validate_probe on each layer's features ({layer: (n, d)} or a list indexed by layer), same folds for all."""
-    items = dict(features.items() if isinstance(features, Mapping) else enumerate(features))
-    return cross_validate_grid({int(L): X for L, X in items.items()}, {"y": y}, n_folds, seed, **probe_kwargs)["y"]
+    items = features.items() if isinstance(features, Mapping) else enumerate(features)
+    return cross_validate_grid({int(L): X for L, X in items}, {"y": y}, n_folds, seed, **probe_kwargs)["y"]
 
 
 def cross_validate_grid(features: Mapping[int, np.ndarray], labels: Mapping[str, np.ndarray], n_folds: int = 5,
