@@ -353,15 +353,27 @@ def loglikelihood(
     filled: list[int] = []
 
     def fill(rows_run: Sequence[int], logits: torch.Tensor) -> None:
-        """Continuation log-probs of left-padded rows whose last positions hold their continuations."""
+        """Continuation log-probs of left-padded rows whose last positions hold their continuations.
+
+        The whole batch at once, one host transfer: row r's continuation is the last c_r of the
+        `longest` positions before the final one, the positions in front of it are masked out.
+        """
         filled.extend(rows_run)
-        width = logits.shape[1]
-        for r, i in enumerate(rows_run):
-            c = cont_len[i]
-            rows = logits[r, width - c - 1 : width - 1].float()  # the positions that predict the continuation
-            ids = torch.as_tensor(sequences[i][-c:], device=rows.device)
-            out.logprob[i] = float((rows.gather(-1, ids[:, None])[:, 0] - torch.logsumexp(rows, -1)).sum())
-            out.is_greedy[i] = bool((rows.argmax(-1) == ids).all())
+        lengths = [cont_len[i] for i in rows_run]
+        longest = max(lengths)
+        x = logits[:, logits.shape[1] - longest - 1 : -1].float()  # (batch, longest, vocab): the predicting positions
+        ids = torch.zeros(len(rows_run), longest, dtype=torch.long)
+        real = torch.zeros(len(rows_run), longest, dtype=torch.bool)
+        for r, (i, c) in enumerate(zip(rows_run, lengths)):
+            ids[r, longest - c :] = torch.as_tensor(sequences[i][-c:])
+            real[r, longest - c :] = True
+        ids, real = ids.to(x.device), real.to(x.device)
+        token_logprob = x.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(x, -1)
+        logprob = token_logprob.masked_fill(~real, 0.0).sum(-1)
+        greedy = ((x.argmax(-1) == ids) | ~real).all(-1)
+        index = np.asarray(rows_run)
+        out.logprob[index] = logprob.double().cpu().numpy()
+        out.is_greedy[index] = greedy.cpu().numpy()
 
     def keep_for(rows: Sequence[int]) -> dict:
         return {"logits_to_keep": max(cont_len[i] for i in rows) + 1} if can_keep else {}

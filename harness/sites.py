@@ -279,26 +279,35 @@ def collect(
         raise ValueError(f"reduce={reduce!r}: use None or 'mean'")
     if reduce == "mean" and positions != "all":
         raise ValueError("reduce='mean' averages over every real token: pass positions='all'")
+    if not prompts:
+        raise ValueError("collect needs at least one prompt")
     parsed = [parse_site(s, model.n_layers) for s in sites]
     per_prompt = positions_for(positions, len(prompts))
     token_ids = encode(model.tokenizer, prompts)
-    out: dict[str, list] = {s.name: [None] * len(prompts) for s in parsed}
+    n = len(prompts)
+    one_row_each = reduce == "mean" or per_prompt is not None
+    tables: dict[str, torch.Tensor] = {}  # one row per prompt: (n, d), written in place batch by batch
+    ragged: dict[str, list] = {} if one_row_each else {s.name: [None] * n for s in parsed}  # (len_i, d) per prompt
+    filled: list[int] = []  # prompts this rank computed (all of them in one process)
     state: dict[str, Batch] = {}
 
     def take(site: Site, act: torch.Tensor) -> None:
+        """One host transfer per batch; rows land in a table allocated once, so the peak is the result plus a batch."""
         batch = state["batch"]
         act = act.detach()
+        if not one_row_each:
+            host = act.float().cpu()
+            for r, i in enumerate(batch.indices):
+                ragged[site.name][i] = host[r, batch.pad[r] :].clone()  # a compact copy: no padding kept alive
+            return
         if reduce == "mean":
-            means = masked_mean(act, batch.attention_mask).cpu()
-            for r, i in enumerate(batch.indices):
-                out[site.name][i] = means[r]
-        elif per_prompt is None:
-            for r, i in enumerate(batch.indices):
-                out[site.name][i] = act[r, batch.pad[r] :].float().cpu()
+            rows = masked_mean(act, batch.attention_mask)
         else:
             rows = act[torch.arange(len(batch.indices)), batch.columns(per_prompt).to(act.device)]
-            for r, i in enumerate(batch.indices):
-                out[site.name][i] = rows[r].float().cpu()
+        rows = rows.float().cpu()
+        if site.name not in tables:
+            tables[site.name] = torch.empty((n, *rows.shape[1:]))
+        tables[site.name][torch.as_tensor(batch.indices)] = rows
 
     def capture(site: Site) -> Callable[[torch.Tensor], None]:
         return lambda act: take(site, act)
@@ -306,24 +315,25 @@ def collect(
     handles = [hook_site(model, s, capture(s)) for s in parsed if s.kind != "logits"] + _stop_hook(model, parsed)
 
     def step(size: int) -> Iterator[None]:
+        filled.clear()
         batches = distributed.mine(make_batches(token_ids, size, model.tokenizer.pad_token_id))
         for _, batch in progress(batches) if progress else batches:
             state["batch"] = batch
             result = _run_stopping(model, batch)
             if result is not None and any(s.kind == "logits" for s in parsed):
                 take(Site("logits", None), result.logits)
+            filled.extend(batch.indices)
             yield None
 
     with hooks(handles):
-        BatchSizer.of(batch_size, model.input_device).run(len(prompts), step)
+        BatchSizer.of(batch_size, model.input_device).run(n, step)
+    out = {s.name: tables[s.name] for s in parsed} if one_row_each else ragged
     if distributed.world_size() > 1:
-        local = {i: {name: rows[i] for name, rows in out.items()} for i in range(len(prompts))
-                 if all(rows[i] is not None for rows in out.values())}
-        merged = distributed.gather_rows(local, len(prompts))
+        merged = distributed.gather_rows({i: {name: rows[i] for name, rows in out.items()} for i in filled}, n)
         out = {name: [row[name] for row in merged] for name in out}
-    if per_prompt is None and reduce is None:
-        return out
-    return {name: torch.stack(rows) for name, rows in out.items()}
+        if one_row_each:
+            out = {name: torch.stack(rows) for name, rows in out.items()}
+    return out
 
 
 @torch.no_grad()

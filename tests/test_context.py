@@ -96,6 +96,10 @@ def test_loglikelihood_of_token_ids_and_its_greedy_flag():
     worst = int(logits[-1].argmin())
     out = ctx.loglikelihood([[bos] + prompt] * 2, [[best], [worst]])
     assert out.is_greedy.tolist() == [True, False]
+    from harness.scoring import loglikelihood
+    beside_longer = loglikelihood(ctx.model, [[bos] + prompt] * 2, [[best], [worst, best, best]], batch_size=2, reuse=False)
+    assert beside_longer.is_greedy.tolist() == [True, False]  # the longer row's positions are not the short row's
+    assert beside_longer.logprob[0] == pytest.approx(out.logprob[0], abs=1e-5)
     assert out.logprob[0] == pytest.approx(float(logits[-1].log_softmax(-1)[best]), abs=1e-5)
     with pytest.raises(ValueError, match="non-empty"):
         ctx.loglikelihood(["x"], [[]])

@@ -92,6 +92,21 @@ def test_forward_stops_after_the_deepest_layer_asked():
             h.remove()
 
 
+def test_results_hold_no_batch_memory_beyond_their_own_rows():
+    """Each prompt's token rows own their storage (no padded batch kept alive behind a view), and a
+    fixed-width result is one table written in place, batch by batch, in prompt order."""
+    model = wrap(sorted(TINY_CONFIGS)[0])
+    ragged = collect(model, PROMPTS, ["resid_post.0"], positions="all", batch_size=len(PROMPTS))["resid_post.0"]
+    for rows in ragged:
+        assert rows.untyped_storage().nbytes() == rows.numel() * rows.element_size()
+    means = collect(model, PROMPTS, ["mlp_act.0", "resid_post.1"], positions="all", reduce="mean", batch_size=2)
+    alone = [collect(model, [p], ["mlp_act.0"], positions="all", reduce="mean")["mlp_act.0"][0] for p in PROMPTS]
+    assert means["mlp_act.0"].is_contiguous() and means["mlp_act.0"].shape[0] == len(PROMPTS)
+    torch.testing.assert_close(means["mlp_act.0"], torch.stack(alone), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        collect(model, [], ["resid_post.0"])
+
+
 def test_no_hook_is_left_behind():
     model = wrap("gpt2")
     before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules())
