@@ -369,10 +369,11 @@ def loglikelihood(
             real[r, longest - c :] = True
         ids, real = ids.to(x.device), real.to(x.device)
         token_logprob = x.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(x, -1)
-        logprob = token_logprob.masked_fill(~real, 0.0).sum(-1)
+        # summed in float64 (on the host: not every accelerator has it), so no row depends on its batch's widest
+        logprob = token_logprob.masked_fill(~real, 0.0).cpu().double().sum(-1)
         greedy = ((x.argmax(-1) == ids) | ~real).all(-1)
         index = np.asarray(rows_run)
-        out.logprob[index] = logprob.double().cpu().numpy()
+        out.logprob[index] = logprob.numpy()
         out.is_greedy[index] = greedy.cpu().numpy()
 
     def keep_for(rows: Sequence[int]) -> dict:
