@@ -327,7 +327,7 @@ def collect(
 
     with hooks(handles):
         BatchSizer.of(batch_size, model.input_device).run(n, step)
-    out = {s.name: tables[s.name] for s in parsed} if one_row_each else ragged
+    out = {s.name: tables.get(s.name) for s in parsed} if one_row_each else ragged  # None: no batch ran on this rank
     if distributed.world_size() > 1:
         merged = distributed.gather_rows({i: {name: rows[i] for name, rows in out.items()} for i in filled}, n)
         out = {name: [row[name] for row in merged] for name in out}

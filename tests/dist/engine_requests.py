@@ -21,6 +21,8 @@ def main(out: str) -> None:
         "loglikelihood": torch.as_tensor(ctx.loglikelihood(PROMPTS, [" an apple"] * len(PROMPTS)).logprob),
         "collect": ctx.collect(PROMPTS, ["resid_post.1", "mlp_act.0"], positions="last")["resid_post.1"],
         "mean": ctx.collect(PROMPTS, ["mlp_act.1"], positions="all", reduce="mean")["mlp_act.1"],
+        "one_batch": ctx.collect(PROMPTS[:1], ["resid_post.0"], positions="last")["resid_post.0"],  # a rank with no batch
+        "tokens": ctx.collect(PROMPTS[:5], ["resid_post.0"], positions="all")["resid_post.0"],
         "greedy": ctx.generate(PROMPTS, 4),
         "sampled": ctx.generate(PROMPTS, 6, temperature=1.0, seed=3),
     }
