@@ -124,7 +124,8 @@ def test_a_two_process_run_writes_the_single_process_results_file(tmp_path, task
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task,args", [
-    ("weekday_circle", ["--preset", "quick", "--limit", "7"]),
+    pytest.param("weekday_circle", ["--preset", "quick", "--limit", "7"],
+                 marks=pytest.mark.extended),  # two minutes; the tiny-model runs above cover both kinds in CI
     pytest.param("language_neurons", ["--bootstrap", "200", "--task-arg", "n_samples=3", "--task-arg", "n_translate=3",
                                       "--task-arg", "max_new_tokens=12", "--task-arg", "translation_max_new_tokens=12",
                                       "--task-arg", "conditions=none,both", "--task-arg", "languages=de,zh"],
