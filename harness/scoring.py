@@ -355,19 +355,15 @@ def loglikelihood(
     def fill(rows_run: Sequence[int], logits: torch.Tensor) -> None:
         """Continuation log-probs of left-padded rows whose last positions hold their continuations.
 
-        The whole batch at once, one host transfer: row r's continuation is the last c_r of the
-        `longest` positions before the final one, the positions in front of it are masked out.
+        The whole batch at once, no host synchronisation per row: row r's continuation is the last
+        c_r of the `longest` positions before the final one, the positions in front of it are masked out.
         """
         filled.extend(rows_run)
         lengths = [cont_len[i] for i in rows_run]
         longest = max(lengths)
         x = logits[:, logits.shape[1] - longest - 1 : -1].float()  # (batch, longest, vocab): the predicting positions
-        ids = torch.zeros(len(rows_run), longest, dtype=torch.long)
-        real = torch.zeros(len(rows_run), longest, dtype=torch.bool)
-        for r, (i, c) in enumerate(zip(rows_run, lengths)):
-            ids[r, longest - c :] = torch.as_tensor(sequences[i][-c:])
-            real[r, longest - c :] = True
-        ids, real = ids.to(x.device), real.to(x.device)
+        ids = torch.tensor([[0] * (longest - c) + sequences[i][-c:] for i, c in zip(rows_run, lengths)], device=x.device)
+        real = torch.arange(longest, device=x.device) >= longest - torch.tensor(lengths, device=x.device)[:, None]
         token_logprob = x.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(x, -1)
         # summed in float64 (on the host: not every accelerator has it), so no row depends on its batch's widest
         logprob = token_logprob.masked_fill(~real, 0.0).cpu().double().sum(-1)

@@ -365,8 +365,7 @@ def stream(
 
     def take(act: torch.Tensor) -> None:
         batch, keep = state["batch"], state["keep"]
-        act = act.detach()
-        captured.extend(act[r][keep[r]].float().cpu() for r in range(len(batch.indices)))
+        captured.append(act.detach().float().cpu()[keep])  # one host transfer; row by row, in token order
 
     handles = [hook_site(model, parsed, take)] + _stop_hook(model, [parsed])
     iterator = iter(texts)
