@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from harness.errors import UsageError
+
 CPU_BATCH_SIZE = 16  # CPUs raise no out-of-memory errors; on few cores 16 runs faster than 32 (benchmarks/)
 # Decoding steps read every weight for a few rows each: memory-bound on a CPU up to a few dozen rows,
 # so generation takes wider batches (gemma3-270m, 64 sampled texts: 64 per batch 2.0x faster than 8).
@@ -58,6 +60,34 @@ class Batch:
 def encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     """Token ids of each prompt, with the tokenizer's own special tokens (BOS where the model expects one)."""
     return tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+
+
+def max_positions(hf: Any) -> int | None:
+    """The most positions the model's config says it was built for (None when it declares none)."""
+    config = getattr(hf, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_lengths(hf: Any, token_ids: Sequence[Sequence[int]], extra: int = 0) -> None:
+    """Refuse, before any batch is padded or allocated, a sequence longer than the model's positions.
+
+    A too-long prompt would otherwise allocate its padded batch and attention mask (gigabytes
+    for a long data file) and then fail inside the model, or silently run past positions the
+    model never saw. `extra`: tokens that will be appended (generation).
+    """
+    limit = max_positions(hf)
+    if limit is None or not token_ids:
+        return
+    longest = max(len(ids) for ids in token_ids)
+    if longest + extra > limit:
+        more = f" plus {extra} to generate" if extra else ""
+        raise UsageError(f"a prompt of {longest} tokens{more} is longer than the model's {limit} positions: "
+                         "shorten the data file's texts (or the task's length options) for this model")
 
 
 def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> list[Batch]:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import harness
 from harness.results import Metric, TaskRecord, config_hash, write_atomic
 from harness.stats import bootstrap_ci
+from harness.validate import refuse_invalid
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schema" / "comparison.v1.schema.json"
@@ -240,6 +241,7 @@ def write_comparison(task: Any, config: Any, runs: Sequence[Any], spec: Any) -> 
                               reused=r.reused, metrics={k: r.results.metrics[k] for k in keys}) for r in runs],
         differences=differences, plots=plots, notes=notes,
     )
+    refuse_invalid(comparison, path, f"{first.task.name}: the comparison of {len(runs)} models")
     axes = {plot: lines[0] for run in runs for plot, lines in curves_of(run.results.details).items()}
     comparison.artifacts = draw_plots(comparison, path.with_suffix(""), axes)
     write_atomic(path.with_suffix(".md"), markdown(comparison))
@@ -314,27 +316,6 @@ def markdown(comparison: Comparison) -> str:
 
 def read_comparison(path: Path) -> Comparison:
     return Comparison.model_validate_json(path.read_text())
-
-
-def validate_comparison_file(path: Path) -> list[str]:
-    """Problems with the comparison file at `path` (empty when it is valid), one line each with the field's path."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        return [f"cannot read: {e.__class__.__name__}: {e}"]
-    try:
-        comparison = Comparison.model_validate(data)
-    except ValidationError as e:
-        return [f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors()]
-    problems = []
-    for m in comparison.models:
-        for key, metric in m.metrics.items():
-            if not all(math.isfinite(x) for x in (metric.value, metric.ci_low, metric.ci_high)):
-                problems.append(f"models.{m.spec}.metrics.{key}: not a finite number")
-    for d in comparison.differences:
-        if not all(math.isfinite(x) for x in (d.value, d.ci_low, d.ci_high)):
-            problems.append(f"differences.{d.metric}: not a finite number")
-    return problems
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from harness import distributed
-from harness.batching import CPU_GENERATE_BATCH_SIZE, BatchSizer, encode, make_batches
+from harness.batching import CPU_GENERATE_BATCH_SIZE, BatchSizer, check_lengths, encode, make_batches
 from harness.sites import in_flight
 
 # A prompt is text (tokenised with the tokenizer's special tokens) or token ids as they are.
@@ -78,6 +78,7 @@ def generate(
         raise ValueError("max_new_tokens must be at least 1")
     tok = model.tokenizer
     token_ids = tokenize_prompts(tok, prompts)
+    check_lengths(model.hf, token_ids, extra=max_new_tokens)
     config = decoding_config(max_new_tokens, temperature, top_p, stop, tok.pad_token_id)
     with_tokenizer = {"tokenizer": tok} if stop else {}  # stop strings are matched on decoded tokens
     device = model.input_device

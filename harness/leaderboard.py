@@ -11,10 +11,17 @@ replaces the row of the same key, and boards and rows the new results do not men
 kept. So a contributor who rebuilds the repository's leaderboard from their own results
 folder adds rows and loses none.
 
-Results files (and the boards being merged into) are untrusted input: every path built
-from them goes through `safe_join`, plots are copied only when they are regular PNG files
-inside their run's folder, numbers that are not finite or are absurdly large are shown as
-missing and never ranked, and nothing is deleted.
+Results files (and the boards being merged into) are untrusted input: a results file is used
+only if it keeps every rule of `harness.validate` (the rules `harness validate` reports),
+every path built from one goes through `safe_join`, plots are copied only when they are
+regular PNG files inside their run's folder, and a board kept from an earlier build shows
+numbers that are not finite or are absurdly large as missing and never ranks them.
+
+`--out` must hold no symbolic link anywhere (refused with one line, before anything is read
+or written), and links in the results folder are skipped by name, never followed. Clean-up
+deletes only plots the builds themselves wrote and recorded in `assets/built.json` (the
+manifest) that no board links any more: never a file by its name's pattern, never one a
+build did not write.
 
 Beside the boards, `build` writes `findings.json`, the verdict of each task's finding on
 each model (`harness.findings` documents its fields and the rule), and one per-layer
@@ -32,9 +39,11 @@ the older one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,19 +56,20 @@ from harness.compare import COMPARE_DIR, Comparison, PairedDifference
 from harness.errors import UsageError
 from harness.findings import matrix, parse_finding, pick_rows
 from harness.results import Metric, Reference, Results, write_atomic
-from harness.safepath import UnsafePath, read_plain_file, safe_join, write_file_atomic
+from harness.safepath import UnsafePath, links_in, read_plain_file, safe_join, write_file_atomic
+from harness.validate import (  # noqa: F401  (MAX_JSON_BYTES, RESERVED_NAMES and TASK_NAME are read from here by publish)
+    MAX_JSON_BYTES, RESERVED_NAMES, TASK_NAME, InvalidFile, is_number, load_valid, parse_json,
+)
 
 LEADERBOARD_VERSION = 1
 N_HEADLINE = 6  # columns shown for a task whose results name no headline metrics
-MAX_ABS_VALUE = 1e12  # larger numbers are corrupt or hostile, not measurements
 MAX_PLOT_BYTES = 5 * 2**20
 MAX_PLOTS_PER_RUN = 50  # a results file cannot fill the disk with copies
-MAX_JSON_BYTES = 64 * 2**20
 FINDINGS_FILE = "findings.json"  # the findings matrix (harness.findings documents its fields)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a task name becomes a file name
-RESERVED_NAMES = {"index", "findings"}  # index.json lists the boards, findings.json holds the verdicts: neither is a board
-ASSET_PATH = re.compile(r"assets/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")  # no glob or pathspec characters: safe to hand to git and the hub
+MANIFEST = "assets/built.json"  # the asset files the builds wrote: the only files clean-up may delete
+# no glob or pathspec characters (safe to hand to git and the hub), no "." or ".." component
+ASSET_PATH = re.compile(r"assets(/(?!\.\.?(?:/|$|[^A-Za-z0-9_.-]))[A-Za-z0-9_.-]+)+")
 
 
 class Row(BaseModel):
@@ -140,11 +150,8 @@ class BuildReport:
     used: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
-
-
-def is_number(x: Any) -> bool:
-    """A value fit to rank and to embed in JSON: finite and not absurdly large."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= MAX_ABS_VALUE
+    written: set[str] = field(default_factory=set)  # asset files this build wrote, relative to --out
+    removed: list[str] = field(default_factory=list)  # asset files clean-up deleted
 
 
 def clean_metrics(metrics: dict[str, Metric]) -> tuple[dict[str, Metric], list[str]]:
@@ -180,7 +187,7 @@ def json_safe(value: Any) -> Any:
 def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Results]]:
     """Every valid results file under `results_dir`; the rest go to report.skipped with a reason."""
     found = []
-    for path in sorted(results_dir.rglob("*.json")):
+    for path in json_files(results_dir, report):
         if any(part.startswith(".") for part in path.relative_to(results_dir).parts):
             continue  # staging folders of unfinished runs
         if path.relative_to(results_dir).parts[0] == COMPARE_DIR:
@@ -188,23 +195,28 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
         if (path.parent.parent / f"{path.parent.name}.json").is_file():  # not with_suffix: versions have dots
             continue  # an artifact of the results file beside its folder (plots, samples, tables)
         try:
-            results = Results.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))
-        except UnsafePath as e:
-            report.skipped.append((path, f"not read ({e})"))
-            continue
-        except (ValidationError, ValueError, UnicodeDecodeError) as e:
-            reason = str(e).splitlines()[0]
-            report.skipped.append((path, f"not a valid results file ({reason})"))
+            results = load_valid(path, Results)
+        except InvalidFile as e:
+            report.skipped.append((path, f"not a valid results file ({e}; see harness validate)"))
             continue
         if results.limit is not None:
             report.skipped.append((path, f"partial run (--limit {results.limit}), not ranked"))
             continue
-        if not TASK_NAME.fullmatch(results.task.name) or results.task.name.lower() in RESERVED_NAMES:
-            report.skipped.append((path, f"task name {results.task.name[:60]!r} cannot name a leaderboard file "
-                                         "(letters, digits, '.', '_', '-'; not 'index')"))
-            continue
         found.append((path, results))
     return found
+
+
+def json_files(folder: Path, report: BuildReport) -> list[Path]:
+    """The .json files below `folder`, never through a symbolic link: each link met is skipped by name."""
+    found = []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(top, name)
+            if path.is_symlink():
+                report.skipped.append((path, "a symbolic link, not followed"))
+        dirs[:] = sorted(d for d in dirs if not Path(top, d).is_symlink())
+        found += [Path(top, f) for f in files if f.endswith(".json") and not Path(top, f).is_symlink()]
+    return sorted(found)
 
 
 def copy_artifacts(path: Path, results: Results, results_dir: Path, out_dir: Path, report: BuildReport) -> list[str]:
@@ -238,6 +250,7 @@ def copy_plots(path: Path, task: str, artifacts: list[str], results_dir: Path, o
             name = re.sub(r"[^A-Za-z0-9._-]", "_", rest.rsplit("/", 1)[-1]).lstrip(".")
             dest = f"assets/{task}/{hashlib.sha256(data).hexdigest()[:16]}/{name}"
             write_file_atomic(safe_join(out_dir, dest), data)
+            report.written.add(dest)
         except UnsafePath as e:
             report.skipped.append((path, f"plot {rel[:200]!r} not copied: {e}"))
             continue
@@ -252,17 +265,13 @@ def through_link(root: Path, folder: Path) -> bool:
 
 
 def row_for(path: Path, results: Results, artifacts: list[str], report: BuildReport) -> Row:
-    metrics, dropped = clean_metrics(results.metrics)
-    if dropped:
-        names = ", ".join(repr(k[:60]) for k in dropped[:10])
-        report.skipped.append((path, f"metrics shown as missing (not finite or beyond ±{MAX_ABS_VALUE:g}): {names}"))
     return Row(
         model=results.model.spec,
         model_revision=results.model.resolved_revision,
         dtype=results.model.dtype,
         quantization=results.model.quantization,
         n_params=results.model.n_params,
-        metrics=metrics,
+        metrics=results.metrics,  # load_valid checked every number
         config_hash=results.task.config_hash,
         task_version=results.task.version,
         harness_version=results.harness_version,
@@ -284,11 +293,16 @@ def sort_key(row: Row, metric: str | None) -> tuple:
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Refuse, before any work, an --out that is a file or a folder that holds something other than leaderboards."""
+    """Refuse, before any work, an --out that is a file, a folder that holds something other than
+    leaderboards, or one holding a symbolic link (which a read, write or clean-up could follow out of it)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file: name a folder for the leaderboards")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "index.json").is_file():
         raise UsageError(f"--out {out_dir} holds files but no leaderboard (index.json): name a new or empty folder, or a leaderboards folder")
+    links = links_in(out_dir, limit=1)
+    if links:
+        raise UsageError(f"--out {out_dir} holds a symbolic link ({links[0]}), which build never follows: "
+                         "remove the link (or build into another folder) and build again")
 
 
 def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
@@ -341,19 +355,16 @@ def load_comparisons(results_dir: Path, report: BuildReport) -> list[tuple[Path,
         return []
     found = []
     for path in sorted(folder.glob("*.json")):
-        try:
-            comparison = Comparison.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))
-        except UnsafePath as e:
-            report.skipped.append((path, f"not read ({e})"))
+        if path.is_symlink():
+            report.skipped.append((path, "a symbolic link, not followed"))
             continue
-        except (ValidationError, ValueError, UnicodeDecodeError) as e:
-            report.skipped.append((path, f"not a valid comparison file ({str(e).splitlines()[0]})"))
+        try:
+            comparison = load_valid(path, Comparison)
+        except InvalidFile as e:
+            report.skipped.append((path, f"not a valid comparison file ({e}; see harness validate)"))
             continue
         if comparison.limit is not None:
             report.skipped.append((path, f"partial run (--limit {comparison.limit}), not shown"))
-            continue
-        if not TASK_NAME.fullmatch(comparison.task.name) or comparison.task.name.lower() in RESERVED_NAMES:
-            report.skipped.append((path, f"task name {comparison.task.name[:60]!r} cannot name a leaderboard file"))
             continue
         found.append((path, comparison))
     return found
@@ -454,7 +465,7 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
             board.rows.sort(key=lambda row: sort_key(row, board.headline_metrics[0] if board.headline_metrics else None))
         info.boards.sort(key=lambda b: (b.task_version, len(b.rows)), reverse=True)
     ordered = [tasks[n].model_dump(mode="json") for n in sorted(tasks)]
-    charts = write_charts(out_dir, [tasks[n] for n in sorted(tasks)])
+    charts = write_charts(out_dir, [tasks[n] for n in sorted(tasks)], report)
     index = {
         "leaderboard_version": LEADERBOARD_VERSION,
         "tasks": [
@@ -470,33 +481,51 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
         write_atomic(safe_join(out_dir, f"{t['task']}.json"), to_json(t))
     write_atomic(safe_join(out_dir, FINDINGS_FILE), to_json(findings))
     write_atomic(safe_join(out_dir, "index.html"), render_page(index, ordered, findings))
-    prune_assets(out_dir, json.dumps([index, ordered]))
+    prune_assets(out_dir, json.dumps([index, ordered]), report)
     report.tasks = sorted(tasks)
     return report
 
 
-def prune_assets(out_dir: Path, written: str) -> None:
-    """Remove the plots that no board links any more (those of rows a newer run replaced).
+def read_manifest(out_dir: Path) -> set[str]:
+    """The asset files earlier builds recorded as their own; an unreadable or odd manifest owns nothing."""
+    try:
+        data = parse_json(read_plain_file(out_dir / MANIFEST, MAX_JSON_BYTES).decode("utf-8"))
+    except (UnsafePath, ValueError, RecursionError):
+        return set()
+    files = data.get("files") if isinstance(data, dict) else None
+    return {f for f in files if isinstance(f, str) and ASSET_PATH.fullmatch(f) and f != MANIFEST} if isinstance(files, list) else set()
 
-    Only what `copy_artifacts` makes is touched: regular files at assets/<task>/<16 hex digits>/<name>,
-    and such a digest folder once empty. Anything else in the folder (a file of yours, a link)
-    stays, as it always did.
+
+def prune_assets(out_dir: Path, linked_text: str, report: BuildReport) -> None:
+    """Remove the plots a build wrote that no board links any more (those of rows a newer run replaced).
+
+    Only files in the manifest (written by this build or recorded by an earlier one) are
+    candidates, and each only while it is a regular file reached through real folders; a
+    folder left empty by a deletion is removed (`rmdir` removes only empty ones). Anything
+    else in `--out` (a file of yours, a plot a build did not write) stays. The manifest is
+    rewritten with the owned files still linked.
     """
-    linked = {m.group(0) for m in ASSET_PATH.finditer(written)}
-    assets = out_dir / "assets"
-    if not assets.is_dir() or assets.is_symlink():
-        return
-    for folder in assets.glob("*/*"):
-        if folder.is_symlink() or not folder.is_dir() or not re.fullmatch(r"[0-9a-f]{16}", folder.name):
+    linked = {m.group(0) for m in ASSET_PATH.finditer(linked_text)}
+    owned = read_manifest(out_dir) | report.written
+    for rel in sorted(owned - linked):
+        try:
+            path = safe_join(out_dir, rel)
+        except UnsafePath:
             continue
-        for path in folder.iterdir():
-            if path.is_file() and not path.is_symlink() and path.relative_to(out_dir).as_posix() not in linked:
-                path.unlink()
-        if not any(folder.iterdir()):
-            folder.rmdir()
+        if through_link(out_dir, path.parent) or path.is_symlink() or not path.is_file():
+            continue
+        path.unlink()
+        report.removed.append(rel)
+        for folder in (path.parent, path.parent.parent):
+            if folder != out_dir / "assets" and not folder.is_symlink():
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
+    kept = sorted(rel for rel in owned & linked if (out_dir / rel).is_file())
+    if kept or (out_dir / MANIFEST).is_file():
+        write_atomic(safe_join(out_dir, MANIFEST), to_json({"files": kept}))
 
 
-def write_charts(out_dir: Path, tasks: list[TaskBoards]) -> dict[str, dict[str, Any]]:
+def write_charts(out_dir: Path, tasks: list[TaskBoards], report: BuildReport) -> dict[str, dict[str, Any]]:
     """Draw each task's per-layer chart into out_dir/assets/charts/; per task that has one, its path and curves.
 
     A task's chart shows the rows its findings-matrix cells read (one per model), so the
@@ -515,6 +544,7 @@ def write_charts(out_dir: Path, tasks: list[TaskBoards]) -> dict[str, dict[str, 
             continue
         rel = f"assets/charts/{info.task}-layers.png"
         write_file_atomic(safe_join(out_dir, rel), layer_chart(info.task, lines, solid, dashed))
+        report.written.add(rel)
         charts[info.task] = {"chart": rel, "chart_solid": solid, "chart_dashed": dashed}
     return charts
 

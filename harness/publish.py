@@ -3,10 +3,13 @@
     harness leaderboard publish --to ../site/leaderboards
     harness leaderboard publish --to hf://datasets/ORG/NAME      # token from $HF_TOKEN
 
-Only the leaderboard is sent: index.json, the page, the boards the index lists and the plots
-their rows link, each checked to be a regular file inside the leaderboard folder. Nothing at
-the target is deleted, and a commit in a git work tree holds those files only, never what
-the user had staged.
+Only the leaderboard is sent: index.json, the page, the findings, the boards the index lists
+and every plot the page links (rows', comparisons' and the per-layer charts), each a regular
+file inside the leaderboard folder, which must hold no symbolic link. Publishing is checked
+whole before anything is written: every file is read first, and every destination must be
+reached through real folders of the target (no link, no file where a folder is needed), so
+a refusal leaves the target as it was. Nothing at the target is deleted, and a commit in a
+git work tree holds those files only, never what the user had staged.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.errors import UsageError
-from harness.leaderboard import MAX_JSON_BYTES, RESERVED_NAMES, TASK_NAME, TaskBoards, is_asset
-from harness.safepath import UnsafePath, read_plain_file, safe_join, write_file_atomic
+from harness.leaderboard import ASSET_PATH, MAX_JSON_BYTES, RESERVED_NAMES, TASK_NAME, TaskBoards, is_asset
+from harness.safepath import UnsafePath, check_plain_path, links_in, read_plain_file, safe_join, write_file_atomic
 
 HF_TARGET = re.compile(r"^hf://datasets/([\w.-]+/[\w.-]+)/?$")
 COMMIT_MESSAGE = "Update leaderboards"
@@ -32,6 +35,10 @@ def files_to_publish(board_dir: Path) -> list[str]:
     """The leaderboard's files, relative to board_dir: the JSON, the page, and the plots it links."""
     if not (board_dir / "index.json").is_file():
         raise UsageError(f"no leaderboard in {board_dir}: run `harness leaderboard build` first")
+    links = links_in(board_dir, limit=1)
+    if links:
+        raise UsageError(f"{board_dir} holds a symbolic link ({links[0]}), which publish never follows: "
+                         "remove it and run `harness leaderboard build` again")
     try:
         index = json.loads(read_plain_file(safe_join(board_dir, "index.json"), MAX_JSON_BYTES))
         names = [t["task"] for t in index["tasks"]]
@@ -43,11 +50,18 @@ def files_to_publish(board_dir: Path) -> list[str]:
         raise UsageError(f"the leaderboard in {board_dir} is damaged ({reason}): run `harness leaderboard build` again") from None
     if not names:
         raise UsageError(f"nothing to publish: the leaderboard in {board_dir} has no tasks; build it from results first")
-    assets = {a for b in boards for board in b.boards for row in board.rows for a in row.artifacts if is_asset(board_dir, a)}
+    linked = {a for b in boards for board in b.boards for row in board.rows for a in row.artifacts}
+    linked |= {a for b in boards for view in b.comparisons for a in view.artifacts}
+    linked |= {t["chart"] for t in index["tasks"] if isinstance(t.get("chart"), str)}
     page = ["index.html"] if (board_dir / "index.html").is_file() else []
-    charts = {t["chart"] for t in index["tasks"] if isinstance(t.get("chart"), str) and is_asset(board_dir, t["chart"])}
+    if page:  # whatever else the page links, so a published page shows every picture it names
+        try:
+            linked |= {m.group(0) for m in ASSET_PATH.finditer(read_plain_file(board_dir / "index.html", MAX_JSON_BYTES).decode("utf-8"))}
+        except (UnsafePath, UnicodeDecodeError) as e:
+            raise UsageError(f"the page {board_dir}/index.html cannot be read ({e}): run `harness leaderboard build` again") from None
+    assets = {a for a in linked if is_asset(board_dir, a)}
     findings = ["findings.json"] if (board_dir / "findings.json").is_file() else []
-    return ["index.json", *page, *findings, *(f"{n}.json" for n in names), *sorted(assets | charts)]
+    return ["index.json", *page, *findings, *(f"{n}.json" for n in names), *sorted(assets)]
 
 
 def publish(board_dir: Path, to: str, dry_run: bool = False, api: Any = None) -> list[str]:
@@ -63,16 +77,23 @@ def publish(board_dir: Path, to: str, dry_run: bool = False, api: Any = None) ->
         return files
     if match:
         return upload(board_dir, match.group(1), files, api)
+    writes = []
+    for rel in files:  # everything read and every destination checked before the first write
+        try:
+            data = read_plain_file(safe_join(board_dir, rel), MAX_JSON_BYTES)
+        except UnsafePath as e:
+            raise UsageError(f"cannot publish {rel}: {e}; run `harness leaderboard build` again") from None
+        try:
+            dest = check_plain_path(target, rel) if target.exists() else target / rel
+        except UnsafePath as e:
+            raise UsageError(f"cannot publish into {target}: {e}, which publish never writes through; "
+                             "remove it or publish to another folder (nothing was written)") from None
+        writes.append((dest, data))
     target.mkdir(parents=True, exist_ok=True)
     in_git = is_work_tree(target)
     if in_git:
         check_identity(target)
-    for rel in files:
-        try:
-            data = read_plain_file(safe_join(board_dir, rel), MAX_JSON_BYTES)
-            dest = safe_join(target, rel)
-        except UnsafePath as e:
-            raise UsageError(f"cannot publish {rel}: {e}; check the links in {board_dir} and {target}") from None
+    for dest, data in writes:
         write_file_atomic(dest, data)
     if in_git:
         commit(target, files)

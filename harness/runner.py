@@ -46,6 +46,7 @@ from harness.results import (
 from harness.safepath import UnsafePath, safe_join
 from harness.stats import N_BOOTSTRAP
 from harness.task import Task, parse_config
+from harness.validate import refuse_invalid
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +329,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             details=outcome.details,
             artifacts=[f"{artifacts_dir(path).name}/{a}" for a in written],
         )
+        refuse_invalid(results, path, f"{task.name} on {model.info.spec}")  # exit 0 means a file the leaderboard accepts
         if main:
             install(path, staging, results)
             shutil.rmtree(checkpoints, ignore_errors=True)

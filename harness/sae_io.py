@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from harness.errors import UsageError
@@ -126,8 +126,13 @@ def load_sae(source: str, d_model: int | None = None) -> tuple[SAE, SAEConfig]:
     folder = _fetch(source)
     try:
         raw = json.loads((folder / CFG_FILE).read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{folder / CFG_FILE} is not JSON ({e}): re-save the SAE") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UsageError(f"{folder / CFG_FILE} is not JSON ({type(e).__name__}): re-save the SAE") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{folder / CFG_FILE} holds a {type(raw).__name__}, not SAELens' config object: re-save the SAE")
+    for key in ("d_in", "d_sae"):
+        if isinstance(raw.get(key), bool) or not isinstance(raw.get(key), int) or raw[key] < 1:
+            raise UsageError(f"{folder / CFG_FILE}: {key} is {str(raw.get(key))[:40]!r}, not a positive whole number: re-save the SAE")
     cfg = _config(raw, source)
     if d_model is not None and cfg.d_in != d_model:
         raise UsageError(f"SAE {source} has d_in={cfg.d_in} but the model's width at its site is {d_model}: "
@@ -135,23 +140,36 @@ def load_sae(source: str, d_model: int | None = None) -> tuple[SAE, SAEConfig]:
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UsageError(f"no {WEIGHTS_FILE} beside {CFG_FILE} in {source}: copy the SAE's weights file there")
+    with torch.device("meta"):  # the shapes cfg.json implies, without allocating what it declares
+        expected = {name: tuple(t.shape) for name, t in SAE(cfg).tensors().items()}
+    try:  # the weights' header first: a cfg.json that declares more than the file holds allocates nothing
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise UsageError(f"cannot read {weights} ({first_line(e)}): re-download or re-save the SAE") from None
+    for name, shape in expected.items():
+        if name not in stored:
+            raise UsageError(f"{weights} has no tensor '{name}', which a {cfg.architecture} SAE needs: re-save the SAE")
+        if stored[name] != shape:
+            raise UsageError(f"{weights}: {name} has shape {stored[name]}, but {CFG_FILE} "
+                             f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}: the two files do not belong together")
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as e:
-        raise UsageError(f"cannot read {weights} ({e}): re-download or re-save the SAE") from e
-
+        raise UsageError(f"cannot read {weights} ({first_line(e)}): re-download or re-save the SAE") from None
+    for name in expected:
+        if not tensors[name].is_floating_point() or not bool(torch.isfinite(tensors[name]).all()):
+            raise UsageError(f"{weights}: {name} holds NaN, infinite or non-float values, so every number computed "
+                             "from the SAE would be meaningless: re-download or re-train the SAE")
     sae = SAE(cfg)
-    expected = {name: tuple(t.shape) for name, t in sae.tensors().items()}
-    for name, shape in expected.items():
-        if name not in tensors:
-            raise UsageError(f"{weights} has no tensor '{name}', which a {cfg.architecture} SAE needs: re-save the SAE")
-        if tuple(tensors[name].shape) != shape:
-            raise UsageError(f"{weights}: {name} has shape {tuple(tensors[name].shape)}, but {CFG_FILE} "
-                             f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}: the two files do not belong together")
     with torch.no_grad():
         for name in expected:
             getattr(sae, name).copy_(tensors[name].to(torch.float32))
     return sae, cfg
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _cfg_json(cfg: SAEConfig) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 Every path the leaderboard code writes to or reads from on behalf of a results file is made
 by `safe_join`, so "stays inside `--out`" is true by construction rather than by each
 caller's care; reads never follow a final symbolic link and writes replace one instead of
-writing through it.
+writing through it. A folder the leaderboard code owns (`--out`, the folder being published)
+must hold no symbolic link at all (`links_in`), and a folder it writes into (`--to`) must
+reach every file it writes through real folders only (`check_plain_path`): a link planted in
+either can never redirect a read, a write or a deletion to somewhere else.
 """
 
 from __future__ import annotations
@@ -47,6 +50,44 @@ def safe_join(base: Path, *parts: str) -> Path:
     if not inside:
         raise UnsafePath(f"{'/'.join(components)!r} leads outside {base}")
     return joined
+
+
+def links_in(folder: Path, limit: int = 10) -> list[str]:
+    """The symbolic links below `folder` (relative, slash-separated; at most `limit`), never following one.
+
+    `folder` itself may be a link: the user named it. Everything below it is walked without
+    descending into a linked folder, so the walk itself never leaves `folder`.
+    """
+    found: list[str] = []
+    if not folder.is_dir():
+        return found
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(top, name)):
+                found.append(Path(top, name).relative_to(folder).as_posix())
+                if len(found) >= limit:
+                    return found
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+    return found
+
+
+def check_plain_path(base: Path, rel: str) -> Path:
+    """`base/rel` if every folder from below `base` down to it is a real folder and the file is not a link.
+
+    For writing into a folder that may hold links of its owner's (a publish target): a file
+    written there must not land elsewhere through one, nor replace a folder.
+    """
+    path = safe_join(base, rel)
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        here = base.joinpath(*parts[:i])
+        if here.is_symlink():
+            raise UnsafePath(f"{'/'.join(parts[:i])} is a symbolic link")
+        if i < len(parts) and here.exists() and not here.is_dir():
+            raise UnsafePath(f"{'/'.join(parts[:i])} is a file where a folder is needed")
+    if path.is_dir():
+        raise UnsafePath(f"{rel} is a folder")
+    return path
 
 
 def read_plain_file(path: Path, max_bytes: int) -> bytes:

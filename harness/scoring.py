@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from harness import distributed
-from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
+from harness.batching import Batch, BatchSizer, accepts, check_lengths, encode, make_batches
 from harness.generation import generate as _generate
 from harness.layout import resolve
 from harness.lens import softcap
@@ -120,6 +120,7 @@ def score(
     and `logprobs` and `top_token` are None; for patching runs whose metrics read logits alone.
     """
     token_ids = encode(model.tokenizer, prompts)
+    check_lengths(model.hf, token_ids)
     target = torch.as_tensor(list(targets), dtype=torch.long)
     n, k = len(prompts), len(target)
     out = Scores(logits=torch.empty(n, k), logprobs=torch.empty(n, k) if full_vocab else None,
@@ -343,6 +344,7 @@ def loglikelihood(
     a sliding attention window): the numbers are those of whole rows up to float rounding.
     """
     sequences, cont_len = request_tokens(model.tokenizer, contexts, continuations)
+    check_lengths(model.hf, sequences)
     n = len(sequences)
     out = Loglikelihoods(logprob=np.zeros(n), is_greedy=np.zeros(n, dtype=bool), n_tokens=np.asarray(cont_len))
     can_keep = accepts(model.hf.forward, "logits_to_keep")

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 import torch
 
 from harness import distributed
-from harness.batching import Batch, BatchSizer, accepts, encode, make_batches
+from harness.batching import Batch, BatchSizer, accepts, check_lengths, encode, make_batches
 from harness.errors import UsageError
 from harness.layout import resolve
 
@@ -284,6 +284,7 @@ def collect(
     parsed = [parse_site(s, model.n_layers) for s in sites]
     per_prompt = positions_for(positions, len(prompts))
     token_ids = encode(model.tokenizer, prompts)
+    check_lengths(model.hf, token_ids)
     n = len(prompts)
     one_row_each = reduce == "mean" or per_prompt is not None
     tables: dict[str, torch.Tensor] = {}  # one row per prompt: (n, d), written in place batch by batch
@@ -377,6 +378,7 @@ def stream(
             enc = tok(chunk, add_special_tokens=True, return_special_tokens_mask=True, truncation=max_tokens is not None,
                       max_length=max_tokens)
             ids = [list(x) for x in enc["input_ids"]]
+            check_lengths(model.hf, ids)
             special = [list(x) for x in enc["special_tokens_mask"]]
             pending: dict[int, torch.Tensor] = {}
 

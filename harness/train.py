@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from harness import distributed
+from harness.batching import check_lengths
 from harness.errors import UsageError
 from harness.optim import ADOPT
 
@@ -152,6 +153,7 @@ def finetune_lora(
     if not examples:
         raise UsageError("finetune_lora needs at least one (prompt, reply) example")
     encoded = _encode(tokenizer, examples, config.append_eos)
+    check_lengths(model_hf, [p + r for p, r in encoded])
     plan = _batch_plan([len(p) + len(r) for p, r in encoded], config.batch_size, config.seed, config.steps)
     fingerprint = _fingerprint(model_hf, config, encoded)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -334,6 +336,7 @@ def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: 
         batch_loss, tokens, reply_tokens = distributed.sum_over_ranks(torch.stack([c.float() for c in counts]))
         report.losses.append((batch_loss / world).item())
         report.grad_norms.append(grad_norm.item())
+        check_diverged(step + 1, report.losses[-1], params, config)
         report.tokens += int(tokens)
         report.reply_tokens += int(reply_tokens)
         done = step + 1
@@ -348,6 +351,18 @@ def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: 
     if device.type == "cuda":
         report.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
     return report
+
+
+def check_diverged(step: int, loss: float, params: Sequence[torch.Tensor], config: Any) -> None:
+    """Stop with one line, before any checkpoint or adapter is saved, once the loss or a trained weight is not finite.
+
+    A diverged run (a learning rate far too high, say) would otherwise save an adapter of NaN
+    and report numbers computed from it.
+    """
+    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params):
+        return
+    raise UsageError(f"fine-tuning diverged at step {step} (loss {loss:g}, or a trained weight no longer finite) with "
+                     f"lr {config.lr:g}: lower the learning rate (--task-arg lr=...) and run again")
 
 
 def _data_parallel(peft_model: PeftModel, device: torch.device) -> torch.nn.Module:

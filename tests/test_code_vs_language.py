@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from harness import Edit, UsageError
-from harness.compare import read_comparison, validate_comparison_file
+from harness.compare import read_comparison
+from harness.validate import validate_file
 from harness.context import RunContext
 from harness.results import SCHEMA_PATH, TIMING_FIELDS
 from harness.runner import RunSpec, run, run_task
@@ -195,7 +196,7 @@ def test_two_models_give_two_results_files_and_one_comparison(tmp_path):
         m = o.results.metrics["fld_acc"]
         assert m.n == 300 and m.ci_low <= 1 / 3 <= m.ci_high
     made = list((out / "_compare").glob("code_vs_language-*.json"))
-    assert len(made) == 1 and validate_comparison_file(made[0]) == []
+    assert len(made) == 1 and validate_file(made[0]) == []
     comparison = read_comparison(made[0])
     assert [m.spec for m in comparison.models] == [str(a), str(b)]
     diff = next(d for d in comparison.differences if d.metric == "fld_acc")

