@@ -776,9 +776,7 @@ def _load_model(spec: str, options: LoadOptions) -> Model:
         config = AutoConfig.from_pretrained(where, **common)
         tokenizer = AutoTokenizer.from_pretrained(where, **common)
     except (OSError, ValueError) as e:
-        if source == "hub":
-            raise hub_error(spec, e) from None
-        raise UsageError(f"cannot load {spec}: {first_line(e)}") from None
+        raise load_error(spec, source, e) from None
     layout_check = type("Probe", (), {"config": config})()
     layout_for(layout_check)  # fail before loading gigabytes of weights
     kwargs: dict[str, Any] = dict(dtype=dtype, use_safetensors=safetensors_only(resolved), **common)
@@ -843,9 +841,17 @@ def load_weights(spec: str, resolved: Resolved, kwargs: dict[str, Any]) -> Any:
     except SafetensorError as e:
         raise UsageError(f"{spec} has a corrupt safetensors file ({first_line(e)}): save or download the model again") from None
     except (OSError, ValueError) as e:
-        if resolved.source == "hub":
-            raise hub_error(spec, e) from None
-        raise UsageError(f"cannot load {spec}: {first_line(e)}") from None
+        raise load_error(spec, resolved.source, e) from None
+
+
+def load_error(spec: str, source: str, e: BaseException) -> UsageError:
+    """One line for a failed from_pretrained: the remote-code refusal names our flag, not transformers' keyword."""
+    if "trust_remote_code" in str(e):
+        return UsageError(f"{spec} needs code of its own from its repository to load, which runs on this machine: "
+                          "read that code, then pass --trust-remote-code (or use a model transformers supports natively)")
+    if source == "hub":
+        return hub_error(spec, e)
+    return UsageError(f"cannot load {spec}: {first_line(e)}")
 
 
 def check_finite(spec: str, hf: Any, options: LoadOptions) -> None:

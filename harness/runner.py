@@ -11,6 +11,7 @@ results file or a complete one, and the next run completes it.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import gc
 import glob
@@ -39,7 +40,7 @@ from harness.models import (
     LoadOptions, Model, cache_root, load_model, locate, model_fingerprint, model_quantization, pick_dtype, quantization_name,
     slugify, target_device,
 )
-from harness.registry import resolve_tasks
+from harness.registry import all_tasks, resolve_tasks
 from harness.results import (
     Environment, ModelRecord, Results, TaskRecord, Timing, config_hash, read_results, write_results,
 )
@@ -117,6 +118,7 @@ def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
     hashed and recorded is the one that runs.
     """
     classes = resolve_tasks(spec.tasks)
+    check_preset(spec.preset)
     routed = split_task_args(classes, spec.task_args)
     device = target_device(spec.load).split(":")[0]
     planned = [(t, t.resolve_config(parse_config(t, routed[t.name], spec.preset), device)) for t in classes]
@@ -125,6 +127,17 @@ def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
         if reason:
             raise UsageError(f"{task.name}: {reason}")
     return planned
+
+
+def check_preset(preset: str | None) -> None:
+    """A preset some task declares, or a one-line refusal: a typo must not run the full-size defaults."""
+    if preset is None:
+        return
+    known = sorted({name for task in all_tasks().values() for name in task.presets})
+    if preset not in known:
+        close = difflib.get_close_matches(preset, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"--preset {preset}: no task declares it{hint}; known presets: {', '.join(known) or 'none'}")
 
 
 def check_spec(spec: RunSpec) -> None:
@@ -194,21 +207,45 @@ def result_lock(path: Path) -> Iterator[IO[str]]:
 
     Refusing rather than waiting: a run that waited on several results could deadlock
     against another run that holds them in another order. The lock dies with its process,
-    so a killed run never leaves a result locked.
+    so a killed run never leaves a result locked. On release the lock file goes, and with it
+    the model's folder when nothing else is in it, so a failed run leaves nothing behind;
+    a lock taken on a file another run has just removed is retaken on the new one.
     """
     lock = path.parent / f".{artifacts_dir(path).name}.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")
-    except OSError as e:
-        raise UsageError(f"cannot write results in {path.parent} ({e.strerror or e}): pass a writable --output-dir") from None
-    with handle:
+    for _ in range(100):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock, "a")
+        except FileNotFoundError:  # the folder went with another run's release: make it again
+            continue
+        except OSError as e:
+            raise UsageError(f"cannot write results in {path.parent} ({e.strerror or e}): pass a writable --output-dir") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise UsageError(f"another run is writing {path}: wait for it to finish (this command then reuses its "
                              "result) or pass another --output-dir") from None
+        if same_file(handle, lock):
+            break
+        handle.close()  # locked a file that was removed meanwhile
+    else:
+        raise UsageError(f"cannot hold the lock {lock}: other runs keep replacing it; run again")
+    try:
         yield handle
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        handle.close()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when empty: a failed first run leaves no empty model folder
+
+
+def same_file(handle: IO[str], path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def clear_leftovers(path: Path, keep_checkpoints: Path | None = None) -> None:

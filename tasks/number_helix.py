@@ -137,7 +137,7 @@ class HelixConfig:
 
     n_problems: Optional[int] = option(None, "addition problems for accuracy; none: 10000 (the whole grid) on an accelerator, 1000 on CPU", ge=1, le=10000)
     template: str = option("auto", "auto (per model family), gptj, llama, or a string with {a} and {b}")
-    periods: list[float] = option([2.0, 5.0, 10.0, 100.0], "helix periods T", gt=0)
+    periods: list[float] = option([2.0, 5.0, 10.0, 100.0], "helix periods T", gt=0, le=10_000)
     pca_dim: int = option(100, "PCA dimensions before the least-squares fit; 0: none", ge=0)
     n_folds: int = option(5, "folds over a of the held-out fits", ge=2, le=100)
     n_pairs: int = option(100, "(a, a', b) triples for patching and swapping", ge=1)
@@ -480,7 +480,7 @@ class NumberHelix(Task):
         ax = fig.add_subplot(1, 2, 1)
         ys = coords[:, cy] if cy is not None else np.zeros(100)
         sc = ax.scatter(coords[:, cx], ys, c=a % T, cmap="tab10", s=18)
-        for i in range(int(T)):
+        for i in range(min(int(T), len(a))):  # one label per residue, at most one per state
             ax.annotate(str(i), (coords[i, cx], ys[i]), fontsize=7)
         ax.plot(ideal[:, cx], ideal[:, cy] if cy is not None else 0 * a, color="grey", lw=0.6, alpha=0.5)
         ax.set_xlabel(f"cos(2πa/{T:g}) coordinate"), ax.set_ylabel(f"sin(2πa/{T:g}) coordinate")

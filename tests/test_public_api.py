@@ -120,7 +120,7 @@ def test_validate_says_what_is_wrong_one_line_per_problem(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith(f"{bad}: seed:") for line in lines)
     assert any(line.startswith(f"{bad}: metrics.acc.n:") for line in lines)
-    assert f"{nan}: metrics.acc.value: not a finite number" in lines
+    assert f"{nan}: metrics.acc.value: nan is not a finite number within ±1e+12" in lines
     assert any(line.startswith(f"{junk}: not JSON") for line in lines)
 
 

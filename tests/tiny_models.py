@@ -125,6 +125,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return _tiny_tokenizer()
 
 
+# Rotary models have no weights per position, so their declared maximum costs nothing: room for the
+# tasks' longest prompts (the harness refuses prompts past it). GPT-2 and OPT learn one embedding per
+# position and keep 128.
+ROPE_POSITIONS = 4096
+
+
 def _ids() -> dict:
     tok = tiny_tokenizer()
     return dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
@@ -135,7 +141,7 @@ def _llama_family(cls, **extra) -> Callable[[], PreTrainedConfig]:
     def build():
         return cls(**_ids(), hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYER,
                    num_attention_heads=N_HEAD, num_key_value_heads=N_KV_HEAD,
-                   max_position_embeddings=128, **extra)
+                   max_position_embeddings=ROPE_POSITIONS, **extra)
     return build
 
 
@@ -160,13 +166,13 @@ def _gpt2() -> GPT2Config:
 
 def _gptj() -> GPTJConfig:
     return GPTJConfig(**_ids(), n_embd=D_MODEL, n_layer=N_LAYER, n_head=N_HEAD, n_inner=D_MLP,
-                      n_positions=128, rotary_dim=HEAD_DIM // 2)
+                      n_positions=ROPE_POSITIONS, rotary_dim=HEAD_DIM // 2)
 
 
 def _gpt_neox() -> GPTNeoXConfig:
     return GPTNeoXConfig(**_ids(), hidden_size=D_MODEL, num_hidden_layers=N_LAYER,
                          num_attention_heads=N_HEAD, intermediate_size=D_MLP,
-                         max_position_embeddings=128, use_parallel_residual=True)
+                         max_position_embeddings=ROPE_POSITIONS, use_parallel_residual=True)
 
 
 def _bloom() -> BloomConfig:  # BLOOM's MLP width is fixed at 4 * hidden_size
@@ -185,13 +191,13 @@ def _xglm() -> XGLMConfig:
 
 def _phi() -> PhiConfig:
     return PhiConfig(**_ids(), hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYER,
-                     num_attention_heads=N_HEAD, max_position_embeddings=128)
+                     num_attention_heads=N_HEAD, max_position_embeddings=ROPE_POSITIONS)
 
 
 def _starcoder2() -> Starcoder2Config:
     return Starcoder2Config(**_ids(), hidden_size=D_MODEL, intermediate_size=D_MLP,
                             num_hidden_layers=N_LAYER, num_attention_heads=N_HEAD,
-                            num_key_value_heads=N_KV_HEAD, max_position_embeddings=128)
+                            num_key_value_heads=N_KV_HEAD, max_position_embeddings=ROPE_POSITIONS)
 
 
 TINY_CONFIGS: dict[str, Callable[[], PreTrainedConfig]] = {

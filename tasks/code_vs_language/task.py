@@ -54,7 +54,7 @@ class CodeVsLanguageConfig:
 
     subtasks: list[str] | None = option(None, "sub-tasks: fld_gen, babi_gen_{1,2,3,15,16}, fld_hub, fld_star_hub, babi_hub_{1..20}; none: every one of `source`")
     source: Literal["gen", "hub"] = option("gen", "default sub-tasks: generated (offline) or the papers' data sets from the Hub")
-    n_items: int | None = option(None, "items per generated sub-task; none: 300 on GPU, 30 on CPU", ge=3)
+    n_items: int | None = option(None, "items per generated sub-task; none: 300 on GPU, 30 on CPU", ge=3, le=10_000)
     shots: int = option(3, "solved examples before each query", ge=0, le=12)
     scoring: Literal["choice", "generate", "both"] = option("both", "choice (log-likelihood of each answer), generate (greedy first word), or both")
     limit: int = option(500, "items per hub sub-task (the first ones of the test split)", ge=1)

@@ -25,6 +25,7 @@ TOFU_ID_CONFIG = "real_authors_perturbed"
 TOFU_OOD_CONFIG = "world_facts_perturbed"
 AGE_TRAIN_PEOPLE = 200
 AGE_EVAL_PEOPLE = 100
+AGE_FIELDS = ("question", "answer", "person")
 FORGOT = "forgot"
 
 Target = Literal["answer", "subject"]
@@ -195,6 +196,15 @@ def load_age(path: str, domain: str, tofu_files: Optional[Mapping[str, str]] = N
     ID evaluates on AGE's valid people; OOD on TOFU `world_facts_perturbed`, tagged TOFU style.
     """
     train_rows, eval_rows = _age_rows(Path(path))
+    for r in [*train_rows, *eval_rows]:
+        if not isinstance(r.get("choices"), (list, tuple)) or not all(isinstance(r.get(f), str) for f in AGE_FIELDS):
+            raise UsageError(f"age_path={path}: every row needs strings {', '.join(AGE_FIELDS)} and a list of choices; "
+                             f"a row has {sorted(r)[:8]}: give the AGE file as published")
+    if not train_rows or (domain == "id" and not eval_rows):
+        people = len({r["person"] for r in [*train_rows, *eval_rows]})
+        raise UsageError(f"age_path={path}: {people} people leave no {'training' if not train_rows else 'evaluation'} "
+                         f"items (the first {AGE_TRAIN_PEOPLE} people train, the next {AGE_EVAL_PEOPLE} evaluate): "
+                         "give the whole AGE file, or domain=ood")
     train = age_items(train_rows, "age:train")
     if domain == "id":
         return TaskData(train, age_items(eval_rows, "age:valid"), f"age_file:{path}", domain, "subject", "subject")

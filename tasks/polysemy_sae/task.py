@@ -72,8 +72,8 @@ class PolysemyConfig:
     tokens: int | None = option(None, f"SAE training tokens; none: {GPU_TOKENS:,} on GPU, {CPU_TOKENS:,} on CPU", ge=1)
     batch_tokens: int | None = option(None, f"tokens per Adam step; none: {GPU_BATCH} on GPU, {CPU_BATCH} on CPU", ge=1)
     arch: Literal["relu", "topk"] = option("relu", "SAE to train: relu (L1 penalty) or topk")
-    expansion: int = option(16, "d_sae / d_model (the paper: 32)", ge=1)
-    k: int = option(32, "latents kept per token (arch=topk)", ge=1)
+    expansion: int = option(16, "d_sae / d_model (the paper: 32)", ge=1, le=256)
+    k: int = option(32, "latents kept per token (arch=topk), at most d_sae", ge=1, le=65536)
     l1: float = option(5.0, "L1 coefficient (arch=relu), on inputs scaled to mean norm sqrt(d_model)", ge=0)
     lr: float = option(1e-4, "Adam learning rate", gt=0)
     context: int = option(128, "corpus tokens per text (BOS included; longer texts are cut)", ge=2)
@@ -149,6 +149,9 @@ class PolysemySAE(Task):
         config = self.resolve_config(config, "cpu" if model.input_device.type == "cpu" else "cuda")
         if config.multi_token not in MULTI_TOKEN_MODES:
             raise UsageError(f"multi_token={config.multi_token}: use one of {', '.join(MULTI_TOKEN_MODES)}")
+        if config.sae == "train" and config.arch == "topk" and config.k > config.expansion * model.d_model:
+            raise UsageError(f"k={config.k} is more than the SAE's {config.expansion * model.d_model} latents "
+                             f"(expansion {config.expansion} x d_model {model.d_model}): lower k or raise expansion")
         kind, main = self.main_site(model, config)
         pairs = self.pairs(model, config, ctx)
         layers = sorted({main, *config.layers})
@@ -353,6 +356,9 @@ class PolysemySAE(Task):
         bar.update(trainer.steps)
         for x in batches_from_blocks(blocks(), config.batch_tokens, state) if trainer.steps < n_steps else ():
             stats = trainer.step(x)
+            if not (np.isfinite(stats.loss) and trainer.finite()):
+                raise UsageError(f"SAE training diverged at step {trainer.steps} (loss {stats.loss:g}) with lr {config.lr:g}: "
+                                 "lower the learning rate (--task-arg lr=...) and run again")
             bar.update(1)
             if trainer.steps % 10 == 0 or trainer.steps == n_steps:
                 bar.set_postfix(mse=f"{stats.mse:.3g}", l0=f"{stats.l0:.1f}", dead=f"{trainer.dead_fraction():.2f}")
