@@ -26,8 +26,8 @@ from typing import Any, Callable
 import torch
 
 from benchmarks.common import machine, measure, mixed_prompts, padded_batches, padding_bound, table
-from harness.models import load_model
-from harness.sites import collect
+from harness.engine.models import load_model
+from harness.engine.sites import collect
 
 
 class Stop(Exception):

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from harness.models import load_model
-from harness.scoring import score
-from harness.sites import collect
+from harness.engine.models import load_model
+from harness.engine.scoring import score
+from harness.engine.sites import collect
 from tasks.circles import MONTHS, WEEKDAYS, make_problems, name_positions
 
 

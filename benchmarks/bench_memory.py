@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import machine, measure_once, table
-from harness.models import load_model
-from harness.sites import collect, stream
+from harness.engine.models import load_model
+from harness.engine.sites import collect, stream
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tasks" / "data"

@@ -25,9 +25,9 @@ import argparse
 import torch
 
 from benchmarks.common import machine, measure_together, mixed_prompts, padded_batches, padding_bound, table
-from harness.models import load_model
-from harness.scoring import generate, loglikelihood, score
-from harness.sites import collect
+from harness.engine.models import load_model
+from harness.engine.scoring import generate, loglikelihood, score
+from harness.engine.sites import collect
 
 TARGETS = [1, 2, 3]
 

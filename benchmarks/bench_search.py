@@ -22,10 +22,10 @@ import argparse
 import torch
 
 from benchmarks.common import machine, measure, measure_once, mixed_prompts, table
-from harness.batching import BatchSizer
-from harness.models import load_model
-from harness.scoring import score
-from harness.sites import collect
+from harness.engine.batching import BatchSizer
+from harness.engine.models import load_model
+from harness.engine.scoring import score
+from harness.engine.sites import collect
 
 TARGETS = [1, 2, 3]
 FIXED = (8, 16, 32, 64, 128, 256)

@@ -31,7 +31,7 @@ def run(model: str, task: str, preset: str, threads: str, out: Path) -> dict:
     if threads != "default":
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
     folder = out / threads
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--model", model, "--task", task, "--preset", preset, "--force",
+    cmd = [sys.executable, "-m", "harness.run.cli", "run", "--model", model, "--task", task, "--preset", preset, "--force",
            "--no-progress", "--output-dir", str(folder)]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     (path,) = [p for p in folder.rglob(f"{task}*.json") if p.is_file() and p.parent.name != task]
@@ -42,7 +42,7 @@ ANCHOR = """
 import torch
 from benchmarks.bench_capture import early_stop_hook
 from benchmarks.common import measure, mixed_prompts, padded_batches
-from harness.models import load_model
+from harness.engine.models import load_model
 model = load_model({model!r})
 batches = padded_batches(model.tokenizer, mixed_prompts(model.tokenizer), 16, model.input_device)
 with torch.inference_mode():
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--task", action="append")
     parser.add_argument("--anchor", action="store_true")
     args = parser.parse_args()
-    from harness.registry import all_tasks
+    from harness.api.registry import all_tasks
 
     tasks = args.task or sorted(all_tasks())
     settings = args.threads.split(",")

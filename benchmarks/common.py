@@ -161,7 +161,7 @@ def padding_bound(tokenizer: Any, prompts: list[str], size: int) -> float:
     sorting. On the benchmarks' 128 prompts of 9-68 tokens in batches of 16 it is 1.55 (not 2:
     a random batch of 16 is padded to about 64 tokens, and the sorted ones to 42 on average).
     """
-    from harness.batching import encode, make_batches
+    from harness.engine.batching import encode, make_batches
 
     plain = sum(int(b["input_ids"].numel()) for b in padded_batches(tokenizer, prompts, size))
     ours = sum(int(b.input_ids.numel()) for b in make_batches(encode(tokenizer, prompts), size, tokenizer.pad_token_id))

@@ -108,7 +108,7 @@ def pair_rows(labels: np.ndarray, same: np.ndarray) -> np.ndarray:
 
 def rate_statistic(name: str) -> Callable[[np.ndarray], float]:
     """A statistic on `pair_rows` rows giving one rate, NaN where it is undefined, for a
-    bootstrap such as harness.stats.bootstrap_ci (which ignores NaN resamples)."""
+    bootstrap such as harness.results.stats.bootstrap_ci (which ignores NaN resamples)."""
     if name not in RATES:
         raise ValueError(f"unknown rate '{name}': use one of {', '.join(RATES)}")
 

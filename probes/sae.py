@@ -8,7 +8,7 @@ back with a linear decoder:
     x_hat = z @ W_dec + b_dec                                          (d_in)
 
 with W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in], the layout
-SAELens saves, so its public SAEs load here (file IO: harness/sae_io.py) and ours load
+SAELens saves, so its public SAEs load here (file IO: harness/engine/sae_io.py) and ours load
 there. Three activations f, one per SAELens architecture:
 
 - standard: relu(pre), trained with an L1 penalty on z;

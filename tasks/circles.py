@@ -42,7 +42,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
+from harness.engine import tokens
 from probes.circle import CircleFit, CircularProbe, circle_targets, cross_validate_circle, r2_score_xy, shuffled_labels
 from probes.irreducibility import mixture_index, separability_index
 from probes.selection import best_layers

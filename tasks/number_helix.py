@@ -55,11 +55,16 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from harness import (
-    Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task, tokens,
-)
+from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task, tokens
 from probes.helix import (
-    BasisFit, HeldOut, PCAFit, basis_functions, cross_validate, helix_basis, kfold_indices, r2_from_rows,
+    BasisFit,
+    HeldOut,
+    PCAFit,
+    basis_functions,
+    cross_validate,
+    helix_basis,
+    kfold_indices,
+    r2_from_rows,
     random_subspace_map,
 )
 from probes.selection import best_layers

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from harness.optim import ADOPT
+from harness.engine.optim import ADOPT
 
 
 def _quadratic_grad(x: torch.Tensor) -> None:

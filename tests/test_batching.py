@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.batching import CPU_BATCH_SIZE, BatchSizer, make_batches
+from harness.engine.batching import CPU_BATCH_SIZE, BatchSizer, make_batches
 
 
 def test_batches_are_sorted_longest_first_and_left_padded():
@@ -51,8 +51,8 @@ def test_fixed_batch_size_does_not_hide_oom():
 def test_generation_takes_wider_automatic_batches_on_a_cpu_than_forward_passes():
     """Decoding is memory-bound at a few rows on a CPU; a fixed --batch-size still applies to every kind."""
     from harness import RunContext
-    from harness.batching import CPU_GENERATE_BATCH_SIZE
-    from harness.models import from_hf
+    from harness.engine.batching import CPU_GENERATE_BATCH_SIZE
+    from harness.engine.models import from_hf
     from tests.tiny_models import tiny_model, tiny_tokenizer
 
     model = from_hf(tiny_model("llama"), tiny_tokenizer(), spec="tiny-llama")

@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 
 from benchmarks.common import _first_end_reaching, mixed_prompts, padded_batches, padding_bound
 from benchmarks.random_model import build
-from harness.batching import encode, make_batches
-from harness.models import load_model
+from harness.engine.batching import encode, make_batches
+from harness.engine.models import load_model
 from tests.tiny_models import save_tiny_model, tiny_tokenizer
 
 

@@ -8,9 +8,9 @@ import time
 import jsonschema
 import pytest
 
-from harness.cli import main
-from harness.models import load_model
+from harness.engine.models import load_model
 from harness.results import SCHEMA_PATH
+from harness.run.cli import main
 
 pytestmark = pytest.mark.slow
 SCHEMA = json.loads(SCHEMA_PATH.read_text())

@@ -6,15 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from harness.context import RunContext
+from harness.api.context import RunContext
+from harness.engine.intervene import Edit
+from harness.engine.models import from_hf
+from harness.engine.scoring import Scores
 from harness.errors import UsageError
-from harness.intervene import Edit
-from harness.models import from_hf
-from harness.scoring import Scores
 from probes.circle import CircularProbe
 from tasks.circles import (
-    MONTHS, NUMBER_WORDS, WEEKDAYS, MonthCircle, WeekdayCircle, answer_token_ids, behaviour_metrics, make_problems,
-    name_positions, scrambled_order,
+    MONTHS,
+    NUMBER_WORDS,
+    WEEKDAYS,
+    MonthCircle,
+    WeekdayCircle,
+    answer_token_ids,
+    behaviour_metrics,
+    make_problems,
+    name_positions,
+    scrambled_order,
 )
 from tests.tiny_models import tiny_model, tiny_tokenizer
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from harness.cli import main
-from harness.models import slugify
-from harness.registry import get_task
+from harness.api.registry import get_task
+from harness.engine.models import slugify
 from harness.results import SCHEMA_PATH, TIMING_FIELDS
-from tests.tiny_models import save_tiny_model, tiny_model, tiny_tokenizer
+from harness.run.cli import main
+from tests.tiny_models import save_tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_model_without_layout(capsys, tmp_path):
     tiny_tokenizer().save_pretrained(folder)
     code, _, err = run_cli(capsys, "run", "--task", "weekday_circle", "--model", str(folder), "--output-dir", str(tmp_path / "out"))
     assert code == 2
-    assert "no layout for architecture FalconForCausalLM" in err and "harness/layout.py" in err
+    assert "no layout for architecture FalconForCausalLM" in err and "harness/engine/layout.py" in err
 
 
 def test_layer_past_depth(capsys, tmp_path, tiny_folder):
@@ -153,7 +153,7 @@ class Sleepy(Task):
         time.sleep({sleep})
         return TaskResult(metrics={{"x": metric(np.ones(3))}})
 
-from harness.cli import main
+from harness.run.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -17,15 +16,15 @@ import pytest
 import torch
 
 from harness import Edit, UsageError
-from harness.compare import read_comparison
-from harness.validate import validate_file
-from harness.context import RunContext
+from harness.api.context import RunContext
+from harness.api.task import parse_config
 from harness.results import SCHEMA_PATH, TIMING_FIELDS
-from harness.runner import RunSpec, run, run_task
-from harness.task import parse_config
+from harness.results.compare import read_comparison
+from harness.results.validate import validate_file
+from harness.run.runner import RunSpec, run, run_task
 from tasks.code_vs_language import CodeVsLanguage, CodeVsLanguageConfig
 from tasks.code_vs_language import task as cvl
-from tasks.code_vs_language.generators import LABELS, FLDItem, generate_fld
+from tasks.code_vs_language.generators import LABELS, generate_fld
 from tasks.code_vs_language.prompts import build_prompt, pick_shots
 from tests.test_multiplication import tiny
 from tests.tiny_models import save_tiny_model

@@ -15,15 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness import UsageError
-from tasks.code_vs_language.generators import (
-    BABI_TASKS,
-    LABELS,
-    BabiItem,
-    FLDItem,
-    babi_candidates,
-    generate_babi,
-    generate_fld,
-)
+from tasks.code_vs_language.generators import BABI_TASKS, LABELS, BabiItem, FLDItem, babi_candidates, generate_babi, generate_fld
 from tasks.code_vs_language.loaders import load_babi_hub, load_fld_hub
 from tasks.code_vs_language.prompts import (
     BABI_INSTRUCTION,

@@ -1,6 +1,6 @@
 """code_vs_language on both bundled models in one invocation (acceptance criterion 9): two results files, one comparison.
 
-Runs through `harness.cli.main` in-process, so the task is registered by importing it (its
+Runs through `harness.run.cli.main` in-process, so the task is registered by importing it (its
 entry point lives in pyproject.toml). No accuracy threshold: at this size both models are
 near chance; the test checks that the run finishes on CPU within the spec's 10 minutes and
 that the comparison pairs the two models on the same items.
@@ -13,10 +13,10 @@ import time
 import pytest
 
 import tasks.code_vs_language  # noqa: F401  registers the task in this process
-from harness.cli import main
-from harness.compare import read_comparison
-from harness.validate import validate_file
 from harness.results import read_results
+from harness.results.compare import read_comparison
+from harness.results.validate import validate_file
+from harness.run.cli import main
 
 pytestmark = pytest.mark.slow
 

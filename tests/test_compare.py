@@ -10,20 +10,27 @@ import numpy as np
 import pytest
 
 from harness import Finding, Task, TaskResult, option, register_task
-from harness.compare import (
-    SCHEMA_PATH, Comparison, ItemTableError, compare, item_columns, json_schema, paired_difference, read_comparison,
+from harness.results import Metric, config_hash
+from harness.results.compare import (
+    SCHEMA_PATH,
+    Comparison,
+    ItemTableError,
+    compare,
+    item_columns,
+    json_schema,
+    paired_difference,
+    read_comparison,
     write_comparison,
 )
-from harness.validate import validate_file
-from harness.results import Metric, config_hash
-from harness.runner import Outcome, RunSpec, run
+from harness.results.validate import validate_file
+from harness.run.runner import Outcome, RunSpec, run
 from tests.test_leaderboard import fake_results
 from tests.tiny_models import save_tiny_model
 
 
 def test_shipped_schema_equals_the_models_schema():
     assert json.loads(SCHEMA_PATH.read_text()) == json_schema(), \
-        "regenerate: python -m harness.compare > harness/schema/comparison.v1.schema.json"
+        "regenerate: python -m harness.results.compare > harness/results/schema/comparison.v1.schema.json"
 
 
 def with_items(model: str, correct: dict[str, list[int]], ids: list[str] | None = None, curves: dict | None = None):
@@ -184,7 +191,7 @@ def comparison_folder(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_leaderboard_shows_the_comparison_beside_the_boards(tmp_path):
-    from harness.leaderboard import build
+    from harness.report.build import build
 
     results, path = comparison_folder(tmp_path)
     out = tmp_path / "lb"
@@ -203,7 +210,7 @@ def test_leaderboard_shows_the_comparison_beside_the_boards(tmp_path):
 
 
 def test_hostile_comparison_files_are_skipped_and_never_lead_outside(tmp_path):
-    from harness.leaderboard import build
+    from harness.report.build import build
 
     results, path = comparison_folder(tmp_path)
     good = json.loads(path.read_text())

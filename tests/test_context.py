@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from harness import Edit, RunContext, UsageError
-from harness.generation import cut_at_stop
-from harness.models import from_hf
+from harness.engine.generation import cut_at_stop
+from harness.engine.models import from_hf
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 TEXTS = ["Mary went to the kitchen.", "The apple", "If all cats are animals and Tom is a cat, then Tom is an animal.",
@@ -45,7 +45,7 @@ def test_loglikelihood_equals_the_sum_of_token_logprobs_of_an_unbatched_forward(
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "gemma3_text", "bloom", "opt"])
 def test_shared_contexts_are_run_once_and_give_the_whole_rows_numbers(kind):
     """Few-shot multiple choice: one shared demonstration prefix, several candidates per question."""
-    from harness.scoring import loglikelihood, request_tokens, shared_context_plan
+    from harness.engine.scoring import loglikelihood, request_tokens, shared_context_plan
 
     ctx = context(kind, batch_size=4)
     model = ctx.model
@@ -79,7 +79,7 @@ def test_shared_contexts_are_run_once_and_give_the_whole_rows_numbers(kind):
 
 
 def test_shared_context_plan_declines_where_reuse_does_not_pay():
-    from harness.scoring import shared_context_plan
+    from harness.engine.scoring import shared_context_plan
 
     distinct = [[1, 2 + i, 3 + i, 4, 9] for i in range(20)]  # short, different contexts, one candidate each
     assert shared_context_plan(distinct, [1] * 20) is None
@@ -96,7 +96,7 @@ def test_loglikelihood_of_token_ids_and_its_greedy_flag():
     worst = int(logits[-1].argmin())
     out = ctx.loglikelihood([[bos] + prompt] * 2, [[best], [worst]])
     assert out.is_greedy.tolist() == [True, False]
-    from harness.scoring import loglikelihood
+    from harness.engine.scoring import loglikelihood
     beside_longer = loglikelihood(ctx.model, [[bos] + prompt] * 2, [[best], [worst, best, best]], batch_size=2, reuse=False)
     assert beside_longer.is_greedy.tolist() == [True, False]  # the longer row's positions are not the short row's
     assert beside_longer.logprob[0] == pytest.approx(out.logprob[0], abs=1e-5)

@@ -12,7 +12,7 @@ import torch
 from accelerate import dispatch_model
 
 from harness import Edit, RunContext
-from harness.models import from_hf
+from harness.engine.models import from_hf
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 PROMPTS = ["Mary went to the kitchen.", "Two days from Monday is", "The apple"]

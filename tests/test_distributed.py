@@ -85,7 +85,7 @@ def test_data_parallel_fine_tuning_trains_the_single_process_adapter_and_resumes
 
 def run_cli(model: Path, out: Path, processes: int, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HARNESS_DIST_BACKEND": "gloo", "HF_HUB_OFFLINE": "1"}
-    argv = ["-m", "harness.cli", "run", "--model", str(model), "--output-dir", str(out), "--no-progress", "--batch-size", "4", *args]
+    argv = ["-m", "harness.run.cli", "run", "--model", str(model), "--output-dir", str(out), "--no-progress", "--batch-size", "4", *args]
     if processes == 1:
         cmd = [sys.executable, *argv]
     else:
@@ -141,7 +141,7 @@ def test_two_processes_on_smollm2_write_the_single_process_results_file(tmp_path
 
 def test_each_data_parallel_process_loads_onto_the_gpu_of_its_local_rank(monkeypatch):
     """Without --device, rank 1 of a two-GPU launch takes cuda:1, not cuda:0 beside rank 0."""
-    from harness.models import LoadOptions, pick_device
+    from harness.engine.models import LoadOptions, pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -152,8 +152,8 @@ def test_each_data_parallel_process_loads_onto_the_gpu_of_its_local_rank(monkeyp
 
 
 def test_device_map_with_several_processes_is_refused_in_one_line(monkeypatch):
+    from harness.engine.models import LoadOptions, load_model
     from harness.errors import UsageError
-    from harness.models import LoadOptions, load_model
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UsageError, match="one process with --device-map"):

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from harness import Task, TaskResult
-from harness.models import LoadOptions, load_model
-from harness.runner import RunSpec, run_task
-from harness.validate import validate_file
+from harness.engine.models import LoadOptions, load_model
+from harness.results.validate import validate_file
+from harness.run.runner import RunSpec, run_task
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).parent.parent
@@ -54,7 +54,7 @@ def leftovers(out: Path) -> list[Path]:
 
 
 def cli(folder: Path, out: Path, *extra: str, tasks: tuple[str, ...] = ("weekday_circle", "month_circle")) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "harness.cli", "run", "--model", str(folder), "--output-dir", str(out), *FAST, *extra]
+    argv = [sys.executable, "-m", "harness.run.cli", "run", "--model", str(folder), "--output-dir", str(out), *FAST, *extra]
     for task in tasks:
         argv += ["--task", task]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

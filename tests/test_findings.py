@@ -6,11 +6,9 @@ import json
 
 import pytest
 
-from harness.charts import ChartLine, choose_keys, clean_curves, extract_curves, label, layer_chart
-from harness.findings import (
-    FAILS, HOLDS, MISSING, NOT_DECLARED, NOT_RUN, FindingSpec, matrix, parse_finding, verdict,
-)
-from harness.leaderboard import build
+from harness.report.build import build
+from harness.report.charts import ChartLine, choose_keys, clean_curves, extract_curves, label, layer_chart
+from harness.report.findings import FAILS, HOLDS, MISSING, NOT_DECLARED, NOT_RUN, FindingSpec, matrix, parse_finding, verdict
 from harness.results import Metric, write_results
 from tests.test_leaderboard import fake_results
 
@@ -222,7 +220,7 @@ def test_rebuild_keeps_findings_and_curves_and_refuses_a_malformed_finding(tmp_p
 
 
 def test_matrix_reads_the_first_board_and_says_which():
-    from harness.leaderboard import Board, Row, TaskBoards
+    from harness.report.build import Board, Row, TaskBoards
 
     def row(model, value):
         return Row(model=model, dtype="float32", metrics={"e": m(value, value - 0.1, value + 0.1)}, config_hash="h", task_version="1",
@@ -238,7 +236,7 @@ def test_matrix_reads_the_first_board_and_says_which():
 
 
 def test_a_model_on_several_boards_is_judged_by_its_newest_run_that_declares_a_finding(tmp_path):
-    from harness.leaderboard import build
+    from harness.report.build import build
 
     results = tmp_path / "results"
     old = fake_results("org/a", 0.5, config={"template": "code"}, created="2026-11-21T10:00:00+00:00")  # no finding

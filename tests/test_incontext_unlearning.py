@@ -15,19 +15,24 @@ import numpy as np
 import pytest
 import torch
 
-from harness.context import RunContext
+from harness.api.context import RunContext
+from harness.api.task import parse_config
+from harness.engine.lens import Lens
+from harness.engine.models import from_hf
 from harness.errors import UsageError
-from harness.lens import Lens
-from harness.models import from_hf
 from harness.results import SCHEMA_PATH
-from harness.runner import RunSpec, run_task
-from harness.task import parse_config
-from harness.validate import validate_file
+from harness.results.validate import validate_file
+from harness.run.runner import RunSpec, run_task
 from tasks.incontext_unlearning import IncontextUnlearning, forget_tags
 from tasks.incontext_unlearning.data import FORGOT, Example, load_sample
 from tasks.incontext_unlearning.prompts import FORGET_CLOSE, FORGET_OPEN, score_item
 from tasks.incontext_unlearning.task import (
-    internal_answer_metric, lens_summary, reference_for, reply_first_token, score_metrics, settled,
+    internal_answer_metric,
+    lens_summary,
+    reference_for,
+    reply_first_token,
+    score_metrics,
+    settled,
 )
 from tests.tiny_models import TINY_CONFIGS, tiny_model, tiny_tokenizer
 

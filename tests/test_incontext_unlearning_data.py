@@ -8,17 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_model, tiny_tokenizer
 
 from harness import UsageError, metric
-from tasks.incontext_unlearning.data import (
-    QAItem,
-    load_age,
-    load_data,
-    load_sample,
-    load_tofu,
-    make_examples,
-    sample_records,
-)
+from tasks.incontext_unlearning.data import QAItem, load_age, load_data, load_sample, load_tofu, make_examples, sample_records
 from tasks.incontext_unlearning.prompts import (
     FORGET_CLOSE,
     FORGET_OPEN,
@@ -43,7 +36,6 @@ from tasks.incontext_unlearning.prompts import (
     user_text,
 )
 from tasks.incontext_unlearning.reference import reference_numbers
-from tiny_models import tiny_model, tiny_tokenizer
 
 LLAMA2_STYLE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
                 "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}")

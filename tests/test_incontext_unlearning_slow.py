@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from harness.context import RunContext
-from harness.models import load_model
-from harness.runner import RunSpec, run_task
-from harness.validate import validate_file
+from harness.api.context import RunContext
+from harness.engine.models import load_model
+from harness.results.validate import validate_file
+from harness.run.runner import RunSpec, run_task
 from tasks.incontext_unlearning import IncontextUnlearning
 
 pytestmark = pytest.mark.slow

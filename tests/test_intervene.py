@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.intervene import Edit, intervene
-from harness.models import from_hf
-from harness.scoring import generate, score
-from harness.sites import collect
+from harness.engine.intervene import Edit, intervene
+from harness.engine.models import from_hf
+from harness.engine.scoring import generate, score
+from harness.engine.sites import collect
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 PROMPTS = ["Two days from Monday is", "Three months from May is", "Hello there", "One day from Sunday is"]
@@ -118,10 +118,10 @@ def test_generation_is_steered_on_every_new_token(model):
 @pytest.fixture
 def always_reuse(monkeypatch):
     """Reuse every prefix, however small the groups, so the reuse path itself is what runs."""
-    import harness.scoring
+    import harness.engine.scoring
 
-    monkeypatch.setattr(harness.scoring, "MIN_ROWS_PER_PREFIX", 1)
-    monkeypatch.setattr(harness.scoring, "MAX_TOKEN_SHARE_WITH_REUSE", float("inf"))
+    monkeypatch.setattr(harness.engine.scoring, "MIN_ROWS_PER_PREFIX", 1)
+    monkeypatch.setattr(harness.engine.scoring, "MAX_TOKEN_SHARE_WITH_REUSE", float("inf"))
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gemma3_text", "gpt2", "bloom", "opt", "gpt_neox", "qwen3", "phi3"])
@@ -151,10 +151,10 @@ def test_reused_prefix_scores_like_a_full_run(model_type, always_reuse):
 def test_target_only_logits_equal_the_full_logits(model_type, deferred, monkeypatch):
     """Gemma's final softcap and biased unembeddings included; the full vocabulary unembedded per batch
     (small unembeddings) or after all batches, many rows at a time (large ones)."""
-    import harness.scoring
+    import harness.engine.scoring
 
-    monkeypatch.setattr(harness.scoring, "DEFERRED_HEAD_MIN_BYTES", 0 if deferred else 2**62)
-    monkeypatch.setattr(harness.scoring, "HEAD_ROWS", 3)
+    monkeypatch.setattr(harness.engine.scoring, "DEFERRED_HEAD_MIN_BYTES", 0 if deferred else 2**62)
+    monkeypatch.setattr(harness.engine.scoring, "HEAD_ROWS", 3)
     model = from_hf(tiny_model(model_type), tiny_tokenizer(), spec=f"tiny-{model_type}")
     full = score(model, PROMPTS, TARGETS, batch_size=2)
     targets_only = score(model, PROMPTS, TARGETS, batch_size=2, full_vocab=False)
@@ -168,7 +168,7 @@ def test_target_only_logits_equal_the_full_logits(model_type, deferred, monkeypa
 
 
 def test_prefix_reuse_is_used_only_where_it_pays():
-    from harness.scoring import reuse_pays
+    from harness.engine.scoring import reuse_pays
 
     distinct = [[1, 2, 3, 4 + i, 9] for i in range(90)]  # 90 short prompts, each its own prefix
     assert not reuse_pays(distinct, [4] * 90)

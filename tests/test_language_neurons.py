@@ -8,15 +8,26 @@ import numpy as np
 import pytest
 import torch
 
-from harness.context import RunContext
+from harness.api.context import RunContext
+from harness.api.task import parse_config
+from harness.engine.models import from_hf
+from harness.engine.sites import collect, hook_site, n_linear_units, parse_site
 from harness.errors import UsageError
-from harness.models import from_hf
-from harness.runner import RunSpec, run_task
-from harness.sites import collect, hook_site, n_linear_units, parse_site
-from harness.task import parse_config
+from harness.run.runner import RunSpec, run_task
 from tasks.language_neurons import (
-    DATA, FLORES, LANGS, LanguageIdentifier, LanguageNeurons, UnitSpace, forcing_edits, load_hub, load_shipped,
-    pool_mlp_acts, pool_units, score_languages, unit_sites,
+    DATA,
+    FLORES,
+    LANGS,
+    LanguageIdentifier,
+    LanguageNeurons,
+    UnitSpace,
+    forcing_edits,
+    load_hub,
+    load_shipped,
+    pool_mlp_acts,
+    pool_units,
+    score_languages,
+    unit_sites,
 )
 from tests.tiny_models import tiny_model, tiny_tokenizer
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.context import RunContext
-from harness.models import load_model
+from harness.api.context import RunContext
+from harness.engine.models import load_model
 from tasks.language_neurons import LANGS, LanguageNeurons
 
 # Every neuron is scored on the whole shipped split; the intervention is cut to two languages,

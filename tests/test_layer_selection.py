@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.context import RunContext
+from harness.api.context import RunContext
 from probes.circle import circle_targets, cross_validate_circle, shuffled_labels
 from probes.helix import basis_functions, cross_validate, kfold_indices
 from tasks.circles import _r2_gap_rows, probe_metrics

@@ -1,4 +1,4 @@
-"""Every layout in harness/layout.py is checked against the real model it describes.
+"""Every layout in harness/engine/layout.py is checked against the real model it describes.
 
 Hooks here are plain torch hooks, so the table is tested independently of the
 site-collection code that relies on it.
@@ -11,8 +11,8 @@ import types
 import pytest
 import torch
 
+from harness.engine.layout import LAYOUTS, Layout, layout_for, resolve
 from harness.errors import UsageError
-from harness.layout import LAYOUTS, Layout, layout_for, resolve
 from tests.tiny_models import TINY_CONFIGS, save_tiny_model, tiny_model, tiny_tokenizer
 
 ARCHS = sorted(LAYOUTS)
@@ -167,7 +167,7 @@ def test_unknown_architecture_is_a_usage_error():
     with pytest.raises(UsageError) as err:
         layout_for(FooForCausalLM())
     assert str(err.value) == (
-        "no layout for architecture FooForCausalLM (model_type 'foo'): add an entry to harness/layout.py")
+        "no layout for architecture FooForCausalLM (model_type 'foo'): add an entry to harness/engine/layout.py")
 
 
 def test_unknown_architecture_is_named_from_a_config_only_stand_in():

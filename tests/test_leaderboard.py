@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.leaderboard import build, format_table
-from harness.publish import publish
-from harness.results import (
-    Environment, Metric, ModelRecord, Reference, Results, TaskRecord, Timing, config_hash, write_results,
-)
+from harness.report.build import build, format_table
+from harness.report.publish import publish
+from harness.results import Environment, Metric, ModelRecord, Reference, Results, TaskRecord, Timing, config_hash, write_results
+from harness.run.cli import main
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'">&amp;'
 
@@ -200,7 +198,7 @@ def test_build_merges_findings_into_a_copy_of_the_repository_leaderboards(tmp_pa
 
 
 def test_configs_show_the_options_that_differ_from_the_defaults():
-    from harness.leaderboard_page import differing_options
+    from harness.report.page import differing_options
 
     defaults = {"n": 200, "cells": ["2x2", "5x5"], "probe": True}
     quick = {"n": 30, "cells": ["2x2", "5x5"], "probe": True}
@@ -213,7 +211,7 @@ def test_configs_show_the_options_that_differ_from_the_defaults():
 
 def test_json_artifacts_beside_a_versioned_results_file_are_not_read_as_results(tmp_path):
     """A run's folder is named like its file, `task-v1.0-<hash>`; the dots of the version are not a suffix."""
-    from harness.leaderboard import BuildReport, load_results
+    from harness.report.build import BuildReport, load_results
 
     results = tmp_path / "results" / "m"
     (results / "multiplication_digits-v1.0-02ba4cdf").mkdir(parents=True)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from harness.leaderboard import build
+from harness.report.build import build
 from harness.results import write_results
 from tests.test_findings import FINDING, HELIX_DETAILS, with_finding
 from tests.test_leaderboard import HOSTILE, PNG, results_dir  # noqa: F401  (fixture)
@@ -120,7 +120,7 @@ def test_page_survives_non_finite_numbers_and_prototype_names(browser, tmp_path)
 def test_page_links_only_into_assets(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from harness.leaderboard_page import render_page
+    from harness.report.page import render_page
 
     row = {"model": "m", "date": "2026-01-01", "metrics": {},
            "artifacts": ["javascript:document.title='pwned'", "https://example.com/x.png", "assets/../../x.png", "assets/t/ok.png"]}

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
 from harness.errors import UsageError
-from harness.leaderboard import MANIFEST, build
-from harness.publish import publish
+from harness.report.build import MANIFEST, build
+from harness.report.publish import publish
 from harness.results import write_results
+from harness.run.cli import main
 from tests.test_leaderboard import PNG, fake_results, results_dir  # noqa: F401  (fixture)
 
 
@@ -60,7 +60,7 @@ def test_the_reported_reproduction_leaves_the_outside_folder_untouched(tmp_path)
     (lb / "index.json").write_text('{"leaderboard_version":1,"tasks":[]}')
     (lb / "assets" / "t").symlink_to(victim)
     before = snapshot(victim)
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", "build", "--results", str(results), "--out", str(lb)],
+    proc = subprocess.run([sys.executable, "-m", "harness.run.cli", "leaderboard", "build", "--results", str(results), "--out", str(lb)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "symbolic link (assets/t)" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert snapshot(victim) == before

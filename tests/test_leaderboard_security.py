@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
 from harness.errors import UsageError
-from harness.leaderboard import build
-from harness.publish import publish
+from harness.report.build import build
+from harness.report.publish import publish
 from harness.results import write_results
-from harness.validate import validate_file
+from harness.results.validate import validate_file
+from harness.run.cli import main
 from tests.test_leaderboard import PNG, fake_results, results_dir  # noqa: F401  (fixture)
 
 REPO_LEADERBOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
@@ -303,12 +303,12 @@ def test_the_repository_leaderboards_survive_a_rebuild(tmp_path):
 
 
 def test_boards_come_from_the_results_not_the_task_registry(tmp_path, monkeypatch):
-    import harness.registry
+    import harness.api.registry
 
     def no_registry():
         raise AssertionError("leaderboard build must not import or query task code")
 
-    monkeypatch.setattr(harness.registry, "all_tasks", no_registry)
+    monkeypatch.setattr(harness.api.registry, "all_tasks", no_registry)
     results = tmp_path / "results"
     write_results(results / "m" / "gone_plugin.json", fake_results("org/m", 0.5, task="gone_plugin", headline=["probe_r2"]))
     write_results(results / "m" / "weekday_circle.json", fake_results("org/m", 0.5))

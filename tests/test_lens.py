@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from harness import RunContext
-from harness.layout import LAYOUTS
-from harness.models import from_hf
+from harness.engine.layout import LAYOUTS
+from harness.engine.models import from_hf
 from tests.tiny_models import TINY_CONFIGS, tiny_model, tiny_tokenizer
 
 PROMPTS = ["Mary went to the kitchen.", "Two days from Monday is", "The apple"]

@@ -24,10 +24,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness import models
-from harness.bundled import BUNDLED
+from harness.engine import models
+from harness.engine.bundled import BUNDLED
+from harness.engine.models import LoadOptions, load_model, model_fingerprint, model_quantization
 from harness.errors import UsageError
-from harness.models import LoadOptions, load_model, model_fingerprint, model_quantization
 from tests.tiny_models import save_tiny_model, tiny_tokenizer
 
 CPU = LoadOptions(device="cpu", show_progress=False)
@@ -161,7 +161,7 @@ def test_weights_zeroed_in_place_are_detected_and_rebuilt(cache, gguf_file, capl
     with open(weights, "r+b") as f:  # same size: only the contents tell
         f.seek(weights.stat().st_size // 2)
         f.write(b"\0" * 4096)
-    with caplog.at_level(logging.WARNING, logger="harness.models"):
+    with caplog.at_level(logging.WARNING, logger="harness.engine.models"):
         second = load_model(str(gguf_file), CPU)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "does not match its sha256" in warnings[0] and "converting" in warnings[0]
@@ -185,7 +185,7 @@ def test_truncated_cache_file_is_rebuilt(cache, gguf_file, caplog):
     weights = cached_weights(folder)
     with open(weights, "r+b") as f:
         f.truncate(weights.stat().st_size // 2)
-    with caplog.at_level(logging.WARNING, logger="harness.models"):
+    with caplog.at_level(logging.WARNING, logger="harness.engine.models"):
         models.gguf_to_folder(gguf_file)
     assert len(cache) == 2 and "bytes, the manifest says" in caplog.text
     assert models.cache_problem(folder, hashlib.sha256(gguf_file.read_bytes()).hexdigest()) is None
@@ -403,7 +403,7 @@ def fake_gemma(monkeypatch, tmp_path):
 
 def test_damaged_assembled_gemma_file_is_assembled_again(fake_gemma, tmp_path, caplog):
     fake_gemma.damaged = "assembled copy"
-    with caplog.at_level(logging.WARNING, logger="harness.bundled"):
+    with caplog.at_level(logging.WARNING, logger="harness.engine.bundled"):
         assert BUNDLED["gemma3-270m"]() == tmp_path / "gemma.gguf"
     assert fake_gemma.calls == [False, True] and "assembling it again" in caplog.text
 

@@ -13,16 +13,25 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from harness.cli import main
-from harness.context import RunContext
+from harness.api.context import RunContext
+from harness.api.task import parse_config
+from harness.engine.models import from_hf
 from harness.errors import UsageError
-from harness.models import from_hf
 from harness.results import SCHEMA_PATH
-from harness.runner import RunSpec, run_task
-from harness.task import parse_config
+from harness.run.cli import main
+from harness.run.runner import RunSpec, run_task
 from tasks.multiplication import (
-    DigitTokenError, MultiplicationDigits, Problem, check_prompts_end_in_equals, digit_token_ids, forced_context,
-    make_problems, parse_cells, parse_digits, render_answer, render_prompt, resolve_mode,
+    DigitTokenError,
+    MultiplicationDigits,
+    check_prompts_end_in_equals,
+    digit_token_ids,
+    forced_context,
+    make_problems,
+    parse_cells,
+    parse_digits,
+    render_answer,
+    render_prompt,
+    resolve_mode,
 )
 from tests.tiny_models import SPECIAL_TOKENS, tiny_model
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.context import RunContext
-from harness.models import load_model
+from harness.api.context import RunContext
+from harness.engine.models import load_model
 from tasks.multiplication import MultiplicationDigits, forced_context, make_problems, render_prompt, resolve_mode
 
 MODELS = ["smollm2-135m", pytest.param("gemma3-270m", marks=pytest.mark.extended)]

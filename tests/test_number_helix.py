@@ -11,15 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from harness.context import RunContext
+from harness.api.context import RunContext
+from harness.api.task import parse_config
+from harness.engine.intervene import Edit
+from harness.engine.models import from_hf
 from harness.errors import UsageError
-from harness.intervene import Edit
-from harness.models import from_hf
-from harness.runner import RunSpec, plan_tasks, result_path, run_task
-from harness.task import parse_config
+from harness.run.runner import RunSpec, plan_tasks, result_path, run_task
 from probes.helix import BasisFit, basis_functions
 from tasks.number_helix import (
-    PATCH_METHODS, TEMPLATES, NumberHelix, Problem, Triple, a_positions, all_problems, make_problems, parse_answer,
+    PATCH_METHODS,
+    TEMPLATES,
+    NumberHelix,
+    Problem,
+    Triple,
+    a_positions,
+    all_problems,
+    make_problems,
+    parse_answer,
     resolve_template,
 )
 from tests.tiny_models import tiny_model, tiny_tokenizer

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.context import RunContext
-from harness.models import load_model
+from harness.api.context import RunContext
+from harness.engine.models import load_model
 from tasks.number_helix import PATCH_METHODS, NumberHelix
 
 SMALL = dict(n_problems=60, n_pairs=4, correct_only=False, max_new_tokens=3)

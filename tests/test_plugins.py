@@ -31,7 +31,7 @@ def installed(tmp_path_factory) -> Path:
 
 def harness(site: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(PLUGIN.parent.parent)])}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "harness.run.cli", *argv], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_plugin_is_listed_and_runs(installed, tmp_path):

@@ -15,10 +15,19 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from harness import UsageError
-from harness.models import cache_root
+from harness.engine.models import cache_root
 from tasks.polysemy_sae.data import (
-    CORPUS_PATH, PAIRS_PATH, SKIP_MISMATCH, SKIP_MULTI_TOKEN, Pair, Span, corpus_texts, load_pairs, locate,
-    locate_pairs, prompt,
+    CORPUS_PATH,
+    PAIRS_PATH,
+    SKIP_MISMATCH,
+    SKIP_MULTI_TOKEN,
+    Pair,
+    Span,
+    corpus_texts,
+    load_pairs,
+    locate,
+    locate_pairs,
+    prompt,
 )
 from tests.tiny_models import tiny_tokenizer
 

@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPT2Config
 
 from harness import RunContext, UsageError, load_sae, save_sae
-from harness.models import from_hf
-from harness.runner import RunSpec, run_task
-from harness.task import parse_config
+from harness.api.task import parse_config
+from harness.engine.models import from_hf
+from harness.run.runner import RunSpec, run_task
 from probes.polysemy import Confusion, compare_top_units
 from probes.sae import SAE, SAEConfig, StreamState, batches_from_blocks
 from tasks.polysemy_sae import PolysemySAE

@@ -14,9 +14,9 @@ import textwrap
 
 import pytest
 
-from harness.models import cache_root, load_model
-from harness.runner import RunSpec, run_task
-from harness.task import parse_config
+from harness.api.task import parse_config
+from harness.engine.models import cache_root, load_model
+from harness.run.runner import RunSpec, run_task
 from tasks.polysemy_sae import PolysemySAE
 
 METHODS = ("sae", "raw_resid", "raw_mlp", "probe", "cosine")
@@ -59,7 +59,7 @@ def test_polysemy_sae_trains_and_evaluates_on_a_bundled_model(spec, tmp_path, mo
 PEAK = textwrap.dedent("""
     import resource, sys
     import tasks.polysemy_sae  # registers the task
-    from harness.cli import main
+    from harness.run.cli import main
     code = main(sys.argv[1:])
     print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     sys.exit(code)

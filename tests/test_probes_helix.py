@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 
 from probes.helix import (
-    BasisFit, PCAFit, basis_functions, circle_basis, cross_validate, helix_basis, kfold_indices, linear_basis,
-    parse_periods, poly_basis, r2_from_rows, random_subspace_map, usable_columns,
+    BasisFit,
+    PCAFit,
+    basis_functions,
+    circle_basis,
+    cross_validate,
+    helix_basis,
+    kfold_indices,
+    linear_basis,
+    parse_periods,
+    poly_basis,
+    r2_from_rows,
+    random_subspace_map,
+    usable_columns,
 )
 
 A = np.arange(100)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probes.linear import (
-    C_GRID, LinearProbe, Standardiser, cross_validate_probe, evaluate_layers, majority_rate, shuffled_labels,
-)
+from probes.linear import C_GRID, LinearProbe, Standardiser, cross_validate_probe, evaluate_layers, majority_rate, shuffled_labels
 
 
 def digits_one_hot(n: int = 300, d: int = 30, seed: int = 0, scale: float = 5.0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,16 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from probes.neurons import (
-    SentencePool, average_precision, default_k, edge_layers, layer_histogram, layer_of, median_rows, overlap_matrix,
-    random_units, select_units,
+    SentencePool,
+    average_precision,
+    default_k,
+    edge_layers,
+    layer_histogram,
+    layer_of,
+    median_rows,
+    overlap_matrix,
+    random_units,
+    select_units,
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.stats import bootstrap_ci
+from harness.results.stats import bootstrap_ci
 from probes.polysemy import (
     Confusion,
     balanced_indices,

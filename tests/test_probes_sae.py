@@ -12,17 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.engine.sae_io import hook_name_to_site, load_sae, save_sae, site_to_hook_name
 from harness.errors import UsageError
-from harness.sae_io import hook_name_to_site, load_sae, save_sae, site_to_hook_name
-from probes.sae import (
-    SAE,
-    SAEConfig,
-    SAETrainConfig,
-    SAETrainer,
-    rebatch,
-    reconstruction,
-    top_latent,
-)
+from probes.sae import SAE, SAEConfig, SAETrainConfig, SAETrainer, rebatch, reconstruction, top_latent
 
 D_IN = 8
 ALLOWED_IMPORTS = {"numpy", "torch", "scipy", "sklearn", "probes", "__future__"}
@@ -323,7 +315,7 @@ def test_load_errors_name_the_fix(tmp_path):
 
 
 def test_hub_source_downloads_the_subfolder(tmp_path, monkeypatch):
-    import harness.sae_io as sae_io
+    import harness.engine.sae_io as sae_io
 
     cfg = SAEConfig(D_IN, 16, site="resid_pre.8")
     sae = random_sae(cfg)

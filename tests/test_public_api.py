@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.cli import describe_task, main
-from harness.registry import all_tasks
-from harness.task import describe_options
+from harness.api.registry import all_tasks
+from harness.api.task import describe_options
+from harness.run.cli import describe_task, main
 
 ROOT = Path(__file__).parent.parent
 NUMERIC = {"numpy", "torch", "scipy", "sklearn", "probes", "__future__"}
@@ -126,7 +126,7 @@ def test_validate_says_what_is_wrong_one_line_per_problem(tmp_path, capsys):
 
 def test_summary_shows_the_headline_metrics():
     from harness.results import Results
-    from harness.runner import summary
+    from harness.run.runner import summary
 
     data = valid_results()
     data["metrics"] = {k: {"value": v, "ci_low": v, "ci_high": v, "n": 3, "higher_is_better": True}
@@ -138,9 +138,17 @@ def test_summary_shows_the_headline_metrics():
 
 
 def test_names_plugins_already_import_stay_importable():
+    """The flat layout's paths (as the README's examples wrote them) import the moved modules themselves."""
+    import harness.engine.models
+    import harness.engine.sites
     from harness.errors import UsageError  # noqa: F401
     from harness.intervene import Edit, intervene  # noqa: F401
-    from harness.models import load_model  # noqa: F401
+    from harness.models import load_model
     from harness.scoring import generate, score  # noqa: F401
-    from harness.sites import collect  # noqa: F401
+    from harness.sites import collect
     from harness.stats import bootstrap_ci, metric  # noqa: F401
+    from harness.task import Task
+
+    assert load_model is harness.engine.models.load_model and collect is harness.engine.sites.collect
+    assert Task is harness.Task
+    assert sys.modules["harness.models"] is harness.engine.models

@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import RunContext, UsageError, load_sae, save_sae
-from harness.batching import check_lengths
-from harness.cli import main
-from harness.models import LoadOptions, from_hf, load_model
-from harness import Metric, TaskResult
-from harness.runner import RunSpec, run_task
-from harness.task import Task
-from harness.train import TrainConfig, finetune_lora
-from harness.validate import MAX_JSON_BYTES, validate_file
+from harness import Metric, RunContext, TaskResult, UsageError, load_sae, save_sae
+from harness.api.task import Task
+from harness.engine.batching import check_lengths
+from harness.engine.models import LoadOptions, from_hf, load_model
+from harness.engine.train import TrainConfig, finetune_lora
+from harness.results.validate import MAX_JSON_BYTES, validate_file
+from harness.run.cli import main
+from harness.run.runner import RunSpec, run_task
 from probes.sae import SAE, SAEConfig
 from tasks.incontext_unlearning.data import load_age
 from tests.test_compare import comparison_folder

@@ -8,11 +8,11 @@ import jsonschema
 import pytest
 
 from harness.results import SCHEMA_PATH, Metric, json_schema, write_atomic
-from harness.stats import bootstrap_ci, metric
+from harness.results.stats import bootstrap_ci, metric
 
 
 def test_shipped_schema_matches_the_code():
-    assert json.loads(SCHEMA_PATH.read_text()) == json_schema(), "regenerate: python -m harness.results > harness/schema/results.v1.schema.json"
+    assert json.loads(SCHEMA_PATH.read_text()) == json_schema(), "regenerate: python -m harness.results.records > harness/results/schema/results.v1.schema.json"
 
 
 def test_schema_rejects_a_metric_without_interval():

@@ -6,12 +6,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from tiny_models import tiny_model, tiny_tokenizer
 
-from harness.context import RunContext
+from harness.api.context import RunContext
+from harness.api.task import parse_config
+from harness.engine.models import from_hf
 from harness.errors import UsageError
-from harness.models import from_hf
 from harness.results import Results
-from harness.task import parse_config
 from probes.text_metrics import (
     edit_distance,
     pooled_recovery,
@@ -24,7 +25,6 @@ from probes.text_metrics import (
 )
 from tasks.scrambled_text import (
     AQUA_DEMOS,
-    QAItem,
     ScrambledText,
     aqua_prompt,
     clean_recovery,
@@ -43,7 +43,6 @@ from tasks.scrambled_text import (
     scramble_with_words,
     split_pieces,
 )
-from tiny_models import tiny_model, tiny_tokenizer
 
 TEXTS = [
     "The city council voted on Tuesday to extend the night bus service.",
@@ -202,7 +201,7 @@ def test_cross_fitting_reads_each_half_at_the_layer_the_other_half_chose():
 
 def test_cross_fitted_noise_is_centred_where_the_maximum_over_layers_is_not():
     """Pure noise at 20 layers: the in-sample best layer looks positive, the cross-fitted value does not."""
-    from harness.stats import bootstrap_ci
+    from harness.results.stats import bootstrap_ci
     from tasks.scrambled_text.task import cross_fitted
 
     rng = np.random.default_rng(0)
@@ -399,7 +398,7 @@ def test_results_file_written_by_the_runner_validates_and_carries_the_reference(
     import jsonschema
 
     from harness.results import SCHEMA_PATH
-    from harness.runner import RunSpec, run_task
+    from harness.run.runner import RunSpec, run_task
 
     model = tiny("llama")
     config = ScrambledText.Config(n_max=4, max_new_tokens=4, probe_words=4, probe_layers=[0, 1], types=["random_100"])

@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from harness.context import RunContext
-from harness.models import load_model
+from harness.api.context import RunContext
+from harness.engine.models import load_model
 from tasks.scrambled_text import ScrambledText
 
 pytestmark = pytest.mark.slow

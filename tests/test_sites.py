@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.engine.models import from_hf
+from harness.engine.sites import collect, parse_site
 from harness.errors import UsageError
-from harness.models import from_hf
-from harness.sites import collect, parse_site
 from tests.tiny_models import TINY_CONFIGS, tiny_model, tiny_tokenizer
 
 PROMPTS = [
@@ -126,7 +126,7 @@ def test_bad_site_names_are_usage_errors():
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "opt", "bloom"])
 def test_linear_sites_are_every_linear_layer_and_read_its_output(model_type):
     """linear.L.PATH is the output of one linear layer (GPT-2's Conv1D too), batched or not, flattened MLPs unflattened."""
-    from harness.sites import is_linear, linear_sites, out_units
+    from harness.engine.sites import is_linear, linear_sites, out_units
 
     model = wrap(model_type)
     names = linear_sites(model, 1)
@@ -152,8 +152,8 @@ def test_linear_sites_are_every_linear_layer_and_read_its_output(model_type):
 
 
 def test_linear_site_of_the_down_projection_is_the_mlp_output_and_can_be_edited():
-    from harness.intervene import Edit, intervene
-    from harness.scoring import score
+    from harness.engine.intervene import Edit, intervene
+    from harness.engine.scoring import score
 
     model = wrap("llama")
     both = collect(model, PROMPTS, ["linear.1.mlp.down_proj", "mlp_out.1"], positions="last", batch_size=2)

@@ -7,11 +7,19 @@ import hashlib
 import pytest
 import torch
 
-from harness.errors import UsageError
-from harness.train import (
-    IGNORE_INDEX, TrainConfig, _batch_plan, _collate, _encode, finetune_lora, load_adapter, reply_loss,
-    save_adapter, unload_adapter,
+from harness.engine.train import (
+    IGNORE_INDEX,
+    TrainConfig,
+    _batch_plan,
+    _collate,
+    _encode,
+    finetune_lora,
+    load_adapter,
+    reply_loss,
+    save_adapter,
+    unload_adapter,
 )
+from harness.errors import UsageError
 from tests.tiny_models import WEEKDAYS, tiny_model, tiny_tokenizer
 
 EXAMPLES = [(f"Today is {day}. Tomorrow is", f" {WEEKDAYS[(i + 1) % 7]}.") for i, day in enumerate(WEEKDAYS)]

@@ -18,15 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import Task, TaskResult, UsageError, option
-from harness import registry
-from harness.cli import main
-from harness.models import LoadOptions, slugify
-from harness.registry import all_tasks
-from harness.runner import (
-    RunSpec, check_spec, checkpoint_dir, result_lock, result_path, run, run_task,
-)
-from harness.task import parse_config
-from harness.validate import validate_file
+from harness.api import registry
+from harness.api.registry import all_tasks
+from harness.api.task import parse_config
+from harness.engine.models import LoadOptions, slugify
+from harness.results.validate import validate_file
+from harness.run.cli import main
+from harness.run.runner import RunSpec, check_spec, checkpoint_dir, result_lock, result_path, run, run_task
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 
@@ -218,7 +216,7 @@ def test_a_result_being_written_refuses_a_second_run_before_it_loads(capsys, tmp
 
 def test_each_run_stages_its_plots_in_a_folder_of_its_own(tmp_path, tiny_folder, register):
     """A writer that ignores the lock (a direct `run_task`) must not take the plots of the run in progress."""
-    from harness.models import load_model
+    from harness.engine.models import load_model
 
     out = tmp_path / "out"
     spec = RunSpec(models=[str(tiny_folder)], tasks=["trust_echo"], output_dir=out, show_progress=False,

@@ -12,8 +12,8 @@ from typing import Callable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 from transformers import (
+    AutoModelForCausalLM,
     BloomConfig,
     Gemma2Config,
     Gemma3Config,
@@ -24,11 +24,14 @@ from transformers import (
     GPTNeoXConfig,
     LlamaConfig,
     MistralConfig,
-    OlmoConfig,
     Olmo2Config,
+    OlmoConfig,
     OPTConfig,
     Phi3Config,
     PhiConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
     Starcoder2Config,

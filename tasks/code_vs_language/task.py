@@ -16,7 +16,7 @@ Uchiyama et al. 2024 (EMNLP, arXiv 2410.06735). Method, in the order the task ru
    beside the same probe on shuffled labels; each its own best layer by one rule.
 
 Every per-item score goes into `details["items"]` keyed by item id, so a comparison across
-models (`harness.compare`) pairs the same items and shots, for reused results too.
+models (`harness.results.compare`) pairs the same items and shots, for reused results too.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
-from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
+from harness import Finding, Metric, Reference, Task, TaskResult, option, register_task
 from probes.linear import cross_validate_grid, shuffled_labels
 from probes.selection import best_layers
 

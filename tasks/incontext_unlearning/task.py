@@ -35,12 +35,22 @@ from typing import Any, Iterator, Literal, Optional, Sequence
 import numpy as np
 import torch
 
-from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
+from harness.engine import tokens
 
 from .data import Example, QAItem, TaskData, load_data, make_examples
 from .prompts import (
-    METRICS, ItemScore, add_forget_tags, baseline_prompt, example_prompt, first_line, has_chat_template, score_item,
-    score_table, training_pair, training_pairs,
+    METRICS,
+    ItemScore,
+    add_forget_tags,
+    baseline_prompt,
+    example_prompt,
+    first_line,
+    has_chat_template,
+    score_item,
+    score_table,
+    training_pair,
+    training_pairs,
 )
 from .reference import reference_numbers
 

@@ -8,7 +8,13 @@
 from tasks.language_neurons.data import DATA, FLORES, LANGS, load_hub, load_shipped
 from tasks.language_neurons.identify import LanguageIdentifier
 from tasks.language_neurons.task import (
-    LanguageNeurons, LanguageNeuronsConfig, UnitSpace, forcing_edits, pool_mlp_acts, pool_units, score_languages,
+    LanguageNeurons,
+    LanguageNeuronsConfig,
+    UnitSpace,
+    forcing_edits,
+    pool_mlp_acts,
+    pool_units,
+    score_languages,
     unit_sites,
 )
 

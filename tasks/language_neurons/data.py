@@ -11,7 +11,6 @@ import numpy as np
 
 from harness import UsageError
 
-
 LANGS = ("en", "de", "fr", "es", "zh", "ja")
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Sequence
 
-
 from harness import UsageError
-
 from tasks.language_neurons.data import LANGS
-
 
 MIN_CHARS = 10  # a text with fewer non-space characters is "unknown"
 

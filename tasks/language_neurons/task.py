@@ -59,15 +59,22 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
+from harness.engine import tokens
 from probes.neurons import (
-    ReweightedAP, average_precision, default_k, edge_layers, layer_histogram, layer_of, median_rows, overlap_matrix,
-    random_units, select_units,
+    ReweightedAP,
+    average_precision,
+    default_k,
+    edge_layers,
+    layer_histogram,
+    layer_of,
+    median_rows,
+    overlap_matrix,
+    random_units,
+    select_units,
 )
-
 from tasks.language_neurons.data import LANGS, load_hub, load_shipped
 from tasks.language_neurons.identify import LanguageIdentifier
-
 
 POOL_FACTOR = 4  # re-selection on a bootstrap draw chooses among the 4k best and 4k worst units of the full sample
 

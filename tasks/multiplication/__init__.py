@@ -6,8 +6,14 @@
 """
 
 from tasks.multiplication.digits import (
-    DigitTokenError, check_prompts_end_in_equals, digit_token_ids, forced_context, parse_digits, render_answer,
-    render_prompt, resolve_mode,
+    DigitTokenError,
+    check_prompts_end_in_equals,
+    digit_token_ids,
+    forced_context,
+    parse_digits,
+    render_answer,
+    render_prompt,
+    resolve_mode,
 )
 from tasks.multiplication.problems import Problem, make_problems, parse_cells
 from tasks.multiplication.task import MultiplicationConfig, MultiplicationDigits

@@ -10,7 +10,8 @@ import logging
 import re
 from typing import Any, Sequence
 
-from harness import UsageError, tokens
+from harness import UsageError
+from harness.engine import tokens
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-
 DEFAULT_CELLS = ["2x2", "3x3", "4x4", "5x5"]
 
 

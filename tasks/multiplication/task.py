@@ -77,12 +77,15 @@ import torch
 from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task
 from probes.linear import cross_validate_grid, majority_rate, shuffled_labels
 from probes.selection import best_layers
-
-from tasks.multiplication.problems import DEFAULT_CELLS, Problem, cell_rng, make_problems, parse_cell, parse_cells
 from tasks.multiplication.digits import (
-    DigitTokenError, check_prompts_end_in_equals, forced_context, parse_digits, render_prompt, resolve_mode,
+    DigitTokenError,
+    check_prompts_end_in_equals,
+    forced_context,
+    parse_digits,
+    render_prompt,
+    resolve_mode,
 )
-
+from tasks.multiplication.problems import DEFAULT_CELLS, Problem, cell_rng, make_problems, parse_cell, parse_cells
 
 log = logging.getLogger(__name__)
 

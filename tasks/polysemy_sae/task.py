@@ -41,7 +41,14 @@ import torch
 
 from harness import Finding, Metric, Task, TaskResult, UsageError, load_sae, option, register_task, save_sae
 from probes.polysemy import (
-    RATES, balanced_indices, compare_top_units, confusion, cosine_baseline, decoder_cosine, pair_rows, probe_baseline,
+    RATES,
+    balanced_indices,
+    compare_top_units,
+    confusion,
+    cosine_baseline,
+    decoder_cosine,
+    pair_rows,
+    probe_baseline,
     rate_statistic,
 )
 from probes.sae import SAE, SAETrainConfig, SAETrainer, StreamState, batches_from_blocks, reconstruction

@@ -9,8 +9,16 @@
 
 from tasks.scrambled_text.data import QAItem, load_hub, load_realtimeqa, load_sample
 from tasks.scrambled_text.prompts import (
-    AQUA_DEMOS, aqua_prompt, clean_recovery, dialogue_prompt, evidence_prompt, option_tokens, parse_letter, rec_demos,
-    rec_prompt, rec_prompt_fewshot,
+    AQUA_DEMOS,
+    aqua_prompt,
+    clean_recovery,
+    dialogue_prompt,
+    evidence_prompt,
+    option_tokens,
+    parse_letter,
+    rec_demos,
+    rec_prompt,
+    rec_prompt_fewshot,
 )
 from tasks.scrambled_text.scramble import collapse_spaces, is_word, scramble, scramble_with_words, split_pieces
 from tasks.scrambled_text.task import ScrambledConfig, ScrambledText, last_token_positions

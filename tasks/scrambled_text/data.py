@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness import UsageError, load_hub_dataset
-
 from tasks.scrambled_text.prompts import LETTERS, aqua_prompt, dialogue_prompt, evidence_prompt
 from tasks.scrambled_text.scramble import collapse_spaces
 

@@ -12,7 +12,6 @@ import re
 from typing import Any, Sequence
 
 from harness import UsageError
-
 from tasks.scrambled_text.scramble import scramble
 
 LETTERS = "ABCDE"

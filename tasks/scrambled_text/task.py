@@ -37,7 +37,8 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import Finding, Metric, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import Finding, Metric, Task, TaskResult, UsageError, option, register_task
+from harness.engine import tokens
 from probes.selection import best_layer
 from probes.text_metrics import (
     pooled_recovery,
@@ -48,10 +49,15 @@ from probes.text_metrics import (
     row_cosine,
     rpg_rows,
 )
-
 from tasks.scrambled_text.data import DATA, Data, _unique_by_text, load_hub, load_realtimeqa, load_sample
 from tasks.scrambled_text.prompts import (
-    LETTERS, clean_recovery, option_tokens, parse_letter, rec_demos, rec_prompt, rec_prompt_fewshot,
+    LETTERS,
+    clean_recovery,
+    option_tokens,
+    parse_letter,
+    rec_demos,
+    rec_prompt,
+    rec_prompt_fewshot,
 )
 from tasks.scrambled_text.reference import PAPER, reference
 from tasks.scrambled_text.scramble import PROBE_VARIANTS, TYPES, collapse_spaces, scramble, scrambled_variant

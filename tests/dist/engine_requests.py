@@ -6,7 +6,7 @@ import sys
 import torch
 
 from harness import Edit, RunContext
-from harness.models import from_hf
+from harness.engine.models import from_hf
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 PROMPTS = [f"Mary went to the kitchen number {i} and" + " then" * (i % 5) for i in range(11)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from harness.train import TrainConfig, finetune_lora
+from harness.engine.train import TrainConfig, finetune_lora
 from tests.tiny_models import WEEKDAYS, tiny_model, tiny_tokenizer
 
 # 10 examples in batches of 3: the plan holds batches of 3 and of 1, so some steps leave a rank without an example

@@ -1,0 +1,104 @@
+"""Continuations of prompts through transformers' own `generate`, greedy or sampled, batched by length.
+
+Decoding is the library's (`GenerationConfig`, stop strings included), never a loop of our
+own, so a model's own generation quirks (caches, special tokens) behave as they do for
+everyone else. What the engine adds: length-sorted batches whose rows go back to the
+caller's order, edits in force at every step, token accounting, and seeded sampling that
+leaves the global random state alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+
+from harness.engine import distributed
+from harness.engine.batching import CPU_GENERATE_BATCH_SIZE, BatchSizer, check_lengths, encode, make_batches
+from harness.engine.sites import in_flight
+
+# A prompt is text (tokenised with the tokenizer's special tokens) or token ids as they are.
+Prompt = Union[str, Sequence[int]]
+
+
+def tokenize_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
+    """Token ids of each prompt: text is encoded with special tokens, id lists are kept as given."""
+    texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+    encoded = encode(tokenizer, [prompts[i] for i in texts]) if texts else []
+    out: list[list[int]] = [list(p) if not isinstance(p, str) else [] for p in prompts]
+    for i, ids in zip(texts, encoded):
+        out[i] = list(ids)
+    if any(not ids for ids in out):
+        raise ValueError("a prompt has no tokens: give at least one token (e.g. BOS) to generate from")
+    return out
+
+
+def decoding_config(max_new_tokens: int, temperature: float, top_p: float, stop: Sequence[str], pad_token_id: int | None) -> Any:
+    """The `GenerationConfig` of a call: every sampling knob explicit, so a model's own defaults never leak in."""
+    from transformers import GenerationConfig
+
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature={temperature}: use 0 (greedy) or a positive number")
+    if not np.isfinite(top_p) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}: use a number in (0, 1]")
+    if temperature > 0:
+        options: dict[str, Any] = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=float(top_p))
+    else:
+        options = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+    return GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, stop_strings=list(stop) or None, **options)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the first stop string (generation stops after the token that completes one)."""
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 32,
+    batch_size: int | str | BatchSizer = "auto",
+    progress: Callable[[Any], Any] | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+) -> list[str]:
+    """Continuation of each prompt, in prompt order (interventions in force apply at every step).
+
+    temperature 0 decodes greedily; above 0 it samples (top_k off, nucleus `top_p`). Sampling
+    is seeded per batch from `seed` inside a forked random state, so the same seed and batch
+    size give the same texts and the caller's random state is untouched. `stop`: strings that
+    end a continuation; the text is cut before the first one.
+    """
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    tok = model.tokenizer
+    token_ids = tokenize_prompts(tok, prompts)
+    check_lengths(model.hf, token_ids, extra=max_new_tokens)
+    config = decoding_config(max_new_tokens, temperature, top_p, stop, tok.pad_token_id)
+    with_tokenizer = {"tokenizer": tok} if stop else {}  # stop strings are matched on decoded tokens
+    device = model.input_device
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    out: list[str | None] = [None] * len(prompts)
+
+    def step(size: int) -> Iterator[None]:
+        batches = distributed.mine(make_batches(token_ids, size, tok.pad_token_id))
+        for b, batch in progress(batches) if progress else batches:
+            with in_flight(model, batch), torch.random.fork_rng(devices=rng_devices):
+                if config.do_sample:
+                    torch.manual_seed(int(np.random.default_rng([0 if seed is None else seed, b]).integers(2**31)))
+                inputs = batch.model_inputs(device, with_positions=False)
+                new = model.hf.generate(**inputs, generation_config=config, **with_tokenizer)[:, batch.input_ids.shape[1]:]
+            model.tokens_processed += new.numel()
+            for r, i in enumerate(batch.indices):
+                out[i] = cut_at_stop(tok.decode(new[r], skip_special_tokens=True), stop)
+            yield None
+
+    BatchSizer.of(batch_size, device, CPU_GENERATE_BATCH_SIZE).run(len(prompts), step)
+    if distributed.world_size() > 1:
+        return distributed.gather_rows({i: text for i, text in enumerate(out) if text is not None}, len(prompts))
+    return out

@@ -1,0 +1,98 @@
+"""Results and comparison files as untrusted input: found without following links, each accepted
+only whole when the one validator (`harness.results.validate`) passes it, and cleaned for display."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.report.boards import BuildReport, ComparisonView
+from harness.report.findings import parse_finding
+from harness.results import Metric, Reference, Results
+from harness.results.compare import COMPARE_DIR, Comparison
+from harness.results.validate import InvalidFile, is_number, load_valid
+
+
+def clean_metrics(metrics: dict[str, Metric]) -> tuple[dict[str, Metric], list[str]]:
+    """The metrics whose value and interval are all numbers, and the names of the rest."""
+    kept = {k: m for k, m in metrics.items() if all(is_number(x) for x in (m.value, m.ci_low, m.ci_high))}
+    return kept, [k for k in metrics if k not in kept]
+
+
+def clean_reference(reference: Reference | None) -> Reference | None:
+    if reference is None:
+        return None
+    metrics = {model: {k: v for k, v in values.items() if is_number(v)} for model, values in reference.metrics.items()}
+    return reference.model_copy(update={"metrics": metrics})
+
+
+def clean_finding(raw: Any) -> dict[str, Any] | None:
+    """A finding as a board stores it: checked by `harness.report.findings.parse_finding`, or None."""
+    finding = parse_finding(raw)
+    return finding.model_dump() if finding is not None else None
+
+
+def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Results]]:
+    """Every valid results file under `results_dir`; the rest go to report.skipped with a reason."""
+    found = []
+    for path in json_files(results_dir, report):
+        if any(part.startswith(".") for part in path.relative_to(results_dir).parts):
+            continue  # staging folders of unfinished runs
+        if path.relative_to(results_dir).parts[0] == COMPARE_DIR:
+            continue  # comparisons across models: load_comparisons reads them
+        if (path.parent.parent / f"{path.parent.name}.json").is_file():  # not with_suffix: versions have dots
+            continue  # an artifact of the results file beside its folder (plots, samples, tables)
+        try:
+            results = load_valid(path, Results)
+        except InvalidFile as e:
+            report.skipped.append((path, f"not a valid results file ({e}; see harness validate)"))
+            continue
+        if results.limit is not None:
+            report.skipped.append((path, f"partial run (--limit {results.limit}), not ranked"))
+            continue
+        found.append((path, results))
+    return found
+
+
+def json_files(folder: Path, report: BuildReport) -> list[Path]:
+    """The .json files below `folder`, never through a symbolic link: each link met is skipped by name."""
+    found = []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(top, name)
+            if path.is_symlink():
+                report.skipped.append((path, "a symbolic link, not followed"))
+        dirs[:] = sorted(d for d in dirs if not Path(top, d).is_symlink())
+        found += [Path(top, f) for f in files if f.endswith(".json") and not Path(top, f).is_symlink()]
+    return sorted(found)
+
+
+def comparison_is_clean(view: ComparisonView) -> bool:
+    """Every number of the comparison is fit to show, and it names each of its models once."""
+    numbers = [x for per in view.metrics.values() for m in per.values() for x in (m.value, m.ci_low, m.ci_high)]
+    numbers += [x for d in view.differences for x in (d.value, d.ci_low, d.ci_high)]
+    return all(is_number(x) for x in numbers) and len(set(view.models)) == len(view.models) >= 2
+
+
+def load_comparisons(results_dir: Path, report: BuildReport) -> list[tuple[Path, Comparison]]:
+    """Every valid, complete comparison file in results_dir/_compare; the rest go to report.skipped with a reason."""
+    folder = results_dir / COMPARE_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        if path.is_symlink():
+            report.skipped.append((path, "a symbolic link, not followed"))
+            continue
+        try:
+            comparison = load_valid(path, Comparison)
+        except InvalidFile as e:
+            report.skipped.append((path, f"not a valid comparison file ({e}; see harness validate)"))
+            continue
+        if comparison.limit is not None:
+            report.skipped.append((path, f"partial run (--limit {comparison.limit}), not shown"))
+            continue
+        found.append((path, comparison))
+    return found
+

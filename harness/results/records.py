@@ -1,0 +1,156 @@
+"""The results file, schema version 1, defined once as pydantic models.
+
+The shipped JSON Schema (`harness/results/schema/results.v1.schema.json`) is generated from
+these models (`python -m harness.results.records`), and a test checks they agree, so the code,
+the schema and the leaderboard cannot drift apart. Metric keys are stable: leaderboard
+parsers read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).parent / "schema" / "results.v1.schema.json"
+TIMING_FIELDS = ("timing", "created_at")  # the only fields allowed to differ between two runs with one seed
+
+
+class Metric(BaseModel):
+    """One number with its 95% bootstrap interval over `n` examples."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int = Field(ge=0)
+    higher_is_better: Optional[bool] = True
+
+
+class Reference(BaseModel):
+    """The paper's numbers beside ours: {model: {metric: value}}; `notes` says where there is none."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    notes: dict[str, str] = Field(default_factory=dict)
+
+
+class TaskRecord(BaseModel):
+    """Which experiment ran; it carries what a leaderboard shows, so building one never imports task code."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    version: str
+    config: dict[str, Any]
+    config_hash: str
+    description: str = ""
+    paper: str = ""
+    headline_metrics: Optional[list[str]] = None
+    default_config: Optional[dict[str, Any]] = Field(
+        default=None, description="the task's config defaults, resolved for this run's device, so a leaderboard can list what a run changed")
+    finding: Optional[dict[str, Any]] = Field(
+        default=None, description="the task's Finding: effect and control metric keys, claim, paper's verdict")
+
+
+class ModelRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: str
+    source: str
+    resolved_revision: Optional[str] = None  # hub commit or sha256 of a GGUF file
+    architecture: str
+    n_params: int
+    dtype: str
+    quantization: Optional[str] = None
+    device: str
+    fingerprint: Optional[str] = Field(
+        default=None,
+        description="identity of the weights (hub commit, file digest or folder fingerprint); a result is reused only when it matches",
+    )
+
+
+class Environment(BaseModel):
+    python: str
+    torch: str
+    transformers: str
+    platform: str
+    device_name: str
+
+
+class Timing(BaseModel):
+    seconds_total: float
+    tokens_processed: int
+    phases: dict[str, float] = Field(
+        default_factory=dict,
+        description="seconds per kind of model call (score, loglikelihood, generate, collect, stream, logit_lens, finetune; "
+                    "'(edited)' when interventions were in force) and 'analysis' for everything else (probes, statistics, plots)")
+
+
+class Results(BaseModel):
+    """Everything one (model, task) run produced; the unit a leaderboard row is built from."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    harness_version: str
+    task: TaskRecord
+    model: ModelRecord
+    metrics: dict[str, Metric]
+    reference: Optional[Reference] = None
+    environment: Environment
+    timing: Timing
+    created_at: str
+    seed: int
+    limit: Optional[int] = None
+    bootstrap: int = Field(default=1000, ge=1, description="bootstrap resamples behind every interval (harness run --bootstrap)")
+    notes: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict, description="per-layer curves and other non-headline numbers")
+    artifacts: list[str] = Field(default_factory=list, description="plots and samples, relative to the results file")
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Results.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "probe-harness/results.v1.schema.json"
+    return schema
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable short hash of a task config: results of different configs are never ranked together."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users and web servers
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(path: Path, results: Results) -> None:
+    write_atomic(path, results.model_dump_json(indent=2) + "\n")
+
+
+def read_results(path: Path) -> Results:
+    return Results.model_validate_json(path.read_text())
+
+
+if __name__ == "__main__":
+    print(json.dumps(json_schema(), indent=2))
