@@ -17,7 +17,7 @@ import torch
 from harness.engine.models import load_model
 from harness.engine.scoring import score
 from harness.engine.sites import collect
-from tasks.circles import MONTHS, WEEKDAYS, make_problems, name_positions
+from tasks.circles.task import MONTHS, WEEKDAYS, make_problems, name_positions
 
 
 def best_of(repeat: int, fn) -> float:

@@ -12,7 +12,7 @@ from harness.engine.models import from_hf
 from harness.engine.scoring import Scores
 from harness.errors import UsageError
 from probes.circle import CircularProbe
-from tasks.circles import (
+from tasks.circles.task import (
     MONTHS,
     NUMBER_WORDS,
     WEEKDAYS,

@@ -14,8 +14,8 @@ import numpy as np
 from harness.api.context import RunContext
 from probes.circle import circle_targets, cross_validate_circle, shuffled_labels
 from probes.helix import basis_functions, cross_validate, kfold_indices
-from tasks.circles import _r2_gap_rows, probe_metrics
-from tasks.number_helix import fit_metrics
+from tasks.circles.task import _r2_gap_rows, probe_metrics
+from tasks.number_helix.task import fit_metrics
 
 N_LAYERS = 20
 N_DATASETS = 12

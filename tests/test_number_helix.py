@@ -18,7 +18,7 @@ from harness.engine.models import from_hf
 from harness.errors import UsageError
 from harness.run.runner import RunSpec, plan_tasks, result_path, run_task
 from probes.helix import BasisFit, basis_functions
-from tasks.number_helix import (
+from tasks.number_helix.task import (
     PATCH_METHODS,
     TEMPLATES,
     NumberHelix,

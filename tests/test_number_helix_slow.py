@@ -7,7 +7,7 @@ import pytest
 
 from harness.api.context import RunContext
 from harness.engine.models import load_model
-from tasks.number_helix import PATCH_METHODS, NumberHelix
+from tasks.number_helix.task import PATCH_METHODS, NumberHelix
 
 SMALL = dict(n_problems=60, n_pairs=4, correct_only=False, max_new_tokens=3)
 

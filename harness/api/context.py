@@ -30,6 +30,7 @@ from harness.engine.batching import CPU_BATCH_SIZE, CPU_GENERATE_BATCH_SIZE, Bat
 from harness.engine.generation import Prompt, generate
 from harness.engine.lens import Lens, logit_lens
 from harness.engine.sites import Position
+from harness.errors import UsageError
 from harness.results import Metric, write_atomic
 from harness.results.stats import N_BOOTSTRAP
 from harness.results.stats import metric as _metric
@@ -141,6 +142,13 @@ class RunContext:
         """
         with self._timed("collect"):
             return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc), reduce)
+
+    def check_layers(self, option: str, layers: Iterable[int]) -> None:
+        """One line, before any work, for a layer option past the model's depth: the one depth check of every task."""
+        n = self.model.n_layers
+        for layer in layers:
+            if not 0 <= layer < n:
+                raise UsageError(f"--task-arg {option}: layer {layer} is past the model's depth ({n} layers, 0..{n - 1})")
 
     def linear_sites(self, layer: int) -> list[str]:
         """Every linear layer of block `layer` as a site (`linear.L.PATH`, e.g. linear.3.mlp.up_proj), in module order.

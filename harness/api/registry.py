@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 from importlib.metadata import entry_points
 from typing import TypeVar
 
 from harness.api.task import Task
 from harness.errors import UsageError
+from harness.results.validate import TASK_NAME
 
 log = logging.getLogger(__name__)
 GROUP = "harness.tasks"
@@ -33,8 +33,8 @@ def register_task(cls: T) -> T:
     name = getattr(cls, "name", None)
     if not name:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
-        raise TypeError(f"task name {name!r}: use letters, digits, '_', '-' and '.'")
+    if not TASK_NAME.fullmatch(name):
+        raise TypeError(f"task name {name!r}: use up to 100 letters, digits, '_', '-' and '.' (it names results and leaderboard files)")
     existing = _registered.get(name)
     if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
         raise ValueError(f"two tasks are named {name}: {existing.__module__} and {cls.__module__}")

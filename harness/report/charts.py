@@ -20,9 +20,10 @@ first headline metric that has a curve, without a control. Only the object API
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from typing import Any, Optional
+
+from harness.results.validate import is_number
 
 MAX_CURVES = 64  # series kept per row
 MAX_POINTS = 1024  # layers per series
@@ -64,7 +65,7 @@ def dig(data: Any, path: tuple[str, ...]) -> Any:
 
 
 def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= 1e12
+    return is_number(x)
 
 
 def extract_curves(details: Any) -> dict[str, list[list[float]]]:

@@ -63,13 +63,13 @@ traced to the numbers behind it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from harness.results import Metric
+from harness.results.validate import is_number
 
 if TYPE_CHECKING:
     from harness.report.boards import Board, Row, TaskBoards
@@ -96,7 +96,7 @@ class FindingSpec(BaseModel):
 def parse_finding(raw: Any) -> Optional[FindingSpec]:
     """The finding in `raw` (a results file's `task.finding`), or None when absent or unusable.
 
-    A control number that is not finite or beyond ±1e12, or an empty or overlong control
+    A control number that is not finite or beyond ±1e12 (`harness.results.validate.MAX_ABS_VALUE`), or an empty or overlong control
     name, makes the finding unusable: no verdict could be computed from it.
     """
     if raw is None:
@@ -107,7 +107,7 @@ def parse_finding(raw: Any) -> Optional[FindingSpec]:
         return None
     if isinstance(finding.control, str):
         return finding if 0 < len(finding.control) <= 200 else None
-    return finding if abs(finding.control) <= 1e12 and math.isfinite(finding.control) else None
+    return finding if is_number(finding.control) else None
 
 
 @dataclass(frozen=True)

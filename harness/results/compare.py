@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import harness
 from harness.results import Metric, TaskRecord, config_hash, write_atomic
+from harness.results.records import json_schema as results_schema
 from harness.results.stats import bootstrap_ci
 from harness.results.validate import refuse_invalid
 
@@ -103,10 +104,7 @@ class Comparison(BaseModel):
 
 
 def json_schema() -> dict[str, Any]:
-    schema = Comparison.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "probe-harness/comparison.v1.schema.json"
-    return schema
+    return results_schema(Comparison, "comparison")
 
 
 # Reading the per-item tables of a results file (untrusted: checked, never trusted) -------------

@@ -113,10 +113,11 @@ class Results(BaseModel):
     artifacts: list[str] = Field(default_factory=list, description="plots and samples, relative to the results file")
 
 
-def json_schema() -> dict[str, Any]:
-    schema = Results.model_json_schema()
+def json_schema(model: type[BaseModel] | None = None, name: str = "results") -> dict[str, Any]:
+    """The shipped JSON Schema of a results file (or, given its model and name, of another file kind)."""
+    schema = (model or Results).model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "probe-harness/results.v1.schema.json"
+    schema["$id"] = f"probe-harness/{name}.v{SCHEMA_VERSION}.schema.json"
     return schema
 
 

@@ -53,14 +53,13 @@ from harness.engine.models import (
 from harness.errors import UsageError
 from harness.results import Environment, ModelRecord, Results, TaskRecord, Timing, config_hash, read_results, write_results
 from harness.results.stats import N_BOOTSTRAP
-from harness.results.validate import refuse_invalid
+from harness.results.validate import TASK_NAME, refuse_invalid
 from harness.safepath import UnsafePath, safe_join
 
 log = logging.getLogger(__name__)
 
 SEED_END = 2**32  # numpy's legacy seeding and torch.manual_seed's portable range is [0, 2**32)
 BOOTSTRAP_RANGE = (100, 100_000)  # fewer: a 95% interval from two or three tail draws; more: n_boot x n index arrays
-PLAIN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 PLAIN_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_]{0,31}")
 
 
@@ -183,7 +182,7 @@ def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any
     precision (dtype, bitsandbytes) differ from the defaults. The slug is one folder per
     model (`slugify`), and the joined path is checked to stay inside `output_dir`.
     """
-    if not PLAIN_NAME.fullmatch(task.name):
+    if not TASK_NAME.fullmatch(task.name):
         raise UsageError(f"task name {task.name!r} cannot name a results file: use letters, digits, '_', '-' and '.'")
     version = task.version if PLAIN_VERSION.fullmatch(task.version) else "x" + hashlib.sha256(task.version.encode()).hexdigest()[:8]
     dtype = str(pick_dtype(spec.load, target_device(spec.load))).removeprefix("torch.")

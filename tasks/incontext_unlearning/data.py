@@ -18,7 +18,7 @@ import numpy as np
 
 from harness import UsageError, load_hub_dataset
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "incontext_unlearning"
+DATA = Path(__file__).resolve().parent / "data"
 SAMPLE_FILE = DATA / "fictional_authors.jsonl"
 TOFU = "locuslab/TOFU"
 TOFU_ID_CONFIG = "real_authors_perturbed"

@@ -14,7 +14,7 @@ from harness import UsageError
 LANGS = ("en", "de", "fr", "es", "zh", "ja")
 
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "language_neurons" / "parallel_6lang.jsonl"
+DATA = Path(__file__).resolve().parent / "data" / "parallel_6lang.jsonl"
 
 
 N_SCORING_ROWS = 80  # shipped rows 1-80 score, 81-100 are held out

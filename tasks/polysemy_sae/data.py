@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from harness import UsageError
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "polysemy"
+DATA = Path(__file__).resolve().parent / "data"
 PAIRS_PATH = DATA / "polysemy_pairs.jsonl"
 CORPUS_PATH = DATA / "corpus.txt"
 

@@ -162,9 +162,7 @@ class PolysemySAE(Task):
         kind, main = self.main_site(model, config)
         pairs = self.pairs(model, config, ctx)
         layers = sorted({main, *config.layers})
-        for L in layers:
-            if not 0 <= L < model.n_layers:
-                raise UsageError(f"layer {L} is past the model's depth ({model.n_layers} layers, 0..{model.n_layers - 1})")
+        ctx.check_layers("layer/layers", layers)
         notes = self.notes(config, pairs)
         evaluations = {L: self.evaluate(model, config, ctx, pairs, f"{kind}.{L}", notes) for L in layers}
         metrics, per_layer, counts = {}, {}, {}
@@ -205,9 +203,7 @@ class PolysemySAE(Task):
             kind, layer = self.loaded_site(model, config.sae, kind, explicit=config.site is not None)
         if layer is None:
             layer = round(2 * model.n_layers / 3)
-        if not 0 <= layer < model.n_layers:
-            raise UsageError(f"layer {layer} is past the model's depth ({model.n_layers} layers, 0..{model.n_layers - 1})")
-        return kind, layer
+        return kind, layer  # within the model's depth: `run` checks it with the other layers (`ctx.check_layers`)
 
     @staticmethod
     def loaded_site(model, source: str, kind: str, explicit: bool) -> tuple[str, int | None]:

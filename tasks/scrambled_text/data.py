@@ -18,7 +18,7 @@ from harness import UsageError, load_hub_dataset
 from tasks.scrambled_text.prompts import LETTERS, aqua_prompt, dialogue_prompt, evidence_prompt
 from tasks.scrambled_text.scramble import collapse_spaces
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "scrambled"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @dataclass

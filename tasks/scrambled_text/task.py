@@ -37,7 +37,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import Finding, Metric, Task, TaskResult, UsageError, option, register_task
+from harness import Finding, Metric, Task, TaskResult, option, register_task
 from harness.engine import tokens
 from probes.selection import best_layer
 from probes.text_metrics import (
@@ -279,8 +279,7 @@ class ScrambledText(Task):
         spec = json.loads((DATA / "probe_words.json").read_text(encoding="utf-8"))
         words, frames = spec["words"][: config.probe_words], spec["frames"]
         layers = list(range(model.n_layers)) if config.probe_layers == "all" else sorted(set(config.probe_layers))
-        if layers[-1] >= model.n_layers:
-            raise UsageError(f"--task-arg probe_layers: layer {layers[-1]} is past the model's depth ({model.n_layers} layers, 0..{model.n_layers - 1})")
+        ctx.check_layers("probe_layers", layers)
         other = baseline_partner(words)
         variants = {v: [[scrambled_variant(w, v, config.seed, f) for f in range(len(frames))] for w in words] for v in PROBE_VARIANTS}
         items: list[tuple[str, int, int, str]] = []  # (variant, word, frame, surface form)

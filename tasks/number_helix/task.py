@@ -229,8 +229,7 @@ class NumberHelix(Task):
 
     def run(self, model, config: HelixConfig, ctx) -> TaskResult:
         n_layers = model.n_layers
-        if config.layer is not None and not 0 <= config.layer < n_layers:
-            raise UsageError(f"--task-arg layer={config.layer} is past the model's depth ({n_layers} layers, 0..{n_layers - 1})")
+        ctx.check_layers("layer", [] if config.layer is None else [config.layer])
         tok = model.tokenizer
         template = resolve_template(config.template, model.info.spec)
         periods = tuple(config.periods)

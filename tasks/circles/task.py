@@ -202,8 +202,7 @@ class CircleTask(Task):
 
     def run(self, model, config: CircleConfig, ctx) -> TaskResult:
         m = len(self.names)
-        if config.layer is not None and not 0 <= config.layer < model.n_layers:
-            raise UsageError(f"--task-arg layer={config.layer} is past the model's depth ({model.n_layers} layers, 0..{model.n_layers - 1})")
+        ctx.check_layers("layer", [] if config.layer is None else [config.layer])
         tok = model.tokenizer
         problems = make_problems(self.names, config.template)
         answers = answer_token_ids(tok, self.names)
