@@ -39,6 +39,7 @@ _EXPORTS = {
     "register_task": "harness.api.registry",
     "UsageError": "harness.errors",
     "load_hub_dataset": "harness.engine.hub_data",
+    "added_tokens": "harness.engine.added_tokens", "add_special_tokens": "harness.engine.added_tokens",
     "Edit": "harness.engine.intervene",
     "Lens": "harness.engine.lens",
     "Model": "harness.engine.models",

@@ -143,6 +143,16 @@ class RunContext:
         with self._timed("collect"):
             return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc), reduce)
 
+    def train_sae(self, trainer: Any, texts: Iterator[str], site: str, *, tokens: int, batch_tokens: int, context: int,
+                  block_texts: int, key: dict[str, Any], checkpoint_every: int) -> Any:
+        """Train an SAE (`probes.sae.SAETrainer`) on activations at `site` streamed from `texts`,
+        checkpointed in `checkpoint_dir` so a killed run resumes exactly; stops with one line if
+        training diverges. Returns the trainer's `TrainSummary` (see `harness.engine.sae_training`)."""
+        from harness.engine.sae_training import train_streamed
+
+        return train_streamed(self, trainer, texts, site, tokens=tokens, batch_tokens=batch_tokens, context=context,
+                              block_texts=block_texts, key=key, checkpoint_every=checkpoint_every)
+
     def check_layers(self, option: str, layers: Iterable[int]) -> None:
         """One line, before any work, for a layer option past the model's depth: the one depth check of every task."""
         n = self.model.n_layers

@@ -22,4 +22,6 @@ def load_hub_dataset(*args: Any, fallback: str = "source=sample", **kwargs: Any)
         return datasets.load_dataset(*args, **kwargs)
     except Exception as e:  # offline without a cached copy, a renamed data set...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {args[0]} ({first}); download it once with network access, or use {fallback}") from None
+        files = kwargs.get("data_files")
+        what = ", ".join(map(str, files.values())) if isinstance(files, dict) else str(files or args[0])
+        raise UsageError(f"cannot load {what} ({first}); download it once with network access, or use {fallback}") from None

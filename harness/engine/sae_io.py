@@ -203,16 +203,21 @@ def _cfg_json(cfg: SAEConfig) -> dict[str, Any]:
     return out
 
 
-def save_sae(sae: SAE, cfg: SAEConfig, folder: str | os.PathLike) -> Path:
+def save_sae(sae: SAE, cfg: SAEConfig, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write `folder` with cfg.json and sae_weights.safetensors, atomically: both files go
     into a temporary folder beside it, which is then renamed into place, so a reader never
-    sees one file without the other (an existing folder is replaced)."""
+    sees one file without the other (an existing folder is replaced).
+
+    extra: {file name: JSON-able object} written into the folder with them (a training record).
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         (tmp / CFG_FILE).write_text(json.dumps(_cfg_json(cfg), indent=2))
         save_file({k: v.contiguous().to(torch.float32) for k, v in sae.tensors().items()}, str(tmp / WEIGHTS_FILE))
+        for name, data in (extra or {}).items():
+            (tmp / Path(name).name).write_text(json.dumps(data, indent=1))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a saved SAE is ordinary output
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))

@@ -42,11 +42,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
-from harness.engine import tokens
+from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.circle import CircleFit, CircularProbe, circle_targets, cross_validate_circle, r2_score_xy, shuffled_labels
 from probes.irreducibility import mixture_index, separability_index
-from probes.selection import best_layers
+from probes.selection import best_layer, best_layers
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -261,7 +260,7 @@ class CircleTask(Task):
         # Intervention.
         if config.intervention:
             first_half = range(max(1, model.n_layers // 2))
-            layer = config.layer if config.layer is not None else max(first_half, key=lambda L: fits["probe"][L].r2)
+            layer = config.layer if config.layer is not None else best_layer({L: fits["probe"][L].r2 for L in first_half})
             details["intervention_layer"] = layer
             patched = used
             if config.intervention_problems is not None and config.intervention_problems < len(used):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from harness import UsageError
+from harness import UsageError, load_hub_dataset
 
 from .generators import LABELS, BabiItem, FLDItem
 
@@ -25,16 +25,10 @@ BABI_REPOS = ("facebook/babi_qa", "Muennighoff/babi")
 
 
 def _load_dataset(path: str, config: str | None, split: str, data_files: str | None) -> Any:
-    import datasets
-
-    try:
-        if data_files:
-            builder = "parquet" if str(data_files).endswith(".parquet") else "json"
-            return datasets.load_dataset(builder, data_files=str(data_files), split="train")
-        return datasets.load_dataset(path, config, split=split)
-    except Exception as e:  # offline without a cached copy, a renamed split, a missing file...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {data_files or path} ({first}); download it once with network access, or use source=gen") from None
+    if data_files:
+        builder = "parquet" if str(data_files).endswith(".parquet") else "json"
+        return load_hub_dataset(builder, data_files=str(data_files), split="train", fallback="source=gen")
+    return load_hub_dataset(path, config, split=split, fallback="source=gen")
 
 
 def _label(value: Any, row: int) -> str:

@@ -17,12 +17,13 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from harness import UsageError
+from harness import UsageError, add_special_tokens
 
 from .data import FORGOT, Example
 
 FORGET_OPEN = "<<UNL>>"
 FORGET_CLOSE = "<</UNL>>"
+FORGET_TAGS = (FORGET_OPEN, FORGET_CLOSE)
 TEXT_INSTRUCTION = 'Forget everything about: "{target}". If the question needs it, reply only "forgot". Otherwise answer briefly.'
 PROMPT_STYLES = ("text", "tags")
 
@@ -34,30 +35,11 @@ PROMPT_STYLES = ("text", "tags")
 def add_forget_tags(tokenizer: Any, model: Optional[torch.nn.Module] = None) -> tuple[int, int]:
     """Add `<<UNL>>` and `<</UNL>>` as special tokens once; return their ids.
 
-    On the call that adds them, the model's input and output embedding rows of the new
-    ids are set to the mean row of the existing vocabulary (our choice: a neutral start
-    that LoRA, which keeps these rows frozen, can read but not move), growing the
-    matrices first where the vocabulary outgrows them. A second call changes nothing.
+    On the call that adds them, the model's embedding rows of the new ids are set to the mean
+    row of the existing vocabulary (`harness.add_special_tokens`). A second call changes nothing.
     """
-    from tokenizers import AddedToken
-
-    before = len(tokenizer)
-    tags = [AddedToken(t, special=True, normalized=False, single_word=False) for t in (FORGET_OPEN, FORGET_CLOSE)]
-    added = tokenizer.add_tokens(tags, special_tokens=True)
-    ids = tuple(tokenizer.convert_tokens_to_ids([FORGET_OPEN, FORGET_CLOSE]))
-    if added and model is not None:
-        if model.get_input_embeddings().num_embeddings < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        _set_rows_to_mean(model, list(ids), before)
-    return ids[0], ids[1]
-
-
-def _set_rows_to_mean(model: torch.nn.Module, ids: list[int], n_old: int) -> None:
-    matrices = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
-                if m is not None}  # one entry when input and output embeddings are tied
-    with torch.no_grad():
-        for weight in matrices.values():
-            weight[ids] = weight[:n_old].mean(dim=0, keepdim=True)
+    opening, closing = add_special_tokens(tokenizer, FORGET_TAGS, model)
+    return opening, closing
 
 
 # ---------------------------------------------------------------------------------------

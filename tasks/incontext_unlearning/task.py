@@ -25,24 +25,21 @@ Takashiro et al. 2025 (arXiv 2410.00382). Method, in the order the task runs it:
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
-import torch
 
-from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
-from harness.engine import tokens
+from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, added_tokens, option, register_task, tokens
 
 from .data import Example, QAItem, TaskData, load_data, make_examples
 from .prompts import (
+    FORGET_TAGS,
     METRICS,
     ItemScore,
-    add_forget_tags,
     baseline_prompt,
     example_prompt,
     first_line,
@@ -106,35 +103,10 @@ def settled(config: UnlearningConfig, device: str) -> UnlearningConfig:
     return dataclasses.replace(config, target=target, prompt_style=style, steps=steps)
 
 
-@contextlib.contextmanager
-def forget_tags(model: Any) -> Iterator[tuple[int, int]]:
-    """The forget tags as special tokens for the block; tokenizer and embeddings restored on exit.
-
-    Adding tokens changes a shared model (the next task of the invocation would see a longer
-    vocabulary and two new logits), so the block works on a copy of the tokenizer, remembers
-    the embedding rows the tags may overwrite (a matrix padded past the vocabulary) and
-    shrinks a grown matrix back.
-    """
-    hf, original = model.hf, model.tokenizer
-    rows = hf.get_input_embeddings().num_embeddings
-    new_ids = [i for i in range(len(original), len(original) + 2) if i < rows]
-    saved = [w[new_ids].detach().clone() for w in _embedding_matrices(hf)]
-    model.tokenizer = copy.deepcopy(original)
-    try:
-        yield add_forget_tags(model.tokenizer, hf)
-    finally:
-        model.tokenizer = original
-        if hf.get_input_embeddings().num_embeddings != rows:
-            hf.resize_token_embeddings(rows, mean_resizing=False)
-        with torch.no_grad():
-            for weight, old in zip(_embedding_matrices(hf), saved):
-                weight[new_ids] = old.to(weight.device)
-
-
-def _embedding_matrices(hf: Any) -> list[torch.Tensor]:
-    """The input and output embedding weights, once when they are tied."""
-    modules = (hf.get_input_embeddings(), hf.get_output_embeddings())
-    return list({id(m.weight): m.weight for m in modules if m is not None}.values())
+def forget_tags(model: Any) -> contextlib.AbstractContextManager[tuple[int, ...]]:
+    """The forget tags as special tokens for the block; tokenizer and embeddings restored on exit
+    (`harness.added_tokens`: the next task of the invocation sees the model unchanged)."""
+    return added_tokens(model, FORGET_TAGS)
 
 
 @dataclass

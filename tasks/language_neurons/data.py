@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import UsageError
+from harness import UsageError, load_hub_dataset
 
 LANGS = ("en", "de", "fr", "es", "zh", "ja")
 
@@ -60,14 +60,8 @@ def load_shipped(path: Path = DATA) -> Corpus:
 
 
 def _hub_column(path: str, name: str, split: str, field: str) -> list[str]:
-    from datasets import load_dataset
-
-    try:
-        ds = load_dataset(path, name, split=split)
-    except Exception as e:  # gated, offline, missing config: all need the user to act
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {path} ({name}, {split}): {first}; accept the data set's terms and log in "
-                         f"(huggingface-cli login), or point the task at a local copy with --task-arg") from None
+    ds = load_hub_dataset(path, name, split=split, fallback="the shipped sample (accept a gated data set's terms and "
+                          "`hf auth login` first), or a local copy with --task-arg")
     if field not in ds.column_names:
         raise UsageError(f"{path} ({name}) has no field '{field}' (fields: {', '.join(ds.column_names)}); "
                          f"the data set changed shape: update tasks/language_neurons/data.py")

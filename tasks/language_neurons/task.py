@@ -59,8 +59,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task
-from harness.engine import tokens
+from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.neurons import (
     ReweightedAP,
     average_precision,

@@ -10,8 +10,7 @@ import logging
 import re
 from typing import Any, Sequence
 
-from harness import UsageError
-from harness.engine import tokens
+from harness import UsageError, tokens
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ from probes.helix import (
     r2_from_rows,
     random_subspace_map,
 )
-from probes.selection import best_layers
+from probes.selection import best_layer, best_layers
 
 PAPER = "Kantamneni & Tegmark 2025, Language Models Use Trigonometry to Do Addition (arXiv 2502.00873)"
 NO_REFERENCE = "no reference: the paper reports no value for this metric"
@@ -312,9 +312,9 @@ class NumberHelix(Task):
                 if config.layer is not None:
                     layer = config.layer
                 elif ld is not None:
-                    layer = max(third, key=lambda L: float(np.mean(ld[L]["helix"])))
+                    layer = best_layer({L: float(np.mean(ld[L]["helix"])) for L in third})
                 else:
-                    layer = max(third, key=lambda L: held[L]["helix"].r2)
+                    layer = best_layer({L: held[L]["helix"].r2 for L in third})
                 details["swap_layer"] = layer
                 details["swap_op"] = config.swap_op
                 if config.layer is None and ld is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from harness import UsageError
+from harness import UsageError, load_hub_dataset
 
 DATA = Path(__file__).resolve().parent / "data"
 PAIRS_PATH = DATA / "polysemy_pairs.jsonl"
@@ -127,20 +127,10 @@ def load_split(name: str, config: str | None, split: str, local: str | None = No
 
     Tests pass `local` so the Hub code path runs offline on a file of the same shape.
     """
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError("Hub sources need the datasets package: pip install datasets") from None
-    try:
-        if local is not None:
-            return datasets.load_dataset(_builder(local), data_files={split: local}, split=split, streaming=streaming)
-        return datasets.load_dataset(name, config, split=split, streaming=streaming)
-    except UsageError:
-        raise
-    except Exception as e:  # offline without a cached copy, a renamed data set, a missing split...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {name} split {split} ({first}); download it once with network access, "
-                         "or use the shipped source") from None
+    if local is not None:
+        return load_hub_dataset(_builder(local), data_files={split: local}, split=split, streaming=streaming,
+                                fallback="the shipped source")
+    return load_hub_dataset(name, config, split=split, streaming=streaming, fallback="the shipped source")
 
 
 def load_pairs(source: str = "shipped", local: Mapping[str, str] | None = None) -> list[Pair]:

@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -51,7 +48,7 @@ from probes.polysemy import (
     probe_baseline,
     rate_statistic,
 )
-from probes.sae import SAE, SAETrainConfig, SAETrainer, StreamState, batches_from_blocks, reconstruction
+from probes.sae import SAE, SAETrainConfig, SAETrainer, reconstruction
 from tasks.polysemy_sae.data import CORPUS_PATH, MULTI_TOKEN_MODES, corpus_texts, load_pairs, locate_pairs
 
 PAPER = ("Minegishi, Furuta, Iwasawa, Matsuo 2025, Rethinking Evaluation of Sparse Autoencoders through the "
@@ -330,48 +327,15 @@ class PolysemySAE(Task):
             "dead_fraction": summary.dead_fraction, "input_scale": summary.scale,
         }
         if folder is not None and ctx.writes_files:  # data parallel: rank 0 alone fills the cache
-            save_sae(sae, cfg, folder)
-            (folder / TRAINING_FILE).write_text(json.dumps(info, indent=1))
+            save_sae(sae, cfg, folder, extra={TRAINING_FILE: info})  # the SAE and its training record, atomically
         return sae.eval(), {**info, "cached": False, "path": None if folder is None else str(folder)}
 
     def train(self, model, config: PolysemyConfig, ctx, site: str, trainer: SAETrainer, key: dict[str, Any]):
         """Stream the corpus (looped over) through the model and train until `tokens` are seen,
-        saving the trainer every `checkpoint_every` steps so a killed run resumes exactly."""
-        checkpoint = None
-        if ctx.checkpoint_dir is not None:
-            digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-            checkpoint = Path(ctx.checkpoint_dir) / f"sae-{site}-{digest}.pt"
-        state = StreamState()
-        if checkpoint is not None and checkpoint.is_file():
-            saved = torch.load(checkpoint, weights_only=True)
-            trainer.load_state_dict(saved["trainer"])
-            state = StreamState.from_dict(saved["stream"])
-            ctx.log.info("resuming SAE training at step %d from %s", trainer.steps, checkpoint)
-
-        def blocks() -> Iterator[Callable[[], torch.Tensor]]:
-            texts = looped(config.corpus)
-            while True:
-                block = list(itertools.islice(texts, BLOCK_TEXTS))
-                yield lambda block=block: torch.cat(list(ctx.stream(block, site, config.context)))
-
-        n_steps = -(-config.tokens // config.batch_tokens)
-        bar = ctx.progress(range(n_steps), desc=f"training SAE at {site}", total=n_steps)
-        bar.update(trainer.steps)
-        for x in batches_from_blocks(blocks(), config.batch_tokens, state) if trainer.steps < n_steps else ():
-            stats = trainer.step(x)
-            if not (np.isfinite(stats.loss) and trainer.finite()):
-                raise UsageError(f"SAE training diverged at step {trainer.steps} (loss {stats.loss:g}) with lr {config.lr:g}: "
-                                 "lower the learning rate (--task-arg lr=...) and run again")
-            bar.update(1)
-            if trainer.steps % 10 == 0 or trainer.steps == n_steps:
-                bar.set_postfix(mse=f"{stats.mse:.3g}", l0=f"{stats.l0:.1f}", dead=f"{trainer.dead_fraction():.2f}")
-            if checkpoint is not None and ctx.writes_files and trainer.steps % config.checkpoint_every == 0 \
-                    and trainer.steps < n_steps:
-                save_checkpoint(checkpoint, {"trainer": trainer.state_dict(), "stream": state.to_dict()})
-            if trainer.steps >= n_steps:
-                break
-        bar.close()
-        return trainer.summary()
+        checkpointed every `checkpoint_every` steps so a killed run resumes exactly (`ctx.train_sae`)."""
+        return ctx.train_sae(trainer, looped(config.corpus), site, tokens=config.tokens, batch_tokens=config.batch_tokens,
+                             context=config.context, block_texts=BLOCK_TEXTS, key=key,
+                             checkpoint_every=config.checkpoint_every)
 
     # Notes, samples, plots -----------------------------------------------------------
 
@@ -450,11 +414,3 @@ def looped(source: str) -> Iterator[str]:
             yield text
         if n == 0:
             raise UsageError(f"corpus={source} has no text: use another corpus")
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then rename: a kill mid-write leaves the last checkpoint whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

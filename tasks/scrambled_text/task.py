@@ -37,8 +37,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import Finding, Metric, Task, TaskResult, option, register_task
-from harness.engine import tokens
+from harness import Finding, Metric, Task, TaskResult, option, register_task, tokens
 from probes.selection import best_layer
 from probes.text_metrics import (
     pooled_recovery,
