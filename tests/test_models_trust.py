@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.engine import models
+from harness.engine import gguf_cache, models
 from harness.engine.bundled import BUNDLED
 from harness.engine.models import LoadOptions, load_model, model_fingerprint, model_quantization
 from harness.errors import UsageError
@@ -120,7 +120,7 @@ def cache(tmp_path, monkeypatch, tiny_folder):
         conversions.append(source)
         shutil.copytree(tiny_folder, out, dirs_exist_ok=True)
 
-    monkeypatch.setattr(models, "convert_gguf", fake_convert)
+    monkeypatch.setattr(gguf_cache, "convert_gguf", fake_convert)
     return conversions
 
 
@@ -212,7 +212,7 @@ def test_unchanged_cache_is_not_hashed_again(cache, gguf_file, monkeypatch):
     def no_hashing(path):
         raise AssertionError(f"hashed {path} although nothing changed since the last check")
 
-    monkeypatch.setattr(models, "sha256_file", no_hashing)
+    monkeypatch.setattr(gguf_cache, "sha256_file", no_hashing)
     assert models.cache_problem(folder, sha) is None
 
 
