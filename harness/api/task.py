@@ -19,10 +19,14 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
 
 from harness.errors import UsageError
 from harness.results import Metric, Reference
+
+if TYPE_CHECKING:  # the contract's types, without importing the engine (and torch) to read them
+    from harness.api.context import RunContext
+    from harness.engine.models import Model
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class Task:
         """
         return None
 
-    def run(self, model: Any, config: Any, ctx: Any) -> TaskResult:
+    def run(self, model: Model, config: Any, ctx: RunContext) -> TaskResult:
         """Run the experiment on `model` (a loaded `Model`) with `config`, asking `ctx` for everything model-related."""
         raise NotImplementedError
 
