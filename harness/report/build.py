@@ -45,7 +45,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from harness.errors import UsageError
-from harness.report.assets import copy_artifacts, copy_plots, is_asset, prune_assets, write_charts
+from harness.report.assets import MANIFEST, copy_artifacts, copy_plots, is_asset, prune_assets, write_charts
 from harness.report.boards import (
     FINDINGS_FILE,
     LEADERBOARD_VERSION,
@@ -55,7 +55,9 @@ from harness.report.boards import (
     ComparisonView,
     Row,
     TaskBoards,
+    format_table,
     json_safe,
+    read_board,
     to_json,
 )
 from harness.report.charts import clean_curves, extract_curves
@@ -72,6 +74,10 @@ from harness.results import Results, write_atomic
 from harness.results.compare import Comparison
 from harness.results.validate import MAX_JSON_BYTES, RESERVED_NAMES, TASK_NAME
 from harness.safepath import UnsafePath, links_in, read_plain_file, safe_join
+
+__all__ = [  # the build, and the names readers of leaderboards took from here before the split
+    "MANIFEST", "Board", "BuildReport", "Row", "TaskBoards", "build", "format_table", "load_results", "read_board",
+]
 
 
 def row_for(path: Path, results: Results, artifacts: list[str], report: BuildReport) -> Row:
