@@ -33,12 +33,12 @@ from harness.engine.models import load_model
 from harness.engine.sites import collect, stream
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tasks" / "data"
+TASKS = ROOT / "tasks"
 
 
 def neuron_scoring(model: Any, n: int) -> dict:
     """language_neurons' read: every MLP neuron's mean over each of `n` sentences."""
-    rows = [json.loads(line) for line in (DATA / "language_neurons" / "parallel_6lang.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (TASKS / "language_neurons" / "data" / "parallel_6lang.jsonl").read_text().splitlines()]
     pool = [row[lang] for row in rows for lang in ("en", "de", "fr", "es", "zh", "ja")]
     texts = [pool[i % len(pool)] for i in range(n)]
     sites = [f"mlp_act.{L}" for L in range(model.n_layers)]
@@ -52,7 +52,7 @@ def neuron_scoring(model: Any, n: int) -> dict:
 
 def sae_streaming(model: Any, n: int) -> dict:
     """polysemy_sae's read: one residual site over `n` corpus lines, each batch dropped after use."""
-    lines = [x for x in (DATA / "polysemy" / "corpus.txt").read_text().splitlines() if x.strip()]
+    lines = [x for x in (TASKS / "polysemy_sae" / "data" / "corpus.txt").read_text().splitlines() if x.strip()]
     texts = [lines[i % len(lines)] for i in range(n)]
     site = f"resid_post.{model.n_layers // 2}"
     count = [0]

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-DATA = Path(__file__).resolve().parent.parent / "tasks" / "data" / "scrambled" / "sentences.jsonl"
+DATA = Path(__file__).resolve().parent.parent / "tasks" / "scrambled_text" / "data" / "sentences.jsonl"
 
 
 def mixed_prompts(tokenizer: Any, n: int = 128, shortest: int = 9, longest: int = 68) -> list[str]:
