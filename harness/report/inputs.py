@@ -43,16 +43,23 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
             continue  # comparisons across models: load_comparisons reads them
         if (path.parent.parent / f"{path.parent.name}.json").is_file():  # not with_suffix: versions have dots
             continue  # an artifact of the results file beside its folder (plots, samples, tables)
-        try:
-            results = load_valid(path, Results)
-        except InvalidFile as e:
-            report.skipped.append((path, f"not a valid results file ({e}; see harness validate)"))
-            continue
-        if results.limit is not None:
-            report.skipped.append((path, f"partial run (--limit {results.limit}), not ranked"))
-            continue
-        found.append((path, results))
+        results = accepted(path, Results, report, "results", "not ranked")
+        if results is not None:
+            found.append((path, results))
     return found
+
+
+def accepted(path: Path, kind: type, report: BuildReport, noun: str, partial: str) -> Any:
+    """The file as `kind` when the validator passes it whole and it is a complete run; else None, with the reason in `report`."""
+    try:
+        item = load_valid(path, kind)
+    except InvalidFile as e:
+        report.skipped.append((path, f"not a valid {noun} file ({e}; see harness validate)"))
+        return None
+    if item.limit is not None:
+        report.skipped.append((path, f"partial run (--limit {item.limit}), {partial}"))
+        return None
+    return item
 
 
 def json_files(folder: Path, report: BuildReport) -> list[Path]:
@@ -85,14 +92,8 @@ def load_comparisons(results_dir: Path, report: BuildReport) -> list[tuple[Path,
         if path.is_symlink():
             report.skipped.append((path, "a symbolic link, not followed"))
             continue
-        try:
-            comparison = load_valid(path, Comparison)
-        except InvalidFile as e:
-            report.skipped.append((path, f"not a valid comparison file ({e}; see harness validate)"))
-            continue
-        if comparison.limit is not None:
-            report.skipped.append((path, f"partial run (--limit {comparison.limit}), not shown"))
-            continue
-        found.append((path, comparison))
+        comparison = accepted(path, Comparison, report, "comparison", "not shown")
+        if comparison is not None:
+            found.append((path, comparison))
     return found
 
