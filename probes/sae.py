@@ -310,10 +310,6 @@ class SAETrainer:
             del x
         return self.summary()
 
-    def finite(self) -> bool:
-        """Every trained weight still finite: False once a step has diverged (a learning rate far too high)."""
-        return all(bool(torch.isfinite(p).all()) for p in self.sae.parameters())
-
     def dead_fraction(self) -> float:
         """Share of latents that have not fired in the last `dead_window` tokens (or, before
         that many tokens have been seen, not at all)."""

@@ -28,6 +28,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from harness.engine.finite import finite
 from harness.errors import UsageError
 from probes.sae import ARCHITECTURES, NORMALIZATIONS, SAE, SAEConfig
 
@@ -158,7 +159,7 @@ def load_sae(source: str, d_model: int | None = None) -> tuple[SAE, SAEConfig]:
     except (SafetensorError, OSError) as e:
         raise UsageError(f"cannot read {weights} ({first_line(e)}): re-download or re-save the SAE") from None
     for name in expected:
-        if not tensors[name].is_floating_point() or not bool(torch.isfinite(tensors[name]).all()):
+        if not tensors[name].is_floating_point() or not finite(tensors[name]):
             raise UsageError(f"{weights}: {name} holds NaN, infinite or non-float values, so every number computed "
                              "from the SAE would be meaningless: re-download or re-train the SAE")
     sae = SAE(cfg)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
-from harness.errors import UsageError
+from harness.engine.finite import check_diverged
 from probes.sae import SAETrainer, StreamState, TrainSummary, batches_from_blocks
 
 
@@ -59,9 +58,7 @@ def train_streamed(ctx: Any, trainer: SAETrainer, texts: Iterator[str], site: st
     bar.update(trainer.steps)
     for x in batches_from_blocks(blocks(), batch_tokens, state) if trainer.steps < n_steps else ():
         stats = trainer.step(x)
-        if not (math.isfinite(stats.loss) and trainer.finite()):
-            raise UsageError(f"SAE training diverged at step {trainer.steps} (loss {stats.loss:g}) with lr "
-                             f"{trainer.config.lr:g}: lower the learning rate (--task-arg lr=...) and run again")
+        check_diverged("SAE training", trainer.steps, stats.loss, trainer.sae.parameters(), trainer.config.lr)
         bar.update(1)
         if trainer.steps % 10 == 0 or trainer.steps == n_steps:
             bar.set_postfix(mse=f"{stats.mse:.3g}", l0=f"{stats.l0:.1f}", dead=f"{trainer.dead_fraction():.2f}")

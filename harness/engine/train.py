@@ -48,6 +48,7 @@ from transformers import PreTrainedModel
 
 from harness.engine import distributed
 from harness.engine.batching import check_lengths
+from harness.engine.finite import check_diverged
 from harness.engine.optim import ADOPT
 from harness.errors import UsageError
 
@@ -336,7 +337,7 @@ def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: 
         batch_loss, tokens, reply_tokens = distributed.sum_over_ranks(torch.stack([c.float() for c in counts]))
         report.losses.append((batch_loss / world).item())
         report.grad_norms.append(grad_norm.item())
-        check_diverged(step + 1, report.losses[-1], params, config)
+        check_diverged("fine-tuning", step + 1, report.losses[-1], params, config.lr)
         report.tokens += int(tokens)
         report.reply_tokens += int(reply_tokens)
         done = step + 1
@@ -351,18 +352,6 @@ def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: 
     if device.type == "cuda":
         report.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
     return report
-
-
-def check_diverged(step: int, loss: float, params: Sequence[torch.Tensor], config: Any) -> None:
-    """Stop with one line, before any checkpoint or adapter is saved, once the loss or a trained weight is not finite.
-
-    A diverged run (a learning rate far too high, say) would otherwise save an adapter of NaN
-    and report numbers computed from it.
-    """
-    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params):
-        return
-    raise UsageError(f"fine-tuning diverged at step {step} (loss {loss:g}, or a trained weight no longer finite) with "
-                     f"lr {config.lr:g}: lower the learning rate (--task-arg lr=...) and run again")
 
 
 def _data_parallel(peft_model: PeftModel, device: torch.device) -> torch.nn.Module:
