@@ -11,10 +11,12 @@ either can never redirect a read, a write or a deletion to somewhere else.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 MAX_COMPONENT_BYTES = 255  # the usual file-name limit; longer names would fail with an OS error
 
@@ -52,23 +54,23 @@ def safe_join(base: Path, *parts: str) -> Path:
     return joined
 
 
-def links_in(folder: Path, limit: int = 10) -> list[str]:
-    """The symbolic links below `folder` (relative, slash-separated; at most `limit`), never following one.
+def entries(folder: Path) -> Iterator[tuple[Path, bool]]:
+    """Every file and folder below `folder` (sorted within each folder), with whether it is a
+    symbolic link; a linked folder is named but never entered, so the walk never leaves `folder`.
 
-    `folder` itself may be a link: the user named it. Everything below it is walked without
-    descending into a linked folder, so the walk itself never leaves `folder`.
+    `folder` itself may be a link: the user named it.
     """
-    found: list[str] = []
-    if not folder.is_dir():
-        return found
     for top, dirs, files in os.walk(folder, followlinks=False):
         for name in sorted(dirs + files):
-            if os.path.islink(os.path.join(top, name)):
-                found.append(Path(top, name).relative_to(folder).as_posix())
-                if len(found) >= limit:
-                    return found
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
-    return found
+            path = Path(top, name)
+            yield path, path.is_symlink()
+        dirs[:] = sorted(d for d in dirs if not Path(top, d).is_symlink())
+
+
+def links_in(folder: Path, limit: int = 10) -> list[str]:
+    """The symbolic links below `folder` (relative, slash-separated; at most `limit`), never following one."""
+    links = (path.relative_to(folder).as_posix() for path, link in entries(folder) if link)
+    return list(itertools.islice(links, limit))
 
 
 def check_plain_path(base: Path, rel: str) -> Path:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from harness.errors import UsageError
 from harness.results import Metric, Reference
 from harness.results.compare import PairedDifference
-from harness.results.validate import RESERVED_NAMES, TASK_NAME
+from harness.results.validate import RESERVED_NAMES, task_name_ok
 
 LEADERBOARD_VERSION = 1
 N_HEADLINE = 6  # columns shown for a task whose results name no headline metrics
@@ -121,7 +121,7 @@ def to_json(data: Any) -> str:
 
 def read_board(out_dir: Path, task: str) -> dict[str, Any]:
     path = out_dir / f"{task}.json"
-    if not TASK_NAME.fullmatch(task) or task.lower() in RESERVED_NAMES or not path.is_file():
+    if not task_name_ok(task) or not path.is_file():
         known = sorted(p.stem for p in out_dir.glob("*.json") if p.stem.lower() not in RESERVED_NAMES)
         raise UsageError(f"no leaderboard for {task} in {out_dir}: run `harness leaderboard build` (have: {', '.join(known) or 'none'})")
     return json.loads(path.read_text())

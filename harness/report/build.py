@@ -72,7 +72,7 @@ from harness.report.inputs import (
 )
 from harness.results import Results, write_atomic
 from harness.results.compare import Comparison
-from harness.results.validate import MAX_JSON_BYTES, RESERVED_NAMES, TASK_NAME
+from harness.results.validate import MAX_JSON_BYTES, task_name_ok
 from harness.safepath import UnsafePath, links_in, read_plain_file, safe_join
 
 __all__ = [  # the build, and the names readers of leaderboards took from here before the split
@@ -128,7 +128,7 @@ def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
         return tasks
     for path in sorted(out_dir.glob("*.json")):
         name = path.stem
-        if name.lower() in RESERVED_NAMES or not TASK_NAME.fullmatch(name):
+        if not task_name_ok(name):
             continue
         try:
             info = TaskBoards.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))

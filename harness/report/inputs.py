@@ -3,7 +3,6 @@ only whole when the one validator (`harness.results.validate`) passes it, and cl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from harness.report.findings import parse_finding
 from harness.results import Metric, Reference, Results
 from harness.results.compare import COMPARE_DIR, Comparison
 from harness.results.validate import InvalidFile, is_number, load_valid
+from harness.safepath import entries
 
 
 def clean_metrics(metrics: dict[str, Metric]) -> tuple[dict[str, Metric], list[str]]:
@@ -65,13 +65,11 @@ def accepted(path: Path, kind: type, report: BuildReport, noun: str, partial: st
 def json_files(folder: Path, report: BuildReport) -> list[Path]:
     """The .json files below `folder`, never through a symbolic link: each link met is skipped by name."""
     found = []
-    for top, dirs, files in os.walk(folder, followlinks=False):
-        for name in sorted(dirs + files):
-            path = Path(top, name)
-            if path.is_symlink():
-                report.skipped.append((path, "a symbolic link, not followed"))
-        dirs[:] = sorted(d for d in dirs if not Path(top, d).is_symlink())
-        found += [Path(top, f) for f in files if f.endswith(".json") and not Path(top, f).is_symlink()]
+    for path, link in entries(folder):
+        if link:
+            report.skipped.append((path, "a symbolic link, not followed"))
+        elif path.name.endswith(".json") and not path.is_dir():
+            found.append(path)
     return sorted(found)
 
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from harness.errors import UsageError
 from harness.report.assets import ASSET_PATH, is_asset
 from harness.report.boards import TaskBoards
-from harness.results.validate import MAX_JSON_BYTES, RESERVED_NAMES, TASK_NAME
+from harness.results.validate import MAX_JSON_BYTES, task_name_ok
 from harness.safepath import UnsafePath, check_plain_path, links_in, read_plain_file, safe_join, write_file_atomic
 
 HF_TARGET = re.compile(r"^hf://datasets/([\w.-]+/[\w.-]+)/?$")
@@ -44,7 +44,7 @@ def files_to_publish(board_dir: Path) -> list[str]:
     try:
         index = json.loads(read_plain_file(safe_join(board_dir, "index.json"), MAX_JSON_BYTES))
         names = [t["task"] for t in index["tasks"]]
-        if not all(isinstance(n, str) and TASK_NAME.fullmatch(n) and n.lower() not in RESERVED_NAMES for n in names):
+        if not all(isinstance(n, str) and task_name_ok(n) for n in names):
             raise ValueError("a task name that cannot name a file")
         boards = [TaskBoards.model_validate_json(read_plain_file(safe_join(board_dir, f"{n}.json"), MAX_JSON_BYTES)) for n in names]
     except (UnsafePath, ValidationError, ValueError, KeyError, TypeError) as e:
