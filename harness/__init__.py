@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "RunContext": "harness.api.context",
-    "Finding": "harness.api.task", "NoConfig": "harness.api.task", "Task": "harness.api.task",
+    "Facet": "harness.api.task", "Finding": "harness.api.task", "NoConfig": "harness.api.task", "Task": "harness.api.task",
     "TaskResult": "harness.api.task", "check_template": "harness.api.task", "option": "harness.api.task",
     "register_task": "harness.api.registry",
     "UsageError": "harness.errors",

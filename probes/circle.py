@@ -205,6 +205,45 @@ def cross_validate_circle(
     return CircleFit.from_predictions(pred_xy, labels, period)
 
 
+def cross_validate_circle_many(
+    X: np.ndarray,
+    label_sets: np.ndarray,
+    groups: np.ndarray,
+    period: int,
+    n_components: int = 5,
+) -> np.ndarray:
+    """(K, n, 2) held-out predictions of the free circular probe for each of K label vectors.
+
+    The same leave-one-group-out folds as `cross_validate_circle`. PCA depends on X alone
+    and least squares is linear in its targets, so each fold fits its PCA once and solves
+    for all K target sets in one call: a null distribution over many label arrangements
+    (the scrambled orders) costs about one fit.
+    """
+    X, groups = np.asarray(X, dtype=float), np.asarray(groups)
+    label_sets = np.atleast_2d(np.asarray(label_sets))
+    K, n = label_sets.shape
+    targets = circle_targets(label_sets, period)  # (K, n, 2)
+    pred = np.empty((K, n, 2))
+    for g in np.unique(groups):
+        test = groups == g
+        probe = CircularProbe(period, n_components).fit(X[~test], label_sets[0][~test])
+        Z_train, Z_test = probe.transform_pca(X[~test]), probe.transform_pca(X[test])
+        Y = targets[:, ~test].transpose(1, 0, 2).reshape(int((~test).sum()), 2 * K)
+        intercept = Y.mean(axis=0)
+        coef = np.linalg.lstsq(Z_train, Y - intercept, rcond=None)[0]
+        pred[:, test] = (Z_test @ coef + intercept).reshape(int(test.sum()), K, 2).transpose(1, 0, 2)
+    return pred
+
+
+def r2_many(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(K,) r2_score_xy of each of K prediction sets (K, n, 2) against its targets (K, n, 2)."""
+    sse = ((target - pred) ** 2).sum(axis=1)
+    sst = ((target - target.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = 1 - sse / sst
+    return np.where(sst > 0, r2, np.nan).mean(axis=1)
+
+
 def shuffled_labels(labels: np.ndarray, rng: int | np.random.Generator) -> np.ndarray:
     """Control (a): the label vector permuted across prompts.
 

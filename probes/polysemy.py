@@ -17,7 +17,15 @@ positive class:
     f1          = 2 TP / (2 TP + FP + FN)
 
 A rate whose denominator is zero is None (undefined, not 0): a bootstrap resample with no
-positive pairs has no recall. A representation whose top unit never changes says "same"
+positive pairs has no recall. Accuracy, precision, recall and specificity are each a mean
+over the pairs of their denominator (`rate_rows`), so an interval resamples those pairs'
+units and its `n` counts them; F1 has no such form and is computed from all pairs.
+
+A context whose vector is all zero has argmax 0, as in the authors' code, so a pair with
+no active latent in either context is said "same" (k1 == k2 == 0): an SAE that never fires
+says "same" everywhere and sits on the trivial line below, as it should. (The spec said
+"different"; that rule hands an SAE of zeros a specificity of 1.) Such pairs are counted
+(`n_all_zero`). A representation whose top unit never changes says "same"
 for every pair (recall 1, specificity 0, accuracy 0.5 on balanced pairs); that is the
 trivial line the raw residual stream, with its few huge outlier dimensions, tends to sit on.
 
@@ -119,6 +127,24 @@ def rate_statistic(name: str) -> Callable[[np.ndarray], float]:
     return statistic
 
 
+def rate_rows(labels: np.ndarray, same: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, values): `name` as the mean of `values[mask]`, mask the pairs of its denominator.
+
+    accuracy: every pair, 1 when judged right; precision: pairs said same, 1 when truly same;
+    recall: same-sense pairs, 1 when said same; specificity: different-sense pairs, 1 when
+    said different. F1 is not a mean over pairs: a ValueError."""
+    labels, same = np.asarray(labels).astype(bool), np.asarray(same).astype(bool)
+    if name == "accuracy":
+        return np.ones(len(labels), bool), (labels == same).astype(float)
+    if name == "precision":
+        return same, labels.astype(float)
+    if name == "recall":
+        return labels, same.astype(float)
+    if name == "specificity":
+        return ~labels, (~same).astype(float)
+    raise ValueError(f"{name} is not a mean over pairs: use rate_statistic")
+
+
 @dataclass(eq=False)  # array fields
 class TopUnits:
     """Per pair: the most active unit in each context and the verdict 'same'."""
@@ -128,7 +154,7 @@ class TopUnits:
     v1: np.ndarray  # (n,) its value
     v2: np.ndarray
     all_zero: np.ndarray  # (n,) bool: a context had no active unit at all
-    same: np.ndarray  # (n,) bool: k1 == k2 and neither context is all zero
+    same: np.ndarray  # (n,) bool: k1 == k2 (an all-zero context's argmax is 0)
 
     @property
     def n_all_zero(self) -> int:
@@ -139,15 +165,16 @@ def compare_top_units(z1: np.ndarray, z2: np.ndarray) -> TopUnits:
     """PS-Eval's verdict per pair from the two contexts' vectors z1, z2 (n, d): SAE latents,
     or raw site vectors for the `raw` baselines.
 
-    A context whose vector is all zero has no top unit (its argmax, 0, is an artefact of
-    argmax), so the authors count that pair as 'different'; we do the same and flag it."""
+    A context whose vector is all zero has argmax 0, as in the authors' code: two all-zero
+    contexts are "same", one all-zero context is "same" only when the other's top unit is
+    0. Such pairs are flagged (`all_zero`)."""
     z1, z2 = np.asarray(z1), np.asarray(z2)
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"need two (n_pairs, d) arrays of one shape, got {z1.shape} and {z2.shape}")
     rows = np.arange(len(z1))
     k1, k2 = z1.argmax(axis=1), z2.argmax(axis=1)
     all_zero = ~(z1 != 0).any(axis=1) | ~(z2 != 0).any(axis=1)
-    return TopUnits(k1, k2, z1[rows, k1], z2[rows, k2], all_zero, (k1 == k2) & ~all_zero)
+    return TopUnits(k1, k2, z1[rows, k1], z2[rows, k2], all_zero, k1 == k2)
 
 
 def decoder_cosine(W_dec: np.ndarray, k1: np.ndarray, k2: np.ndarray) -> np.ndarray:

@@ -166,7 +166,7 @@ def top_latent(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     """Per row of z (n, d_sae): (index of the most active latent, its value, all-zero flag).
 
     argmax of an all-zero row is index 0 by convention, which means nothing: the flag lets
-    a caller treat such rows apart (PS-Eval counts them as 'different')."""
+    a caller count such rows (PS-Eval's code keeps the argmax, 0, so two all-zero contexts read 'same')."""
     values, idx = z.max(dim=-1)
     return idx, values, ~(z != 0).any(dim=-1)
 

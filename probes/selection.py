@@ -10,14 +10,23 @@ the real probe's best beats the control's best.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 
 def best_layer(scores: Mapping[int, float]) -> int:
-    """The layer with the highest held-out score; ties go to the earliest layer."""
+    """The layer with the highest held-out score; ties go to the earliest layer.
+
+    A NaN score (a fit that failed, a layer with no variance) is never the best: compared
+    with `max`, NaN is neither above nor below anything, so it would win or lose by its place
+    in the order. Only when every score is NaN is the earliest layer returned.
+    """
     if not scores:
         raise ValueError("no layers to choose from")
-    return max(sorted(scores), key=lambda L: (scores[L], -L))
+    finite = [L for L in sorted(scores) if not math.isnan(scores[L])]
+    if not finite:
+        return min(scores)
+    return max(finite, key=lambda L: (scores[L], -L))
 
 
 def best_layers(scores: Mapping[str, Mapping[int, float]]) -> dict[str, int]:

@@ -155,3 +155,22 @@ def test_scrambled_order_is_never_a_rotation_or_reflection(m):
         steps = {(int(order[(i + 1) % m]) - int(order[i])) % m for i in range(m)}
         assert steps != {1} and steps != {m - 1}  # neither the cycle nor its mirror, from any start
     assert np.array_equal(scrambled_order(alpha, m, np.random.default_rng(1)), scrambled_order(alpha, m, np.random.default_rng(1)))
+
+
+@pytest.mark.parametrize("task", [WeekdayCircle, MonthCircle])
+def test_a_random_weight_model_earns_neither_the_representation_nor_the_causal_facet(tiny, tmp_path, task):
+    """The null model of the finding: random weights know no calendar, so only chance can make a facet hold."""
+    from dataclasses import asdict
+
+    from harness.report.findings import HOLDS, parse_finding, verdict
+
+    ctx = RunContext(model=tiny, artifacts_dir=tmp_path, show_progress=False, bootstrap=300)
+    result = task().run(tiny, task.Config(intervention_problems=24), ctx)
+    cell = verdict(parse_finding(asdict(task.finding)), result.metrics)
+    facets = {f.kind: f for f in cell.facets}
+    assert list(facets) == ["behaviour", "representation", "causal"]
+    assert facets["representation"].verdict != HOLDS and facets["causal"].verdict != HOLDS, cell.reason
+    assert cell.verdict != HOLDS
+    gap = result.metrics["intervention_success_minus_random_plane"]
+    assert gap.n == 24 and gap.value == pytest.approx(
+        result.metrics["intervention_success"].value - result.metrics["intervention_success_random_plane"].value)

@@ -8,7 +8,19 @@ import pytest
 
 from harness.report.build import build
 from harness.report.charts import ChartLine, choose_keys, clean_curves, extract_curves, label, layer_chart
-from harness.report.findings import FAILS, HOLDS, MISSING, NOT_DECLARED, NOT_RUN, FindingSpec, matrix, parse_finding, verdict
+from harness.report.findings import (
+    FAILS,
+    HOLDS,
+    MIN_UNITS,
+    MISSING,
+    NOT_DECLARED,
+    NOT_RUN,
+    TOO_FEW,
+    FindingSpec,
+    matrix,
+    parse_finding,
+    verdict,
+)
 from harness.results import Metric, write_results
 from tests.test_leaderboard import fake_results
 
@@ -68,6 +80,68 @@ def test_reason_names_the_comparison():
     result = verdict(finding(), {"effect": m(0.9, 0.55, 1.0), "control": m(0.5, 0.4, 0.6)})
     assert result.reason == "lower end 0.55 not above control's upper end 0.6"
     assert verdict(finding(control=0.25), {"effect": m(0.9, 0.5, 1.0)}).reason == "lower end 0.5 above 0.25"
+
+
+def faceted(*facets) -> FindingSpec:
+    return FindingSpec.model_validate({"claim": "three parts", "facets": [
+        {"kind": kind, "effect": effect, "control": control} for kind, effect, control in facets]})
+
+
+CIRCLE_FACETS = (("behaviour", "accuracy", 1 / 7), ("representation", "r2_gap", 0.0), ("causal", "patch_gap", 0.0))
+
+
+@pytest.mark.parametrize("accuracy, r2_gap, patch_gap, expected", [
+    (m(0.9, 0.8, 1.0), m(0.3, 0.1, 0.5), m(0.4, 0.2, 0.6), HOLDS),
+    (m(0.16, 0.10, 0.22), m(0.3, 0.1, 0.5), m(0.01, -0.02, 0.04), "representation only"),  # a model at chance
+    (m(0.9, 0.8, 1.0), m(0.3, 0.1, 0.5), m(0.01, -0.02, 0.04), "behaviour and representation only"),
+    (m(0.9, 0.8, 1.0), m(0.0, -0.1, 0.1), m(0.4, 0.2, 0.6), "behaviour and causal only"),
+    (m(0.1, 0.05, 0.2), m(0.0, -0.1, 0.1), m(0.0, -0.1, 0.1), FAILS),
+])
+def test_a_finding_holds_only_when_every_facet_does_and_else_names_the_parts_that_hold(accuracy, r2_gap, patch_gap, expected):
+    result = verdict(faceted(*CIRCLE_FACETS), {"accuracy": accuracy, "r2_gap": r2_gap, "patch_gap": patch_gap})
+    assert result.verdict == expected
+    assert [f.kind for f in result.facets] == ["behaviour", "representation", "causal"]
+    assert all(k in result.reason for k in ("behaviour (accuracy)", "representation (r2_gap)", "causal (patch_gap)"))
+    cell = result.as_json()
+    assert [f["verdict"] for f in cell["facets"]] == [f.verdict for f in result.facets]
+    assert cell["effect"]["value"] == accuracy.value  # the first facet's, for readers of one effect
+
+
+def test_too_few_units_is_its_own_verdict_and_a_missing_facet_is_named():
+    few = Metric(value=0.9, ci_low=0.9, ci_high=0.9, n=MIN_UNITS - 1)
+    assert verdict(finding(control=0.0), {"effect": few}).verdict == TOO_FEW  # a zero-width interval on n = 1 is no evidence
+    enough = Metric(value=0.9, ci_low=0.8, ci_high=1.0, n=MIN_UNITS)
+    assert verdict(finding(control=0.0), {"effect": enough}).verdict == HOLDS
+    assert verdict(finding(), {"effect": enough, "control": Metric(value=0.1, ci_low=0.0, ci_high=0.2, n=3)}).verdict == TOO_FEW
+    metrics = {"accuracy": m(0.1, 0.05, 0.2), "r2_gap": few, "patch_gap": m(0.0, -0.1, 0.1)}
+    assert verdict(faceted(*CIRCLE_FACETS), metrics).verdict == TOO_FEW
+    assert verdict(faceted(*CIRCLE_FACETS), {"accuracy": m(0.1, 0.05, 0.2)}).verdict == MISSING
+
+
+@pytest.mark.parametrize("raw, ok", [
+    ({"facets": [{"kind": "causal", "effect": "a", "control": 0}]}, True),
+    ({"facets": [{"kind": "vibes", "effect": "a", "control": 0}]}, False),
+    ({"facets": [{"kind": "causal", "effect": "a", "control": float("nan")}]}, False),
+    ({"facets": [{"kind": "causal", "effect": "a"}]}, False),
+    ({"facets": [{"kind": "causal", "effect": "a", "control": 0}] * 100}, False),
+])
+def test_parse_finding_checks_each_facet(raw, ok):
+    assert (parse_finding(raw) is not None) == ok
+
+
+def test_the_api_finding_records_its_facets_and_a_headline_effect():
+    from dataclasses import asdict
+
+    from harness import Facet, Finding
+
+    declared = Finding(claim="c", facets=(Facet("behaviour", "accuracy", 0.5), Facet("causal", "gap", 0.0)))
+    assert (declared.effect, declared.control) == ("accuracy", 0.5)
+    spec = parse_finding(asdict(declared))
+    assert [f.kind for f in spec.facet_list()] == ["behaviour", "causal"]
+    with pytest.raises(ValueError, match="kind"):
+        Facet("vibes", "accuracy", 0.5)
+    with pytest.raises(ValueError, match="facets"):
+        Finding(claim="nothing to test")
 
 
 @pytest.mark.parametrize("raw, ok", [
@@ -188,7 +262,8 @@ def test_build_writes_findings_json_and_charts(tmp_path):
     assert weekday["paper_verdict"] == FINDING["paper_verdict"] and weekday["finding"]["claim"] == FINDING["claim"]
     cell = weekday["cells"][0]
     assert cell["effect"]["ci_low"] == 0.85 and cell["control"] == {"metric": "probe_r2_scrambled_order", "value": 0.3,
-                                                                    "ci_low": 0.2, "ci_high": 0.4}
+                                                                    "ci_low": 0.2, "ci_high": 0.4, "n": 50}
+    assert [f["kind"] for f in cell["facets"]] == ["finding"] and cell["facets"][0]["verdict"] == HOLDS
     assert cell["board"]["config_hash"] and cell["row"]["dtype"] == "float32"
     index = json.loads((out / "index.json").read_text())
     charts = {t["task"]: t.get("chart") for t in index["tasks"]}

@@ -10,6 +10,7 @@ each method at its own best layer (`probes.selection.best_layers`, used by the t
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from harness.api.context import RunContext
 from probes.circle import circle_targets, cross_validate_circle, shuffled_labels
@@ -72,3 +73,15 @@ def test_helix_gap_on_noise_contains_zero_only_when_the_control_gets_its_own_lay
     assert all(g.ci_low <= 0 <= g.ci_high for g in new), [(g.ci_low, g.ci_high) for g in new]
     assert np.mean(old) > np.mean([g.value for g in new]) + 0.01
     assert all(g > 0 for g in old)
+
+
+@pytest.mark.parametrize("scores, expected", [
+    ({0: float("nan"), 1: 0.5}, 1),  # max() over (nan, 0.5) keeps the first: the NaN layer
+    ({0: 0.5, 1: float("nan"), 2: 0.7}, 2),
+    ({0: 0.5, 1: 0.5}, 0),  # ties go to the earliest
+    ({3: float("nan"), 5: float("nan")}, 3),
+])
+def test_best_layer_never_picks_a_nan_score(scores, expected):
+    from probes.selection import best_layer
+
+    assert best_layer(scores) == expected

@@ -73,14 +73,15 @@ def test_metric_counts_give_the_spec_numbers_exactly():
 def planted(labels: np.ndarray, same: np.ndarray) -> Evaluation:
     n = len(labels)
     top = compare_top_units(np.eye(4)[np.zeros(n, int)], np.eye(4)[np.where(same, 0, 1)])
-    return Evaluation("resid_pre.1", {m: same for m in ("sae", "raw_resid", "raw_mlp", "probe", "cosine")},
+    return Evaluation("resid_pre.1", {m: same for m in ("sae", "random_sae", "raw_resid", "raw_mlp", "probe", "cosine")},
                       top, np.ones(n), {})
 
 
 def test_undefined_rates_are_absent_and_noted_not_nan(tmp_path, gpt2):
     labels = np.array([1, 1, 0, 0] * 5)
     notes: list[str] = []
-    metrics, counts = PolysemySAE().metrics(context(tmp_path, gpt2), planted(labels, np.zeros(20, bool)), labels, notes)
+    metrics, counts = PolysemySAE().metrics(context(tmp_path, gpt2), planted(labels, np.zeros(20, bool)), labels,
+                                           np.arange(20) % 10, notes)
     assert "sae.precision" not in metrics  # nothing said 'same': TP + FP = 0
     assert any(n.startswith("sae.precision is undefined") for n in notes)
     assert metrics["sae.specificity"].value == 1.0 and metrics["sae.recall"].value == 0.0
@@ -92,9 +93,23 @@ def test_undefined_rates_are_absent_and_noted_not_nan(tmp_path, gpt2):
 
 def test_planted_verdicts_give_accuracy_one(tmp_path, gpt2):
     labels = np.array([1, 0] * 10)
-    metrics, _ = PolysemySAE().metrics(context(tmp_path, gpt2), planted(labels, labels == 1), labels, [])
+    metrics, _ = PolysemySAE().metrics(context(tmp_path, gpt2), planted(labels, labels == 1), labels, np.arange(20) % 10, [])
     assert metrics["sae.accuracy"].value == 1.0 and metrics["sae.f1"].value == 1.0
     assert metrics["sae.accuracy"].ci_low == 1.0  # every resample is perfect too
+
+
+def test_intervals_resample_words_and_n_counts_the_words_of_each_denominator(tmp_path, gpt2):
+    """Five words, four pairs each (two per label): the pairs of a word share its contexts."""
+    labels = np.array([1, 1, 0, 0] * 5)
+    words = np.repeat(np.arange(5), 4)
+    same = np.array([True, True, False, False, True, True, True, True] * 2 + [False, False, False, False])
+    metrics, _ = PolysemySAE().metrics(context(tmp_path, gpt2), planted(labels, same), labels, words, [])
+    assert metrics["sae.accuracy"].n == 5 and metrics["sae.specificity"].n == 5 and metrics["sae.recall"].n == 5
+    assert metrics["sae.precision"].n == 4  # the fifth word's pairs are never said "same"
+    # Words 1 and 3 are wholly wrong on their different-sense pairs: resampling words sees that they move together.
+    row_wise = RunContext(model=gpt2, seed=0, show_progress=False, bootstrap=200).metric(
+        (~same[labels == 0]).astype(float))
+    assert metrics["sae.specificity"].ci_high - metrics["sae.specificity"].ci_low > row_wise.ci_high - row_wise.ci_low
 
 
 def constant_sae(folder, site="resid_pre.1") -> None:
@@ -115,6 +130,24 @@ def test_constant_top_latent_is_the_trivial_line_end_to_end(tmp_path, gpt2):
     assert result.details["site"] == "resid_pre.1"
 
 
+@pytest.mark.parametrize("null", ["zeros", "random"])
+def test_an_sae_that_learnt_nothing_does_not_earn_the_finding(tmp_path, gpt2, null):
+    """The null SAEs of the finding's own test: all zero (says "same" everywhere), and random latents."""
+    from dataclasses import asdict
+
+    from harness.report.findings import HOLDS, parse_finding, verdict
+
+    cfg = SAEConfig(d_in=D, d_sae=16 * D, site="resid_pre.1")
+    sae = SAE(cfg) if null == "zeros" else SAE.initialised(cfg, seed=7)
+    save_sae(sae, cfg, tmp_path / null)
+    result = PolysemySAE().run(gpt2, config(f"sae={tmp_path / null}"), context(tmp_path, gpt2))
+    cell = verdict(parse_finding(asdict(PolysemySAE.finding)), result.metrics)
+    assert cell.verdict != HOLDS and not any(f.verdict == HOLDS for f in cell.facets), cell.reason
+    if null == "zeros":
+        m = result.metrics
+        assert (m["sae.accuracy"].value, m["sae.specificity"].value, m["sae.recall"].value) == (0.5, 0.0, 1.0)
+
+
 # --- criterion 3: end to end on a tiny random GPT-2, trained SAE, through the runner ---------------
 
 def test_end_to_end_trains_an_sae_and_reports_every_method(tmp_path, gpt2, monkeypatch):
@@ -131,21 +164,27 @@ def test_end_to_end_trains_an_sae_and_reports_every_method(tmp_path, gpt2, monke
     assert n_valid == 100 and d["n_skipped"] == 0  # every target is one token in this vocabulary
     for method, c in d["counts"].items():
         assert c["tp"] + c["fn"] == c["tn"] + c["fp"] == n_valid // 2, method
+    folder = tmp_path / "tiny" / "polysemy_sae"
+    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    words = {label: {s["word"] for s in samples if s["label"] == label} for label in (0, 1)}
+    said_same = {s["word"] for s in samples if s["said_same"]["sae"]}
+    n_units = {"accuracy": len(words[0] | words[1]), "f1": len(words[0] | words[1]), "recall": len(words[1]),
+               "specificity": len(words[0]), "precision": len(said_same)}
     for key, m in results.metrics.items():
         assert m.ci_low <= m.ci_high, key
-        if not key.startswith("sae.decoder_cosine"):
-            assert 0 <= m.value <= 1 and m.n == n_valid, key
-    for method in ("sae", "raw_resid", "raw_mlp", "probe", "cosine"):
+        if key.startswith("sae.") and key.split(".")[1] in n_units:  # n: the words behind the rate's denominator
+            assert 0 <= m.value <= 1 and m.n == n_units[key.split(".")[1]], key
+    assert -1 <= results.metrics["sae.accuracy_minus_random_sae"].value <= 1
+    assert results.metrics["sae.specificity_minus_raw_resid"].n == len(words[0])
+    for method in ("sae", "random_sae", "raw_resid", "raw_mlp", "probe", "cosine"):
         assert f"{method}.accuracy" in results.metrics and f"{method}.specificity" in results.metrics
     info = d["sae_info"]
     assert info["train_tokens"] >= 50_000 and info["d_sae"] == 16 * D and info["arch"] == "standard"
     assert 0 <= info["dead_fraction"] <= 1 and info["l0"] > 0 and info["mse"] > 0
     assert results.task.config["tokens"] == 50_000 and results.task.config["batch_tokens"] == CPU_BATCH
-    folder = tmp_path / "tiny" / "polysemy_sae"
     assert {"confusion.png", "samples.jsonl"} <= {p.name for p in folder.iterdir()}
-    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == n_valid and {"id", "word", "label", "k1", "k2", "v1", "v2"} <= set(samples[0])
-    assert [s["k1"] == s["k2"] and not s["all_zero"] for s in samples] == [s["said_same"]["sae"] for s in samples]
+    assert [s["k1"] == s["k2"] for s in samples] == [s["said_same"]["sae"] for s in samples]
     assert not (tmp_path / "tiny" / ".polysemy_sae.checkpoints").exists()  # removed once the run finished
 
 

@@ -202,3 +202,19 @@ def test_deterministic():
         f2 = cross_validate_circle(X, alpha, beta, 7, **kwargs)
         assert np.array_equal(f1.pred_xy, f2.pred_xy) and f1.r2 == f2.r2
     assert np.array_equal(shuffled_labels(alpha, np.random.default_rng(5)), shuffled_labels(alpha, np.random.default_rng(5)))
+
+
+def test_many_label_sets_in_one_fit_equal_separate_fits():
+    from probes.circle import cross_validate_circle, cross_validate_circle_many, r2_many
+
+    rng = np.random.default_rng(0)
+    alpha = np.repeat(np.arange(7), 7)
+    beta = np.tile(np.arange(7), 7)
+    X = rng.standard_normal((49, 20)) + 3 * np.eye(20)[alpha]
+    sets = np.stack([rng.permutation(7)[alpha] for _ in range(4)])
+    pred = cross_validate_circle_many(X, sets, beta, 7, n_components=5)
+    r2 = r2_many(pred, circle_targets(sets, 7))
+    for k, labels in enumerate(sets):
+        single = cross_validate_circle(X, labels, beta, 7, n_components=5)
+        np.testing.assert_allclose(pred[k], single.pred_xy, atol=1e-10)
+        assert r2[k] == pytest.approx(single.r2, abs=1e-10)

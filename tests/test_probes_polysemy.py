@@ -18,6 +18,7 @@ from probes.polysemy import (
     pair_features,
     pair_rows,
     probe_baseline,
+    rate_rows,
     rate_statistic,
 )
 
@@ -80,13 +81,31 @@ def test_constant_argmax_is_the_trivial_line():
     assert (c.recall, c.specificity, c.accuracy) == (1.0, 0.0, 0.5)
 
 
-def test_all_zero_context_counts_as_different_and_is_counted():
-    z1 = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-    z2 = np.array([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [3.0, 0.0, 0.0]])
+def test_all_zero_context_has_argmax_zero_as_in_the_authors_code_and_is_counted():
+    z1 = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    z2 = np.array([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
     top = compare_top_units(z1, z2)
-    assert top.same.tolist() == [False, True, False]  # pair 0 has k1 == k2 == 0 but no active latent
-    assert top.all_zero.tolist() == [True, False, True]
-    assert top.n_all_zero == 2
+    assert top.same.tolist() == [True, True, True, False]  # pair 0: no active latent, argmax 0 in both
+    assert top.all_zero.tolist() == [True, False, True, True]
+    assert top.n_all_zero == 3
+
+
+def test_an_sae_of_zeros_sits_on_the_trivial_line_not_at_specificity_one():
+    z1, z2, labels, _ = planted_pairs()
+    c = confusion(labels, compare_top_units(np.zeros_like(z1), np.zeros_like(z2)).same)
+    assert (c.recall, c.specificity, c.accuracy) == (1.0, 0.0, 0.5)
+
+
+def test_each_rate_is_a_mean_over_its_denominator_pairs():
+    labels = np.array([1] * 50 + [0] * 50)
+    same = np.array([True] * 30 + [False] * 20 + [True] * 10 + [False] * 40)
+    c = confusion(labels, same)
+    for name in ("accuracy", "precision", "recall", "specificity"):
+        mask, values = rate_rows(labels, same, name)
+        assert values[mask].mean() == pytest.approx(getattr(c, name)), name
+    assert [int(rate_rows(labels, same, r)[0].sum()) for r in ("accuracy", "precision", "recall", "specificity")] == [100, 40, 50, 50]
+    with pytest.raises(ValueError, match="not a mean"):
+        rate_rows(labels, same, "f1")
 
 
 def test_rate_statistic_bootstraps_over_pairs():

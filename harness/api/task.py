@@ -29,23 +29,61 @@ if TYPE_CHECKING:  # the contract's types, without importing the engine (and tor
     from harness.engine.models import Model
 
 
+FACET_KINDS = ("behaviour", "representation", "causal")
+
+
+@dataclass(frozen=True)
+class Facet:
+    """One part of a finding, an effect and the control it must beat.
+
+    kind: "behaviour" (the model does the task better than chance), "representation" (the
+        probe, SAE or neurons carry the structure beyond a control that had the same chance)
+        or "causal" (editing that structure moves the output beyond the same edit with a
+        control direction);
+    effect: a metric key; control: a metric key, or a number (chance, or 0 for a paired
+        difference). Where effect and control are measured on the same units, make the
+        effect their per-unit difference (clustered, as `ctx.metric(unit=...)` does) and the
+        control 0: the interval of a paired difference is the right test and a stronger one
+        than two separately bootstrapped intervals.
+    """
+
+    kind: str
+    effect: str
+    control: str | float
+    claim: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in FACET_KINDS:
+            raise ValueError(f"Facet kind {self.kind!r}: use one of {', '.join(FACET_KINDS)}")
+
+
 @dataclass(frozen=True)
 class Finding:
     """The paper's finding as a test a leaderboard can run on any model's results.
 
-    effect: the metric key of the headline effect (e.g. "probe_r2");
-    control: the metric key it must beat (e.g. "probe_r2_scrambled_order"), or a number
-        (chance, or 0 for a difference);
+    facets: the parts of the paper's claim (`Facet`: behaviour, representation, causal),
+        each an effect with its control; the finding holds on a model only when every facet
+        does, and otherwise the verdict names the parts that hold ("representation only");
     claim: one line saying what "holds" means, shown beside the verdict;
     paper_verdict: what the paper found on its own models ("holds on Llama 3 8B", ...).
-    The finding holds on a model when the effect's 95% interval lies wholly on the better
-    side of the control (its value when a number; its interval's far end when a metric).
+    A finding of one part may instead give `effect` and `control` (the form before facets):
+    it is read as that one facet. A facet holds on a model when its effect's 95% interval
+    lies wholly on the better side of its control (the control's value when a number; its
+    interval's far end when a metric), over at least `harness.report.findings.MIN_UNITS` units.
     """
 
-    effect: str
-    control: str | float
-    claim: str
+    effect: str = ""
+    control: str | float = 0.0
+    claim: str = ""
     paper_verdict: str = ""
+    facets: tuple[Facet, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.facets and not self.effect:
+            raise ValueError("a Finding needs facets=(Facet(...), ...) or an effect and its control")
+        if self.facets and not self.effect:  # the headline effect older readers show: the first facet's
+            object.__setattr__(self, "effect", self.facets[0].effect)
+            object.__setattr__(self, "control", self.facets[0].control)
 
 
 def check_template(template: str, fields: Sequence[str], option_name: str = "template") -> None:

@@ -30,7 +30,9 @@ def clean_reference(reference: Reference | None) -> Reference | None:
 def clean_finding(raw: Any) -> dict[str, Any] | None:
     """A finding as a board stores it: checked by `harness.report.findings.parse_finding`, or None."""
     finding = parse_finding(raw)
-    return finding.model_dump() if finding is not None else None
+    if finding is None:
+        return None
+    return finding.model_dump(exclude_none=True, exclude={"facets"} if not finding.facets else None)
 
 
 def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Results]]:

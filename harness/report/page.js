@@ -53,15 +53,27 @@ function renderMatrix(findings) {
     name.appendChild(link);
     if (entry.finding) {
       if (entry.finding.claim) name.appendChild(el("div", entry.finding.claim, "claim"));
-      name.appendChild(el("div", entry.finding.effect + " vs " + entry.finding.control, "claim"));
+      const facets = entry.finding.facets && entry.finding.facets.length ? entry.finding.facets
+        : [{kind: "", effect: entry.finding.effect, control: entry.finding.control}];
+      facets.forEach(f => name.appendChild(el("div", (f.kind ? f.kind + ": " : "") + f.effect + " vs " + f.control, "claim")));
     }
     tr.appendChild(name);
     entry.cells.forEach(cell => {
       const td = el("td");
       td.dataset.model = cell.model;
-      const verdict = el("span", cell.verdict, "verdict v-" + String(cell.verdict).replace(/[^a-z]+/g, "-"));
-      td.appendChild(verdict);
-      if (hasInterval(cell.effect)) {
+      const verdictClass = v => "verdict v-" + (/ only$/.test(String(v)) ? "partial" : String(v).replace(/[^a-z]+/g, "-"));
+      td.appendChild(el("span", cell.verdict, verdictClass(cell.verdict)));
+      const facets = Array.isArray(cell.facets) ? cell.facets : [];
+      if (facets.length > 1) {
+        facets.forEach(f => {
+          const line = el("div", "", "facet");
+          line.appendChild(el("span", String(f.kind) + ": "));
+          line.appendChild(el("span", String(f.verdict), verdictClass(f.verdict)));
+          if (hasInterval(f.effect)) line.appendChild(el("span", " " + f.effect.value.toFixed(3) + intervalText(f.effect), "ci"));
+          line.title = String(f.effect_metric) + ": " + String(f.reason);
+          td.appendChild(line);
+        });
+      } else if (hasInterval(cell.effect)) {
         td.appendChild(el("div", cell.effect.value.toFixed(3) + intervalText(cell.effect), "ci"));
       }
       if (cell.reason) td.title = cell.reason;

@@ -30,6 +30,14 @@ Choices where the paper is silent, as the spec directs:
 - Months: the paper's text reads "{Num} months from {Month}"; we write "One month" for
   beta = 1 and keep "months" otherwise; `--task-arg template=code` gives the released
   code's wording ("days of the week math", "One months").
+- The finding has the paper's three parts, each with its control (`circle_finding`):
+  behaviour (accuracy above chance, 1/m), representation (the probe's held-out R^2 minus
+  the 95th percentile of 100 scrambled orders' R^2, one paired bootstrap over prompts,
+  above 0: `orders_metric` says why one scrambled order is not enough) and causal (the
+  circle patch's success minus the same patch with a random-plane probe, per run,
+  clustered by problem, above 0). A model at chance with a circle it does not use earns
+  "representation only", not "holds". A stricter representation test (a class left out of
+  the probe's training) is not run: the scrambled order is the control.
 - `--limit N` limits the behaviour and intervention problems to the first N (by alpha,
   beta); the probes always use every prompt, because leave-one-beta-out needs them all.
 """
@@ -42,8 +50,17 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
-from probes.circle import CircleFit, CircularProbe, circle_targets, cross_validate_circle, r2_score_xy, shuffled_labels
+from harness import Edit, Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from probes.circle import (
+    CircleFit,
+    CircularProbe,
+    circle_targets,
+    cross_validate_circle,
+    cross_validate_circle_many,
+    r2_many,
+    r2_score_xy,
+    shuffled_labels,
+)
 from probes.irreducibility import mixture_index, separability_index
 from probes.selection import best_layer, best_layers
 
@@ -54,6 +71,8 @@ NUMBER_WORDS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", 
 
 PAPER = "Engels et al. 2024, Not All Language Model Features Are Linear (arXiv 2405.14860)"
 CONTROLS = ("shuffled", "random_plane", "scrambled_order")
+N_ORDERS = 100  # scrambled orders behind the representation facet's null distribution
+ORDER_QUANTILE = 0.95
 NO_REFERENCE = "no reference: the paper reports no value for this metric"
 
 
@@ -152,6 +171,40 @@ def probe_metrics(ctx, fits: dict[str, dict[int, CircleFit]], targets: dict[str,
     return metrics, best
 
 
+def orders_metric(ctx, X: dict[int, np.ndarray], orders: np.ndarray, real: CircleFit, alpha: np.ndarray,
+                  beta: np.ndarray, m: int, n_components: int) -> tuple[Metric, dict]:
+    """The real probe's R^2 minus the 95th percentile of the R^2 of many scrambled orders.
+
+    One scrambled order is one arbitrary arrangement of the m clusters, and with 7 or 12
+    clusters in a 5-D PCA space how well a linear map fits an arrangement varies from one
+    arrangement to the next more than from one resample of prompts to the next: on a
+    random-weight model the true order, itself an arbitrary arrangement there, beats a given
+    scrambled one about half the time, with an interval over prompts that excludes 0. So the
+    representation facet compares the real order with the null distribution of N_ORDERS
+    scrambled orders (each at its own best layer, the real probe's rule) and bootstraps
+    prompts once for both: on each resample, real R^2 minus the orders' 95th percentile.
+    """
+    preds = {L: cross_validate_circle_many(X[L], orders, beta, m, n_components) for L in X}
+    targets = circle_targets(orders, m)  # (K, n, 2)
+    r2 = np.stack([r2_many(preds[L], targets) for L in sorted(X)], axis=1)  # (K, n_layers)
+    layers = sorted(X)
+    best = [layers[best_layer(dict(zip(layers, row)))] for row in r2]
+    chosen = np.stack([preds[L][k] for k, L in enumerate(best)])  # (K, n, 2)
+    K, n = orders.shape
+    rows = np.hstack([real.pred_xy, circle_targets(alpha, m),
+                      np.concatenate([chosen, targets], axis=2).transpose(1, 0, 2).reshape(n, 4 * K)])
+
+    def statistic(r: np.ndarray) -> float:
+        others = r[:, 4:].reshape(len(r), K, 4).transpose(1, 0, 2)
+        return _r2_rows(r[:, :4]) - float(np.nanquantile(r2_many(others[..., :2], others[..., 2:]), ORDER_QUANTILE))
+
+    order_r2 = r2[np.arange(K), [layers.index(L) for L in best]]
+    summary = {"n": K, "quantile": ORDER_QUANTILE, "r2_q50": float(np.median(order_r2)),
+               "r2_q95": float(np.quantile(order_r2, ORDER_QUANTILE)), "r2_max": float(order_r2.max()),
+               "share_at_least_real": float((order_r2 >= real.r2).mean())}
+    return ctx.metric(rows, statistic=statistic), summary
+
+
 @dataclass
 class CircleConfig:
     """Defaults are the paper's settings."""
@@ -170,7 +223,7 @@ class CircleTask(Task):
     """Shared by both cycles; subclasses set `names` and the paper's reference numbers."""
 
     paper = PAPER
-    version = "1.1"  # 1.1: each control at its own best layer; intervention intervals resample problems
+    version = "1.2"  # 1.1: each control at its own best layer; intervention intervals resample problems. 1.2: three facets
     Config = CircleConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"intervention_problems": 24}}
@@ -184,17 +237,14 @@ class CircleTask(Task):
         "probe_angle_error_deg[_control]": "mean held-out angle error of the probe, degrees, at the method's best layer",
         "probe_class_acc[_control]": "held-out nearest-class accuracy of the probe, at the method's best layer",
         "probe_r2_minus_{shuffled,random_plane,scrambled_order}": "real minus control R^2, each at its own best layer, one paired bootstrap over prompts",
+        "probe_r2_minus_scrambled_q95": "real R^2 minus the 95th percentile of 100 scrambled orders' R^2 (each at its own best layer), one bootstrap over prompts; details.scrambled_orders",
         "intervention_success[_method]": "share of (problem, alpha') runs whose answer moves to gamma'; n = problems (cluster bootstrap); methods: circle (none), _patch, _mean, _rotate, _shuffled, _random_plane",
         "intervention_logit_diff[_method]": "logit(gamma) - logit(gamma') after the edit (lower: moved further)",
         "intervention_success[_method]_on_correct": "the same on problems the model answers correctly",
+        "intervention_success_minus_{random_plane,shuffled}": "per run, circle patch success minus the same patch with the control probe; clustered by problem",
         "clean_logit_diff": "logit(gamma) - logit(gamma') without an edit",
         "angle_consistency": "offdist=true: argmax follows the angle written into the probe plane (r >= 0.5)",
     }
-    finding = Finding(
-        effect="probe_r2", control="probe_r2_scrambled_order",
-        claim="the circular probe reads the cycle held out better than it reads the same classes put in a non-cyclic order",
-        paper_verdict="circle found in Llama 3 8B and Mistral 7B",
-    )
     names: list[str]
     reference_accuracy: dict[str, float]
     reference_extra: dict[str, dict[str, float]] = {}
@@ -237,6 +287,10 @@ class CircleTask(Task):
         targets = {method: circle_targets(labels.get(method, alpha), m) for method in fits}
         probe_results, best_by_method = probe_metrics(ctx, fits, targets)
         metrics.update(probe_results)
+        orders = np.stack([scrambled_order(alpha, m, ctx.rng(6 + k)) for k in range(N_ORDERS)])
+        beyond, details["scrambled_orders"] = orders_metric(ctx, X, orders, fits["probe"][best_by_method["probe"]],
+                                                           alpha, beta, m, config.n_components)
+        metrics["probe_r2_minus_scrambled_q95"] = beyond
         best = best_by_method["probe"]
         details["best_layer"] = best
         details["best_layers"] = best_by_method
@@ -303,18 +357,22 @@ class CircleTask(Task):
         on_correct = np.repeat(clean_correct, m - 1)
         rows = np.arange(len(runs))
         out: dict[str, Metric] = {}
+        successes: dict[str, np.ndarray] = {}
         for suffix, value in values.items():
             with ctx.intervene([Edit(site, "set", torch.as_tensor(value, dtype=torch.float32), position=pos)]):
                 # Every token before the alpha token is the same with or without the edit: computed once.
                 logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}", prefix_lengths=pos,
                                    full_vocab=False).logits.numpy()
             success = (logits.argmax(-1) == new_gamma).astype(float)
+            successes[suffix] = success
             diff = logits[rows, old_gamma] - logits[rows, new_gamma]
             # A problem with all its alpha' runs is one unit: its m - 1 runs share the prompt and are not independent.
             out[f"intervention_success{suffix}"] = ctx.metric(success, unit=src)
             out[f"intervention_logit_diff{suffix}"] = ctx.metric(diff, unit=src, higher_is_better=False)
             if on_correct.any():
                 out[f"intervention_success{suffix}_on_correct"] = ctx.metric(success[on_correct], unit=src[on_correct])
+        for control in ("_random_plane", "_shuffled"):  # the same edit with a control probe, on the same runs
+            out[f"intervention_success_minus{control}"] = ctx.metric(successes[""] - successes[control], unit=src)
         base_diff = np.repeat(clean[np.arange(len(clean)), old_gamma[:: m - 1]], m - 1) - clean[np.repeat(np.arange(len(clean)), m - 1), new_gamma]
         out["clean_logit_diff"] = ctx.metric(base_diff, unit=src, higher_is_better=None)
         details["intervention_runs"] = len(runs)
@@ -407,12 +465,30 @@ def _r2_gap_rows(rows: np.ndarray) -> float:
     return _r2_rows(rows[:, :4]) - _r2_rows(rows[:, 4:])
 
 
+def circle_finding(m: int, noun: str) -> Finding:
+    """The paper's three parts: the model does the task, the state holds a circle, the model uses it."""
+    return Finding(
+        claim=f"the model adds on the {noun} cycle, reads it off a circle (beyond a scrambled order), "
+              "and moving along the circle moves its answer (beyond the same edit on a random plane)",
+        paper_verdict="circle found in Llama 3 8B and Mistral 7B; the circle patch moves the answer",
+        facets=(
+            Facet("behaviour", "accuracy", 1 / m, f"argmax over the {m} answers beats chance (1/{m})"),
+            Facet("representation", "probe_r2_minus_scrambled_q95", 0.0,
+                  f"the circular probe reads the cycle held out better than 95% of {N_ORDERS} scrambled orders of the "
+                  "same classes (paired over prompts)"),
+            Facet("causal", "intervention_success_minus_random_plane", 0.0,
+                  "the circle patch moves the answer to gamma' more often than the same patch on a random plane (paired)"),
+        ),
+    )
+
+
 @register_task
 class WeekdayCircle(CircleTask):
     name = "weekday_circle"
     description = "Day-of-week arithmetic ('Two days from Monday is'): behaviour, the circle of days in the residual stream, and moving along it."
     names = WEEKDAYS
     noun = "day"
+    finding = circle_finding(len(WEEKDAYS), "weekday")
     reference_accuracy = {"meta-llama/Meta-Llama-3-8B": 0.592, "mistralai/Mistral-7B-v0.1": 0.633, "openai-community/gpt2": 0.163}
     # Mistral layer 8, weekdays: mean logit difference of the circle patch with a PCA probe vs an SAE-plane probe.
     reference_extra = {"mistralai/Mistral-7B-v0.1": {
@@ -430,4 +506,5 @@ class MonthCircle(CircleTask):
     presets = {"quick": {"intervention_problems": 36}}  # 12 months: 11 patched runs per problem
     names = MONTHS
     noun = "month"
+    finding = circle_finding(len(MONTHS), "month")
     reference_accuracy = {"meta-llama/Meta-Llama-3-8B": 0.993, "mistralai/Mistral-7B-v0.1": 0.868, "openai-community/gpt2": 0.069}

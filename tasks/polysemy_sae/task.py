@@ -12,12 +12,24 @@ in the order the task runs it:
    otherwise, or a loaded SAE names its own hook.
 4. SAE: loaded (SAELens layout, a folder or hf://ORG/REPO/SUBDIR) or trained here on the
    model's activations of a text corpus, streamed, checkpointed and cached.
-5. Verdict per pair: the top latent in both contexts is the same -> "same sense".
-   Baselines on the same pairs: the argmax of the raw site vector (`raw_resid`), of the
-   MLP neurons at the same layer (`raw_mlp`), a logistic probe on the pair and a cosine
-   threshold (both cross-validated with folds grouped by target word).
-6. Metrics: accuracy, precision, recall, specificity, F1 of each method, each with a
-   bootstrap interval over pairs; a rate whose denominator is zero is absent, with a note.
+5. Verdict per pair: the top latent in both contexts is the same -> "same sense"; an
+   all-zero context has argmax 0, as in the authors' code (the spec said "different",
+   which gives an SAE of zeros specificity 1; we follow the code). Baselines on the same
+   pairs: the argmax of the raw site vector (`raw_resid`), of the MLP neurons at the same
+   layer (`raw_mlp`), a logistic probe on the pair and a cosine threshold (both
+   cross-validated with folds grouped by target word), and ours, `random_sae`: an SAE of
+   the same width at its random start (SAELens' initialisation, centred on the prompts'
+   tokens), the control with the same chance as the trained SAE.
+6. Metrics: accuracy, precision, recall, specificity, F1 of each method; each rate but F1
+   is a mean over the pairs of its denominator, and every interval resamples target words
+   (a cluster bootstrap: the pairs of one word share its contexts), so `n` counts the words
+   behind the rate. A rate whose denominator is zero is absent, with a note. Two paired
+   gaps, per pair and clustered by word, carry the verdict: `sae.specificity_minus_raw_resid`
+   (the spec's criterion, on the different-sense pairs) and `sae.accuracy_minus_random_sae`.
+
+The finding has three representation facets, all needed: accuracy above 0.5 (the pairs are
+balanced), specificity above the raw residual's, and accuracy above the random SAE's. An
+SAE of zeros says "same" everywhere (accuracy 0.5); a random SAE ties with the control.
 
 With `layers=` every method is evaluated at every listed layer (one SAE per layer); the
 headline metrics stay at the main layer, fixed before looking at any score, so no method
@@ -36,7 +48,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import torch
 
-from harness import Finding, Metric, Task, TaskResult, UsageError, load_sae, option, register_task, save_sae
+from harness import Facet, Finding, Metric, Task, TaskResult, UsageError, load_sae, option, register_task, save_sae
 from probes.polysemy import (
     RATES,
     balanced_indices,
@@ -46,14 +58,16 @@ from probes.polysemy import (
     decoder_cosine,
     pair_rows,
     probe_baseline,
+    rate_rows,
     rate_statistic,
 )
-from probes.sae import SAE, SAETrainConfig, SAETrainer, reconstruction
+from probes.sae import SAE, SAEConfig, SAETrainConfig, SAETrainer, reconstruction
 from tasks.polysemy_sae.data import CORPUS_PATH, MULTI_TOKEN_MODES, corpus_texts, load_pairs, locate_pairs
 
 PAPER = ("Minegishi, Furuta, Iwasawa, Matsuo 2025, Rethinking Evaluation of Sparse Autoencoders through the "
          "Representation of Polysemous Words (ICLR 2025, arXiv 2501.06254)")
-METHODS = ("sae", "raw_resid", "raw_mlp", "probe", "cosine")
+METHODS = ("sae", "random_sae", "raw_resid", "raw_mlp", "probe", "cosine")
+SPARSE_L0 = 0.05  # an SAE firing more than this share of its latents per token is noted as not sparse
 SITE_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")  # d_model wide, where SAELens SAEs live
 ARCH = {"relu": "standard", "topk": "topk"}
 CPU_TOKENS, GPU_TOKENS = 20_000, 2_000_000
@@ -112,22 +126,26 @@ class Evaluation:
 @register_task
 class PolysemySAE(Task):
     name = "polysemy_sae"
-    version = "1.0"
+    version = "1.1"  # 1.1: all-zero pairs are "same" (the authors' code), word-clustered intervals, the random-SAE control
     paper = PAPER
     description = ("PS-Eval: a polysemous word in two contexts; does an SAE's top latent stay the same when the sense "
                    "does and change when it does not? Beside the raw-residual, MLP-neuron, probe and cosine baselines.")
     Config = PolysemyConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"tokens": 20_000, "batch_tokens": 1024}}
-    headline_metrics = ["sae.specificity", "sae.accuracy", "sae.recall", "sae.f1", "raw_resid.specificity",
-                        "raw_mlp.specificity", "probe.accuracy", "cosine.accuracy"]
+    headline_metrics = ["sae.specificity", "sae.accuracy", "sae.accuracy_minus_random_sae", "sae.specificity_minus_raw_resid",
+                        "sae.recall", "sae.f1", "random_sae.accuracy", "raw_resid.specificity", "raw_mlp.specificity",
+                        "probe.accuracy", "cosine.accuracy"]
     metric_descriptions = {
-        "{sae,raw_resid,raw_mlp,probe,cosine}.accuracy": "share of pairs judged right (same sense = positive); n = pairs",
-        "{method}.precision": "TP / (TP + FP): of pairs judged 'same', share truly same; absent when none is judged same",
-        "{method}.recall": "TP / (TP + FN): same-sense pairs judged same",
-        "{method}.specificity": "TN / (TN + FP): different-sense pairs judged different (the paper's focus)",
+        "{sae,random_sae,raw_resid,raw_mlp,probe,cosine}.accuracy": "share of pairs judged right (same sense = positive); n = target words (intervals resample words)",
+        "{method}.precision": "TP / (TP + FP): of pairs judged 'same', share truly same; absent when none is judged same; n = words of those pairs",
+        "{method}.recall": "TP / (TP + FN): same-sense pairs judged same; n = words of the same-sense pairs",
+        "{method}.specificity": "TN / (TN + FP): different-sense pairs judged different (the paper's focus); n = words of those pairs",
         "{method}.f1": "2 TP / (2 TP + FP + FN)",
-        "sae.*": "the top latent of the SAE at the site is the same in both contexts",
+        "sae.*": "the top latent of the SAE at the site is the same in both contexts (argmax 0 for an all-zero context)",
+        "random_sae.*": "the same for an SAE of the same width at its random start (the control with the same chance)",
+        "sae.accuracy_minus_random_sae": "per pair, SAE right minus random SAE right; mean, clustered by word",
+        "sae.specificity_minus_raw_resid": "per different-sense pair, SAE said different minus raw residual said different; mean, clustered by word",
         "raw_resid.*": "the top dimension of the raw vector at the SAE's site (the residual stream by default)",
         "raw_mlp.*": "the top MLP neuron (mlp_act) at the site's layer",
         "probe.*": "logistic regression on [|h1-h2|, h1*h2], 5 folds grouped by target word",
@@ -135,9 +153,16 @@ class PolysemySAE(Task):
         "sae.decoder_cosine_{same,different}_sense": "cosine of the two top latents' decoder rows, per label (1: one latent)",
     }
     finding = Finding(
-        effect="sae.specificity", control="raw_resid.specificity",
-        claim="different senses get different SAE top latents more often than different raw top dimensions",
+        claim="the SAE's top latent tells the senses apart: above chance, more specific than the raw residual, "
+              "and better than a random SAE of the same width",
         paper_verdict="SAEs separate senses in GPT-2 small, better in deeper layers; no numbers were checked",
+        facets=(
+            Facet("representation", "sae.accuracy", 0.5, "same vs different sense judged above chance (balanced pairs)"),
+            Facet("representation", "sae.specificity_minus_raw_resid", 0.0,
+                  "different senses get different top latents more often than different raw top dimensions (paired)"),
+            Facet("representation", "sae.accuracy_minus_random_sae", 0.0,
+                  "the trained SAE beats the same-width random SAE on the same pairs (paired)"),
+        ),
     )
 
     @classmethod
@@ -164,7 +189,7 @@ class PolysemySAE(Task):
         evaluations = {L: self.evaluate(model, config, ctx, pairs, f"{kind}.{L}", notes) for L in layers}
         metrics, per_layer, counts = {}, {}, {}
         for L, ev in evaluations.items():
-            layer_metrics, layer_counts = self.metrics(ctx, ev, pairs.labels, notes if L == main else None)
+            layer_metrics, layer_counts = self.metrics(ctx, ev, pairs.labels, pairs.words, notes if L == main else None)
             per_layer[L] = {k: m.model_dump() for k, m in layer_metrics.items()}
             if L == main:
                 metrics, counts = layer_metrics, layer_counts
@@ -245,50 +270,67 @@ class PolysemySAE(Task):
         acts = ctx.collect(pairs.prompts, [site, f"mlp_act.{layer}"], positions=pairs.positions, desc=f"pairs {site}")
         n = len(pairs.labels)
         h, mlp = acts[site].numpy(), acts[f"mlp_act.{layer}"].numpy()
+        # The SAE on every token of the prompts (BOS dropped, as in training), in raw units.
+        tokens = torch.cat(list(ctx.stream(pairs.prompts, site)))
+        control = random_start_sae(sae.cfg.d_in, sae.cfg.d_sae, tokens, seed=ctx.seed + 1)
         with torch.no_grad():
             z = sae.encode(acts[site]).numpy()
+            z_random = control.encode(acts[site]).numpy()
         top = compare_top_units(z[:n], z[n:])
         same = {
             "sae": top.same,
+            "random_sae": compare_top_units(z_random[:n], z_random[n:]).same,
             "raw_resid": compare_top_units(h[:n], h[n:]).same,
             "raw_mlp": compare_top_units(mlp[:n], mlp[n:]).same,
             "probe": probe_baseline(h[:n], h[n:], pairs.labels, pairs.words).same,
             "cosine": cosine_baseline(h[:n], h[n:], pairs.labels, pairs.words).same,
         }
-        # The SAE on every token of the prompts (BOS dropped, as in training), in raw units.
-        tokens = torch.cat(list(ctx.stream(pairs.prompts, site)))
         rec = reconstruction(sae, tokens)
+        if rec.l0 > SPARSE_L0 * sae.cfg.d_sae:
+            notes.append(f"the SAE at {site} is not sparse: L0 {rec.l0:.0f} of {sae.cfg.d_sae} latents per token "
+                         f"(above {SPARSE_L0:.0%}); its top latent is one of many active ones")
         info.update({"mse": rec.mse, "l0": rec.l0, "explained_variance": rec.explained_variance,
                      "eval_tokens": rec.n_tokens, "n_all_zero": top.n_all_zero})
         cos = decoder_cosine(sae.W_dec.detach().numpy(), top.k1, top.k2)
         return Evaluation(site, same, top, cos, info)
 
-    def metrics(self, ctx, ev: Evaluation, labels: np.ndarray,
+    def metrics(self, ctx, ev: Evaluation, labels: np.ndarray, words: np.ndarray,
                 notes: list[str] | None) -> tuple[dict[str, Metric], dict[str, dict[str, int]]]:
-        """Every rate of every method with its interval over pairs; undefined rates are left out (and noted)."""
+        """Every rate of every method and the two paired gaps, each interval resampling target
+        words; undefined rates are left out (and noted)."""
         out: dict[str, Metric] = {}
         counts: dict[str, dict[str, int]] = {}
         for method in METHODS:
             c = confusion(labels, ev.same[method])
             counts[method] = asdict(c)
-            rows = pair_rows(labels, ev.same[method])
             for rate in RATES:
                 key = f"{method}.{rate}"
                 if getattr(c, rate) is None:
                     if notes is not None:
                         notes.append(f"{key} is undefined (a zero denominator: {asdict(c)}) and is left out")
                     continue
-                m = ctx.metric(rows, statistic=rate_statistic(rate))
+                if rate == "f1":
+                    m = ctx.metric(pair_rows(labels, ev.same[method]), unit=words, statistic=rate_statistic(rate))
+                else:
+                    mask, values = rate_rows(labels, ev.same[method], rate)
+                    m = ctx.metric(values[mask], unit=words[mask])
                 if not (np.isfinite(m.ci_low) and np.isfinite(m.ci_high)):
                     if notes is not None:
                         notes.append(f"{key} has no interval (undefined in every resample) and is left out")
                     continue
                 out[key] = m
+        right = {method: (ev.same[method] == labels.astype(bool)).astype(float) for method in ("sae", "random_sae")}
+        out["sae.accuracy_minus_random_sae"] = ctx.metric(right["sae"] - right["random_sae"], unit=words)
+        different = labels == 0
+        said_different = {method: (~ev.same[method][different]).astype(float) for method in ("sae", "raw_resid")}
+        if different.any():
+            out["sae.specificity_minus_raw_resid"] = ctx.metric(said_different["sae"] - said_different["raw_resid"],
+                                                                unit=words[different])
         fired = ~ev.top.all_zero
         for label, name in ((1, "same"), (0, "different")):
             sel = fired & (labels == label)
             if sel.sum() >= 1:
-                out[f"sae.decoder_cosine_{name}_sense"] = ctx.metric(ev.decoder_cos[sel], higher_is_better=None)
+                out[f"sae.decoder_cosine_{name}_sense"] = ctx.metric(ev.decoder_cos[sel], unit=words[sel], higher_is_better=None)
         return out, counts
 
     # The SAE: loaded, cached, or trained ---------------------------------------------
@@ -396,6 +438,18 @@ class PolysemySAE(Task):
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=7)
         ctx.save_figure(fig, "specificity_by_layer.png")
+
+
+def random_start_sae(d_in: int, d_sae: int, tokens: torch.Tensor, seed: int) -> SAE:
+    """The control: an SAE of the same width at its random start (SAELens' initialisation),
+    reading each token scaled to norm sqrt(d_in) and centred on these tokens' mean, as the
+    trainer's first step centres it. Its top latent is a random direction's: what an SAE
+    that learnt nothing says."""
+    sae = SAE.initialised(SAEConfig(d_in=d_in, d_sae=d_sae, normalize_activations="constant_norm_rescale"), seed=seed)
+    x = tokens.to(torch.float32)
+    with torch.no_grad():
+        sae.b_dec.copy_((x * (d_in ** 0.5 / x.norm(dim=-1, keepdim=True).clamp_min(1e-12))).mean(0))
+    return sae.eval()
 
 
 def corpus_id(source: str) -> str:
