@@ -237,6 +237,42 @@ def cross_validate(
     return HeldOut(sse=sse, sst=sst)
 
 
+def cross_validate_many(
+    X: np.ndarray,
+    label_sets: np.ndarray,
+    folds: list[np.ndarray],
+    basis: Basis,
+    pca_dim: int | None = 100,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sse (K, n), sst (n,)): `cross_validate` of `basis` for each of K label vectors at once.
+
+    The PCA of each training fold depends on X alone, so it is computed once per fold and
+    only the small least-squares problem (p basis columns) is solved per label vector: a
+    null distribution over many relabellings costs about one fit.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    label_sets = np.atleast_2d(np.asarray(label_sets))
+    K, n = label_sets.shape
+    sse, sst = np.empty((K, n)), np.empty(n)
+    for test in folds:
+        train = np.setdiff1d(np.arange(n), test)
+        template = BasisFit(basis, pca_dim).fit(X[train], label_sets[0][train])  # its PCA serves every label set
+        V, mean = template.components_, template.mean_
+        Z = (X[train] - mean) @ V.T
+        Zt = (X[test] - mean) @ V.T
+        # The part of a held-out state outside the training PCA basis is never predicted: its error is shared.
+        outside = ((X[test] - mean) ** 2).sum(1) - (Zt ** 2).sum(1)
+        sst[test] = ((X[test] - X[train].mean(0)) ** 2).sum(1)
+        for k, a in enumerate(label_sets):
+            B = basis(np.asarray(a))
+            cols = usable_columns(B[train])
+            B = B[:, cols]
+            mean_B = B[train].mean(0)
+            coef, *_ = np.linalg.lstsq(B[train] - mean_B, Z, rcond=None)
+            sse[k, test] = (((B[test] - mean_B) @ coef - Zt) ** 2).sum(1) + outside
+    return sse, sst
+
+
 def random_subspace_map(Q_from: np.ndarray, span: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(d, d) map sending span(Q_from) isometrically onto a random subspace of the same rank inside span(span).
 

@@ -291,3 +291,21 @@ def test_swap_op_add_is_a_named_departure(tiny):
     # the same triples, another edit: replace also removes the in-subspace residual of each state
     assert replace.details["pairs"] == add.details["pairs"]
     assert replace.details["swap_displacement_norm"] != pytest.approx(add.details["swap_displacement_norm"], rel=1e-3)
+
+
+def test_a_random_weight_model_earns_neither_the_representation_nor_the_causal_facet(tiny):
+    """Digits split: the random model's a-state is a function of its digit tokens, which the helix's
+    T = 2, 5, 10 columns fit, so the helix beats a line on it; it must not beat digit relabellings."""
+    from dataclasses import asdict
+
+    from harness.report.findings import HOLDS, parse_finding, verdict
+
+    config = NumberHelix.Config(n_problems=120, n_pairs=30, correct_only=False, max_new_tokens=3)
+    result = NumberHelix().run(tiny, config, RunContext(model=tiny, show_progress=False, bootstrap=300))
+    m = result.metrics
+    assert m["helix_minus_linear"].ci_low > 0  # the old finding's test: a null model earned it
+    cell = verdict(parse_finding(asdict(NumberHelix.finding)), m)
+    facets = {f.kind: f for f in cell.facets}
+    assert list(facets) == ["behaviour", "representation", "causal"] and cell.verdict != HOLDS
+    assert facets["representation"].verdict != HOLDS and facets["causal"].verdict != HOLDS, cell.reason
+    assert result.details["scrambled_digits"]["n"] == 50

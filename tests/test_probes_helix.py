@@ -165,3 +165,19 @@ def test_random_subspace_map_is_an_isometry_into_the_span():
     np.testing.assert_allclose(M, random_subspace_map(Q_from, span, np.random.default_rng(1)))
     with pytest.raises(ValueError):
         random_subspace_map(Q_from, span[:, :3], rng)
+
+
+def test_many_label_sets_in_one_fit_equal_separate_fits():
+    from probes.helix import cross_validate_many
+
+    rng = np.random.default_rng(0)
+    a = np.arange(100)
+    X = rng.standard_normal((100, 30)) + np.outer(np.cos(2 * np.pi * a / 10), rng.standard_normal(30))
+    folds = kfold_indices(100, 5, 0)
+    sets = np.stack([a, rng.permutation(a), (a * 7) % 100])
+    basis = basis_functions()["helix"]
+    sse, sst = cross_validate_many(X, sets, folds, basis, pca_dim=20)
+    for k, labels in enumerate(sets):
+        single = cross_validate(X, labels, folds, basis, pca_dim=20)
+        np.testing.assert_allclose(sse[k], single.sse, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(sst, single.sst, rtol=1e-12)
