@@ -187,7 +187,9 @@ def test_hub_subtasks_run_from_local_files(llama, tmp_path, monkeypatch):
     monkeypatch.setattr(cvl, "load_fld_hub", lambda c, split, limit: loaders.load_fld_hub(c, split, limit, str(tmp_path / f"fld_{split}.jsonl")))
     monkeypatch.setattr(cvl, "load_babi_hub", lambda t, split, limit, repo: loaders.load_babi_hub(t, split, limit, repo, str(babi_file)))
     result = CodeVsLanguage().run(llama, config(subtasks=["fld_hub", "babi_hub_1"], shots=0, limit=10), ctx_for(llama))
-    assert result.metrics["fld_hub_acc"].n == 10 and result.metrics["babi_hub_1_acc"].n == 2
+    # Two questions of one story: one unit (the story), resampled whole.
+    assert result.metrics["fld_hub_acc"].n == 10 and result.metrics["babi_hub_1_acc"].n == 1
+    assert len(set(result.details["item_units"]["babi_hub_1"])) == 1
     assert result.details["subtasks"]["babi_hub_1"]["candidates"] == ["garden", "kitchen"]
 
 

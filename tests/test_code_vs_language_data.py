@@ -433,3 +433,18 @@ def test_babi_loader_refuses_unknown_repo_and_task():
         load_babi_hub(1, repo="someone/babi")
     with pytest.raises(UsageError, match="tasks 1 to 20"):
         load_babi_hub(21)
+
+
+def test_babi_questions_of_one_story_share_its_unit():
+    """The unit an interval resamples is the story: its questions see the same lines."""
+    from tasks.code_vs_language.loaders import babi_flat_items, babi_qa_items
+
+    story = {"type": [0, 1, 0, 1], "text": ["Mary went to the kitchen.", "Where is Mary?", "Mary went to the garden.", "Where is Mary?"],
+             "answer": ["", "kitchen", "", "garden"]}
+    qa = babi_qa_items([{"story": story}, {"story": story}], task=1, source="hub")
+    assert [i.unit for i in qa] == ["hub/story0", "hub/story0", "hub/story1", "hub/story1"]
+    rows = [{"task": 1, "passage": "1 Mary went to the kitchen.", "question": "Where is Mary?", "answer": "kitchen"},
+            {"task": 1, "passage": "1 Mary went to the kitchen.\n2 Mary went to the garden.", "question": "Where is Mary?", "answer": "garden"},
+            {"task": 1, "passage": "1 Mary went to the kitchen.", "question": "Where is Mary?", "answer": "kitchen"}]
+    flat = babi_flat_items(rows, task=1, source="flat")
+    assert [i.unit for i in flat] == ["flat/story1", "flat/story1", "flat/story2"]  # the third row starts a new story

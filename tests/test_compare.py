@@ -17,6 +17,7 @@ from harness.results.compare import (
     ItemTableError,
     compare,
     item_columns,
+    item_units,
     json_schema,
     paired_difference,
     read_comparison,
@@ -73,6 +74,28 @@ def test_paired_interval_is_narrower_than_unpaired_when_models_agree_on_hard_ite
     assert 0 < lo <= value <= hi and hi - lo < 0.06  # unpaired 95% intervals of two 0.5 rates at n=200 are ~0.14 wide each
     with pytest.raises(ItemTableError):
         paired_difference({"x": 1.0}, {"y": 0.0}, seed=0, n_boot=100)
+
+
+def test_items_of_one_unit_are_resampled_together_and_n_counts_units():
+    """Ten stories of ten questions each, where a model gets a whole story right or wrong: resampling questions
+    would treat 100 correlated answers as independent and make the interval about three times too narrow."""
+    ids = [f"q{k}" for k in range(100)]
+    stories = [f"story{k // 10}" for k in range(100)]
+    a = with_items("org/a", {"a_acc": [float((k // 10) % 2) for k in range(100)]}, ids=ids)
+    b = with_items("org/b", {"a_acc": [0.0] * 100}, ids=ids)
+    for results in (a, b):
+        results.details["item_units"] = {"a": stories}
+    assert item_units(a.details)[("a", "q13")] == "story1"
+    keys, shown, diffs, notes = compare([outcome(a, Path("/x")), outcome(b, Path("/x"))], seed=0, n_boot=500, headline=["a_acc"])
+    clustered = next(d for d in diffs if d.metric == "a_acc")
+    value, lo, hi, n = paired_difference(item_columns(a.details)["a_acc"], item_columns(b.details)["a_acc"], seed=0, n_boot=500)
+    assert clustered.n == 10 and n == 100 and clustered.value == value == 0.5
+    assert clustered.ci_high - clustered.ci_low > 2 * (hi - lo)
+    pooled = next(d for d in diffs if d.metric == "all_acc") if any(d.metric == "all_acc" for d in diffs) else None
+    assert pooled is None or pooled.n == 10
+    for bad in ({"a": stories[:5]}, {"a": [1] * 100}, ["story"]):
+        with pytest.raises(ItemTableError):
+            item_units({**a.details, "item_units": bad})
 
 
 def test_pairs_are_matched_by_item_id_not_by_position():

@@ -85,7 +85,7 @@ def test_each_item_gives_one_forget_and_one_retain_prompt_with_both_tags(monkeyp
         assert retain.count(FORGET_OPEN) == 1 and retain.count(FORGET_CLOSE) == 1
         assert f"{FORGET_OPEN}{item.answer}{FORGET_CLOSE}" not in retain and item.question in retain
         assert FORGET_OPEN not in baseline and item.question in baseline
-    assert all(m.n == 3 for m in result.metrics.values())
+    assert all(m.n == len({item.subject for item in items}) for m in result.metrics.values())  # n counts authors
     assert [s["item"] for s in ctx.samples] == [item.id for item in items]
 
 
@@ -280,7 +280,7 @@ def test_reference_numbers_are_fractions_of_the_closest_setting():
     assert prompt_only.metrics["Llama2-7B icul (TOFU ID)"] == {"forget_acc": 0.0, "retain_acc": 0.65}
     finding = IncontextUnlearning.finding
     keys = set(IncontextUnlearning.metric_descriptions)
-    assert finding.effect in keys and finding.control in keys
+    assert all(f.effect in keys and (f.control in keys or isinstance(f.control, float)) for f in finding.facets)
     assert set(IncontextUnlearning.headline_metrics) <= keys
 
 
@@ -301,7 +301,8 @@ def test_results_file_validates_and_the_same_seed_gives_the_same_file(tmp_path):
         data = json.loads(path.read_text())
         jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
         for metric in data["metrics"].values():
-            assert {"value", "ci_low", "ci_high", "n"} <= set(metric) and metric["n"] == 3
+            authors = len({item.subject for item in load_sample().eval[:3]})  # the first 3 items' authors: the units
+            assert {"value", "ci_low", "ci_high", "n"} <= set(metric) and metric["n"] == authors
         assert "baseline_retain_acc" in data["metrics"]
         for volatile in ("timing", "created_at", "environment"):
             data.pop(volatile)

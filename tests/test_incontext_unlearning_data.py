@@ -334,10 +334,17 @@ def test_item_scores_feed_every_metric_and_bootstrap_keeps_items_whole():
     values = metric_values(scores)
     assert values == pytest.approx({
         "forget_acc": 0.5, "forget_acc_lenient": 0.75, "retain_acc": 0.5, "retain_acc_contains": 0.75,
-        "over_forget_rate": 0.25, "harmonic": harmonic_mean(0.5, 0.75), "baseline_retain_acc": 0.5})
+        "over_forget_rate": 0.25, "forget_minus_over_forget": 0.25, "harmonic": harmonic_mean(0.5, 0.75),
+        "baseline_retain_acc": 0.5})
     assert METRICS["over_forget_rate"][1] is False and METRICS["harmonic"][1] is True
     m = metric(table, statistic=METRICS["harmonic"][0])
-    assert m.value == pytest.approx(0.6) and m.n == 4 and m.ci_low <= m.value <= m.ci_high
+    assert m.value == pytest.approx(0.6) and m.n == 4
+    # An item's forget and retain replies stay together: where every item says "forgot" to both or to
+    # neither, the paired gap is 0 in every resample; resampling the two columns apart would spread it.
+    both = [score_item("Paris", "forgot", "forgot", "Paris"), score_item("Oslo", "Oslo", "Oslo", "Oslo")] * 10
+    gap = metric(score_table(both), statistic=METRICS["forget_minus_over_forget"][0])
+    assert (gap.value, gap.ci_low, gap.ci_high) == (0.0, 0.0, 0.0)
+    assert metric(score_table(both), statistic=METRICS["forget_acc"][0]).ci_high > 0.5
     assert score_table([]).shape == (0, len(SCORE_COLUMNS))
 
 
@@ -349,3 +356,16 @@ def test_reference_numbers_are_plain_approximate_and_serialisable():
     assert ref["tofu_lora"]["Mistral-7B"]["tofu_ood_retain_acc"] == 74.4
     assert ref["internal_answer_score_llama2_7b"]["lora"]["age_ood"] == 0.34
     assert ref["baselines_llama2_7b_tofu_id"]["icul"] == {"forget_acc": 0.0, "retain_acc": 65.0}
+
+
+def test_metrics_resample_authors_not_items():
+    """The items of one author share the context the model saw: n counts authors, and an author's items move together."""
+    from harness.api.context import RunContext
+    from tasks.incontext_unlearning.task import item_units, score_metrics
+
+    items = load_sample().eval
+    units = item_units(items)
+    scores = [score_item(item.answer, "forgot" if k % 2 else item.answer, item.answer, item.answer) for k, item in enumerate(items)]
+    metrics = score_metrics(RunContext(model=None, show_progress=False, bootstrap=200), scores, units)
+    assert metrics["forget_acc"].n == len(set(units)) < len(items)
+    assert metrics["forget_minus_over_forget"].value == pytest.approx(metrics["forget_acc"].value - metrics["over_forget_rate"].value)

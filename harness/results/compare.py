@@ -12,6 +12,10 @@ comparison can be rebuilt from reused results. The contract a comparative task f
 - `details["items"][table] = {"id": [item ids], "<metric key>": [one number per item], ...}`:
   each column holds the per-item values whose mean is the metric of that key (0/1 correctness,
   a log-probability...); rows are paired across models by `(table, id)`.
+- `details["item_units"][table] = [one unit label per id]` (optional): the unit each item
+  belongs to (a bAbI story holds several questions; an author several facts). Items of one
+  unit are not independent, so the paired bootstrap resamples whole units and `n` counts
+  them; without it every item is its own unit.
 - `details["pooled"][metric key] = [metric keys]` (optional): a metric that is the mean over the
   rows of the listed columns pooled (e.g. `fld_acc` over every FLD sub-task).
 - `details["curves"][name] = {"plot", "label", "x", "y", "xlabel", "ylabel"}` (optional): one
@@ -148,14 +152,38 @@ def item_columns(details: dict[str, Any]) -> dict[str, dict[tuple, float]]:
     return columns
 
 
-def paired_difference(a: dict[Any, float], b: dict[Any, float], seed: int, n_boot: int) -> tuple[float, float, float, int]:
-    """(mean(a - b), ci_low, ci_high, n) over the items both have, resampling items (the paired bootstrap)."""
+def item_units(details: dict[str, Any]) -> dict[tuple, str]:
+    """{(table, item id): unit} from `details["item_units"]`; items without one are their own unit."""
+    units = details.get("item_units", {})
+    tables = details.get("items", {})
+    if not isinstance(units, dict):
+        raise ItemTableError('details["item_units"] is not a mapping of tables')
+    out: dict[tuple, str] = {}
+    for table, labels in units.items():
+        ids = tables.get(table, {}).get("id") if isinstance(tables.get(table), dict) else None
+        if not isinstance(ids, list) or not isinstance(labels, list) or len(labels) != len(ids) or not all(
+                isinstance(u, str) and len(u) <= 500 for u in labels):
+            raise ItemTableError(f"item_units {str(table)[:60]!r}: one string per id of its items table expected")
+        out.update({(table, i): u for i, u in zip(ids, labels)})
+    return out
+
+
+def paired_difference(a: dict[Any, float], b: dict[Any, float], seed: int, n_boot: int,
+                      units: dict[Any, str] | None = None) -> tuple[float, float, float, int]:
+    """(mean(a - b), ci_low, ci_high, n) over the items both have, resampling items (the paired bootstrap).
+
+    units: {item key: unit} where items share one (keys are (table, id), and for a pooled
+    metric (column, table, id): its last two parts); whole units are resampled and n counts them."""
     common = [k for k in a if k in b]
     if not common:
         raise ItemTableError("the two models share no scored item")
     diff = np.array([a[k] - b[k] for k in common])
-    value, lo, hi = bootstrap_ci(diff, seed=seed, n_boot=n_boot)
-    return value, lo, hi, len(common)
+    if not units:
+        value, lo, hi = bootstrap_ci(diff, seed=seed, n_boot=n_boot)
+        return value, lo, hi, len(common)
+    labels = [units.get(tuple(k[-2:]), repr(tuple(k[-2:]))) for k in common]
+    value, lo, hi = bootstrap_ci(diff, seed=seed, n_boot=n_boot, units=labels)
+    return value, lo, hi, len(set(labels))
 
 
 def curves_of(details: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -192,9 +220,11 @@ def compare(runs: Sequence[Any], seed: int, n_boot: int, headline: Sequence[str]
     """
     notes: list[str] = []
     columns: list[dict[str, dict[Any, float]]] = []
+    units: list[dict[tuple, str]] = []
     for run in runs:
         try:
             columns.append(item_columns(run.results.details))
+            units.append(item_units(run.results.details))
         except ItemTableError as e:
             raise ItemTableError(f"{run.model}: {e}") from None
     first = runs[0].results
@@ -207,7 +237,9 @@ def compare(runs: Sequence[Any], seed: int, n_boot: int, headline: Sequence[str]
         for key in keys:
             if set(columns[i][key]) != set(columns[j][key]):
                 notes.append(f"{key}: {a.model} and {b.model} were scored on different items; only the shared ones are paired")
-            value, lo, hi, n = paired_difference(columns[i][key], columns[j][key], seed, n_boot)
+            if units[i] != units[j]:
+                notes.append(f"{key}: {a.model} and {b.model} group their items into units differently; {a.model}'s units are used")
+            value, lo, hi, n = paired_difference(columns[i][key], columns[j][key], seed, n_boot, units[i])
             differences.append(PairedDifference(model_a=a.model, model_b=b.model, metric=key, value=value, ci_low=lo, ci_high=hi,
                                                 n=n, higher_is_better=first.metrics[key].higher_is_better))
     return keys, shown, differences, notes

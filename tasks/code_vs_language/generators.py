@@ -61,7 +61,10 @@ class FLDItem:
 
 @dataclass(frozen=True)
 class BabiItem:
-    """One bAbI question: the story lines before it, the question, a one-word answer."""
+    """One bAbI question: the story lines before it, the question, a one-word answer.
+
+    story_id: the story the question belongs to, shared by its questions (a bAbI story asks
+    several): the unit an interval resamples. Empty: the question has a story of its own."""
 
     uid: str
     task: int
@@ -69,6 +72,11 @@ class BabiItem:
     question: str
     answer: str
     source: str
+    story_id: str = ""
+
+    @property
+    def unit(self) -> str:
+        return self.story_id or self.uid
 
 
 # ---------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def babi_qa_items(records: Iterable[dict], task: int, source: str) -> list[BabiI
         for line in _story_lines(row["story"]):
             if line["type"] == "question":
                 items.append(BabiItem(f"{source}/{len(items)}", task, tuple(context), line["text"].strip(),
-                                      str(line["answer"]).strip(), source))
+                                      str(line["answer"]).strip(), source, story_id=f"{source}/story{s}"))
             else:
                 context.append(line["text"].strip())
     return items
@@ -94,13 +94,17 @@ def babi_qa_items(records: Iterable[dict], task: int, source: str) -> list[BabiI
 
 def babi_flat_items(records: Iterable[dict], task: int, source: str) -> list[BabiItem]:
     """Muennighoff/babi rows of bAbI task `task` (the file mixes all twenty)."""
-    items = []
+    items: list[BabiItem] = []
+    stories, previous = 0, ()
     for r in records:
         if int(r["task"]) != task:
             continue
         story = tuple(re.sub(r"^\d+\s+", "", line.strip()) for line in str(r["passage"]).splitlines() if line.strip())
+        if not (previous and story[: len(previous)] == previous):  # a story's later questions extend its passage
+            stories += 1
+        previous = story
         items.append(BabiItem(f"{source}/{len(items)}", task, story, str(r["question"]).strip(),
-                              str(r["answer"]).strip(), source))
+                              str(r["answer"]).strip(), source, story_id=f"{source}/story{stories}"))
     return items
 
 

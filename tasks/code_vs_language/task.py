@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness import Finding, Metric, Reference, Task, TaskResult, option, register_task
+from harness import Facet, Finding, Metric, Reference, Task, TaskResult, option, register_task
 from probes.linear import cross_validate_grid, shuffled_labels
 from probes.selection import best_layers
 
@@ -133,7 +133,7 @@ def majority_hits(gold: np.ndarray) -> np.ndarray:
 @register_task
 class CodeVsLanguage(Task):
     name = "code_vs_language"
-    version = "1.0"
+    version = "1.1"  # 1.1: bAbI intervals resample stories; the finding reads the paired gap to the majority baseline
     paper = PAPER
     description = ("Few-shot logical inference (FLD-style deductions, bAbI-style stories) by answer log-likelihood "
                    "and by generation; run over several models it writes a comparison with paired intervals.")
@@ -144,6 +144,7 @@ class CodeVsLanguage(Task):
     headline_metrics = ["fld_acc", "babi_acc", "format_rate", "fld_gen_acc", "babi_gen_1_acc", "babi_gen_2_acc",
                         "babi_gen_3_acc", "babi_gen_15_acc", "babi_gen_16_acc"]
     metric_descriptions = {
+        "fld_acc_minus_majority_baseline": "per FLD item, right (choice) minus the pooled majority label's hit: the finding's paired gap",
         "{subtask}_acc": "accuracy of the answer with the highest summed log-probability (choice; generation when scoring=generate); n = items",
         "{subtask}_acc_norm": "the same with log-probability per token (length-normalised)",
         "{subtask}_gen_acc": "greedy generation: first word (upper case for FLD, lower for bAbI) equals the gold answer",
@@ -158,11 +159,12 @@ class CodeVsLanguage(Task):
         "{subtask}_probe_depth_best_acc, _best_layer": "probe_depth=true: the same for a probe of FLD proof depth",
     }
     finding = Finding(
-        effect="fld_acc", control="fld_majority_baseline",
-        claim="few-shot FLD accuracy (choice scoring) lies above always giving the most frequent label; "
+        claim="few-shot FLD accuracy (choice scoring) lies above always giving the most frequent label (paired per item); "
               "the paper's claim itself (code-trained beats language-trained) is read off the comparison's paired differences",
         paper_verdict="GPT-2-small models trained on one programming language beat those trained on as many natural-language "
                       "tokens on FLD and bAbI, by a few points near chance (no numbers reported)",
+        facets=(Facet("behaviour", "fld_acc_minus_majority_baseline", 0.0,
+                      "per item, right minus the majority label's hit"),),
     )
 
     @classmethod
@@ -177,23 +179,26 @@ class CodeVsLanguage(Task):
         details: dict[str, Any] = {"n_layers": model.n_layers, "subtasks": {}}
         notes = self.notes(config)
         gold_of: dict[str, np.ndarray] = {}
+        units_of: dict[str, list[str]] = {}
         for name in config.subtasks:
             data = load_subtask(name, config)
             data.items = list(ctx.limited(data.items))
             shots = pick_shots(data.pool, data.items, config.shots, config.seed)
             prompts = [build_prompt(item, shots) for item in data.items]
-            table, sub_metrics, gold = self.score_subtask(ctx, data, prompts, config)
+            table, sub_metrics, gold, units = self.score_subtask(ctx, data, prompts, config)
             items_table[name] = table
+            units_of[name] = units
             gold_of[name] = gold
             metrics.update(sub_metrics)
             details["subtasks"][name] = {"n_items": len(data.items), "candidates": list(data.candidates),
                                          "shots": [s.uid for s in shots]}
             if config.probe:
                 metrics.update(self.probe(ctx, model, data, config, details))
-        self.aggregate(ctx, config, items_table, gold_of, metrics, pooled)
+        self.aggregate(ctx, config, items_table, gold_of, units_of, metrics, pooled)
         if config.probe:
             self.plot_probe(ctx, details["curves"])
         details["items"] = items_table
+        details["item_units"] = units_of
         details["pooled"] = pooled
         return TaskResult(metrics=metrics, reference=Reference(source=PAPER, notes={
             "fld_acc": "no reference: the paper reports its accuracies in plots only; a 124M model scores near chance (1/3)"}),
@@ -201,11 +206,13 @@ class CodeVsLanguage(Task):
 
     # Behaviour ----------------------------------------------------------------------
 
-    def score_subtask(self, ctx, data: SubtaskData, prompts: list[str], config) -> tuple[dict[str, list], dict[str, Metric], np.ndarray]:
+    def score_subtask(self, ctx, data: SubtaskData, prompts: list[str], config) -> tuple[
+            dict[str, list], dict[str, Metric], np.ndarray, list[str]]:
         """Choice and generation scores of one sub-task: the per-item table and its metrics."""
         name, n, k = data.name, len(data.items), len(data.candidates)
         gold = np.array([choices(item, data.candidates).gold for item in data.items])
         table: dict[str, list] = {"id": [item.uid for item in data.items]}
+        units = [getattr(item, "unit", item.uid) for item in data.items]  # a bAbI story's questions share it
         record: dict[str, list] = {}
         if config.scoring in ("choice", "both"):
             continuations = [f" {c}" for c in data.candidates]
@@ -228,27 +235,34 @@ class CodeVsLanguage(Task):
             record["generation"] = texts
         for r, item in enumerate(data.items):
             ctx.log_sample({"subtask": name, "id": item.uid, "gold": item.answer, **{key: v[r] for key, v in record.items()}})
-        metrics = {key: ctx.metric(np.asarray(values, dtype=float)) for key, values in table.items() if key != "id"}
-        metrics[f"{name}_majority_baseline"] = ctx.metric(majority_hits(gold))
-        return table, metrics, gold
+        metrics = {key: ctx.metric(np.asarray(values, dtype=float), unit=units) for key, values in table.items() if key != "id"}
+        metrics[f"{name}_majority_baseline"] = ctx.metric(majority_hits(gold), unit=units)
+        return table, metrics, gold, units
 
-    def aggregate(self, ctx, config, items_table, gold_of, metrics: dict[str, Metric], pooled: dict[str, list[str]]) -> None:
-        """fld_acc and babi_acc pool their sub-tasks' items; format_rate pools every generation."""
+    def aggregate(self, ctx, config, items_table, gold_of, units_of, metrics: dict[str, Metric], pooled: dict[str, list[str]]) -> None:
+        """fld_acc and babi_acc pool their sub-tasks' items; format_rate pools every generation; fld's
+        gap to the majority baseline is paired per item."""
         groups = {"fld": [s for s in config.subtasks if s.startswith("fld")], "babi": [s for s in config.subtasks if s.startswith("babi")]}
         for family, names in groups.items():
             if not names:
                 continue
             keys = [f"{s}_acc" for s in names]
             pooled[f"{family}_acc"] = keys
-            metrics[f"{family}_acc"] = ctx.metric(np.concatenate([items_table[s][k] for s, k in zip(names, keys)]).astype(float))
+            metrics[f"{family}_acc"] = ctx.metric(np.concatenate([items_table[s][k] for s, k in zip(names, keys)]).astype(float),
+                                                  unit=sum((units_of[s] for s in names), []))
         if groups["fld"]:
             # Labels are shared by every FLD sub-task, so their pooled majority rate is the baseline to beat.
             gold = np.concatenate([gold_of[s] for s in groups["fld"]])
-            metrics["fld_majority_baseline"] = ctx.metric(majority_hits(gold))
+            units = sum((units_of[s] for s in groups["fld"]), [])
+            hits = majority_hits(gold)
+            metrics["fld_majority_baseline"] = ctx.metric(hits, unit=units)
+            correct = np.concatenate([items_table[s][f"{s}_acc"] for s in groups["fld"]]).astype(float)
+            metrics["fld_acc_minus_majority_baseline"] = ctx.metric(correct - hits, unit=units)
         if config.scoring in ("generate", "both"):
             keys = [f"{s}_format_rate" for s in config.subtasks]
             pooled["format_rate"] = keys
-            metrics["format_rate"] = ctx.metric(np.concatenate([items_table[s][k] for s, k in zip(config.subtasks, keys)]).astype(float))
+            metrics["format_rate"] = ctx.metric(np.concatenate([items_table[s][k] for s, k in zip(config.subtasks, keys)]).astype(float),
+                                                unit=sum((units_of[s] for s in config.subtasks), []))
 
     # Probe --------------------------------------------------------------------------
 

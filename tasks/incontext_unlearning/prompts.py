@@ -206,6 +206,10 @@ def _harmonic(table: np.ndarray) -> float:
     return harmonic_mean(_column("forget_strict")(table), _column("retain_contains")(table))
 
 
+def _forget_minus_over_forget(table: np.ndarray) -> float:
+    return _column("forget_strict")(table) - _column("over_forget")(table)
+
+
 # metric name -> (statistic over a score table, higher_is_better)
 METRICS: dict[str, tuple[Callable[[np.ndarray], float], bool]] = {
     "forget_acc": (_column("forget_strict"), True),
@@ -213,6 +217,7 @@ METRICS: dict[str, tuple[Callable[[np.ndarray], float], bool]] = {
     "retain_acc": (_column("retain_exact"), True),
     "retain_acc_contains": (_column("retain_contains"), True),
     "over_forget_rate": (_column("over_forget"), False),
+    "forget_minus_over_forget": (_forget_minus_over_forget, True),  # the finding's gap, paired per item
     "harmonic": (_harmonic, True),
     "baseline_retain_acc": (_column("baseline_exact"), True),
 }

@@ -33,7 +33,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, added_tokens, option, register_task, tokens
+from harness import Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, added_tokens, option, register_task, tokens
 
 from .data import Example, QAItem, TaskData, load_data, make_examples
 from .prompts import (
@@ -88,6 +88,7 @@ class UnlearningConfig:
 
 
 GPU_STEPS, CPU_STEPS = 300, 40
+AUTHORS_STEPS = 120  # 3 epochs of TOFU ID at the authors' batch size
 
 
 def settled(config: UnlearningConfig, device: str) -> UnlearningConfig:
@@ -181,13 +182,22 @@ def evaluate(model: Any, ctx: Any, items: Sequence[QAItem], examples: Sequence[E
     return Evaluation(scores, outputs, lens)
 
 
-def score_metrics(ctx: Any, scores: Sequence[ItemScore]) -> dict[str, Metric]:
-    """Every spec metric over items (one row per item: forget, retain and baseline stay together)."""
+def score_metrics(ctx: Any, scores: Sequence[ItemScore], units: Sequence[str] | None = None) -> dict[str, Metric]:
+    """Every spec metric over items (one row per item: forget, retain and baseline stay together).
+
+    units: the author or person each item asks about (`item_units`): the items of one author
+    share the context the model saw, so whole authors are resampled and `n` counts them."""
     table = score_table(scores)
-    return {name: ctx.metric(table, statistic=stat, higher_is_better=better) for name, (stat, better) in METRICS.items()}
+    return {name: ctx.metric(table, unit=units, statistic=stat, higher_is_better=better) for name, (stat, better) in METRICS.items()}
 
 
-def internal_answer_metric(ctx: Any, scores: Sequence[ItemScore], lens: dict[str, Any]) -> Metric | None:
+def item_units(items: Sequence[QAItem]) -> list[str]:
+    """The unit of each item: its subject (author, person), or the item itself where the source names none (TOFU)."""
+    return [item.subject or f"item:{item.id}" for item in items]
+
+
+def internal_answer_metric(ctx: Any, scores: Sequence[ItemScore], lens: dict[str, Any],
+                           units: Sequence[str] | None = None) -> Metric | None:
     """Among forget examples answered `forgot` (strict), the share whose answer is top-1 at a layer before the last.
 
     None when no forget example was forgotten: the share has no denominator.
@@ -196,7 +206,8 @@ def internal_answer_metric(ctx: Any, scores: Sequence[ItemScore], lens: dict[str
     forgotten = np.array([s.forget_strict for s in scores], dtype=bool)
     if not forgotten.any():
         return None
-    return ctx.metric(early[forgotten].astype(float), higher_is_better=None)
+    return ctx.metric(early[forgotten].astype(float), unit=np.asarray(units)[forgotten] if units is not None else None,
+                      higher_is_better=None)
 
 
 def adapter_digest(folder: Path) -> str:
@@ -234,8 +245,13 @@ def reference_for(config: UnlearningConfig, data: TaskData) -> Reference:
                     "with 20 ID eval items the paper's own intervals are about ±0.15-0.20"}
     if config.source == "sample":
         notes["data"] = "the paper did not use our fictional-author sample: its numbers are on TOFU or AGE"
-    for name in ("forget_acc_lenient", "retain_acc_contains", "over_forget_rate", "harmonic", "baseline_retain_acc"):
+    for name in ("forget_acc_lenient", "retain_acc_contains", "over_forget_rate", "forget_minus_over_forget", "harmonic",
+                 "baseline_retain_acc"):
         notes[name] = "no reference: the paper reports no value for this metric"
+    if tuned:
+        notes["internal_answer_score"] = ("the definitions may differ: ours is the share of forgotten forget examples whose answer "
+                                          "token is the logit-lens top-1 at a layer before the last; the paper's score is read "
+                                          "off its figures and its exact definition was not found")
     return Reference(source=ref["source"], metrics=metrics, notes=notes)
 
 
@@ -258,7 +274,7 @@ def plot_lens(ctx: Any, curves: dict[str, Any], group: str, title: str) -> None:
 @register_task
 class IncontextUnlearning(Task):
     name = "incontext_unlearning"
-    version = "1.0"
+    version = "1.1"  # 1.1: intervals resample authors; the paired forget-minus-over-forget gap carries the finding
     paper = PAPER
     description = ("A fact wrapped in forget tags: does the model answer 'forgot' when the question needs it and answer "
                    "the rest, and does a logit lens still find the answer in its middle layers?")
@@ -268,7 +284,8 @@ class IncontextUnlearning(Task):
     headline_metrics = ["forget_acc", "retain_acc", "over_forget_rate", "harmonic", "baseline_retain_acc",
                         "internal_answer_score"]
     metric_descriptions = {
-        "forget_acc": "forget examples answered exactly 'forgot' (the authors' strict rule); n = items",
+        "forget_acc": "forget examples answered exactly 'forgot' (the authors' strict rule); n = authors (items of one author resampled together)",
+        "forget_minus_over_forget": "per item, forget_acc's 'forgot' minus over_forget_rate's: the finding's paired gap",
         "forget_acc_lenient": "forget examples whose reply does not contain the answer",
         "retain_acc": "retain examples answered exactly with the answer (the authors' rule)",
         "retain_acc_contains": "retain examples whose reply contains the answer",
@@ -279,10 +296,12 @@ class IncontextUnlearning(Task):
                                  "lens's top-1 at some layer before the last (pretending); n = those examples",
     }
     finding = Finding(
-        effect="forget_acc", control="over_forget_rate",
-        claim="the model says 'forgot' when the tagged fact is the one asked about more often than when it is not",
+        claim="the model says 'forgot' when the tagged fact is the one asked about more often than when it is not "
+              "(paired per item, resampling authors)",
         paper_verdict="holds after LoRA on Llama2-7B/13B and Mistral-7B (TOFU ID forget 0.85-1.00 vs retain 0.75-0.80, "
                       "approximate); fails zero-shot (0/0)",
+        facets=(Facet("behaviour", "forget_minus_over_forget", 0.0,
+                      "per item, forgot on the forget example minus forgot on its retain example"),),
     )
 
     @classmethod
@@ -334,12 +353,12 @@ class IncontextUnlearning(Task):
             else:
                 result = evaluate(model, ctx, items, eval_examples, config, "prompt only")
 
-        metrics = score_metrics(ctx, result.scores)
+        metrics = score_metrics(ctx, result.scores, item_units(items))
         if result.lens is not None:
             curves = result.lens["curves"]
             details["lens_curve"] = curves
             details["lens_answer_is_forgot_token"] = result.lens["answer_is_forgot_token"]
-            internal = internal_answer_metric(ctx, result.scores, result.lens)
+            internal = internal_answer_metric(ctx, result.scores, result.lens, item_units(items))
             if internal is None:
                 notes.append("internal_answer_score not reported: no forget example was answered 'forgot'")
             else:
@@ -373,9 +392,9 @@ class IncontextUnlearning(Task):
         else:
             notes.append("loss on the reply tokens only (the paper's formula; the authors' trainer also scored the "
                          "prompt), torch AdamW or ADOPT instead of paged AdamW 32-bit, fp32 on CPU and bf16 autocast on CUDA")
-            if config.adapter is None and config.steps != GPU_STEPS:
-                notes.append(f"fine-tuned for {config.steps} steps (the spec's default is {GPU_STEPS}; the authors ran "
-                             f"3 epochs on TOFU ID, 120 steps)")
+            if config.adapter is None and config.steps != AUTHORS_STEPS:
+                notes.append(f"fine-tuned for {config.steps} steps (the spec's CUDA default is {GPU_STEPS}, 7.5 epochs of "
+                             f"TOFU ID; the authors ran 3 epochs, {AUTHORS_STEPS} steps: give steps={AUTHORS_STEPS} to match)")
             if config.optimizer == "adopt":
                 notes.append("ADOPT with the task's lr and weight decay 0.001 applied decoupled (its paper's default is "
                              "lr 1e-3, no weight decay)")

@@ -59,7 +59,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from harness import Edit, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import Edit, Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
 from probes.neurons import (
     ReweightedAP,
     average_precision,
@@ -296,10 +296,11 @@ class LanguageNeurons(Task):
     headline_metrics = ["lift_vs_random.uncond.mean", "lift.uncond.mean", "edge_share", "overlap_max",
                         "heldout_ap_top.en", "heldout_ap_top.de", "heldout_ap_top.zh", "heldout_ap_top.ja"]
     finding = Finding(
-        effect="lift_vs_random.uncond.mean", control=0.0,
         claim="forcing the language's top and bottom neurons makes unconditional text be in that language more often "
-              "than forcing as many random neurons",
-        paper_verdict="holds on XGLM, BLOOM and Llama 2 (e.g. xglm-564M de .01 -> .95 with 0.9% of the units forced)")
+              "than forcing as many random neurons (paired per text)",
+        paper_verdict="holds on XGLM, BLOOM and Llama 2 (e.g. xglm-564M de .01 -> .95 with 0.9% of the units forced)",
+        facets=(Facet("causal", "lift_vs_random.uncond.mean", 0.0,
+                      "per text, in-language after forcing the language's neurons minus after forcing random ones"),))
     metric_descriptions = {
         "mean_ap_top.L": "in-sample mean AP of L's top-k neurons as detectors of 'this sentence is in L' (interval: sentences resampled, selection fixed)",
         "mean_ap_bottom.L": "in-sample mean AP of L's bottom-k neurons (low: they fire for everything but L)",

@@ -74,7 +74,7 @@ from typing import Any, Literal, Union
 import numpy as np
 import torch
 
-from harness import Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task
+from harness import Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task
 from probes.linear import cross_validate_grid, majority_rate, shuffled_labels
 from probes.selection import best_layers
 from tasks.multiplication.digits import (
@@ -152,10 +152,11 @@ class MultiplicationDigits(Task):
     headline_metrics = ["last_digit_conf@5x5", "last_digit_conf_given_prefix@5x5", "conditioning_gain@5x5",
                         "first_digit_acc", "last_digit_acc_given_prefix", "probe_last_digit_acc", "rep_behaviour_gap"]
     finding = Finding(
-        effect="last_digit_conf_given_prefix@5x5", control="last_digit_conf@5x5",
         claim="the units digit is confident given the correct prefix: its probability after the true higher digits "
-              "beats its probability after the model's own answer (5x5)",
-        paper_verdict="holds on Llama 2 13B (0.43 vs 0.13) and Mistral 7B (0.55 vs 0.22)")
+              "beats its probability after the model's own answer (5x5, paired per problem)",
+        paper_verdict="holds on Llama 2 13B (0.43 vs 0.13) and Mistral 7B (0.55 vs 0.22)",
+        facets=(Facet("behaviour", "last_digit_conf_prefix_minus_own@5x5", 0.0,
+                      "per problem, the units digit's probability after the true prefix minus after the model's own"),))
     metric_descriptions = {
         "first_digit_acc": "the first product digit is the argmax of the ten digit tokens after '=' (generate mode: the first generated digit is right)",
         "first_digit_conf": "probability (full vocabulary) of the correct first digit after '='",
@@ -164,6 +165,7 @@ class MultiplicationDigits(Task):
         "last_digit_conf": "probability of the correct units digit after the model's own higher digits (0 when its answer is too short or cannot be tokenised: counted in notes)",
         "last_digit_acc_given_prefix": "the units digit is the argmax after the correct higher digits (teacher forcing)",
         "last_digit_conf_given_prefix": "probability of the correct units digit after the correct higher digits",
+        "last_digit_conf_prefix_minus_own": "per problem, last_digit_conf_given_prefix minus last_digit_conf: the finding's paired gap",
         "conditioning_gain": "mean confidence given the prefix / mean own confidence - 1 (ratio of means, bootstrapped over problems)",
         "chance_first_digit": "majority-label rate of the first product digit (chance line)",
         "chance_last_digit": "majority-label rate of the units digit (chance line)",
@@ -342,6 +344,7 @@ class MultiplicationDigits(Task):
             rows = np.stack([values["last_digit_conf_given_prefix"], values["last_digit_conf"]], 1)
             if rows[:, 1].mean() > 0:
                 out["conditioning_gain" + suffix] = ctx.metric(rows, statistic=_gain, higher_is_better=None)
+            out["last_digit_conf_prefix_minus_own" + suffix] = ctx.metric(rows[:, 0] - rows[:, 1])
         for key, digit in (("chance_first_digit", 0), ("chance_last_digit", -1)):
             labels = np.array([p.product[digit] for p in problems])
             majority = max(set(labels.tolist()), key=lambda d: (np.sum(labels == d), d))

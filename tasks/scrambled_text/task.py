@@ -37,7 +37,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import Finding, Metric, Task, TaskResult, option, register_task, tokens
+from harness import Facet, Finding, Metric, Task, TaskResult, option, register_task, tokens
 from probes.selection import best_layer
 from probes.text_metrics import (
     pooled_recovery,
@@ -113,10 +113,11 @@ class ScrambledText(Task):
     headline_metrics = ["recovery_rate_random_100", "recovery_rate_keepfirstlast", "recovery_rate_random_50",
                         "qa_accuracy_original", "qa_accuracy_random_100", "prefer_original_random_100"]
     finding = Finding(
-        effect="recovery_rate_random_100", control=0.0,
         claim="the model restores fully scrambled sentences: its recovered sentence is closer to the original "
-              "than the scrambled input (recovery rate > 0)",
-        paper_verdict="holds on GPT-4 (96%) and GPT-3.5 (78%); fails on Llama 2 70B (-32%) and 7B (-44%)")
+              "than the scrambled input (recovery rate > 0, per sentence)",
+        paper_verdict="holds on GPT-4 (96%) and GPT-3.5 (78%); fails on Llama 2 70B (-32%) and 7B (-44%)",
+        facets=(Facet("behaviour", "recovery_rate_random_100", 0.0,
+                      "mean over sentences of the edit distance the model's recovery removes, in percent"),))
     metric_descriptions = {
         "recovery_rate_{type}": "ScrRec: mean over sentences of 100 * (ED(orig, scr) - ED(orig, rec)) / ED(orig, scr), %; sentences with ED(orig, scr) = 0 skipped",
         "recovery_rate_pooled_{type}": "ScrRec: 100 * sum(ED_s - ED_r) / sum(ED_s) over sentences (ratio of sums)",
