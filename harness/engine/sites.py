@@ -350,7 +350,9 @@ def stream(
 
     For training on more tokens than fit in memory (a sparse autoencoder): `texts` may be a
     generator, read `texts_per_chunk` at a time; each text is cut to `max_tokens` tokens;
-    padding and special tokens (BOS) are dropped; the forward pass stops at the site's
+    padding, special tokens (BOS) and each text's first position are dropped (with no BOS,
+    as on GPT-2, the first token is the attention sink, whose norm is many times any other's,
+    and SAELens-style training leaves it out); the forward pass stops at the site's
     layer. Within a chunk, texts run longest first (batched by length), so the tokens of a
     batch are not in corpus order; memory holds one chunk's activations at most. Under data
     parallelism each rank runs its share of a chunk's batches and every rank receives them all,
@@ -389,7 +391,9 @@ def stream(
                 for index, batch in distributed.mine(batches):  # data parallel: this rank's batches only
                     keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
                     for r, i in enumerate(batch.indices):
-                        keep[r, int(batch.pad[r]):] = torch.tensor([s == 0 for s in special[i]], dtype=torch.bool)
+                        real = torch.tensor([s == 0 for s in special[i]], dtype=torch.bool)
+                        real[0] = False  # the first position, BOS or not, is the attention sink: a high-norm outlier
+                        keep[r, int(batch.pad[r]):] = real
                     state["batch"], state["keep"] = batch, keep
                     captured.clear()
                     _run_stopping(model, batch)

@@ -155,6 +155,18 @@ def describe_task(task: type) -> str:
         lines.append("metrics (each with a 95% bootstrap interval and n):")
         width = max(len(k) for k in task.metric_descriptions)
         lines.extend(f"  {k:<{width}}  {v}" for k, v in task.metric_descriptions.items())
+    finding = getattr(task, "finding", None)
+    if finding is not None:
+        lines.append("")
+        lines.append(f"finding (the leaderboard's verdict; holds only when every facet holds): {finding.claim}")
+        facets = finding.facets or ()
+        for f in facets:
+            control = f.control if isinstance(f.control, str) else f"{f.control:g}"
+            lines.append(f"  {f.kind}: {f.effect}'s interval clears {control}")
+            if f.claim:
+                lines.append(f"      {f.claim}")
+        if not facets:
+            lines.append(f"  {finding.effect}'s interval clears {finding.control}")
     return "\n".join(lines)
 
 
