@@ -138,8 +138,9 @@ def test_page_links_only_into_assets(browser, tmp_path):
 
 def findings_results(root):
     """Three tasks, four models: a finding that holds, one that does not, one not declared, a run missing, a hostile name."""
-    helix = {"effect": "helix_r2_heldout", "control": "linear_r2_heldout", "claim": "a helix fits better than a line " + HOSTILE,
-             "paper_verdict": "holds on GPT-J, Pythia 6.9B, Llama 3.1 8B"}
+    helix = {"claim": "a helix fits better than a line " + HOSTILE, "paper_verdict": "holds on GPT-J, Pythia 6.9B, Llama 3.1 8B",
+             "facets": [{"kind": "representation", "effect": "helix_r2_heldout", "control": "linear_r2_heldout"},
+                        {"kind": "causal", "effect": "linear_r2_heldout", "control": 0.5, "claim": HOSTILE}]}
     runs = [
         ("a", "weekday_circle", with_finding("org/model-a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4))),
         ("b", "weekday_circle", with_finding("org/model-b", (0.5, 0.3, 0.7), (0.3, 0.2, 0.4), artifacts=["weekday_circle/circle.png"])),
@@ -150,6 +151,9 @@ def findings_results(root):
         ("c", "number_helix", with_finding("org/model-c", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="number_helix", finding=helix,
                                            details=HELIX_DETAILS)),
     ]
+    helix_run = runs[-1][2]
+    helix_run.metrics["helix_r2_heldout"], helix_run.metrics["linear_r2_heldout"] = (
+        helix_run.metrics["probe_r2"], helix_run.metrics["probe_r2_scrambled_order"])
     for slug, name, results in runs:
         folder = root / slug / name
         if results.artifacts:
@@ -188,6 +192,11 @@ def test_findings_matrix_charts_and_thumbnails(browser, tmp_path):
     assert weekday["org/model-a"].text.splitlines() == ["holds", "0.900 [0.850, 0.950]"]
     assert weekday["org/model-b"].text.splitlines()[0] == "does not hold"
     assert weekday["org/model-c"].text == "not run"
+    helix = {c.get_attribute("data-model"): c for c in rows[1].find_elements(By.TAG_NAME, "td")[:-1]}["org/model-c"]  # org/model-c: the representation holds, the causal facet does not
+    assert helix.text.splitlines() == ["representation only", "representation: holds 0.900 [0.800, 1.000]",
+                                       "causal: does not hold 0.100 [0.000, 0.200]"]
+    facet_claims = [div.text for div in rows[1].find_elements(By.CSS_SELECTOR, "th .claim")]
+    assert "representation: helix_r2_heldout vs linear_r2_heldout" in facet_claims and "causal: linear_r2_heldout vs 0.5" in facet_claims
     assert "not above probe_r2_scrambled_order" in weekday["org/model-b"].get_attribute("title")
     assert rows[2].find_elements(By.TAG_NAME, "td")[-1].text == FINDING["paper_verdict"]
     month_cells = {c.get_attribute("data-model"): c.find_element(By.CLASS_NAME, "verdict").text

@@ -159,6 +159,8 @@ def parse_finding(raw: Any) -> Optional[FindingSpec]:
         return None
     if not all(_usable_control(f.control) for f in finding.facet_list()):
         return None
+    if finding.facets and not finding.effect:  # the headline effect older readers (charts) show: the first facet's
+        finding = finding.model_copy(update={"effect": finding.facets[0].effect, "control": finding.facets[0].control})
     return finding
 
 
