@@ -213,7 +213,17 @@ def test_two_models_give_two_results_files_and_one_comparison(tmp_path):
     diff = next(d for d in comparison.differences if d.metric == "fld_acc")
     a_items = np.array(outcomes[0].results.details["items"]["fld_gen"]["fld_gen_acc"])
     b_items = np.array(outcomes[1].results.details["items"]["fld_gen"]["fld_gen_acc"])
-    assert diff.n == 300 and diff.value == pytest.approx((a_items - b_items).mean()) and diff.ci_low <= diff.value <= diff.ci_high
+    assert diff.n == 300 and diff.value == pytest.approx((a_items - b_items).mean())
+    # The interval is the paired one: items resampled once for both models (generated items are their own units).
+    from harness.results.stats import bootstrap_ci
+
+    assert (diff.ci_low, diff.ci_high) == pytest.approx(bootstrap_ci(a_items - b_items, seed=spec.seed, n_boot=500)[1:])
+    from dataclasses import asdict
+
+    from harness.report.findings import HOLDS, parse_finding, verdict
+
+    for o in outcomes:  # random weights: the finding's behaviour facet must not hold
+        assert verdict(parse_finding(asdict(CodeVsLanguage.finding)), o.results.metrics).verdict != HOLDS
     table = made[0].with_suffix(".md").read_text().splitlines()
     assert sum(line.startswith(f"| {a} |") or line.startswith(f"| {b} |") for line in table) == 2
     assert any(line.startswith(f"| {a} − {b} |") for line in table)

@@ -112,8 +112,11 @@ def test_rate_statistic_bootstraps_over_pairs():
     labels = np.array([1] * 50 + [0] * 50)
     same = np.array([True] * 30 + [False] * 20 + [True] * 10 + [False] * 40)
     rows = pair_rows(labels, same)
-    value, lo, hi = bootstrap_ci(rows, rate_statistic("specificity"), n_boot=200)
-    assert value == pytest.approx(0.8) and lo < 0.8 < hi
+    value, lo, hi = bootstrap_ci(rows, rate_statistic("specificity"), n_boot=2000)
+    # 40 of 50 different-sense pairs: the binomial standard error is sqrt(.8 * .2 / 50) = 0.057, so a 95%
+    # interval is about 0.22 wide; an interval over the 100 pairs as if all were in the denominator would be narrower.
+    se = (0.8 * 0.2 / 50) ** 0.5
+    assert value == pytest.approx(0.8) and hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
     assert np.isnan(rate_statistic("recall")(rows[50:]))  # no positive pairs: undefined
     with pytest.raises(ValueError, match="unknown rate"):
         rate_statistic("auc")
