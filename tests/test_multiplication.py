@@ -470,3 +470,28 @@ def test_results_file_validates_and_carries_the_reference(llama, tmp_path):
     assert data["details"]["probe"]["layers"] == list(range(llama.n_layers))  # probe_layers=all
     assert len(data["details"]["probe"]["probe_last_digit_acc_by_layer"]) == llama.n_layers
     assert (tmp_path / "multiplication_digits" / "heatmap.png").exists()
+
+
+def test_the_paired_gap_skips_own_answers_that_were_never_scored():
+    """A random-weight model's answers stop short: their own confidence is a 0 put in, not measured, and pairing
+    it with the given-prefix probability (1/vocab) would hand the null model a 'holds' (as it once did)."""
+    from dataclasses import asdict
+
+    from harness.api.context import RunContext
+    from harness.report.findings import HOLDS, parse_finding, verdict
+    from tasks.multiplication.problems import Problem
+    from tasks.multiplication.task import MultiplicationDigits
+
+    rng = np.random.default_rng(0)
+    problems = [Problem(5, 5, int(rng.integers(10_000, 99_999)), int(rng.integers(10_000, 99_999))) for _ in range(60)]
+    given = rng.random(60) * 1e-3 + 2e-5
+    values = {"last_digit_conf_given_prefix": given, "last_digit_conf": np.zeros(60),
+              "own_conf_status": np.array(["short"] * 50 + ["scored"] * 10, dtype=object)}
+    values["last_digit_conf"][50:] = given[50:][::-1]  # the scored ones: no better or worse given the prefix
+    for key in ("first_digit_acc", "first_digit_conf", "last_digit_acc", "last_digit_acc_lenient", "last_digit_acc_given_prefix"):
+        values[key] = np.zeros(60)
+    metrics = MultiplicationDigits.behaviour_metrics(RunContext(model=None, show_progress=False, bootstrap=200), values,
+                                                     problems, "forced", suffix="@5x5")
+    gap = metrics["last_digit_conf_prefix_minus_own@5x5"]
+    assert gap.n == 10 and gap.value == pytest.approx(0.0, abs=1e-12)
+    assert verdict(parse_finding(asdict(MultiplicationDigits.finding)), metrics).verdict != HOLDS

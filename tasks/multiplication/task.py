@@ -165,7 +165,7 @@ class MultiplicationDigits(Task):
         "last_digit_conf": "probability of the correct units digit after the model's own higher digits (0 when its answer is too short or cannot be tokenised: counted in notes)",
         "last_digit_acc_given_prefix": "the units digit is the argmax after the correct higher digits (teacher forcing)",
         "last_digit_conf_given_prefix": "probability of the correct units digit after the correct higher digits",
-        "last_digit_conf_prefix_minus_own": "per problem, last_digit_conf_given_prefix minus last_digit_conf: the finding's paired gap",
+        "last_digit_conf_prefix_minus_own": "per problem whose own answer reached the units digit and was scored, last_digit_conf_given_prefix minus last_digit_conf: the finding's paired gap; n = those problems",
         "conditioning_gain": "mean confidence given the prefix / mean own confidence - 1 (ratio of means, bootstrapped over problems)",
         "chance_first_digit": "majority-label rate of the first product digit (chance line)",
         "chance_last_digit": "majority-label rate of the units digit (chance line)",
@@ -344,7 +344,11 @@ class MultiplicationDigits(Task):
             rows = np.stack([values["last_digit_conf_given_prefix"], values["last_digit_conf"]], 1)
             if rows[:, 1].mean() > 0:
                 out["conditioning_gain" + suffix] = ctx.metric(rows, statistic=_gain, higher_is_better=None)
-            out["last_digit_conf_prefix_minus_own" + suffix] = ctx.metric(rows[:, 0] - rows[:, 1])
+            # Paired only where the own answer reached the units digit and was scored: a 0 put in for an
+            # answer that stopped short, or could not be tokenised, is no measurement to pair with.
+            scored = values["own_conf_status"] == "scored" if "own_conf_status" in values else np.ones(len(rows), bool)
+            if scored.any():
+                out["last_digit_conf_prefix_minus_own" + suffix] = ctx.metric(rows[scored, 0] - rows[scored, 1])
         for key, digit in (("chance_first_digit", 0), ("chance_last_digit", -1)):
             labels = np.array([p.product[digit] for p in problems])
             majority = max(set(labels.tolist()), key=lambda d: (np.sum(labels == d), d))
