@@ -12,6 +12,7 @@ from harness.engine.models import load_model
 from harness.results.validate import validate_file
 from harness.run.runner import RunSpec, run_task
 from tasks.incontext_unlearning import IncontextUnlearning
+from tasks.incontext_unlearning.data import load_sample
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,8 @@ def test_prompt_only_end_to_end_reports_the_baseline(smollm, tmp_path):
                        RunSpec(models=["smollm2-135m"], tasks=["incontext_unlearning"]))
     assert validate_file(path) == []
     metrics = results.metrics
-    assert metrics["baseline_retain_acc"].n == 20 and metrics["forget_acc"].n == 20
+    authors = {item.subject for item in load_sample().eval}  # the 20 eval items' authors: the resampled units
+    assert len(load_sample().eval) == 20 and metrics["baseline_retain_acc"].n == metrics["forget_acc"].n == len(authors) == 5
     curves = results.details["lens_curve"]
     assert len(curves["forget"]["answer"]["prob"]) == smollm.n_layers == 30
     assert (tmp_path / "incontext_unlearning" / "lens_forget.png").exists()
