@@ -23,13 +23,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
 
 from harness.errors import UsageError
 from harness.results import Metric, Reference
+from harness.results.records import FACET_KINDS
 
 if TYPE_CHECKING:  # the contract's types, without importing the engine (and torch) to read them
     from harness.api.context import RunContext
     from harness.engine.models import Model
-
-
-FACET_KINDS = ("behaviour", "representation", "causal")
 
 
 @dataclass(frozen=True)

@@ -81,11 +81,12 @@ traced to the numbers behind it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from harness.results import Metric
+from harness.results.records import FACET_KINDS
 from harness.results.validate import is_number
 
 if TYPE_CHECKING:
@@ -94,7 +95,6 @@ if TYPE_CHECKING:
 HOLDS, FAILS, NOT_RUN, NOT_DECLARED, MISSING = "holds", "does not hold", "not run", "not declared", "missing metric"
 TOO_FEW = "too few units"
 VERDICTS = (HOLDS, FAILS, NOT_RUN, NOT_DECLARED, MISSING, TOO_FEW)  # and "<kinds> only" (`partial`)
-FACET_KINDS = ("behaviour", "representation", "causal")
 LEGACY_KIND = "finding"  # the one facet of a finding written before facets existed
 MIN_UNITS = 20  # fewer independent units than this behind an effect or its control: "too few units"
 MAX_FACETS = 6
@@ -108,7 +108,7 @@ class FacetSpec(BaseModel):
     """One facet as a results file records it, checked as untrusted input."""
 
     model_config = ConfigDict(extra="ignore")
-    kind: Literal["behaviour", "representation", "causal", "finding"]
+    kind: str = Field(pattern="^(" + "|".join((*FACET_KINDS, LEGACY_KIND)) + ")$")
     effect: str = Field(min_length=1, max_length=200)
     control: Control
     claim: str = Field(default="", max_length=MAX_TEXT)

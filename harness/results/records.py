@@ -42,6 +42,11 @@ class Reference(BaseModel):
     notes: dict[str, str] = Field(default_factory=dict)
 
 
+# The kinds of facet a finding has (`harness.Facet`, judged by `harness.report.findings`): the
+# results contract holds them, so the plugin API and the reports read one spelling.
+FACET_KINDS = ("behaviour", "representation", "causal")
+
+
 class TaskRecord(BaseModel):
     """Which experiment ran; it carries what a leaderboard shows, so building one never imports task code."""
 
