@@ -188,7 +188,8 @@ def orders_metric(ctx, X: dict[int, np.ndarray], orders: np.ndarray, real: Circl
     targets = circle_targets(orders, m)  # (K, n, 2)
     r2 = np.stack([r2_many(preds[L], targets) for L in sorted(X)], axis=1)  # (K, n_layers)
     layers = sorted(X)
-    best = [layers[best_layer(dict(zip(layers, row)))] for row in r2]
+    column = [best_layer(dict(enumerate(row))) for row in r2]  # each order's own best layer, by the probe's rule
+    best = [layers[c] for c in column]
     chosen = np.stack([preds[L][k] for k, L in enumerate(best)])  # (K, n, 2)
     K, n = orders.shape
     rows = np.hstack([real.pred_xy, circle_targets(alpha, m),
@@ -198,7 +199,7 @@ def orders_metric(ctx, X: dict[int, np.ndarray], orders: np.ndarray, real: Circl
         others = r[:, 4:].reshape(len(r), K, 4).transpose(1, 0, 2)
         return _r2_rows(r[:, :4]) - float(np.nanquantile(r2_many(others[..., :2], others[..., 2:]), ORDER_QUANTILE))
 
-    order_r2 = r2[np.arange(K), [layers.index(L) for L in best]]
+    order_r2 = r2[np.arange(K), column]
     summary = {"n": K, "quantile": ORDER_QUANTILE, "r2_q50": float(np.median(order_r2)),
                "r2_q95": float(np.quantile(order_r2, ORDER_QUANTILE)), "r2_max": float(order_r2.max()),
                "share_at_least_real": float((order_r2 >= real.r2).mean())}

@@ -227,7 +227,8 @@ def relabelled_metric(ctx, X: dict[int, np.ndarray], relabellings: np.ndarray, r
     K, n = relabellings.shape
     per_layer = {L: cross_validate_many(X[L], relabellings, folds, basis, pca_dim) for L in layers}
     r2 = np.array([[1 - per_layer[L][0][k].sum() / per_layer[L][1].sum() for L in layers] for k in range(K)])
-    best = [layers[best_layer(dict(zip(range(len(layers)), row)))] for row in r2]
+    column = [best_layer(dict(enumerate(row))) for row in r2]  # each order's own best layer, by the probe's rule
+    best = [layers[c] for c in column]
     sse = np.stack([per_layer[L][0][k] for k, L in enumerate(best)], axis=1)  # (n, K)
     sst = np.stack([per_layer[L][1] for L in best], axis=1)
     rows = np.hstack([real.rows(), sse, sst])
@@ -236,7 +237,7 @@ def relabelled_metric(ctx, X: dict[int, np.ndarray], relabellings: np.ndarray, r
         others = 1 - r[:, 2:2 + K].sum(0) / r[:, 2 + K:].sum(0)
         return r2_from_rows(r[:, :2]) - float(np.nanquantile(others, RELABEL_QUANTILE))
 
-    chosen = r2[np.arange(K), [layers.index(L) for L in best]]
+    chosen = r2[np.arange(K), column]
     summary = {"n": K, "quantile": RELABEL_QUANTILE, "r2_q50": float(np.median(chosen)),
                "r2_q95": float(np.quantile(chosen, RELABEL_QUANTILE)), "r2_max": float(chosen.max()),
                "share_at_least_real": float((chosen >= real.r2).mean())}
