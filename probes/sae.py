@@ -117,7 +117,8 @@ class SAE(torch.nn.Module):
             sae.W_enc.copy_(w_enc)
         return sae
 
-    def _normalise_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def normalise_in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x as the encoder reads it, the per-token scale applied or None): SAELens' input normalisation."""
         if self.cfg.normalize_activations != "constant_norm_rescale":
             return x, None
         coeff = math.sqrt(self.cfg.d_in) / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -140,7 +141,7 @@ class SAE(torch.nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents z (..., d_sae) of activations x (..., d_in)."""
         x = x.to(self.W_enc.dtype)
-        return self._activate(self._pre(self._normalise_in(x)[0]))
+        return self._activate(self._pre(self.normalise_in(x)[0]))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z @ W_dec + b_dec: the reconstruction in the SAE's input space (after any per-token
@@ -150,7 +151,7 @@ class SAE(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of x in x's own units."""
         x = x.to(self.W_enc.dtype)
-        xn, coeff = self._normalise_in(x)
+        xn, coeff = self.normalise_in(x)
         x_hat = self.decode(self._activate(self._pre(xn)))
         return x_hat if coeff is None else x_hat / coeff
 
@@ -187,7 +188,7 @@ def reconstruction(sae: SAE, x: torch.Tensor, chunk: int = 4096) -> Reconstructi
     x = x.to(sae.W_enc.dtype)
     sse = l0 = 0.0
     for part in torch.split(x, chunk):
-        xn, coeff = sae._normalise_in(part)
+        xn, coeff = sae.normalise_in(part)
         z = sae._activate(sae._pre(xn))
         x_hat = sae.decode(z) if coeff is None else sae.decode(z) / coeff
         sse += float((x_hat - part).pow(2).sum())

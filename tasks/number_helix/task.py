@@ -37,7 +37,7 @@ Choices where the paper is silent or its setup does not hold:
   shuffled baselines get the chance the helix gets; the gaps (`helix_minus_linear`,
   `helix_minus_shuffled`) compare the two at their own best layers with one paired
   bootstrap over the same a values.
-- The finding has three facets (`helix_finding`): behaviour (accuracy above 1/199, a
+- The finding has three facets (`NumberHelix.finding`): behaviour (accuracy above 1/199, a
   uniform guess among the sums), representation (`helix_minus_scrambled_digits_q95`) and
   causal (the swap's success minus the same displacement in a random subspace, paired
   per triple and clustered by a). The representation's control is a null distribution,

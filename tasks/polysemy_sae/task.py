@@ -446,9 +446,8 @@ def random_start_sae(d_in: int, d_sae: int, tokens: torch.Tensor, seed: int) -> 
     trainer's first step centres it. Its top latent is a random direction's: what an SAE
     that learnt nothing says."""
     sae = SAE.initialised(SAEConfig(d_in=d_in, d_sae=d_sae, normalize_activations="constant_norm_rescale"), seed=seed)
-    x = tokens.to(torch.float32)
     with torch.no_grad():
-        sae.b_dec.copy_((x * (d_in ** 0.5 / x.norm(dim=-1, keepdim=True).clamp_min(1e-12))).mean(0))
+        sae.b_dec.copy_(sae.normalise_in(tokens.to(torch.float32))[0].mean(0))
     return sae.eval()
 
 
