@@ -118,6 +118,19 @@ def test_too_few_units_is_its_own_verdict_and_a_missing_facet_is_named():
     assert verdict(faceted(*CIRCLE_FACETS), {"accuracy": m(0.1, 0.05, 0.2)}).verdict == MISSING
 
 
+def test_a_metric_with_no_unit_to_measure_reads_too_few_units_not_missing():
+    """A null model answers no problem, so a causal test has nothing to intervene on: n = 0, not a lost metric."""
+    metrics = {"accuracy": m(0.1, 0.05, 0.2), "r2_gap": m(0.0, -0.1, 0.1)}
+    why = {"patch_gap": "no problem the model answers"}
+    cell = verdict(faceted(*CIRCLE_FACETS), metrics, why)
+    causal = next(f for f in cell.facets if f.kind == "causal")
+    assert causal.verdict == TOO_FEW and causal.reason == "n = 0 units: no problem the model answers"
+    assert cell.verdict == TOO_FEW
+    assert verdict(faceted(*CIRCLE_FACETS), metrics).verdict == MISSING  # without the reason: a lost metric
+    control = verdict(finding(), {"effect": m(0.9, 0.8, 1.0)}, {"control": "nothing to compare"})
+    assert control.verdict == TOO_FEW and "control" in control.reason
+
+
 @pytest.mark.parametrize("raw, ok", [
     ({"facets": [{"kind": "causal", "effect": "a", "control": 0}]}, True),
     ({"facets": [{"kind": "vibes", "effect": "a", "control": 0}]}, False),

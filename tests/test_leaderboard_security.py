@@ -394,3 +394,19 @@ def test_fuzzed_results_never_escape_out_nor_copy_outside_results(tmp_path_facto
     html = (out / "index.html").read_text()
     assert html.count("<script") == 2 and html.count("</script") == 2
     strict_json(html.split('id="leaderboard-data">')[1].split("</script>")[0])
+
+
+def test_an_unmeasured_metric_reaches_the_board_and_a_bad_one_is_refused(tmp_path):
+    """`unmeasured` is untrusted text: a key that is also measured, or a reason too long to show, refuses the file."""
+    results = tmp_path / "results"
+    ok = fake_results("ok", 0.5).model_dump(mode="python")
+    ok["unmeasured"] = {"patch_gap": "no problem the model answers"}
+    write_raw(results / "ok" / "weekday_circle.json", ok)
+    for slug, unmeasured in [("twice", {"accuracy": "measured as well"}), ("long", {"patch_gap": "x" * 501})]:
+        data = fake_results(slug, 0.1).model_dump(mode="python")
+        data["unmeasured"] = unmeasured
+        write_raw(results / slug / "weekday_circle.json", data)
+    report = build(results, tmp_path / "lb")
+    assert sorted(p.parent.name for p, _ in report.skipped) == ["long", "twice"]
+    rows = board_rows(tmp_path / "lb", "weekday_circle")
+    assert [r["unmeasured"] for r in rows.values()] == [{"patch_gap": "no problem the model answers"}]

@@ -478,7 +478,7 @@ def test_the_paired_gap_skips_own_answers_that_were_never_scored():
     from dataclasses import asdict
 
     from harness.api.context import RunContext
-    from harness.report.findings import HOLDS, parse_finding, verdict
+    from harness.report.findings import HOLDS, TOO_FEW, parse_finding, verdict
     from tasks.multiplication.problems import Problem
     from tasks.multiplication.task import MultiplicationDigits
 
@@ -490,8 +490,14 @@ def test_the_paired_gap_skips_own_answers_that_were_never_scored():
     values["last_digit_conf"][50:] = given[50:][::-1]  # the scored ones: no better or worse given the prefix
     for key in ("first_digit_acc", "first_digit_conf", "last_digit_acc", "last_digit_acc_lenient", "last_digit_acc_given_prefix"):
         values[key] = np.zeros(60)
+    unmeasured: dict[str, str] = {}
     metrics = MultiplicationDigits.behaviour_metrics(RunContext(model=None, show_progress=False, bootstrap=200), values,
-                                                     problems, "forced", suffix="@5x5")
+                                                     problems, "forced", suffix="@5x5", unmeasured=unmeasured)
     gap = metrics["last_digit_conf_prefix_minus_own@5x5"]
-    assert gap.n == 10 and gap.value == pytest.approx(0.0, abs=1e-12)
+    assert gap.n == 10 and gap.value == pytest.approx(0.0, abs=1e-12) and not unmeasured
     assert verdict(parse_finding(asdict(MultiplicationDigits.finding)), metrics).verdict != HOLDS
+    values["own_conf_status"][:] = "short"  # no answer scored: the gap has no unit, and says so
+    metrics = MultiplicationDigits.behaviour_metrics(RunContext(model=None, show_progress=False, bootstrap=200), values,
+                                                     problems, "forced", suffix="@5x5", unmeasured=unmeasured)
+    assert "last_digit_conf_prefix_minus_own@5x5" not in metrics and "units digit" in unmeasured["last_digit_conf_prefix_minus_own@5x5"]
+    assert verdict(parse_finding(asdict(MultiplicationDigits.finding)), metrics, unmeasured).verdict == TOO_FEW

@@ -258,6 +258,13 @@ def test_correct_only_on_a_random_model_finds_no_pairs(tiny):
     assert result.metrics["accuracy"].value == 0.0
     assert result.details["pairs"]["n"] == 0 and result.details["pairs"]["tries"] <= 100
     assert "patch_ld_helix" not in result.metrics and any("no (a, a', b) triples" in n for n in result.notes)
+    # the causal facet has no unit to stand on: "too few units" (n = 0), not "missing metric"
+    from dataclasses import asdict
+
+    from harness.report.findings import TOO_FEW, parse_finding, verdict
+    assert "correctly" in result.unmeasured["swap_success_minus_random_subspace"] and "patch_ld_helix" in result.unmeasured
+    cell = verdict(parse_finding(asdict(NumberHelix.finding)), result.metrics, result.unmeasured)
+    assert next(f for f in cell.facets if f.kind == "causal").verdict == TOO_FEW
 
 
 def test_results_file_is_complete_and_deterministic(tiny, tmp_path):

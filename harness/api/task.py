@@ -131,10 +131,14 @@ class TaskResult:
     details: anything JSON-serialisable that is not a headline number: per-layer curves,
         counts, the resolved settings (nested dicts and lists of numbers and strings).
     notes: one sentence per departure from the paper's method or caveat a reader must see.
+    unmeasured: {key: why} for metrics this run could not measure because no unit qualified
+        (no problem the model answers, so nothing to intervene on): a finding's facet on one
+        reads "too few units" (n = 0) instead of "missing metric".
     """
 
     metrics: dict[str, Metric]
     reference: Reference | None = None
+    unmeasured: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 

@@ -8,6 +8,8 @@ GGUF files are dequantised once and cached as safetensors: the conversion costs
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import pickle
 from collections.abc import Iterator
@@ -106,6 +108,7 @@ class ModelInfo:
     quantization: str | None  # "bnb-4bit", "bnb-8bit", or "gguf-<file type> (dequantised to float32)"
     device: str
     fingerprint: str | None = None  # identity of the weights; see `model_fingerprint`
+    bos: str | None = None  # the BOS policy prompts were tokenised under (`prepare_tokenizer`)
 
 
 @dataclass
@@ -211,7 +214,7 @@ def _load_model(spec: str, options: LoadOptions) -> Model:
         hf.to(device)
     hf.eval().requires_grad_(False)
     check_finite(spec, hf, options)
-    prepare_tokenizer(tokenizer)
+    bos = prepare_tokenizer(tokenizer, type(hf).__name__)
     revision, fingerprint = resolved.revision, resolved.fingerprint
     if source == "hub":
         revision = getattr(hf.config, "_commit_hash", None) or revision
@@ -226,6 +229,7 @@ def _load_model(spec: str, options: LoadOptions) -> Model:
         quantization=combine_quantization(resolved.quantization, quantization_name(options)),
         device=options.device_map and f"device_map={options.device_map}" or device,
         fingerprint=fingerprint,
+        bos=bos,
     )
     return Model(hf=hf, tokenizer=tokenizer, layout=layout_for(hf), info=info)
 
@@ -283,22 +287,48 @@ def check_finite(spec: str, hf: Any, options: LoadOptions) -> None:
             raise UsageError(f"{spec} has NaN or Inf in its weights ({name}): the file is corrupt, download or convert it again")
 
 
-def prepare_tokenizer(tokenizer: Any) -> None:
-    """Left padding keeps every prompt's last token at position -1; some tokenizers lack a pad token."""
+# Architectures whose tokenizers add no BOS, which the papers ran through TransformerLens: it
+# prepends BOS (GPT-2's <|endoftext|>) to every prompt, and without it the first real token is
+# the attention sink and its state an outlier. Other tokenizers keep their own special tokens.
+PREPEND_BOS_ARCHITECTURES = frozenset({"GPT2LMHeadModel", "GPTJForCausalLM", "GPTNeoForCausalLM", "GPTNeoXForCausalLM"})
+
+
+def prepare_tokenizer(tokenizer: Any, architecture: str = "") -> str:
+    """Left padding keeps every prompt's last token at position -1; some tokenizers lack a pad token.
+
+    Returns the BOS policy the results record (`model.bos`): the tokenizer's own BOS, BOS
+    prepended for the GPT-2 family (`PREPEND_BOS_ARCHITECTURES`), or none.
+    """
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if adds_bos(tokenizer):
+        return f"added by the tokenizer ({tokenizer.bos_token})"
+    if architecture in PREPEND_BOS_ARCHITECTURES:
+        if tokenizer.bos_token is None:
+            tokenizer.bos_token = tokenizer.eos_token
+        with contextlib.suppress(AttributeError, ValueError, NotImplementedError):
+            tokenizer.add_bos_token = True
+        if adds_bos(tokenizer):
+            return f"prepended ({tokenizer.bos_token}), as TransformerLens does for {architecture}"
+    return "none: the tokenizer adds no BOS"
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether encoding a text puts the BOS token first."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
 def from_hf(hf: Any, tokenizer: Any, spec: str = "in-memory") -> Model:
     """Wrap an already loaded model (tests, notebooks) as a `Model`."""
     hf.eval().requires_grad_(False)
-    prepare_tokenizer(tokenizer)
+    bos = prepare_tokenizer(tokenizer, type(hf).__name__)
     device = str(next(hf.parameters()).device)
     info = ModelInfo(
         spec=spec, source="memory", revision=None, architecture=type(hf).__name__,
         n_params=sum(p.numel() for p in hf.parameters()), dtype=str(hf.dtype).removeprefix("torch."),
-        quantization=None, device=device,
+        quantization=None, device=device, bos=bos,
     )
     return Model(hf=hf, tokenizer=tokenizer, layout=layout_for(hf), info=info)
 

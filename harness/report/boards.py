@@ -31,6 +31,7 @@ class Row(BaseModel):
     quantization: Optional[str] = None
     n_params: Optional[int] = None
     metrics: dict[str, Metric]
+    unmeasured: dict[str, str] = {}  # metrics the run could not measure (no unit), each with why
     config_hash: str
     task_version: str
     harness_version: str = ""

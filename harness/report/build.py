@@ -88,6 +88,7 @@ def row_for(path: Path, results: Results, artifacts: list[str], report: BuildRep
         quantization=results.model.quantization,
         n_params=results.model.n_params,
         metrics=results.metrics,  # load_valid checked every number
+        unmeasured=results.unmeasured,
         config_hash=results.task.config_hash,
         task_version=results.task.version,
         harness_version=results.harness_version,

@@ -33,6 +33,8 @@ One facet's rule (`facet_verdict`), with the direction taken from the effect's `
   (an end equal to the control's number or far end) includes it, so does not hold.
 - **too few units**: the effect (or its control metric) rests on fewer than `MIN_UNITS`
   independent units (`n`): an interval from a handful of problems is not evidence either way.
+  A metric the result lists as `unmeasured` (no unit qualified: no problem the model answers,
+  so nothing to intervene on) has n = 0 and reads the same.
 - **missing metric**: the facet names an effect or control metric the result lacks
   (not measured, or dropped because it was not finite).
 
@@ -211,16 +213,26 @@ class Verdict:
                 "facets": [f.as_json() for f in self.facets]}
 
 
-def facet_verdict(facet: FacetSpec, metrics: dict[str, Metric]) -> FacetVerdict:
-    """One facet's verdict on one model's `metrics` (the rule in the module docstring)."""
+def facet_verdict(facet: FacetSpec, metrics: dict[str, Metric], unmeasured: Optional[dict[str, str]] = None) -> FacetVerdict:
+    """One facet's verdict on one model's `metrics` (the rule in the module docstring).
+
+    unmeasured: metrics the run could not measure for want of any unit (`Results.unmeasured`);
+    a facet on one reads "too few units" with n = 0, not "missing metric".
+    """
     kind, name = facet.kind, facet.effect
+    unmeasured = unmeasured or {}
     effect = metrics.get(name)
     if effect is None:
+        if name in unmeasured:
+            return FacetVerdict(kind, name, TOO_FEW, f"n = 0 units: {unmeasured[name]}")
         return FacetVerdict(kind, name, MISSING, f"no metric {name}")
     control_metric = facet.control if isinstance(facet.control, str) else None
     if control_metric is not None:
         control = metrics.get(control_metric)
         if control is None:
+            if control_metric in unmeasured:
+                return FacetVerdict(kind, name, TOO_FEW, f"n = 0 units for {control_metric}: {unmeasured[control_metric]}",
+                                    effect=effect)
             return FacetVerdict(kind, name, MISSING, f"no control metric {control_metric}", effect=effect)
         low, high = control.ci_low, control.ci_high
         below, above = f"{control_metric}'s lower end {low:.4g}", f"{control_metric}'s upper end {high:.4g}"
@@ -265,13 +277,14 @@ def headline(facets: list[FacetVerdict]) -> str:
     return FAILS
 
 
-def verdict(finding: Optional[FindingSpec], metrics: Optional[dict[str, Metric]]) -> Verdict:
+def verdict(finding: Optional[FindingSpec], metrics: Optional[dict[str, Metric]],
+            unmeasured: Optional[dict[str, str]] = None) -> Verdict:
     """The verdict of `finding` on one model's `metrics` (None: the model has no result for the task)."""
     if metrics is None:
         return Verdict(NOT_RUN, "no result for this model")
     if finding is None:
         return Verdict(NOT_DECLARED, "the result names no finding")
-    facets = [facet_verdict(f, metrics) for f in finding.facet_list()]
+    facets = [facet_verdict(f, metrics, unmeasured) for f in finding.facet_list()]
     if len(facets) == 1:
         return Verdict(facets[0].verdict, facets[0].reason, tuple(facets))
     reason = "; ".join(f"{f.kind} ({f.effect_metric}): {f.verdict}, {f.reason}" for f in facets)
@@ -310,7 +323,8 @@ def matrix(tasks: list["TaskBoards"]) -> dict[str, Any]:
         for model in models:
             board, row = picked.get(model, (None, None))
             finding = board_finding(board) if board is not None else None
-            cell = {"model": model, **verdict(finding, row.metrics if row is not None else None).as_json(),
+            cell = {"model": model, **verdict(finding, row.metrics if row is not None else None,
+                                                    row.unmeasured if row is not None else None).as_json(),
                     "board": {"task_version": board.task_version, "config_hash": board.config_hash} if board else None,
                     "row": {"dtype": row.dtype, "quantization": row.quantization, "seed": row.seed} if row else None}
             cells.append(cell)

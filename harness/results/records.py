@@ -78,6 +78,8 @@ class ModelRecord(BaseModel):
         default=None,
         description="identity of the weights (hub commit, file digest or folder fingerprint); a result is reused only when it matches",
     )
+    bos: Optional[str] = Field(
+        default=None, description="the BOS policy: added by the tokenizer, prepended (the GPT-2 family, as TransformerLens does), or none")
 
 
 class Environment(BaseModel):
@@ -106,6 +108,10 @@ class Results(BaseModel):
     task: TaskRecord
     model: ModelRecord
     metrics: dict[str, Metric]
+    unmeasured: dict[str, str] = Field(
+        default_factory=dict,
+        description="metrics the task measures but could not on this run, each with why (no unit to measure it on: "
+                    "a finding's facet on one reads 'too few units', n = 0)")
     reference: Optional[Reference] = None
     environment: Environment
     timing: Timing

@@ -12,6 +12,8 @@ accepts. The rules:
   `harness.results.compare`);
 - every metric's value and interval finite and within ±`MAX_ABS_VALUE` (larger numbers are
   corrupt or hostile, never measurements), the paper's reference numbers likewise;
+- an unmeasured metric is not also a measured one, its key at most `MAX_NAME` and its reason
+  at most `MAX_REASON` characters;
 - a task name that can name a leaderboard file (`TASK_NAME`, not a reserved name);
 - artifacts named by plain relative paths inside the file's own folder (`<file name without
   .json>/...`: no `..`, no absolute path, nothing beside the folder); whether each plot is a
@@ -35,6 +37,7 @@ MAX_JSON_BYTES = 64 * 2**20
 MAX_JSON_DEPTH = 64  # our own files nest at most 8 deep; deeper is hostile, and deep enough to break a recursive parser
 MAX_ABS_VALUE = 1e12  # larger numbers are corrupt or hostile, not measurements
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a task name becomes a file name
+MAX_NAME, MAX_REASON = 200, 500  # an unmeasured metric's key and its reason: a page shows both
 RESERVED_NAMES = {"index", "findings"}  # index.json lists the boards, findings.json holds the verdicts: neither is a board
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
@@ -112,6 +115,11 @@ def results_problems(results: Any, stem: str | None = None) -> list[str]:
                         "(letters, digits, '.', '_', '-'; not 'index' or 'findings')")
     for key, m in results.metrics.items():
         problems += _metric_problems(f"metrics.{key}", m)
+    for key, why in results.unmeasured.items():
+        if key in results.metrics:
+            problems.append(f"unmeasured.{key[:60]}: also a measured metric")
+        if len(key) > MAX_NAME or len(why) > MAX_REASON:
+            problems.append(f"unmeasured.{key[:60]}: a key over {MAX_NAME} or a reason over {MAX_REASON} characters")
     for model, values in (results.reference.metrics if results.reference else {}).items():
         problems += [f"reference.metrics.{model}.{k}: {v!r} is not a finite number within ±{MAX_ABS_VALUE:g}"
                      for k, v in values.items() if not is_number(v)]

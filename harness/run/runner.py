@@ -99,9 +99,10 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             model=ModelRecord(
                 spec=info.spec, source=info.source, resolved_revision=info.revision, architecture=info.architecture,
                 n_params=info.n_params, dtype=info.dtype, quantization=info.quantization, device=info.device,
-                fingerprint=info.fingerprint,
+                fingerprint=info.fingerprint, bos=info.bos,
             ),
             metrics=outcome.metrics,
+            unmeasured=outcome.unmeasured,
             reference=outcome.reference,
             environment=environment(model),
             timing=Timing(seconds_total=round(seconds, 3), tokens_processed=model.tokens_processed - tokens_before,

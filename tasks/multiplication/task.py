@@ -196,6 +196,7 @@ class MultiplicationDigits(Task):
                                        [p.product for p in checked])
         spaced = mode == "spaced"
         metrics: dict[str, Metric] = {}
+        unmeasured: dict[str, str] = {}
         notes: list[str] = []
         details: dict[str, Any] = {"digit_scoring": mode, "digit_token_ids": digit_ids, "n_layers": model.n_layers,
                                    "cells": [f"{n}x{m}" for n, m in cells]}
@@ -218,10 +219,11 @@ class MultiplicationDigits(Task):
         pooled = {k: np.concatenate([per_cell[c][k] for c in per_cell]) for k in per_cell[next(iter(per_cell))]}
         notes += self.fallback_notes(pooled, details)
         all_problems = [p for c in problems_by_cell for p in problems_by_cell[c]]
-        metrics.update(self.behaviour_metrics(ctx, pooled, all_problems, mode, suffix=""))
+        metrics.update(self.behaviour_metrics(ctx, pooled, all_problems, mode, suffix="", unmeasured=unmeasured))
         table: dict[str, dict[str, float | None]] = {}
         for cell, values in per_cell.items():
-            cell_metrics = self.behaviour_metrics(ctx, values, problems_by_cell[cell], mode, suffix=f"@{cell}")
+            cell_metrics = self.behaviour_metrics(ctx, values, problems_by_cell[cell], mode, suffix=f"@{cell}",
+                                                  unmeasured=unmeasured)
             metrics.update(cell_metrics)
             table[cell] = {k.split("@")[0]: round(v.value, 6) for k, v in cell_metrics.items()}
         details["per_cell"] = table
@@ -239,7 +241,7 @@ class MultiplicationDigits(Task):
                     notes.append(f"probe accuracies are each method's maximum over {len(layers)} layers (each its own "
                                  "best layer by the same rule, details.probe.best_layer); the intervals leave out "
                                  "that choice, which favours every method alike")
-        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes, unmeasured=unmeasured)
 
     # Behaviour.
     def behaviour(self, ctx, model, problems: list[Problem], config, mode: str, digit_ids, desc: str) -> dict[str, np.ndarray]:
@@ -335,7 +337,9 @@ class MultiplicationDigits(Task):
         return total / config.mc_dropout_samples
 
     @staticmethod
-    def behaviour_metrics(ctx, values: dict[str, np.ndarray], problems: list[Problem], mode: str, suffix: str) -> dict[str, Metric]:
+    def behaviour_metrics(ctx, values: dict[str, np.ndarray], problems: list[Problem], mode: str, suffix: str,
+                          unmeasured: dict[str, str]) -> dict[str, Metric]:
+        """The behaviour metrics of one cell (or, suffix "", of all); `unmeasured` gains the gaps no problem could score."""
         out: dict[str, Metric] = {}
         for key in BEHAVIOUR:
             if key in values:
@@ -349,6 +353,9 @@ class MultiplicationDigits(Task):
             scored = values["own_conf_status"] == "scored" if "own_conf_status" in values else np.ones(len(rows), bool)
             if scored.any():
                 out["last_digit_conf_prefix_minus_own" + suffix] = ctx.metric(rows[scored, 0] - rows[scored, 1])
+            else:
+                unmeasured["last_digit_conf_prefix_minus_own" + suffix] = (
+                    "no problem's own answer reached the units digit and was scored")
         for key, digit in (("chance_first_digit", 0), ("chance_last_digit", -1)):
             labels = np.array([p.product[digit] for p in problems])
             majority = max(set(labels.tolist()), key=lambda d: (np.sum(labels == d), d))

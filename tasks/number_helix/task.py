@@ -307,6 +307,7 @@ class NumberHelix(Task):
         periods = tuple(config.periods)
         n_problems = self.resolve_config(config, model.input_device.type).n_problems
         metrics: dict[str, Metric] = {}
+        unmeasured: dict[str, str] = {}
         notes: list[str] = []
         details: dict = {"n_layers": n_layers, "template": template, "n_problems": n_problems, "periods": list(periods),
                          "digits_split": len(tok("57", add_special_tokens=False)["input_ids"]) > 1}
@@ -401,8 +402,14 @@ class NumberHelix(Task):
                 metrics.update(self.swap(ctx, model, X[layer], fits[layer], layer, triples, template, config, details))
             if not triples:
                 notes.append("no (a, a', b) triples: patch_ld and swap metrics are absent (the model answers too few problems; try correct_only=false)")
+                why = f"no (a, a', b) triple among {tries} tries{' the model answers correctly' if config.correct_only else ''}"
+                if config.swap:
+                    unmeasured.update({k: why for k in ("swap_success", "swap_success_minus_random_subspace",
+                                                        "swap_success_minus_helix_shuffled")})
+                if config.patching:
+                    unmeasured.update({f"patch_ld_{m}": why for m in PATCH_METHODS})
         self.plot_layers(ctx, details, best)
-        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes, unmeasured=unmeasured)
 
     @staticmethod
     def fit_layer(X: np.ndarray, a: np.ndarray, shuffled: np.ndarray, bases, pca_dim, k: int) -> dict:
