@@ -39,17 +39,33 @@ def whole_word_at(text: str, span: Span, word: str) -> bool:
 
 
 @functools.cache
-def byte_level_bpe() -> PreTrainedTokenizerFast:
+def byte_level_bpe(vocab_size: int = 3000) -> PreTrainedTokenizerFast:
     """A GPT-2-style byte-level BPE (no prefix space, offsets keep the leading space, no BOS),
-    trained on the shipped corpus and prompts, so the target words are single tokens as in GPT-2."""
-    texts = list(corpus_texts()) + [prompt(c, p.target_word) for p in load_pairs() for c in (p.context_1, p.context_2)]
+    trained on the shipped corpus only: whether a target word is one token is up to the merges,
+    not put there by training on the prompts, so some pairs split and some do not."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|endoftext|>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(list(corpus_texts()), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def single_token_words(tokenizer) -> set[str]:
+    """The target words the tokenizer keeps whole after a space, found without `locate`."""
+    return {p.target_word for p in load_pairs() if len(tokenizer(" " + p.target_word, add_special_tokens=False)["input_ids"]) == 1}
+
+
+def check_skips_exactly_the_split_words(tokenizer) -> None:
+    """locate keeps a pair exactly when its word is one token, and then the token is that word."""
+    pairs = load_pairs()
+    whole = single_token_words(tokenizer)
+    reasons = check_located_token(tokenizer, pairs)
+    kept = {x.pair.id for x in locate_pairs(pairs, tokenizer) if not x.skip}
+    assert kept == {p.id for p in pairs if p.target_word in whole}
+    assert reasons[None] == len(kept) and reasons[SKIP_MULTI_TOKEN] == len(pairs) - len(kept)
+    assert check_located_token(tokenizer, pairs, multi_token="last") == {None: len(pairs)}
 
 
 # --- shipped pairs -------------------------------------------------------------------------------
@@ -198,11 +214,25 @@ def check_located_token(tokenizer, pairs, multi_token="skip") -> collections.Cou
     return reasons
 
 
-def test_every_shipped_pair_locates_its_single_token_target_with_a_byte_level_bpe():
-    tok = byte_level_bpe()
-    words = {p.target_word for p in load_pairs()}
-    assert all(len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1 for w in words)
-    assert check_located_token(tok, load_pairs()) == {None: 100}
+def test_a_byte_level_bpe_keeps_exactly_the_pairs_whose_word_is_one_token():
+    tok = byte_level_bpe(vocab_size=700)  # small enough that some target words split
+    whole = single_token_words(tok)
+    assert whole and len(whole) < len({p.target_word for p in load_pairs()})  # both cases occur
+    check_skips_exactly_the_split_words(tok)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["gemma3-270m", "smollm2-135m"])
+def test_the_bundled_tokenizers_locate_every_pair_they_keep_whole(spec):
+    """The real tokenizers (SentencePiece with its prefix space; GPT-2-style byte-level), read from the GGUF alone."""
+    from transformers import AutoTokenizer
+
+    from harness.engine.bundled import BUNDLED
+
+    path = BUNDLED[spec]()
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    assert single_token_words(tok)
+    check_skips_exactly_the_split_words(tok)
 
 
 def test_split_words_are_skipped_unless_the_last_sub_token_is_asked_for():
