@@ -1,6 +1,6 @@
 """Null models: does any finding "hold" on a model that learnt nothing?
 
-    python -m benchmarks.null_models [--models smollm2-135m gemma3-270m] [--preset quick] [--out null-models]
+    python -m benchmarks.null_models [--models smollm2-135m gemma3-270m] [--tasks all] [--preset quick] [--out null-models]
 
 For each bundled model, a copy with the same architecture and tokenizer and random weights
 (`benchmarks/random_model.py`, seed 0) runs every task through the CLI, and each task's
@@ -46,7 +46,7 @@ def verdicts(results_dir: Path) -> dict[str, dict[str, str]]:
             results = read_results(path)
         except Exception:  # noqa: BLE001 - samples, comparisons and other files beside the results
             continue
-        cell = verdict(parse_finding(results.task.finding), results.metrics)
+        cell = verdict(parse_finding(results.task.finding), results.metrics, results.unmeasured)
         row = {"headline": cell.verdict}
         for facet in cell.facets:
             row[facet.kind] = facet.verdict if facet.kind not in row else f"{row[facet.kind]}; {facet.verdict}"
@@ -76,7 +76,7 @@ def table(rows: dict[str, dict[str, dict[str, str]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
-    parser.add_argument("--tasks", default="all")
+    parser.add_argument("--tasks", nargs="+", default=["all"], help="task names, or all")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--out", type=Path, default=Path("null-models"))
     args = parser.parse_args()
@@ -84,7 +84,8 @@ def main() -> None:
     for alias in args.models:
         folder = random_copy(alias, args.out)
         results = args.out / "results" / alias
-        subprocess.run([sys.executable, "-m", "harness", "run", "--model", str(folder), "--task", args.tasks,
+        tasks = [arg for name in args.tasks for arg in ("--task", name)]
+        subprocess.run([sys.executable, "-m", "harness", "run", "--model", str(folder), *tasks,
                         "--preset", args.preset, "--output-dir", str(results), "--no-progress"], check=True)
         rows[alias] = verdicts(results)
     print(table(rows))

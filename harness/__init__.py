@@ -35,7 +35,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "RunContext": "harness.api.context",
     "Facet": "harness.api.task", "Finding": "harness.api.task", "NoConfig": "harness.api.task", "Task": "harness.api.task",
-    "TaskResult": "harness.api.task", "check_template": "harness.api.task", "option": "harness.api.task",
+    "TaskResult": "harness.api.task", "ModelShape": "harness.api.task", "Workload": "harness.api.task",
+    "check_template": "harness.api.task", "option": "harness.api.task",
     "register_task": "harness.api.registry",
     "UsageError": "harness.errors",
     "load_hub_dataset": "harness.engine.hub_data",

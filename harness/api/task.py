@@ -143,6 +143,34 @@ class TaskResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What a run's cost depends on, read from a model's config alone (`harness run --dry-run`)."""
+
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    vocab: int
+    n_params: int = 0  # weights, when the config says (0: unknown)
+
+
+@dataclass
+class Workload:
+    """A task's size on one model before it runs: what `harness run --dry-run` prints.
+
+    forward_tokens: prompt tokens through the model (scores, collects, patched runs, training
+        steps' forward passes); generated_tokens: tokens decoded one at a time; activation_bytes:
+        the activations (float32 or float64 as the task keeps them) held at once in host memory;
+        notes: what the estimate leaves out. Counts are estimates from the config (prompt lengths
+        are typical, not tokenised), right to a factor of about two.
+    """
+
+    forward_tokens: int
+    generated_tokens: int = 0
+    activation_bytes: int = 0
+    notes: str = ""
+
+
 class Task:
     """A reproduced finding. Subclass, set the class attributes, implement `run`, decorate with `@register_task`.
 
@@ -187,6 +215,11 @@ class Task:
         on a quantised (`--load-in-4bit`/`8bit`) model; one that needs float weights (training
         them, say) refuses here rather than failing deep inside a run.
         """
+        return None
+
+    @classmethod
+    def workload(cls, config: Any, shape: ModelShape) -> Workload | None:
+        """The run's size on a model of `shape` with `config` (resolved), for `--dry-run`; None: not estimated."""
         return None
 
     def run(self, model: Model, config: Any, ctx: RunContext) -> TaskResult:

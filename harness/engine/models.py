@@ -9,7 +9,6 @@ GGUF files are dequantised once and cached as safetensors: the conversion costs
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import pickle
 from collections.abc import Iterator

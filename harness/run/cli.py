@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code (off by default)")
     run.add_argument("--log-samples", action="store_true", help="write per-example records to samples.jsonl")
     run.add_argument("--force", action="store_true", help="run again even when a finished result exists")
+    run.add_argument("--dry-run", action="store_true",
+                     help="load nothing: print each task's forward and generated tokens, activation memory and analysis time")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     lst = sub.add_parser("list", help="list the tasks, with paper and version; `list TASK` shows its options and metrics")
@@ -109,6 +111,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         force=args.force,
         show_progress=False if args.no_progress else None,
     )
+    if args.dry_run:
+        from harness.run.estimate import estimate, format_estimates
+
+        print(format_estimates(estimate(spec)))
+        return 0
     run(spec, report=report)
     return 0
 

@@ -50,7 +50,21 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness import Edit, Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import (
+    Edit,
+    Facet,
+    Finding,
+    Metric,
+    ModelShape,
+    Reference,
+    Task,
+    TaskResult,
+    UsageError,
+    Workload,
+    option,
+    register_task,
+    tokens,
+)
 from probes.circle import (
     CircleFit,
     CircularProbe,
@@ -249,6 +263,16 @@ class CircleTask(Task):
     names: list[str]
     reference_accuracy: dict[str, float]
     reference_extra: dict[str, dict[str, float]] = {}
+
+    @classmethod
+    def workload(cls, config: CircleConfig, shape: ModelShape) -> Workload:
+        """m^2 prompts of about 16 tokens scored and collected; m - 1 patched runs per patched problem, six
+        edits each, computed from the alpha token on (about 8 tokens); every layer's alpha state in float64."""
+        m = len(cls.names)
+        problems = m * m
+        patched = (config.intervention_problems or problems) * (m - 1) if config.intervention else 0
+        return Workload(forward_tokens=2 * problems * 16 + patched * 6 * 8,
+                        activation_bytes=problems * shape.n_layers * shape.d_model * 8)
 
     def run(self, model, config: CircleConfig, ctx) -> TaskResult:
         m = len(self.names)

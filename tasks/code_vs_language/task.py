@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness import Facet, Finding, Metric, Reference, Task, TaskResult, option, register_task
+from harness import Facet, Finding, Metric, ModelShape, Reference, Task, TaskResult, Workload, option, register_task
 from probes.linear import cross_validate_grid, shuffled_labels
 from probes.selection import best_layers
 
@@ -170,6 +170,17 @@ class CodeVsLanguage(Task):
     @classmethod
     def resolve_config(cls, config: CodeVsLanguageConfig, device: str) -> CodeVsLanguageConfig:
         return settled(config, device)
+
+    @classmethod
+    def workload(cls, config: CodeVsLanguageConfig, shape: ModelShape) -> Workload:
+        """Per item a prompt of `shots` solved examples (about 150 tokens each) and the query, scored against
+        each answer (the shared context once) and/or answered greedily (a few tokens)."""
+        subtasks = len(config.subtasks) if config.subtasks is not None else 6
+        items = subtasks * (config.n_items or 300) if config.source == "gen" else subtasks * config.limit
+        prompt = 150 * (config.shots + 1)
+        passes = {"choice": 1, "generate": 1, "both": 2}[config.scoring]
+        return Workload(forward_tokens=items * prompt * passes, generated_tokens=items * 4 if config.scoring != "choice" else 0,
+                        activation_bytes=items * shape.n_layers * shape.d_model * 4 if config.probe else 0)
 
     def run(self, model, config: CodeVsLanguageConfig, ctx) -> TaskResult:
         config = settled(config, "cuda" if str(model.input_device).startswith("cuda") else "cpu")

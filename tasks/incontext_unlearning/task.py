@@ -33,7 +33,21 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from harness import Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, added_tokens, option, register_task, tokens
+from harness import (
+    Facet,
+    Finding,
+    Metric,
+    ModelShape,
+    Reference,
+    Task,
+    TaskResult,
+    UsageError,
+    Workload,
+    added_tokens,
+    option,
+    register_task,
+    tokens,
+)
 
 from .data import Example, QAItem, TaskData, load_data, make_examples
 from .prompts import (
@@ -316,6 +330,15 @@ class IncontextUnlearning(Task):
             return ("mode=finetune trains a LoRA adapter on float weights: drop --load-in-4bit/--load-in-8bit, or "
                     "evaluate a saved adapter (--task-arg adapter=DIR) or mode=prompt_only on the quantised model")
         return None
+
+    @classmethod
+    def workload(cls, config: UnlearningConfig, shape: ModelShape) -> Workload:
+        """100 eval prompts (about 150 tokens) answered (up to max_new_tokens); the logit lens at every layer
+        (a vocabulary-wide readout per layer); a fine-tune of `steps` batches when mode=finetune."""
+        finetune = (config.steps or 300) * config.batch_size * 150 * 3 if config.mode == "finetune" else 0
+        return Workload(forward_tokens=100 * 150 * 2 + finetune, generated_tokens=100 * 2 * config.max_new_tokens,
+                        activation_bytes=100 * shape.n_layers * shape.d_model * 4 + 64 * shape.vocab * 4,
+                        notes="fine-tuning counts three passes per token (forward, backward)" if finetune else "")
 
     def run(self, model: Any, config: UnlearningConfig, ctx: Any) -> TaskResult:
         config = settled(config, model.input_device.type)

@@ -59,7 +59,21 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from harness import Edit, Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, option, register_task, tokens
+from harness import (
+    Edit,
+    Facet,
+    Finding,
+    Metric,
+    ModelShape,
+    Reference,
+    Task,
+    TaskResult,
+    UsageError,
+    Workload,
+    option,
+    register_task,
+    tokens,
+)
 from probes.neurons import (
     ReweightedAP,
     average_precision,
@@ -317,6 +331,21 @@ class LanguageNeurons(Task):
         "lift[_vs_random].{task}.mean": "the same averaged over the forced languages; text i of every language is one unit",
     }
 
+    @classmethod
+    def workload(cls, config: LanguageNeuronsConfig, shape: ModelShape) -> Workload:
+        """Scoring and held-out sentences (about 30 tokens) read at every unit; one mean per (sentence,
+        unit) held in float32; texts generated under each condition (random once per seed)."""
+        scoring, held = (6 * 2 * config.n_per_source, 6 * config.n_heldout) if config.source == "hub" else (480, 120)
+        width = shape.d_mlp if config.sites == "mlp" else 4 * shape.d_model + 2 * shape.d_mlp + shape.d_model
+        conditions = len(config.conditions) + (config.n_random - 1 if "random" in config.conditions else 0)
+        langs = len(config.languages)
+        uncond = langs * conditions * config.n_samples * config.max_new_tokens
+        translate = (len([L for L in config.languages if L != "en"]) * conditions * min(config.n_translate, 20)
+                     * config.translation_max_new_tokens) if config.translation else 0
+        return Workload(forward_tokens=(scoring + held) * 30, generated_tokens=uncond + translate,
+                        activation_bytes=scoring * shape.n_layers * width * 4,
+                        notes="sites=linear widths are Llama-shaped" if config.sites == "linear" else "")
+
     def run(self, model, config: LanguageNeuronsConfig, ctx) -> TaskResult:
         tok = model.tokenizer
         corpus = load_shipped() if config.source == "shipped" else load_hub(config, tok)
@@ -355,12 +384,61 @@ class LanguageNeurons(Task):
         heldout = SentenceResampling(held, held_labels, columns)
         del held
 
+        detection, found, detection_notes, hist = self.detection_metrics(
+            ctx, scores, force, scoring, heldout, space, model.n_layers, corpus.units("score"), corpus.units("heldout"), pool)
+        metrics.update(detection)
+        details.update(found)
+        notes += detection_notes
+
+        # Share of the model's neurons forced per language.
+        n_linear = ctx.n_linear_units()
+        forced = [len(np.union1d(scores.top[L], scores.bottom[L])) for L in LANGS]
+        metrics["neuron_share"] = ctx.metric(np.array(forced, dtype=float) / n_units, higher_is_better=None)
+        details["neuron_share_of_linear_units"] = round(float(np.mean(forced)) / n_linear, 8) if n_linear else None
+        details["n_linear_units"] = n_linear
+
+        # Intervention.
+        identify = LanguageIdentifier()
+        details["language_identifier"] = identify.name
+        success = self.intervene(model, config, ctx, corpus, scores, force, space, identify, metrics, details)
+        self.plot_layers(ctx, hist, config.sites)
+        if success:
+            self.plot_success(ctx, success, config.conditions)
+
+        if config.sites == "mlp":
+            notes.append("the reference rates were measured with the paper's neuron set (sites=linear: the output units of "
+                         "every linear layer in the blocks); this run scores and forces mlp_act units only, so compare the "
+                         "share of neurons forced (details.neuron_share_of_linear_units), not the rates one to one")
+        else:
+            notes.append("neuron set as in the paper: the output units of every linear layer in the blocks (sites=linear)")
+        if "random" in config.conditions and config.n_random > 0:
+            notes.append(f"success.random.* and lift_vs_random.* intervals resample texts with the {config.n_random} "
+                         "random neuron set(s) fixed: the choice of random set is not in them")
+        if metrics["overlap_max"].value >= 0.05:
+            notes.append(f"overlap_max {metrics['overlap_max'].value:.3f} is not below the paper's 5%")
+        if metrics["edge_share"].ci_low <= details["edge_share_uniform"]:
+            notes.append("selected neurons are not concentrated in the first and last 20% of layers beyond a uniform spread")
+        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+
+    @staticmethod
+    def detection_metrics(ctx, scores: LanguageScores, force: np.ndarray, scoring: SentenceResampling,
+                          heldout: SentenceResampling, space: UnitSpace, n_layers: int, units: np.ndarray,
+                          held_units: np.ndarray, pool: int) -> tuple[dict[str, Metric], dict[str, Any], list[str], dict]:
+        """The detection metrics (AP, edge share, overlap) with their sentence-resampled intervals.
+
+        The analysis side of the task, with no model call: `benchmarks/bench_scale.py` runs it on
+        synthetic pooled activations of a 7B or 70B model's width. Returns (metrics, details,
+        notes, layer histograms).
+        """
         # Every detection metric is a statistic of sentence rows: its interval resamples
         # sentences (parallel rows together), never neurons.
-        rows, units = np.arange(len(texts)), corpus.units("score")
-        held_rows, held_units = np.arange(len(held_texts)), corpus.units("heldout")
+        rows, held_rows = np.arange(len(units)), np.arange(len(held_units))
+        k, widths = scores.k, space.layer_widths
+        metrics: dict[str, Metric] = {}
+        details: dict[str, Any] = {}
+        notes: list[str] = []
         hist: dict[str, dict[str, list[float]]] = {}
-        edge = edge_layers(model.n_layers)
+        edge = edge_layers(n_layers)
         selected: dict[str, dict[str, list]] = {}
 
         def edge_share(r: np.ndarray, langs: Sequence[str]) -> float:
@@ -407,35 +485,7 @@ class LanguageNeurons(Task):
         notes.append(f"edge_share and overlap_* intervals select top-k and bottom-k again on every resample of the "
                      f"sentences, among the {pool} highest- and {pool} lowest-AP neurons of each language in the full sample")
 
-        # Share of the model's neurons forced per language.
-        n_linear = ctx.n_linear_units()
-        forced = [len(np.union1d(scores.top[L], scores.bottom[L])) for L in LANGS]
-        metrics["neuron_share"] = ctx.metric(np.array(forced, dtype=float) / n_units, higher_is_better=None)
-        details["neuron_share_of_linear_units"] = round(float(np.mean(forced)) / n_linear, 8) if n_linear else None
-        details["n_linear_units"] = n_linear
-
-        # Intervention.
-        identify = LanguageIdentifier()
-        details["language_identifier"] = identify.name
-        success = self.intervene(model, config, ctx, corpus, scores, force, space, identify, metrics, details)
-        self.plot_layers(ctx, hist, config.sites)
-        if success:
-            self.plot_success(ctx, success, config.conditions)
-
-        if config.sites == "mlp":
-            notes.append("the reference rates were measured with the paper's neuron set (sites=linear: the output units of "
-                         "every linear layer in the blocks); this run scores and forces mlp_act units only, so compare the "
-                         "share of neurons forced (details.neuron_share_of_linear_units), not the rates one to one")
-        else:
-            notes.append("neuron set as in the paper: the output units of every linear layer in the blocks (sites=linear)")
-        if "random" in config.conditions and config.n_random > 0:
-            notes.append(f"success.random.* and lift_vs_random.* intervals resample texts with the {config.n_random} "
-                         "random neuron set(s) fixed: the choice of random set is not in them")
-        if metrics["overlap_max"].value >= 0.05:
-            notes.append(f"overlap_max {metrics['overlap_max'].value:.3f} is not below the paper's 5%")
-        if metrics["edge_share"].ci_low <= details["edge_share_uniform"]:
-            notes.append("selected neurons are not concentrated in the first and last 20% of layers beyond a uniform spread")
-        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+        return metrics, details, notes, hist
 
     def intervene(self, model, config, ctx, corpus, scores, force, space, identify, metrics, details) -> dict:
         """Generate under each condition and count texts identified as L; returns success rates for the plot."""

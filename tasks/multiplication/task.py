@@ -74,7 +74,20 @@ from typing import Any, Literal, Union
 import numpy as np
 import torch
 
-from harness import Facet, Finding, Metric, Reference, Task, TaskResult, UsageError, check_template, option, register_task
+from harness import (
+    Facet,
+    Finding,
+    Metric,
+    ModelShape,
+    Reference,
+    Task,
+    TaskResult,
+    UsageError,
+    Workload,
+    check_template,
+    option,
+    register_task,
+)
 from probes.linear import cross_validate_grid, majority_rate, shuffled_labels
 from probes.selection import best_layers
 from tasks.multiplication.digits import (
@@ -180,6 +193,17 @@ class MultiplicationDigits(Task):
         "probe_cell_last_digit_acc_given_prefix": "behaviour on the probe problems: units digit right given the correct prefix",
         "rep_behaviour_gap": "probe_last_digit_acc - probe_cell_last_digit_acc_given_prefix, paired over the same problems",
     }
+
+    @classmethod
+    def workload(cls, config: MultiplicationConfig, shape: ModelShape) -> Workload:
+        """Per cell n_per_cell problems (about 14 tokens) answered (about 8 tokens) and scored digit by digit;
+        the probe cell's '=' state at every probed layer, float32."""
+        cells = len(config.cells)
+        layers = shape.n_layers if config.probe_layers == "all" else len(config.probe_layers)
+        probe = config.probe_n if config.probe else 0
+        return Workload(forward_tokens=cells * config.n_per_cell * 14 * 3 + probe * 14 * 2,
+                        generated_tokens=cells * config.n_per_cell * 8,
+                        activation_bytes=probe * layers * shape.d_model * 4)
 
     def run(self, model, config: MultiplicationConfig, ctx) -> TaskResult:
         tok = model.tokenizer

@@ -71,10 +71,12 @@ from harness import (
     Facet,
     Finding,
     Metric,
+    ModelShape,
     Reference,
     Task,
     TaskResult,
     UsageError,
+    Workload,
     check_template,
     option,
     register_task,
@@ -298,6 +300,18 @@ class NumberHelix(Task):
         if config.n_problems is not None:
             return config
         return dataclasses.replace(config, n_problems=1000 if device == "cpu" else 10000)
+
+    @classmethod
+    def workload(cls, config: HelixConfig, shape: ModelShape) -> Workload:
+        """n_problems generated answers (prompts of about 12 tokens); 100 a-states at every layer (float64);
+        per triple, six fits patched at every layer, and three swaps generated."""
+        n = config.n_problems or 10_000
+        pairs = config.n_pairs if (config.patching or config.swap) else 0
+        patched = pairs * shape.n_layers * 6 * 6 if config.patching else 0
+        swaps = pairs * 3 if config.swap else 0
+        return Workload(forward_tokens=n * 12 + 100 * 12 + patched + swaps * 12,
+                        generated_tokens=(n + swaps) * config.max_new_tokens,
+                        activation_bytes=100 * shape.n_layers * shape.d_model * 8)
 
     def run(self, model, config: HelixConfig, ctx) -> TaskResult:
         n_layers = model.n_layers

@@ -48,7 +48,20 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import torch
 
-from harness import Facet, Finding, Metric, Task, TaskResult, UsageError, load_sae, option, register_task, save_sae
+from harness import (
+    Facet,
+    Finding,
+    Metric,
+    ModelShape,
+    Task,
+    TaskResult,
+    UsageError,
+    Workload,
+    load_sae,
+    option,
+    register_task,
+    save_sae,
+)
 from probes.polysemy import (
     RATES,
     balanced_indices,
@@ -173,6 +186,17 @@ class PolysemySAE(Task):
             tokens=config.tokens if config.tokens is not None else (GPU_TOKENS if on_gpu else CPU_TOKENS),
             batch_tokens=config.batch_tokens if config.batch_tokens is not None else (GPU_BATCH if on_gpu else CPU_BATCH),
         )
+
+    @classmethod
+    def workload(cls, config: PolysemyConfig, shape: ModelShape) -> Workload:
+        """The SAE's training tokens streamed through the model (nothing of them kept but the batch),
+        200 pair prompts (about 20 tokens) per layer; the SAE in float32 with Adam's two moments."""
+        layers = 1 + len(config.layers)
+        trained = (config.tokens or 2_000_000) * layers if config.sae == "train" else 0
+        d_sae = config.expansion * shape.d_model
+        sae_bytes = (2 * shape.d_model * d_sae + d_sae + shape.d_model) * 4 * (4 if config.sae == "train" else 1)
+        return Workload(forward_tokens=trained + 200 * 20 * 2 * layers, activation_bytes=sae_bytes,
+                        notes="activation memory: the SAE, its gradients and Adam's moments")
 
     def run(self, model, config: PolysemyConfig, ctx) -> TaskResult:
         config = self.resolve_config(config, "cpu" if model.input_device.type == "cpu" else "cuda")

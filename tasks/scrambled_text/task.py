@@ -37,7 +37,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import Facet, Finding, Metric, Task, TaskResult, option, register_task, tokens
+from harness import Facet, Finding, Metric, ModelShape, Task, TaskResult, Workload, option, register_task, tokens
 from probes.selection import best_layer
 from probes.text_metrics import (
     pooled_recovery,
@@ -132,6 +132,20 @@ class ScrambledText(Task):
         "restoration_probe_acc_{variant}": "a word-identity probe trained on original words reads the scrambled word, at the layer chosen on the other half of the words; n = words",
         "probe_acc_original_at_best_{variant}": "the same probe on held-out original words at those layers (the ceiling)",
     }
+
+    @classmethod
+    def workload(cls, config: ScrambledConfig, shape: ModelShape) -> Workload:
+        """Recovery generations for each scramble type (prompts of about 80 tokens), QA scored per option
+        (about 400 tokens), the restoration probe's 8 contexts per word and variant at every layer."""
+        sentences, qa = min(config.n_max or 200, 200), min(config.n_max or 60, 60)
+        types = len(config.types)
+        rec = sentences * types if "rec" in config.subtasks else 0
+        qa_items = qa * (types + 1) if "qa" in config.subtasks else 0
+        probe = config.probe_words * 8 * 3 if "probe" in config.subtasks else 0
+        layers = shape.n_layers if config.probe_layers == "all" else len(config.probe_layers)
+        return Workload(forward_tokens=rec * 80 + qa_items * 400 * 2 + sentences * types * 40 + probe * 10,
+                        generated_tokens=rec * min(config.max_new_tokens, 60),
+                        activation_bytes=probe * layers * shape.d_model * 4)
 
     def run(self, model, config: ScrambledConfig, ctx) -> TaskResult:
         data = self.load(config)
