@@ -17,7 +17,8 @@ Each (task, shape, preset) runs in a fresh process: its seconds, and its peak re
 above the process's level before the synthetic activations were made, both in all and less
 the activations themselves (what the task must hold, `held MiB`). `--layers N` runs the first
 N layers of the shape and scales the time by depth (every analysis here loops over layers:
-`--fit` measures the depth exponent that says so). `--fit` runs each task on a grid of
+`--fit` measures the depth exponent that says so), and the peak by adding the activations of
+the layers not run (what grows with depth). `--fit` runs each task on a grid of
 small shapes and fits time ~ width^a depth^b problems^c by least squares on the logs.
 
 The sizes (`TaskSize`) are the tasks' defaults: `full` is the task's config with nothing
@@ -238,7 +239,8 @@ def polysemy_sae(shape: Shape, preset: str, held: list[float], gpu: bool = False
     for s in range(run_steps):
         trainer.step(sparse(batch, s))
     train_seconds = time.perf_counter() - start
-    sae = trainer.sae
+    sae, _ = trainer.export()  # as the task does: the trainer, its gradients and Adam's moments go
+    del trainer
     n = 100  # the shipped pairs: 100, two contexts each
     h = sparse(2 * n, 10_000)
     prompts_tokens = sparse(2 * n * 12, 10_001)  # every token of the pairs' prompts, about 12 each
@@ -357,9 +359,12 @@ def measure(task: str, shape: Shape, preset: str, layers: int | None = None) -> 
     if done.returncode != 0:
         return {"task": task, "error": (done.stderr.strip().splitlines() or ["killed"])[-1][:200]}
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    if run_shape.n_layers != shape.n_layers:
+    if run_shape.n_layers != shape.n_layers:  # the layers' activations grow with depth, the work space does not
+        scale = shape.n_layers / run_shape.n_layers
         out["measured_layers"] = run_shape.n_layers
-        out["seconds"] *= shape.n_layers / run_shape.n_layers
+        out["seconds"] *= scale
+        out["peak_mib"] += out["held_mib"] * (scale - 1)
+        out["held_mib"] *= scale
     return out
 
 

@@ -331,3 +331,31 @@ def test_hub_loader_errors_name_the_fix(hub_copies, tmp_path):
     config = LanguageNeurons.Config(source="hub", flores_path=str(paws), pawsx_path=str(paws))
     with pytest.raises(UsageError, match="cannot load|no field"):
         load_hub(config, tiny_tokenizer())
+
+
+def test_the_draw_memo_computes_each_draw_once_and_gives_back_what_was_computed():
+    """A bootstrap draw's result, kept in blocks: the same arrays as computing it fresh, one computation per draw."""
+    from tasks.language_neurons.data import LANGS
+    from tasks.language_neurons.task import DrawMemo, SentenceResampling, score_languages
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(LANGS)), 12)
+    pooled = torch.from_numpy(np.abs(rng.standard_normal((len(labels), 300)).astype(np.float32)))
+    scores = score_languages(pooled, labels, 5)
+    columns = {L: np.concatenate([scores.top[L], scores.bottom[L]]) for L in LANGS}
+    memo = SentenceResampling(pooled, labels, columns, ap=scores.ap, k=5, pool=20)
+    fresh = SentenceResampling(pooled, labels, columns, ap=scores.ap, k=5, pool=20)
+    draws = [rng.integers(0, len(labels), len(labels)) for _ in range(600)]  # several blocks of 256
+    for r in draws + draws[:50]:  # the repeats are served from the memo
+        fresh._memo = DrawMemo()
+        assert np.array_equal(memo.fixed_ap(r, "de"), fresh.fixed_ap(r, "de"))
+        for a, b in zip(memo.reselect(r, "ja"), fresh.reselect(r, "ja")):
+            assert np.array_equal(a, b)
+    calls = []
+    kept = DrawMemo(block=4)
+    for r in draws[:10] + draws[:10]:
+        w = np.bincount(r, minlength=len(labels))
+        kept.get(("k", "L"), w, lambda w: calls.append(1) or (w * 2.0, w[:3]))
+    assert len(calls) == len({d.tobytes() for d in (np.bincount(r, minlength=len(labels)) for r in draws[:10])})
+    got = kept.get(("k", "L"), np.bincount(draws[3], minlength=len(labels)), lambda w: (w * 0.0, w[:3]))
+    assert np.array_equal(got[0], np.bincount(draws[3], minlength=len(labels)) * 2.0)

@@ -34,24 +34,17 @@ class AnalysisCost:
 REFERENCE = ModelShape(n_layers=32, d_model=4096, d_mlp=14336, vocab=32000)
 
 # benchmarks/bench_scale.py --shape mistral-7b (seconds, peak) and --fit (exponents), 2 CPU cores;
-# docs/performance.md, "Scale", has the tables these come from.
-ANALYSIS_COSTS: dict[str, AnalysisCost] = {
-    "weekday_circle": AnalysisCost(seconds=60.0, peak_gib=0.1, width=1.0, depth=1.0),
-    "month_circle": AnalysisCost(seconds=120.0, peak_gib=0.2, width=1.0, depth=1.0),
-    "number_helix": AnalysisCost(seconds=60.0, peak_gib=0.1, width=1.0, depth=1.0),
-    "multiplication_digits": AnalysisCost(seconds=3600.0, peak_gib=2.0, width=1.0, depth=1.0),
-    "language_neurons": AnalysisCost(seconds=1200.0, peak_gib=3.0, width=1.0, depth=1.0),
-    "polysemy_sae": AnalysisCost(seconds=600.0, peak_gib=6.0, width=2.0, depth=0.0),
-    "incontext_unlearning": AnalysisCost(seconds=10.0, peak_gib=1.0, width=1.0, depth=1.0),
-    "scrambled_text": AnalysisCost(seconds=60.0, peak_gib=0.2, width=1.0, depth=1.0),
-    "code_vs_language": AnalysisCost(seconds=5.0, peak_gib=0.1, width=0.0, depth=0.0),
+# docs/performance.md, "Scale", has the tables these come from. Keyed by task and preset
+# ("full": the task's defaults, "quick": --preset quick).
+ANALYSIS_COSTS: dict[tuple[str, str], AnalysisCost] = {
+    ("weekday_circle", "full"): AnalysisCost(seconds=16.6, peak_gib=0.08, width=1.0, depth=1.0),
 }
 WIDTH_OF = {"language_neurons": "d_mlp"}  # which width a task's analysis grows with (default d_model)
 
 
-def analysis_seconds(task: str, shape: ModelShape) -> float | None:
+def analysis_seconds(task: str, shape: ModelShape, preset: str = "full") -> float | None:
     """The analysis's seconds on `shape` from its cost at REFERENCE, or None for a task bench_scale does not know."""
-    cost = ANALYSIS_COSTS.get(task)
+    cost = ANALYSIS_COSTS.get((task, preset)) or ANALYSIS_COSTS.get((task, "full"))
     if cost is None:
         return None
     width = WIDTH_OF.get(task, "d_model")
@@ -69,7 +62,13 @@ def shape_of(config: Any) -> ModelShape:
         raise UsageError(f"the config of {getattr(config, '_name_or_path', 'this model')} names no layer count, width or "
                          "vocabulary: --dry-run cannot size it")
     d_mlp = get("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size") or 4 * d_model
-    n_params = n_layers * (4 * d_model * d_model + 3 * d_model * d_mlp) + 2 * vocab * d_model
+    heads = get("num_attention_heads", "n_head") or 1
+    head_dim = get("head_dim") or d_model // heads
+    kv = get("num_key_value_heads") or heads
+    attention = 2 * d_model * heads * head_dim + 2 * d_model * kv * head_dim  # q and o, k and v (grouped queries)
+    mlp = (3 if getattr(text, "intermediate_size", None) else 2) * d_model * d_mlp  # gated (Llama-style) or not
+    tied = bool(getattr(text, "tie_word_embeddings", False))
+    n_params = n_layers * (attention + mlp) + (1 if tied else 2) * vocab * d_model
     return ModelShape(int(n_layers), int(d_model), int(d_mlp), int(vocab), int(n_params))
 
 
@@ -102,17 +101,23 @@ class Estimate:
 
 
 def estimate(spec: Any) -> list[Estimate]:
-    """The dry run of a `RunSpec`: one Estimate per (model, task), tasks planned as a real run plans them."""
+    """The dry run of a `RunSpec`: one Estimate per (model, task), tasks planned as a real run plans them
+    (for `--device cuda`, or `--device-map`, as on a GPU even where this machine has none)."""
     from harness.run.plan import plan_tasks
 
-    planned = plan_tasks(spec)
+    load = spec.load
+    planning = "cuda" if (load.device_map or load.load_in_4bit or load.load_in_8bit) else None
+    if load.device is not None:
+        planning = load.device.split(":")[0]  # a run planned for a GPU, from a machine without one
+    planned = plan_tasks(spec, device=planning)
+    preset = "quick" if spec.preset == "quick" else "full"
     rows = []
     for model in spec.models:
         shape = shape_of(read_config(model, spec.load.revision, spec.load.trust_remote_code))
         for task, config in planned:
             work = task.workload(config, shape)
             tokens = (work.forward_tokens + work.generated_tokens) if work else None
-            rows.append(Estimate(model, task.name, work, analysis_seconds(task.name, shape),
+            rows.append(Estimate(model, task.name, work, analysis_seconds(task.name, shape, preset),
                                  2.0 * shape.n_params * tokens if tokens is not None and shape.n_params else None))
     return rows
 

@@ -68,16 +68,17 @@ def split_task_args(task_classes: Sequence[type[Task]], task_args: Sequence[str]
     return routed
 
 
-def plan_tasks(spec: RunSpec) -> list[tuple[type[Task], Any]]:
+def plan_tasks(spec: RunSpec, device: str | None = None) -> list[tuple[type[Task], Any]]:
     """Resolve task names and parse their configs before any model is loaded: bad input fails fast.
 
     Hardware-dependent defaults are settled here (`Task.resolve_config`), so the config that is
-    hashed and recorded is the one that runs.
+    hashed and recorded is the one that runs. `device` ("cpu", "cuda") plans for another machine
+    than this one (`--dry-run`); None: the device the run would use here.
     """
     classes = resolve_tasks(spec.tasks)
     check_preset(spec.preset)
     routed = split_task_args(classes, spec.task_args)
-    device = target_device(spec.load).split(":")[0]
+    device = device or target_device(spec.load).split(":")[0]
     planned = [(t, t.resolve_config(parse_config(t, routed[t.name], spec.preset), device)) for t in classes]
     for task, config in planned:
         reason = task.refusal(config, spec.load)

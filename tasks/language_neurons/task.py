@@ -53,6 +53,7 @@ Choices where the paper is silent or differs, as the spec directs:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -191,6 +192,40 @@ def score_languages(pooled: torch.Tensor, labels: np.ndarray, k: int) -> Languag
     return LanguageScores(ap=ap, top=top, bottom=bottom, force=force, k=k)
 
 
+class DrawMemo:
+    """Each bootstrap draw's result, computed once, kept in a few large blocks.
+
+    Thousands of draws each leave a small result (a few thousand floats) behind between the
+    draw's large temporaries, and glibc cannot hand those temporaries' pages back while small
+    live arrays sit among them: kept one array per draw, the memo of a 7B model's neurons
+    pinned several GB. So results are copied into blocks of `block` rows per (kind, language)
+    and the draw is keyed by a 16-byte digest of its weights (the same numbers either way).
+    """
+
+    def __init__(self, block: int = 256) -> None:
+        self.block = block
+        self.where: dict[tuple[str, str, bytes], int] = {}
+        self.store: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # per key: blocks, one list per part
+        self.count: dict[tuple[str, str], int] = {}
+
+    def get(self, kind: tuple[str, str], weights: np.ndarray, compute) -> Any:
+        digest = hashlib.blake2b(np.ascontiguousarray(weights).tobytes(), digest_size=16).digest()
+        row = self.where.get((*kind, digest))
+        if row is None:
+            out = compute(weights)
+            parts = out if isinstance(out, tuple) else (out,)
+            row = self.count.get(kind, 0)
+            blocks = self.store.setdefault(kind, [])
+            if row % self.block == 0:
+                blocks.append([np.empty((self.block, *np.shape(p)), dtype=np.asarray(p).dtype) for p in parts])
+            for target, part in zip(blocks[-1], parts):
+                target[row % self.block] = part
+            self.count[kind] = row + 1
+            self.where[(*kind, digest)] = row
+        stored = tuple(b[row % self.block] for b in self.store[kind][row // self.block])
+        return stored if len(stored) > 1 else stored[0]
+
+
 class SentenceResampling:
     """Detection metrics as statistics of sentence rows, so that their intervals resample sentences.
 
@@ -217,17 +252,14 @@ class SentenceResampling:
                 order = np.argsort(-ap[j], kind="stable")
                 units = np.unique(np.concatenate([order[:pool], order[len(order) - pool:]]))
                 self.pool[L] = (units, ReweightedAP(pooled[:, units], (labels == j).astype(int)))
-        self._memo: dict[tuple[str, str, bytes], Any] = {}
+        self._memo = DrawMemo()
 
     def _weights(self, rows: np.ndarray) -> np.ndarray:
         return np.bincount(np.asarray(rows, dtype=int), minlength=self.n)
 
     def _remember(self, kind: str, L: str, rows: np.ndarray, compute) -> Any:
         w = self._weights(rows)
-        key = (kind, L, w.tobytes())
-        if key not in self._memo:
-            self._memo[key] = compute(w)
-        return self._memo[key]
+        return self._memo.get((kind, L), w, compute)
 
     def fixed_ap(self, rows: np.ndarray, L: str) -> np.ndarray:
         """AP of L's fixed columns over the drawn sentences."""
