@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 AP_CHUNK = 4096  # units scored at once: (n_sentences, AP_CHUNK) float64 work arrays
+BLOCK_VALUES = 1 << 18  # a bootstrap draw's work arrays, in values per block of columns (2 MB as float64)
+WHOLE_VALUES = 1 << 22  # up to this many values (32 MB as float64) a draw runs as one block
 
 
 class SentencePool:
@@ -104,6 +106,9 @@ class ReweightedAP:
         self.end_index = torch.where(is_end, idx, torch.full_like(idx, n)).flip(0).cummin(0).values.flip(0)
         self.y = y
         self.positive_sorted = y[self.order].to(torch.int32)
+        # Columns per block of a draw: all of them up to WHOLE_VALUES values (every bundled model's
+        # pool: the sums are then bit for bit those of one pass), else about BLOCK_VALUES values each.
+        self.block = self.n_columns if n * self.n_columns <= WHOLE_VALUES else max(1, BLOCK_VALUES // max(1, n))
 
     def __call__(self, weights: np.ndarray | None = None) -> np.ndarray:
         """AP of every column with row i counted weights[i] times (all once without weights); NaN with no positive weight.
@@ -124,12 +129,19 @@ class ReweightedAP:
         n_pos = float((w.to(torch.float64) * self.y).sum())
         if n_pos == 0:
             return np.full(self.n_columns, np.nan)
-        w_sorted = w[self.order]
-        wy = w_sorted * self.positive_sorted
-        tp, seen = torch.cumsum(wy, dim=0, dtype=torch.int32), torch.cumsum(w_sorted, dim=0, dtype=torch.int32)
-        precision = tp.to(torch.float64) / seen.clamp(min=1).to(torch.float64)  # 0 where nothing is seen yet (tp = 0)
-        at_end = torch.gather(precision, 0, self.end_index)
-        return ((wy.to(torch.float64) * at_end).sum(0) / n_pos).numpy()
+        out = torch.empty(self.n_columns, dtype=torch.float64)
+        # Columns a block at a time: each column's sums are its own, and a block's work arrays stay
+        # in cache (whole, a 7B model's candidate pool is 70 MB per array, and per value a draw ran
+        # 2.5x slower than on a bundled model's). Blocks sum in another order: equal to rounding.
+        for start in range(0, self.n_columns, self.block):
+            cols = slice(start, start + self.block)
+            w_sorted = w[self.order[:, cols]]
+            wy = w_sorted * self.positive_sorted[:, cols]
+            tp, seen = torch.cumsum(wy, dim=0, dtype=torch.int32), torch.cumsum(w_sorted, dim=0, dtype=torch.int32)
+            precision = tp.to(torch.float64) / seen.clamp(min=1).to(torch.float64)  # 0 where nothing is seen yet (tp = 0)
+            at_end = torch.gather(precision, 0, self.end_index[:, cols])
+            out[cols] = (wy.to(torch.float64) * at_end).sum(0) / n_pos
+        return out.numpy()
 
 
 @dataclass

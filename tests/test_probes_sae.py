@@ -149,6 +149,38 @@ def test_fixed_seed_gives_identical_weights_and_other_seed_differs():
     assert not torch.equal(a.W_dec, c.W_dec)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_on_a_device_keeps_everything_there_and_matches_the_cpu(device):
+    """The model's GPU trains the SAE (a 7B model's 65k latents): same start, same steps; here on
+    the CPU the device path is the default path bit for bit, on CUDA it matches to rounding."""
+    def train(on) -> SAETrainer:
+        t = SAETrainer(D_IN, SAETrainConfig(seed=0, lr=1e-3), device=on)
+        t.fit(sparse_batches(10))
+        return t
+
+    base, placed = train(None), train(device)
+    assert placed.sae.W_enc.device.type == device and placed.since_fired.device.type == device
+    assert all(s["exp_avg"].device.type == device for s in placed.optimizer.state.values())
+    exported, _ = placed.export()
+    assert exported.W_enc.device.type == "cpu"  # what PS-Eval and save_sae read
+    tol = 0 if device == "cpu" else 1e-4
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.allclose(getattr(base.sae, name), getattr(placed.sae, name).cpu(), atol=tol, rtol=tol)
+    resumed = SAETrainer(D_IN, SAETrainConfig(seed=0, lr=1e-3), device=device)
+    resumed.load_state_dict(torch.load(_saved(placed.state_dict()), weights_only=True, map_location=resumed.device))
+    assert resumed.since_fired.device.type == device and resumed.steps == placed.steps
+
+
+def _saved(state) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
 @pytest.mark.parametrize("arch", ["standard", "topk"])
 def test_resume_from_checkpoint_gives_the_same_weights(arch):
     config = SAETrainConfig(architecture=arch, k=4, lr=1e-3, dead_window=1000)

@@ -43,7 +43,7 @@ def train_streamed(ctx: Any, trainer: SAETrainer, texts: Iterator[str], site: st
         checkpoint = Path(ctx.checkpoint_dir) / f"sae-{site}-{digest}.pt"
     state = StreamState()
     if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=True)
+        saved = torch.load(checkpoint, weights_only=True, map_location=trainer.device)
         trainer.load_state_dict(saved["trainer"])
         state = StreamState.from_dict(saved["stream"])
         ctx.log.info("resuming SAE training at step %d from %s", trainer.steps, checkpoint)

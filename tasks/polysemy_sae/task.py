@@ -382,7 +382,8 @@ class PolysemySAE(Task):
             return sae.eval(), {**info, "cached": True, "path": str(folder)}
         if folder is None:
             notes.append("the trained SAE is not cached (no cache folder, or a model without a weights fingerprint)")
-        trainer = SAETrainer(model.d_model, trainer_config, site=site)
+        device = model.input_device if model.input_device.type == "cuda" else None  # the model's GPU trains the SAE
+        trainer = SAETrainer(model.d_model, trainer_config, site=site, device=device)
         summary = self.train(model, config, ctx, site, trainer, key)
         sae, cfg = trainer.export()
         cfg.model_name = model.info.spec
