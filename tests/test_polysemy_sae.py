@@ -176,6 +176,7 @@ def test_end_to_end_trains_an_sae_and_reports_every_method(tmp_path, gpt2, monke
             assert 0 <= m.value <= 1 and m.n == n_units[key.split(".")[1]], key
     assert -1 <= results.metrics["sae.accuracy_minus_random_sae"].value <= 1
     assert results.metrics["sae.specificity_minus_raw_resid"].n == len(words[0])
+    assert results.metrics["sae.specificity_minus_random_sae"].n == len(words[0])
     for method in ("sae", "random_sae", "raw_resid", "raw_mlp", "probe", "cosine"):
         assert f"{method}.accuracy" in results.metrics and f"{method}.specificity" in results.metrics
     info = d["sae_info"]

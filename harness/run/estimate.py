@@ -33,18 +33,27 @@ class AnalysisCost:
 
 REFERENCE = ModelShape(n_layers=32, d_model=4096, d_mlp=14336, vocab=32000)
 
-# benchmarks/bench_scale.py --shape mistral-7b (seconds, peak) and --fit (exponents), 2 CPU cores;
-# docs/performance.md, "Scale", has the tables these come from. Keyed by task and preset
-# ("full": the task's defaults, "quick": --preset quick).
-ANALYSIS_COSTS: dict[tuple[str, str], AnalysisCost] = {
-    ("weekday_circle", "full"): AnalysisCost(seconds=16.6, peak_gib=0.08, width=1.0, depth=1.0),
+# benchmarks/bench_scale.py at the Mistral-7B shape (seconds and peak, full default configs, 2 CPU
+# cores), the exponents from the same runs at the SmolLM2-135M shape (30 x 576, MLP 1,536): docs/scaling.md,
+# "Every task at 7B and 70B". language_neurons grows with its units (layers x MLP width), 1.44 in each.
+ANALYSIS_COSTS: dict[str, AnalysisCost] = {
+    "weekday_circle": AnalysisCost(seconds=16.6, peak_gib=0.08, width=0.76, depth=1.0),
+    "month_circle": AnalysisCost(seconds=185.3, peak_gib=0.19, width=0.98, depth=1.0),
+    "number_helix": AnalysisCost(seconds=75.3, peak_gib=0.15, width=0.94, depth=1.0),
+    "multiplication_digits": AnalysisCost(seconds=653.5, peak_gib=1.18, width=0.88, depth=1.0),
+    "language_neurons": AnalysisCost(seconds=2776.0, peak_gib=1.43, width=1.44, depth=1.44),
+    "polysemy_sae": AnalysisCost(seconds=760.1, peak_gib=13.78, width=1.93, depth=0.0),
+    "incontext_unlearning": AnalysisCost(seconds=14.3, peak_gib=0.72, width=0.2, depth=1.0),
+    "scrambled_text": AnalysisCost(seconds=44.6, peak_gib=0.22, width=0.24, depth=1.0),
+    "code_vs_language": AnalysisCost(seconds=1.0, peak_gib=0.01, width=0.0, depth=0.0),
 }
 WIDTH_OF = {"language_neurons": "d_mlp"}  # which width a task's analysis grows with (default d_model)
 
 
-def analysis_seconds(task: str, shape: ModelShape, preset: str = "full") -> float | None:
-    """The analysis's seconds on `shape` from its cost at REFERENCE, or None for a task bench_scale does not know."""
-    cost = ANALYSIS_COSTS.get((task, preset)) or ANALYSIS_COSTS.get((task, "full"))
+def analysis_seconds(task: str, shape: ModelShape) -> float | None:
+    """The analysis's seconds on `shape` (the task's default config) from its cost at REFERENCE, or None
+    for a task bench_scale does not know."""
+    cost = ANALYSIS_COSTS.get(task)
     if cost is None:
         return None
     width = WIDTH_OF.get(task, "d_model")
@@ -110,14 +119,13 @@ def estimate(spec: Any) -> list[Estimate]:
     if load.device is not None:
         planning = load.device.split(":")[0]  # a run planned for a GPU, from a machine without one
     planned = plan_tasks(spec, device=planning)
-    preset = "quick" if spec.preset == "quick" else "full"
     rows = []
     for model in spec.models:
         shape = shape_of(read_config(model, spec.load.revision, spec.load.trust_remote_code))
         for task, config in planned:
             work = task.workload(config, shape)
             tokens = (work.forward_tokens + work.generated_tokens) if work else None
-            rows.append(Estimate(model, task.name, work, analysis_seconds(task.name, shape, preset),
+            rows.append(Estimate(model, task.name, work, analysis_seconds(task.name, shape),
                                  2.0 * shape.n_params * tokens if tokens is not None and shape.n_params else None))
     return rows
 
@@ -143,7 +151,7 @@ def duration(seconds: float | None) -> str:
 
 def format_estimates(rows: list[Estimate]) -> str:
     """The dry run's table: one line per (model, task)."""
-    header = ["model", "task", "forward tokens", "generated", "activations held", "model FLOPs", "analysis (2 CPU cores)"]
+    header = ["model", "task", "forward tokens", "generated", "activations held", "model FLOPs", "analysis, default config (2 CPU cores)"]
     lines = [[r.model, r.task,
               human(r.workload.forward_tokens) if r.workload else "?",
               human(r.workload.generated_tokens) if r.workload else "?",
