@@ -58,7 +58,8 @@ def weights_hash(model) -> str:
 def run(model, tmp_path=None, limit=4, **options):
     ctx = RunContext(model=model, artifacts_dir=tmp_path, show_progress=False, limit=limit, bootstrap=200,
                      log_samples=True)
-    return IncontextUnlearning().run(model, IncontextUnlearning.Config(**options), ctx), ctx
+    config = IncontextUnlearning.resolve_config(IncontextUnlearning.Config(**options), "cpu")  # as the runner settles it
+    return IncontextUnlearning().run(model, config, ctx), ctx
 
 
 # ---------------------------------------------------------------------------------------

@@ -49,14 +49,14 @@ def test_prompt_only_end_to_end_reports_the_baseline(smollm, tmp_path):
 def test_short_finetune_loss_falls_and_the_saved_adapter_gives_the_same_metrics(smollm, tmp_path, optimizer):
     before = weights_hash(smollm)
     ctx = RunContext(model=smollm, artifacts_dir=tmp_path / "train", show_progress=False, limit=6)
-    config = IncontextUnlearning.Config(mode="finetune", optimizer=optimizer, steps=24, lr=1e-3)
+    config = IncontextUnlearning.resolve_config(IncontextUnlearning.Config(mode="finetune", optimizer=optimizer, steps=24, lr=1e-3), "cpu")
     trained = IncontextUnlearning().run(smollm, config, ctx)
     training = trained.details["training"]
     assert training["steps"] == 24 and training["loss_last5"] < training["loss_first5"]
     assert weights_hash(smollm) == before
     adapter = tmp_path / "train" / "adapter"
     ctx = RunContext(model=smollm, artifacts_dir=tmp_path / "eval", show_progress=False, limit=6)
-    reloaded = IncontextUnlearning().run(smollm, IncontextUnlearning.Config(adapter=str(adapter)), ctx)
+    reloaded = IncontextUnlearning().run(smollm, IncontextUnlearning.resolve_config(IncontextUnlearning.Config(adapter=str(adapter)), "cpu"), ctx)
     assert reloaded.details["replies"] == trained.details["replies"]
     for key, metric in trained.metrics.items():
         assert reloaded.metrics[key].model_dump() == pytest.approx(metric.model_dump(), abs=1e-9), key

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from harness.results import Metric, write_atomic
 from harness.results.stats import N_BOOTSTRAP
 from harness.results.stats import metric as _metric
 
+if TYPE_CHECKING:  # the type only: the context never loads a model
+    from harness.engine.models import Model
+
 
 @dataclass
 class RunContext:
@@ -47,7 +50,7 @@ class RunContext:
     checkpoint, and rank 0 alone writes it).
     """
 
-    model: Any
+    model: Model  # a run always has one; a context that only analyses numbers (tests) may pass None
     seed: int = 0
     limit: int | None = None
     batch_size: int | str = "auto"
@@ -84,7 +87,7 @@ class RunContext:
     @contextlib.contextmanager
     def _timed(self, kind: str) -> Iterator[None]:
         """Add the block's seconds to `kind` (with ' (edited)' under interventions): the results' time per phase."""
-        if getattr(self.model, "active_edits", 0):
+        if self.model is not None and self.model.active_edits:
             kind += " (edited)"
         start = time.perf_counter()
         try:
@@ -335,6 +338,8 @@ class RunContext:
     def _artifact_path(self, name: str) -> Path:
         if not name or Path(name).name != name or name.startswith("."):
             raise ValueError(f"artifact name {name!r}: use a plain file name such as 'plot.png'")
+        if self.artifacts_dir is None:
+            raise RuntimeError("this run keeps no artifacts (no artifacts folder): check ctx.artifacts_dir first")
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         if name not in self.artifacts:
             self.artifacts.append(name)

@@ -223,7 +223,11 @@ class Task:
         return None
 
     def run(self, model: Model, config: Any, ctx: RunContext) -> TaskResult:
-        """Run the experiment on `model` (a loaded `Model`) with `config`, asking `ctx` for everything model-related."""
+        """Run the experiment on `model` (a loaded `Model`) with `config`, asking `ctx` for everything model-related.
+
+        `config` arrives settled by `resolve_config` (the runner settles it once, before hashing it),
+        so `run` never re-resolves it; code that calls `run` by hand calls `resolve_config` first.
+        """
         raise NotImplementedError
 
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
+if TYPE_CHECKING:  # the type only: a request module never loads a model, so it need not import the loader
+    from harness.engine.models import Model
 
-def add_special_tokens(tokenizer: Any, tokens: Sequence[str], model: Optional[torch.nn.Module] = None) -> tuple[int, ...]:
+
+def add_special_tokens(tokenizer: Any, tokens: Sequence[str], model: Any = None) -> tuple[int, ...]:
     """Add `tokens` as special tokens once and return their ids; the call that adds them sets the
     model's embedding rows of the new ids to the vocabulary's mean row. A second call changes nothing."""
     from tokenizers import AddedToken
@@ -37,7 +40,7 @@ def add_special_tokens(tokenizer: Any, tokens: Sequence[str], model: Optional[to
 
 
 @contextlib.contextmanager
-def added_tokens(model: Any, tokens: Sequence[str]) -> Iterator[tuple[int, ...]]:
+def added_tokens(model: Model, tokens: Sequence[str]) -> Iterator[tuple[int, ...]]:
     """`tokens` as special tokens of `model` (a harness Model) for the block; their ids are yielded."""
     hf, original = model.hf, model.tokenizer
     rows = hf.get_input_embeddings().num_embeddings

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -22,6 +22,12 @@ CPU_BATCH_SIZE = 16  # CPUs raise no out-of-memory errors; on few cores 16 runs 
 # so generation takes wider batches (gemma3-270m, 64 sampled texts: 64 per batch 2.0x faster than 8).
 CPU_GENERATE_BATCH_SIZE = 64
 CUDA_START_BATCH_SIZE = 256
+
+
+class Indexable(Protocol):
+    """One token position per caller index: a list, or the same index for everyone (`sites.SamePosition`)."""
+
+    def __getitem__(self, i: int) -> int: ...
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Batch:
             inputs["position_ids"] = self.position_ids.to(device)
         return inputs
 
-    def columns(self, positions: Sequence[int]) -> torch.Tensor:
+    def columns(self, positions: Indexable) -> torch.Tensor:
         """Padded column of each row's requested token; positions are per caller index, negative from the end."""
         pos = torch.tensor([positions[i] for i in self.indices])
         pos = torch.where(pos < 0, pos + self.lengths, pos)
@@ -65,7 +71,7 @@ def encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
 def max_positions(hf: Any) -> int | None:
     """The most positions the model's config says it was built for (None when it declares none)."""
     config = getattr(hf, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(text, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:

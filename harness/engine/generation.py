@@ -9,7 +9,7 @@ leaves the global random state alone.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -18,16 +18,19 @@ from harness.engine import distributed
 from harness.engine.batching import CPU_GENERATE_BATCH_SIZE, BatchSizer, check_lengths, encode, make_batches
 from harness.engine.sites import in_flight
 
+if TYPE_CHECKING:  # the type only: a request module never loads a model, so it need not import the loader
+    from harness.engine.models import Model
+
 # A prompt is text (tokenised with the tokenizer's special tokens) or token ids as they are.
 Prompt = Union[str, Sequence[int]]
 
 
 def tokenize_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]:
     """Token ids of each prompt: text is encoded with special tokens, id lists are kept as given."""
-    texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-    encoded = encode(tokenizer, [prompts[i] for i in texts]) if texts else []
+    texts = [(i, p) for i, p in enumerate(prompts) if isinstance(p, str)]
+    encoded = encode(tokenizer, [p for _, p in texts]) if texts else []
     out: list[list[int]] = [list(p) if not isinstance(p, str) else [] for p in prompts]
-    for i, ids in zip(texts, encoded):
+    for (i, _), ids in zip(texts, encoded):
         out[i] = list(ids)
     if any(not ids for ids in out):
         raise ValueError("a prompt has no tokens: give at least one token (e.g. BOS) to generate from")
@@ -57,7 +60,7 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 @torch.no_grad()
 def generate(
-    model: Any,
+    model: Model,
     prompts: Sequence[Prompt],
     max_new_tokens: int = 32,
     batch_size: int | str | BatchSizer = "auto",
@@ -101,4 +104,4 @@ def generate(
     BatchSizer.of(batch_size, device, CPU_GENERATE_BATCH_SIZE).run(len(prompts), step)
     if distributed.world_size() > 1:
         return distributed.gather_rows({i: text for i, text in enumerate(out) if text is not None}, len(prompts))
-    return out
+    return cast(list[str], out)  # one process runs every batch: no row is left None

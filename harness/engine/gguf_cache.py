@@ -255,8 +255,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     except (ValueError, KeyError) as e:
         raise UsageError(f"cannot read {gguf}: {first_line(e)}; transformers supports GGUF for llama, mistral, gemma3, qwen2 and a few more") from None
     # The weights are plain float32 now; save_pretrained refuses while the GGUF quantizer is attached.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    setattr(model, "hf_quantizer", None)  # plain attributes of a PreTrainedModel, not submodules
+    setattr(model, "is_quantized", False)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

@@ -194,7 +194,8 @@ def check_safetensors(path: Path) -> None:
 
 def hub_error(spec: str, e: BaseException) -> UsageError:
     """Translate a hub failure into the one-line fix a user needs."""
-    chain, cur = [], e
+    chain: list[BaseException] = []
+    cur: BaseException | None = e
     while cur is not None:
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
 from harness.engine.sites import Position, hook_site, hooks, parse_site, positions_for
+
+if TYPE_CHECKING:  # the type only: a request module never loads a model, so it need not import the loader
+    from harness.engine.models import Model
 
 OPS = ("set", "add", "project_out", "patch", "scale")
 
@@ -57,7 +60,7 @@ def _orthonormal(directions: torch.Tensor) -> torch.Tensor:
 class _Applier:
     """Applies one Edit inside a hook, using the batch that `forward` made current on the model."""
 
-    def __init__(self, model: Any, edit: Edit) -> None:
+    def __init__(self, model: Model, edit: Edit) -> None:
         self.model, self.edit = model, edit
         self.value = edit.value
         if edit.op == "project_out":
@@ -136,10 +139,10 @@ class _Applier:
 
 
 @contextlib.contextmanager
-def intervene(model: Any, edits: Sequence[Edit]) -> Iterator[None]:
+def intervene(model: Model, edits: Sequence[Edit]) -> Iterator[None]:
     """Apply `edits` to every forward pass inside the block; remove every hook on exit."""
     handles = [hook_site(model, parse_site(e.site, model.n_layers), _Applier(model, e)) for e in edits]
-    model.active_edits = getattr(model, "active_edits", 0) + len(edits)  # for the run's timing by phase
+    model.active_edits += len(edits)
     try:
         with hooks(handles):
             yield

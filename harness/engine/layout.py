@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -57,7 +58,7 @@ class Layout:
 
 def _llama_like(**overrides) -> Layout:
     """Pre-norm blocks at model.layers with self_attn / mlp.down_proj (Llama family)."""
-    fields = dict(
+    fields: dict[str, Any] = dict(
         blocks="model.layers",
         embed="model.embed_tokens",
         attn_out="self_attn",
@@ -165,7 +166,7 @@ def layout_for(model) -> Layout:
     """The layout of `model`, with config-dependent fields resolved for its config."""
     config = model.config
     model_type = getattr(config, "model_type", None)
-    layout = LAYOUTS.get(model_type)
+    layout = LAYOUTS.get(model_type) if isinstance(model_type, str) else None
     if layout is None:
         # A config-only stand-in (checked before loading weights) names its architecture in the config.
         arch = type(model).__name__
@@ -181,7 +182,7 @@ def layout_for(model) -> Layout:
                 f"the {model_type} layout assumes config.{attr} == {expected!r}, but this model has "
                 f"{getattr(config, attr)!r}: add a layout for it to harness/engine/layout.py"
             )
-    resolved = {}
+    resolved: dict[str, Any] = {}
     if isinstance(layout.parallel, str):
         resolved["parallel"] = bool(getattr(config, layout.parallel))
     if isinstance(layout.logit_softcap, str):

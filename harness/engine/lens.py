@@ -11,13 +11,16 @@ which the tests check on every layout. The states are collected with the engine'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from harness.engine.batching import BatchSizer
 from harness.engine.layout import resolve
 from harness.engine.sites import Position, collect
+
+if TYPE_CHECKING:  # the type only: a request module never loads a model, so it need not import the loader
+    from harness.engine.models import Model
 
 
 @dataclass
@@ -37,7 +40,7 @@ class Lens:
 
 
 @torch.no_grad()
-def unembed(model: Any, resid: torch.Tensor) -> torch.Tensor:
+def unembed(model: Model, resid: torch.Tensor) -> torch.Tensor:
     """Logits from residual-stream states (..., d_model): final norm, unembedding, softcap."""
     norm = resolve(model.hf, model.layout.final_norm)
     head = resolve(model.hf, model.layout.unembed)
@@ -48,15 +51,19 @@ def unembed(model: Any, resid: torch.Tensor) -> torch.Tensor:
     return softcap(model, logits)
 
 
-def softcap(model: Any, logits: torch.Tensor) -> torch.Tensor:
+def softcap(model: Model, logits: torch.Tensor) -> torch.Tensor:
     """The architecture's final logit softcap, c * tanh(logits / c), where its layout has one."""
     cap = model.layout.logit_softcap
-    return cap * torch.tanh(logits / cap) if cap else logits
+    if not cap:
+        return logits
+    if isinstance(cap, str):
+        raise TypeError(f"layout softcap {cap!r} was never resolved from the model's config")
+    return cap * torch.tanh(logits / cap)
 
 
 @torch.no_grad()
 def logit_lens(
-    model: Any,
+    model: Model,
     prompts: Sequence[str],
     targets: Sequence[int],
     layers: Sequence[int] | None = None,

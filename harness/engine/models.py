@@ -122,6 +122,7 @@ class Model:
     current_batch: Any = field(default=None, init=False)  # the batch in flight, for intervention hooks
     tokens_processed: int = field(default=0, init=False)
     edits_suspended: bool = field(default=False, init=False)
+    active_edits: int = field(default=0, init=False)  # edits in force (`intervene`), for the run's timing by phase
 
     def __post_init__(self) -> None:
         self.blocks = resolve(self.hf, self.layout.blocks)

@@ -8,6 +8,7 @@ the model, the stream, the checkpoints, the progress bar, and stopping on diverg
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -48,10 +49,13 @@ def train_streamed(ctx: Any, trainer: SAETrainer, texts: Iterator[str], site: st
         state = StreamState.from_dict(saved["stream"])
         ctx.log.info("resuming SAE training at step %d from %s", trainer.steps, checkpoint)
 
+    def stacked(block: list[str]) -> torch.Tensor:
+        return torch.cat(list(ctx.stream(block, site, context)))
+
     def blocks() -> Iterator[Callable[[], torch.Tensor]]:
         while True:
             block = list(itertools.islice(texts, block_texts))
-            yield lambda block=block: torch.cat(list(ctx.stream(block, site, context)))
+            yield functools.partial(stacked, block)
 
     n_steps = -(-tokens // batch_tokens)
     bar = ctx.progress(range(n_steps), desc=f"training SAE at {site}", total=n_steps)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from harness.engine.layout import resolve
 from harness.engine.lens import softcap
 from harness.engine.sites import StopForward, forward, in_flight
 from harness.engine.tokens import continuation_tokens
+
+if TYPE_CHECKING:  # the type only: a request module never loads a model, so it need not import the loader
+    from harness.engine.models import Model
 
 
 @dataclass
@@ -49,24 +52,25 @@ def reuse_pays(token_ids: Sequence[Sequence[int]], prefix_lengths: Sequence[int]
     return len(token_ids) / n_groups >= MIN_ROWS_PER_PREFIX and with_reuse <= MAX_TOKEN_SHARE_WITH_REUSE * whole
 
 
-def target_logits(model: Any, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def target_logits(model: Model, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Logits of the target tokens only, from the input of the unembedding (final norm applied).
 
     The unembedding's rows of the targets, its bias if any, then the architecture's final
     softcap: the same numbers as the full logits at those tokens, for k instead of |V| rows.
     """
     head = resolve(model.hf, model.layout.unembed)
-    weight = head.weight[target.to(head.weight.device)]
-    bias = head.bias[target.to(head.weight.device)] if getattr(head, "bias", None) is not None else None
+    full_weight = cast(torch.Tensor, head.weight)
+    weight = full_weight[target.to(full_weight.device)]
+    bias = cast(torch.Tensor, head.bias)[target.to(full_weight.device)] if getattr(head, "bias", None) is not None else None
     return softcap(model, torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float())
 
 
-def unembedding_bytes(model: Any) -> int:
-    head = resolve(model.hf, model.layout.unembed)
-    return head.weight.numel() * head.weight.element_size()
+def unembedding_bytes(model: Model) -> int:
+    weight = cast(torch.Tensor, resolve(model.hf, model.layout.unembed).weight)
+    return weight.numel() * weight.element_size()
 
 
-def full_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+def full_logits(model: Model, hidden: torch.Tensor) -> torch.Tensor:
     """Float32 logits over the whole vocabulary from inputs of the unembedding: the module itself, then the softcap."""
     head = resolve(model.hf, model.layout.unembed)
     return softcap(model, head(hidden).float())
@@ -75,8 +79,9 @@ def full_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
 class _HeadInput:
     """A pre-hook on the unembedding that keeps its input and stops the pass: no |V|-wide matmul runs."""
 
-    def __init__(self, model: Any) -> None:
-        self.model, self.hidden = model, None
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.hidden: torch.Tensor | None = None
 
     def __enter__(self) -> "_HeadInput":
         head = resolve(self.model.hf, self.model.layout.unembed)
@@ -95,13 +100,14 @@ class _HeadInput:
         try:
             fn()
         except StopForward:
-            return self.hidden
+            if self.hidden is not None:
+                return self.hidden
         raise RuntimeError("the unembedding did not run")
 
 
 @torch.no_grad()
 def score(
-    model: Any,
+    model: Model,
     prompts: Sequence[str],
     targets: Sequence[int],
     batch_size: int | str | BatchSizer = "auto",
@@ -122,10 +128,7 @@ def score(
     token_ids = encode(model.tokenizer, prompts)
     check_lengths(model.hf, token_ids)
     target = torch.as_tensor(list(targets), dtype=torch.long)
-    n, k = len(prompts), len(target)
-    out = Scores(logits=torch.empty(n, k), logprobs=torch.empty(n, k) if full_vocab else None,
-                 top_token=torch.empty(n, dtype=torch.long) if full_vocab else None)
-    keep = {"logits_to_keep": 1} if accepts(model.hf.forward, "logits_to_keep") else {}
+    n = len(prompts)
     if prefix_lengths is not None:
         for i, ids in enumerate(token_ids):
             if not 0 < prefix_lengths[i] < len(ids):
@@ -133,78 +136,106 @@ def score(
         if not reuse_pays(token_ids, prefix_lengths) or not window_allows_reuse(model, token_ids):
             prefix_lengths = None
 
-    filled: list[int] = []  # rows this rank computed (all of them in one process)
+    request = _NextTokenScores(model, token_ids, target, full_vocab, progress, prefix_lengths)
+    BatchSizer.of(batch_size, model.input_device).run(n, request.run if prefix_lengths is None else request.run_after_prefixes)
+    return request.result()
 
-    defer = full_vocab and unembedding_bytes(model) >= DEFERRED_HEAD_MIN_BYTES
-    hidden: dict[int, torch.Tensor] = {}  # deferred: row -> last input of the unembedding, unembedded at the end
 
-    def record(indices: list[int], last: torch.Tensor) -> None:
-        filled.extend(indices)
-        if defer:
-            hidden.update(zip(indices, last.clone()))  # a compact copy: never keep a whole batch alive
-        elif full_vocab:
-            record_full(indices, last.float())
+class _NextTokenScores:
+    """One `score` call: each batch's last position, filed by prompt.
+
+    With a large unembedding (`defer`) a batch keeps only its last inputs of the unembedding,
+    which `result` unembeds `HEAD_ROWS` at a time; with full_vocab=False only the targets'
+    rows of the unembedding run.
+    """
+
+    def __init__(self, model: Model, token_ids: list[list[int]], target: torch.Tensor, full_vocab: bool,
+                 progress: Callable[[Any], Any] | None, prefix_lengths: Sequence[int] | None) -> None:
+        self.model, self.token_ids, self.target, self.full_vocab = model, token_ids, target, full_vocab
+        self.progress, self.prefix_lengths = progress, prefix_lengths
+        self.n, k = len(token_ids), len(target)
+        self.logits = torch.empty(self.n, k)
+        self.logprobs = torch.empty(self.n, k) if full_vocab else None
+        self.top_token = torch.empty(self.n, dtype=torch.long) if full_vocab else None
+        self.keep = {"logits_to_keep": 1} if accepts(model.hf.forward, "logits_to_keep") else {}
+        self.defer = full_vocab and unembedding_bytes(model) >= DEFERRED_HEAD_MIN_BYTES
+        self.filled: list[int] = []  # rows this rank computed (all of them in one process)
+        self.hidden: dict[int, torch.Tensor] = {}  # deferred: row -> last input of the unembedding
+
+    def record(self, indices: list[int], last: torch.Tensor) -> None:
+        self.filled.extend(indices)
+        if self.defer:
+            self.hidden.update(zip(indices, last.clone()))  # a compact copy: never keep a whole batch alive
+        elif self.full_vocab:
+            self.record_full(indices, last.float())
         else:
-            out.logits[torch.as_tensor(indices)] = last.float().cpu()
+            self.logits[torch.as_tensor(indices)] = last.float().cpu()
 
-    def record_full(indices: list[int], logits: torch.Tensor) -> None:
-        idx, on = torch.as_tensor(indices), target.to(logits.device)
-        out.logits[idx] = logits[:, on].cpu()
-        out.logprobs[idx] = logits.log_softmax(-1)[:, on].cpu()
-        out.top_token[idx] = logits.argmax(-1).cpu()
+    def record_full(self, indices: list[int], logits: torch.Tensor) -> None:
+        assert self.logprobs is not None and self.top_token is not None
+        idx, on = torch.as_tensor(indices), self.target.to(logits.device)
+        self.logits[idx] = logits[:, on].cpu()
+        self.logprobs[idx] = logits.log_softmax(-1)[:, on].cpu()
+        self.top_token[idx] = logits.argmax(-1).cpu()
 
-    def last_logits(fn: Callable[[], Any]) -> torch.Tensor:
+    def last_logits(self, fn: Callable[[], Any]) -> torch.Tensor:
         """Full last-position logits, or (deferred) the unembedding's input, or the targets' logits alone."""
-        if full_vocab and not defer:
+        if self.full_vocab and not self.defer:
             return fn().logits[:, -1]
-        with _HeadInput(model) as head:
+        with _HeadInput(self.model) as head:
             last = head.run(fn)
-        return last if defer else target_logits(model, last, target)
+        return last if self.defer else target_logits(self.model, last, self.target)
 
-    def unembed_kept() -> None:
-        rows = sorted(hidden)
-        for start in range(0, len(rows), HEAD_ROWS):
-            chunk = rows[start : start + HEAD_ROWS]
-            record_full(chunk, full_logits(model, torch.stack([hidden[i] for i in chunk])))
-        hidden.clear()
-
-    def step(size: int) -> Iterator[None]:
-        filled.clear()
-        hidden.clear()
-        batches = distributed.mine(make_batches(token_ids, size, model.tokenizer.pad_token_id))
-        for _, batch in progress(batches) if progress else batches:
-            record(batch.indices, last_logits(lambda: forward(model, batch, **keep)))
+    def run(self, size: int) -> Iterator[None]:
+        """This rank's length-sorted batches of `size` prompts, one yield each (the sizer halves on out-of-memory)."""
+        self.filled.clear()
+        self.hidden.clear()
+        model = self.model
+        batches = distributed.mine(make_batches(self.token_ids, size, model.tokenizer.pad_token_id))
+        for _, batch in self.progress(batches) if self.progress else batches:
+            self.record(batch.indices, self.last_logits(lambda: forward(model, batch, **self.keep)))
             yield None
 
-    def step_after_prefixes(size: int) -> Iterator[None]:
-        filled.clear()
-        hidden.clear()
+    def run_after_prefixes(self, size: int) -> Iterator[None]:
+        """Each distinct prefix once, then its rows' suffixes `size` at a time on a copy of its cache."""
+        assert self.prefix_lengths is not None
+        self.filled.clear()
+        self.hidden.clear()
+        model, pad = self.model, self.model.tokenizer.pad_token_id
         groups: dict[tuple[int, ...], list[int]] = {}
-        for i, ids in enumerate(token_ids):
-            groups.setdefault(tuple(ids[: prefix_lengths[i]]), []).append(i)
+        for i, ids in enumerate(self.token_ids):
+            groups.setdefault(tuple(ids[: self.prefix_lengths[i]]), []).append(i)
         items = [item for _, item in distributed.mine(list(groups.items()))]
-        for prefix, rows in progress(items) if progress else items:
-            cache = _prefix_cache(model, prefix, keep)
+        for prefix, rows in self.progress(items) if self.progress else items:
+            cache = _prefix_cache(model, prefix, self.keep)
             for start in range(0, len(rows), size):
                 chunk = rows[start : start + size]
-                suffix_batch = make_batches([token_ids[i][len(prefix):] for i in chunk], len(chunk), model.tokenizer.pad_token_id)[0]
+                suffix_batch = make_batches([self.token_ids[i][len(prefix):] for i in chunk], len(chunk), pad)[0]
                 rows_run = [chunk[r] for r in suffix_batch.indices]
-                record(rows_run, last_logits(lambda: _forward_after_prefix(model, cache, prefix, chunk, suffix_batch, keep)))
+                self.record(rows_run, self.last_logits(
+                    lambda: _forward_after_prefix(model, cache, prefix, chunk, suffix_batch, self.keep)))
             yield None
 
-    BatchSizer.of(batch_size, model.input_device).run(n, step if prefix_lengths is None else step_after_prefixes)
-    if defer:
-        unembed_kept()
-    if distributed.world_size() > 1:
-        rows = distributed.gather_rows({i: (out.logits[i], None if out.logprobs is None else out.logprobs[i],
-                                            None if out.top_token is None else out.top_token[i]) for i in filled}, n)
-        out.logits = torch.stack([r[0] for r in rows])
-        if full_vocab:
-            out.logprobs, out.top_token = torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows])
-    return out
+    def result(self) -> Scores:
+        """The deferred rows unembedded, then every rank's rows gathered under data parallelism."""
+        if self.defer:
+            rows = sorted(self.hidden)
+            for start in range(0, len(rows), HEAD_ROWS):
+                chunk = rows[start : start + HEAD_ROWS]
+                self.record_full(chunk, full_logits(self.model, torch.stack([self.hidden[i] for i in chunk])))
+            self.hidden.clear()
+        out = Scores(logits=self.logits, logprobs=self.logprobs, top_token=self.top_token)
+        if distributed.world_size() > 1:
+            rows_of = distributed.gather_rows({i: (out.logits[i], None if out.logprobs is None else out.logprobs[i],
+                                                   None if out.top_token is None else out.top_token[i])
+                                               for i in self.filled}, self.n)
+            out.logits = torch.stack([r[0] for r in rows_of])
+            if self.full_vocab:
+                out.logprobs, out.top_token = torch.stack([r[1] for r in rows_of]), torch.stack([r[2] for r in rows_of])
+        return out
 
 
-def _prefix_cache(model: Any, prefix: tuple[int, ...], keep: dict) -> Any:
+def _prefix_cache(model: Model, prefix: tuple[int, ...], keep: dict) -> Any:
     """Keys and values of a shared prefix, computed with edits suspended (none may act there)."""
     ids = torch.tensor([prefix], device=model.input_device)
     model.edits_suspended = True
@@ -216,7 +247,7 @@ def _prefix_cache(model: Any, prefix: tuple[int, ...], keep: dict) -> Any:
         model.edits_suspended = False
 
 
-def _forward_after_prefix(model: Any, cache: Any, prefix: tuple[int, ...], chunk: list[int], suffix: Batch, keep: dict) -> Any:
+def _forward_after_prefix(model: Model, cache: Any, prefix: tuple[int, ...], chunk: list[int], suffix: Batch, keep: dict) -> Any:
     """Run left-padded suffixes on a copy of the prefix cache; the model's output, rows in suffix-batch order."""
     p, rows = len(prefix), len(chunk)
     cache = copy.deepcopy(cache)
@@ -278,7 +309,7 @@ def request_tokens(tokenizer: Any, contexts: Sequence[Text], continuations: Sequ
     return sequences, lengths
 
 
-def window_allows_reuse(model: Any, token_ids: Sequence[Sequence[int]]) -> bool:
+def window_allows_reuse(model: Model, token_ids: Sequence[Sequence[int]]) -> bool:
     """Whether rows with padding between a reused prefix and their suffix still see what whole rows see.
 
     A sliding-window layer (Gemma 2/3, Mistral) counts cache slots, pads included: once a row
@@ -326,7 +357,7 @@ def shared_context_plan(sequences: Sequence[Sequence[int]], cont_len: Sequence[i
 
 @torch.no_grad()
 def loglikelihood(
-    model: Any,
+    model: Model,
     contexts: Sequence[Text],
     continuations: Sequence[Text],
     batch_size: int | str | BatchSizer = "auto",
@@ -345,69 +376,89 @@ def loglikelihood(
     """
     sequences, cont_len = request_tokens(model.tokenizer, contexts, continuations)
     check_lengths(model.hf, sequences)
-    n = len(sequences)
-    out = Loglikelihoods(logprob=np.zeros(n), is_greedy=np.zeros(n, dtype=bool), n_tokens=np.asarray(cont_len))
-    can_keep = accepts(model.hf.forward, "logits_to_keep")
     plan = None
-    if reuse and not getattr(model, "active_edits", 0) and not any(m.training for m in model.hf.modules()):
+    if reuse and not model.active_edits and not any(m.training for m in model.hf.modules()):
         plan = shared_context_plan(sequences, cont_len) if window_allows_reuse(model, sequences) else None
+    request = _ContinuationLogprobs(model, sequences, cont_len, progress, plan)
+    BatchSizer.of(batch_size, model.input_device).run(len(sequences), request.run if plan is None else request.run_after_prefixes)
+    return request.result()
 
-    filled: list[int] = []
 
-    def fill(rows_run: Sequence[int], logits: torch.Tensor) -> None:
+class _ContinuationLogprobs:
+    """One `loglikelihood` call: each batch's continuation log-probabilities, filed by request."""
+
+    def __init__(self, model: Model, sequences: list[list[int]], cont_len: list[int],
+                 progress: Callable[[Any], Any] | None, plan: list[int] | None) -> None:
+        self.model, self.sequences, self.cont_len, self.progress, self.plan = model, sequences, cont_len, progress, plan
+        self.n = len(sequences)
+        self.out = Loglikelihoods(logprob=np.zeros(self.n), is_greedy=np.zeros(self.n, dtype=bool),
+                                  n_tokens=np.asarray(cont_len))
+        self.can_keep = accepts(model.hf.forward, "logits_to_keep")
+        self.filled: list[int] = []  # rows this rank computed (all of them in one process)
+
+    def fill(self, rows_run: Sequence[int], logits: torch.Tensor) -> None:
         """Continuation log-probs of left-padded rows whose last positions hold their continuations.
 
         The whole batch at once, no host synchronisation per row: row r's continuation is the last
         c_r of the `longest` positions before the final one, the positions in front of it are masked out.
         """
-        filled.extend(rows_run)
-        lengths = [cont_len[i] for i in rows_run]
+        self.filled.extend(rows_run)
+        lengths = [self.cont_len[i] for i in rows_run]
         longest = max(lengths)
         x = logits[:, logits.shape[1] - longest - 1 : -1].float()  # (batch, longest, vocab): the predicting positions
-        ids = torch.tensor([[0] * (longest - c) + sequences[i][-c:] for i, c in zip(rows_run, lengths)], device=x.device)
+        ids = torch.tensor([[0] * (longest - c) + self.sequences[i][-c:] for i, c in zip(rows_run, lengths)],
+                           device=x.device)
         real = torch.arange(longest, device=x.device) >= longest - torch.tensor(lengths, device=x.device)[:, None]
         token_logprob = x.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(x, -1)
         # summed in float64 (on the host: not every accelerator has it), so no row depends on its batch's widest
         logprob = token_logprob.masked_fill(~real, 0.0).cpu().double().sum(-1)
         greedy = ((x.argmax(-1) == ids) | ~real).all(-1)
         index = np.asarray(rows_run)
-        out.logprob[index] = logprob.numpy()
-        out.is_greedy[index] = greedy.cpu().numpy()
+        self.out.logprob[index] = logprob.numpy()
+        self.out.is_greedy[index] = greedy.cpu().numpy()
 
-    def keep_for(rows: Sequence[int]) -> dict:
-        return {"logits_to_keep": max(cont_len[i] for i in rows) + 1} if can_keep else {}
+    def keep_for(self, rows: Sequence[int]) -> dict:
+        """Logits for the longest continuation of these rows, plus the position that predicts its first token."""
+        return {"logits_to_keep": max(self.cont_len[i] for i in rows) + 1} if self.can_keep else {}
 
-    def step(size: int) -> Iterator[None]:
-        filled.clear()
-        batches = distributed.mine(make_batches(sequences, size, model.tokenizer.pad_token_id))
-        for _, batch in progress(batches) if progress else batches:
-            fill(batch.indices, forward(model, batch, **keep_for(batch.indices)).logits)
+    def run(self, size: int) -> Iterator[None]:
+        """This rank's length-sorted batches of `size` requests, one yield each (the sizer halves on out-of-memory)."""
+        self.filled.clear()
+        batches = distributed.mine(make_batches(self.sequences, size, self.model.tokenizer.pad_token_id))
+        for _, batch in self.progress(batches) if self.progress else batches:
+            self.fill(batch.indices, forward(self.model, batch, **self.keep_for(batch.indices)).logits)
             yield None
 
-    def step_after_prefixes(size: int) -> Iterator[None]:
-        filled.clear()
+    def run_after_prefixes(self, size: int) -> Iterator[None]:
+        """Each planned prefix once, then chunks of its rows' suffixes on a copy of its keys and values."""
+        plan, sequences = self.plan, self.sequences
+        assert plan is not None
+        self.filled.clear()
         groups: dict[tuple[int, ...], list[int]] = {}
-        for i in sorted(range(n), key=lambda i: (-(len(sequences[i]) - plan[i]), i)):  # by suffix length
+        for i in sorted(range(self.n), key=lambda i: (-(len(sequences[i]) - plan[i]), i)):  # by suffix length
             groups.setdefault(tuple(sequences[i][: plan[i]]), []).append(i)
         # The unit of work (and of data parallelism) is one chunk of a group's rows.
         chunks = [(prefix, rows[s : s + size]) for prefix, rows in groups.items() for s in range(0, len(rows), size)]
         cached: dict[tuple[int, ...], Any] = {}
         mine = distributed.mine(chunks)
-        for _, (prefix, chunk) in progress(mine) if progress else mine:
+        for _, (prefix, chunk) in self.progress(mine) if self.progress else mine:
             if prefix not in cached:
                 cached.clear()  # one prefix's keys and values at a time
-                cached[prefix] = _prefix_cache(model, prefix, {"logits_to_keep": 1} if can_keep else {})
-            suffix = make_batches([sequences[i][len(prefix):] for i in chunk], len(chunk), model.tokenizer.pad_token_id)[0]
+                cached[prefix] = _prefix_cache(self.model, prefix, {"logits_to_keep": 1} if self.can_keep else {})
+            suffix = make_batches([sequences[i][len(prefix):] for i in chunk], len(chunk), self.model.tokenizer.pad_token_id)[0]
             rows_run = [chunk[r] for r in suffix.indices]
-            fill(rows_run, _forward_after_prefix(model, cached[prefix], prefix, chunk, suffix, keep_for(chunk)).logits)
+            self.fill(rows_run, _forward_after_prefix(self.model, cached[prefix], prefix, chunk, suffix,
+                                                      self.keep_for(chunk)).logits)
             yield None
 
-    BatchSizer.of(batch_size, model.input_device).run(n, step if plan is None else step_after_prefixes)
-    if distributed.world_size() > 1:
-        rows = distributed.gather_rows({i: (out.logprob[i], out.is_greedy[i]) for i in filled}, n)
-        out.logprob = np.array([r[0] for r in rows])
-        out.is_greedy = np.array([r[1] for r in rows], dtype=bool)
-    return out
+    def result(self) -> Loglikelihoods:
+        """Every rank's rows, gathered under data parallelism."""
+        out = self.out
+        if distributed.world_size() > 1:
+            rows = distributed.gather_rows({i: (out.logprob[i], out.is_greedy[i]) for i in self.filled}, self.n)
+            out.logprob = np.array([r[0] for r in rows])
+            out.is_greedy = np.array([r[1] for r in rows], dtype=bool)
+        return out
 
 
 # Greedy generation moved to harness.engine.generation (with sampling and stop strings); kept importable here.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, Union
 
 import torch
 
@@ -29,6 +29,9 @@ from harness.engine import distributed
 from harness.engine.batching import Batch, BatchSizer, accepts, check_lengths, encode, make_batches
 from harness.engine.layout import resolve
 from harness.errors import UsageError
+
+if TYPE_CHECKING:  # the type only: a request module never loads a model, so it need not import the loader
+    from harness.engine.models import Model
 
 KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_act")
 SITE = re.compile(r"^(resid_pre|resid_post|attn_out|mlp_out|mlp_act)\.(\d+)$")
@@ -50,6 +53,13 @@ class Site:
     path: str | None = None  # module path inside the block, for kind "linear"
 
     @property
+    def block(self) -> int:
+        """The block this site is in: every site but logits has one."""
+        if self.layer is None:
+            raise UsageError("the logits site is after the last block, not in one")
+        return self.layer
+
+    @property
     def name(self) -> str:
         if self.kind == "logits":
             return "logits"
@@ -66,12 +76,12 @@ def out_units(module: Any) -> int:
     return int(getattr(module, "out_features", None) or module.nf)
 
 
-def linear_sites(model: Any, layer: int) -> list[str]:
+def linear_sites(model: Model, layer: int) -> list[str]:
     """Every `linear.L.PATH` site of block `layer`, in module order (attention's projections, then the MLP's)."""
     return [f"linear.{layer}.{path}" for path, m in model.blocks[layer].named_modules() if path and is_linear(m)]
 
 
-def n_linear_units(model: Any) -> int:
+def n_linear_units(model: Model) -> int:
     """Output units of every linear layer in the model's blocks: the size of the "every neuron" set."""
     return sum(out_units(m) for m in model.blocks.modules() if is_linear(m))
 
@@ -82,26 +92,26 @@ def parse_site(name: str, n_layers: int) -> Site:
         return Site("logits", None)
     m, linear = SITE.match(name), LINEAR_SITE.match(name)
     if m:
-        site = Site(m.group(1), int(m.group(2)))
+        kind, layer, path = m.group(1), int(m.group(2)), None
     elif linear:
-        site = Site("linear", int(linear.group(1)), linear.group(2))
+        kind, layer, path = "linear", int(linear.group(1)), linear.group(2)
     else:
         raise UsageError(f"unknown site '{name}': use one of {', '.join(k + '.L' for k in KINDS)}, linear.L.PATH "
                          "or logits")
-    if site.layer >= n_layers:
+    if layer >= n_layers:
         raise UsageError(f"site {name} is past the model's depth ({n_layers} layers, 0..{n_layers - 1}): pick a smaller layer")
-    return site
+    return Site(kind, layer, path)
 
 
-def _linear_module(model: Any, site: Site) -> Any:
+def _linear_module(model: Model, site: Site) -> Any:
     """The linear layer a `linear.L.PATH` site names, or a one-line error listing the block's linear layers."""
-    block = model.blocks[site.layer]
+    block = model.blocks[site.block]
     try:
-        module = block.get_submodule(site.path)
+        module = block.get_submodule(site.path or "")
     except AttributeError:
         module = None
     if module is None or not is_linear(module):
-        names = ", ".join(linear_sites(model, site.layer)) or "none"
+        names = ", ".join(linear_sites(model, site.block)) or "none"
         raise UsageError(f"site {site.name} is not a linear layer of block {site.layer}: use one of {names}")
     return module
 
@@ -118,7 +128,7 @@ def replace_first(x: Any, new: torch.Tensor) -> Any:
     return new
 
 
-def hook_site(model: Any, site: Site, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.utils.hooks.RemovableHandle:
+def hook_site(model: Model, site: Site, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.utils.hooks.RemovableHandle:
     """Call fn(activation) at `site` on every forward; a returned tensor replaces the activation.
 
     Sites that are a module's input use a forward pre-hook, the others a forward hook;
@@ -128,7 +138,7 @@ def hook_site(model: Any, site: Site, fn: Callable[[torch.Tensor], torch.Tensor 
         raise UsageError("the logits site can be collected but not hooked or edited: edit resid_post of the last layer "
                          "(before the final norm) or change the scores after scoring")
     layout = model.layout
-    block = model.blocks[site.layer]
+    block = model.blocks[site.block]
     if site.kind == "linear" or (layout.mlp_flat and site.kind in ("mlp_act", "mlp_out")):
         fn = _unflatten(model, fn)  # a linear layer may run on a flattened view (OPT's MLP)
     if site.kind in ("resid_pre", "mlp_act"):
@@ -156,7 +166,7 @@ def hook_site(model: Any, site: Site, fn: Callable[[torch.Tensor], torch.Tensor 
     return module.register_forward_hook(post_hook)
 
 
-def _unflatten(model: Any, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Callable[[torch.Tensor], torch.Tensor | None]:
+def _unflatten(model: Model, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Callable[[torch.Tensor], torch.Tensor | None]:
     """OPT runs its MLP on a (batch * seq, width) view: show hooks (batch, seq, width) like everywhere else."""
 
     def wrapped(act: torch.Tensor) -> torch.Tensor | None:
@@ -180,7 +190,7 @@ def hooks(handles: Sequence[torch.utils.hooks.RemovableHandle]) -> Iterator[None
 
 
 @contextlib.contextmanager
-def in_flight(model: Any, batch: Batch, tokens: int | None = None) -> Iterator[None]:
+def in_flight(model: Model, batch: Batch, tokens: int | None = None) -> Iterator[None]:
     """Make `batch` visible to intervention hooks while the model runs on it, and count its tokens.
 
     Every forward pass or generate call of the harness runs inside this, so edits can map
@@ -194,7 +204,7 @@ def in_flight(model: Any, batch: Batch, tokens: int | None = None) -> Iterator[N
         model.current_batch = None
 
 
-def forward(model: Any, batch: Batch, **kwargs: Any) -> Any:
+def forward(model: Model, batch: Batch, **kwargs: Any) -> Any:
     """One forward pass of a batch, with the batch visible to intervention hooks."""
     with in_flight(model, batch):
         inputs = batch.model_inputs(model.input_device, accepts(model.hf.forward, "position_ids"))
@@ -226,12 +236,12 @@ def positions_for(position: Position, n: int | None = None) -> Sequence[int] | S
     return [int(p) for p in position]
 
 
-def _stop_hook(model: Any, parsed: Sequence[Site]) -> list[torch.utils.hooks.RemovableHandle]:
+def _stop_hook(model: Model, parsed: Sequence[Site]) -> list[torch.utils.hooks.RemovableHandle]:
     """A hook that ends the forward pass right after the deepest site asked for (none when logits are asked)."""
     if any(s.kind == "logits" for s in parsed):
         return []
-    deepest_layer = max(s.layer for s in parsed)
-    deepest = [s for s in parsed if s.layer == deepest_layer]
+    deepest_layer = max(s.block for s in parsed)
+    deepest = [s for s in parsed if s.block == deepest_layer]
     block = model.blocks[deepest_layer]
 
     def stop(*_: Any) -> None:
@@ -242,7 +252,7 @@ def _stop_hook(model: Any, parsed: Sequence[Site]) -> list[torch.utils.hooks.Rem
     return [block.register_forward_hook(lambda *a: stop())]
 
 
-def _run_stopping(model: Any, batch: Batch) -> Any:
+def _run_stopping(model: Model, batch: Batch) -> Any:
     """Forward a batch; None when a stop hook ended it early (everything asked for is captured by then)."""
     try:
         return forward(model, batch)
@@ -258,7 +268,7 @@ def masked_mean(act: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def collect(
-    model: Any,
+    model: Model,
     prompts: Sequence[str],
     sites: Sequence[str],
     positions: Position = "last",
@@ -285,61 +295,84 @@ def collect(
     per_prompt = positions_for(positions, len(prompts))
     token_ids = encode(model.tokenizer, prompts)
     check_lengths(model.hf, token_ids)
-    n = len(prompts)
-    one_row_each = reduce == "mean" or per_prompt is not None
-    tables: dict[str, torch.Tensor] = {}  # one row per prompt: (n, d), written in place batch by batch
-    ragged: dict[str, list] = {} if one_row_each else {s.name: [None] * n for s in parsed}  # (len_i, d) per prompt
-    filled: list[int] = []  # prompts this rank computed (all of them in one process)
-    state: dict[str, Batch] = {}
+    collection = _Collection(model, parsed, token_ids, per_prompt, reduce)
+    handles = [hook_site(model, site, collection.taker(site)) for site in parsed if site.kind != "logits"]
+    with hooks(handles + _stop_hook(model, parsed)):
+        BatchSizer.of(batch_size, model.input_device).run(len(prompts), lambda size: collection.run(size, progress))
+    return collection.result()
 
-    def take(site: Site, act: torch.Tensor) -> None:
-        """One host transfer per batch; rows land in a table allocated once, so the peak is the result plus a batch."""
-        batch = state["batch"]
+
+class _Collection:
+    """One `collect` call's rows: the hooks hand each batch's activations to `take`, which files them by prompt.
+
+    With one row per prompt (a position, or reduce="mean") rows land in a table allocated once
+    (n, d), so the peak is the result plus a batch; with every position, each prompt keeps a
+    compact (len_i, d) copy without its padding.
+    """
+
+    def __init__(self, model: Model, sites: Sequence[Site], token_ids: list[list[int]],
+                 per_prompt: Sequence[int] | SamePosition | None, reduce: str | None) -> None:
+        self.model, self.sites, self.token_ids = model, sites, token_ids
+        self.per_prompt, self.reduce = per_prompt, reduce
+        self.n = len(token_ids)
+        self.one_row_each = reduce == "mean" or per_prompt is not None
+        self.tables: dict[str, torch.Tensor] = {}
+        self.ragged: dict[str, list[torch.Tensor | None]] = {} if self.one_row_each else {s.name: [None] * self.n for s in sites}
+        self.filled: list[int] = []  # prompts this rank computed (all of them in one process)
+        self.batch: Batch | None = None  # the batch in flight
+
+    def taker(self, site: Site) -> Callable[[torch.Tensor], None]:
+        return lambda act: self.take(site, act)
+
+    def take(self, site: Site, act: torch.Tensor) -> None:
+        """One host transfer per batch."""
+        batch = self.batch
+        assert batch is not None, "a hook fired outside collect's batches"
         act = act.detach()
-        if not one_row_each:
+        if not self.one_row_each:
             host = act.float().cpu()
             for r, i in enumerate(batch.indices):
-                ragged[site.name][i] = host[r, batch.pad[r] :].clone()  # a compact copy: no padding kept alive
+                self.ragged[site.name][i] = host[r, batch.pad[r] :].clone()  # a compact copy: no padding kept alive
             return
-        if reduce == "mean":
+        if self.reduce == "mean":
             rows = masked_mean(act, batch.attention_mask)
         else:
-            rows = act[torch.arange(len(batch.indices)), batch.columns(per_prompt).to(act.device)]
+            assert self.per_prompt is not None
+            rows = act[torch.arange(len(batch.indices)), batch.columns(self.per_prompt).to(act.device)]
         rows = rows.float().cpu()
-        if site.name not in tables:
-            tables[site.name] = torch.empty((n, *rows.shape[1:]))
-        tables[site.name][torch.as_tensor(batch.indices)] = rows
+        if site.name not in self.tables:
+            self.tables[site.name] = torch.empty((self.n, *rows.shape[1:]))
+        self.tables[site.name][torch.as_tensor(batch.indices)] = rows
 
-    def capture(site: Site) -> Callable[[torch.Tensor], None]:
-        return lambda act: take(site, act)
-
-    handles = [hook_site(model, s, capture(s)) for s in parsed if s.kind != "logits"] + _stop_hook(model, parsed)
-
-    def step(size: int) -> Iterator[None]:
-        filled.clear()
-        batches = distributed.mine(make_batches(token_ids, size, model.tokenizer.pad_token_id))
+    def run(self, size: int, progress: Callable[[Any], Any] | None) -> Iterator[None]:
+        """This rank's batches of `size` prompts, one yield per batch (the sizer halves `size` on out-of-memory)."""
+        self.filled.clear()
+        batches = distributed.mine(make_batches(self.token_ids, size, self.model.tokenizer.pad_token_id))
+        wants_logits = any(s.kind == "logits" for s in self.sites)
         for _, batch in progress(batches) if progress else batches:
-            state["batch"] = batch
-            result = _run_stopping(model, batch)
-            if result is not None and any(s.kind == "logits" for s in parsed):
-                take(Site("logits", None), result.logits)
-            filled.extend(batch.indices)
+            self.batch = batch
+            result = _run_stopping(self.model, batch)
+            if result is not None and wants_logits:
+                self.take(Site("logits", None), result.logits)
+            self.filled.extend(batch.indices)
             yield None
+        self.batch = None
 
-    with hooks(handles):
-        BatchSizer.of(batch_size, model.input_device).run(n, step)
-    out = {s.name: tables.get(s.name) for s in parsed} if one_row_each else ragged  # None: no batch ran on this rank
-    if distributed.world_size() > 1:
-        merged = distributed.gather_rows({i: {name: rows[i] for name, rows in out.items()} for i in filled}, n)
-        out = {name: [row[name] for row in merged] for name in out}
-        if one_row_each:
-            out = {name: torch.stack(rows) for name, rows in out.items()}
-    return out
+    def result(self) -> dict[str, Any]:
+        """{site: rows}, gathered from every rank under data parallelism (None: no batch ran on this rank)."""
+        out: dict[str, Any] = ({s.name: self.tables.get(s.name) for s in self.sites} if self.one_row_each
+                               else dict(self.ragged))
+        if distributed.world_size() > 1:
+            merged = distributed.gather_rows({i: {name: rows[i] for name, rows in out.items()} for i in self.filled}, self.n)
+            out = {name: [row[name] for row in merged] for name in out}
+            if self.one_row_each:
+                out = {name: torch.stack(rows) for name, rows in out.items()}
+        return out
 
 
 @torch.no_grad()
 def stream(
-    model: Any,
+    model: Model,
     texts: Iterable[str],
     site: str,
     max_tokens: int | None = None,
@@ -363,43 +396,53 @@ def stream(
         raise UsageError("stream reads one activation site (resid_post.L, mlp_act.L, ...), not logits")
     tok = model.tokenizer
     sizer = BatchSizer.of(batch_size, model.input_device)
-    captured: list[torch.Tensor] = []
-    state: dict[str, Any] = {}
-
-    def take(act: torch.Tensor) -> None:
-        keep = state["keep"]
-        captured.append(act.detach().float().cpu()[keep])  # one host transfer; row by row, in token order
-
-    handles = [hook_site(model, parsed, take)] + _stop_hook(model, [parsed])
     iterator = iter(texts)
-    with hooks(handles):
-        while True:
-            chunk = [t for _, t in zip(range(texts_per_chunk), iterator)]
-            if not chunk:
-                return
-            enc = tok(chunk, add_special_tokens=True, return_special_tokens_mask=True, truncation=max_tokens is not None,
-                      max_length=max_tokens)
-            ids = [list(x) for x in enc["input_ids"]]
-            check_lengths(model.hf, ids)
-            special = [list(x) for x in enc["special_tokens_mask"]]
-            pending: dict[int, torch.Tensor] = {}
+    while True:
+        texts_now = [t for _, t in zip(range(texts_per_chunk), iterator)]
+        if not texts_now:
+            return
+        enc = tok(texts_now, add_special_tokens=True, return_special_tokens_mask=True, truncation=max_tokens is not None,
+                  max_length=max_tokens)
+        chunk = _StreamChunk(model, [list(x) for x in enc["input_ids"]], [list(x) for x in enc["special_tokens_mask"]])
+        check_lengths(model.hf, chunk.ids)
+        with hooks([hook_site(model, parsed, chunk.take)] + _stop_hook(model, [parsed])):  # off while the caller trains
+            sizer.run(len(chunk.ids), chunk.run)
+        yield from (p for p in chunk.gathered() if len(p))
 
-            def step(size: int) -> Iterator[None]:
-                pending.clear()
-                batches = make_batches(ids, size, tok.pad_token_id)
-                state["n_batches"] = len(batches)
-                for index, batch in distributed.mine(batches):  # data parallel: this rank's batches only
-                    keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
-                    for r, i in enumerate(batch.indices):
-                        real = torch.tensor([s == 0 for s in special[i]], dtype=torch.bool)
-                        real[0] = False  # the first position, BOS or not, is the attention sink: a high-norm outlier
-                        keep[r, int(batch.pad[r]):] = real
-                    state["batch"], state["keep"] = batch, keep
-                    captured.clear()
-                    _run_stopping(model, batch)
-                    pending[index] = torch.cat(captured)
-                    yield None
 
-            sizer.run(len(ids), step)
-            chunk_batches = distributed.gather_rows(pending, state["n_batches"])  # every rank gets every batch, in order
-            yield from (p for p in chunk_batches if len(p))
+class _StreamChunk:
+    """One chunk of `stream`'s texts: each batch's activations at its real tokens, by batch index."""
+
+    def __init__(self, model: Model, ids: list[list[int]], special: list[list[int]]) -> None:
+        self.model, self.ids, self.special = model, ids, special
+        self.pending: dict[int, torch.Tensor] = {}
+        self.n_batches = 0
+        self.keep = torch.zeros(0, dtype=torch.bool)  # the batch in flight's real tokens
+        self.captured: list[torch.Tensor] = []
+
+    def take(self, act: torch.Tensor) -> None:
+        self.captured.append(act.detach().float().cpu()[self.keep])  # one host transfer; row by row, in token order
+
+    def real_tokens(self, batch: Batch) -> torch.Tensor:
+        """Padding, special tokens and each text's first position dropped."""
+        keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
+        for r, i in enumerate(batch.indices):
+            real = torch.tensor([s == 0 for s in self.special[i]], dtype=torch.bool)
+            real[0] = False  # the first position, BOS or not, is the attention sink: a high-norm outlier
+            keep[r, int(batch.pad[r]):] = real
+        return keep
+
+    def run(self, size: int) -> Iterator[None]:
+        self.pending.clear()
+        batches = make_batches(self.ids, size, self.model.tokenizer.pad_token_id)
+        self.n_batches = len(batches)
+        for index, batch in distributed.mine(batches):  # data parallel: this rank's batches only
+            self.keep = self.real_tokens(batch)
+            self.captured.clear()
+            _run_stopping(self.model, batch)
+            self.pending[index] = torch.cat(self.captured)
+            yield None
+
+    def gathered(self) -> list[torch.Tensor]:
+        """Every batch's activations, in order; under data parallelism every rank receives them all."""
+        return distributed.gather_rows(self.pending, self.n_batches)

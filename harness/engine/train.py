@@ -36,7 +36,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import numpy as np
 import torch
@@ -158,7 +158,7 @@ def finetune_lora(
     plan = _batch_plan([len(p) + len(r) for p, r in encoded], config.batch_size, config.seed, config.steps)
     fingerprint = _fingerprint(model_hf, config, encoded)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = model_hf.get_input_embeddings().weight.device
+    device = cast(torch.Tensor, model_hf.get_input_embeddings().weight).device
 
     was_training = model_hf.training
     requires_grad = {p: p.requires_grad for p in model_hf.parameters()}
@@ -185,7 +185,7 @@ def save_adapter(peft_model: PeftModel, folder: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp)
+    peft_model.save_pretrained(str(tmp))
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -408,7 +408,7 @@ def _save_checkpoint(checkpoint_dir: Path, step: int, fingerprint: str, peft_mod
     if not final.exists():
         tmp = checkpoint_dir / f".tmp-step-{step:06d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        peft_model.save_pretrained(tmp)
+        peft_model.save_pretrained(str(tmp))
         torch.save({
             "step": step,
             "fingerprint": fingerprint,
@@ -442,7 +442,7 @@ def _resume(checkpoint_dir: Path, fingerprint: str, peft_model: PeftModel, optim
                          f"settings: remove it or choose another folder")
     result = set_peft_model_state_dict(peft_model, load_file(latest / _ADAPTER_FILE))
     if getattr(result, "unexpected_keys", None):
-        raise UsageError(f"checkpoint {latest} does not fit this adapter (unexpected {result.unexpected_keys[:3]})")
+        raise UsageError(f"checkpoint {latest} does not fit this adapter (unexpected {getattr(result, 'unexpected_keys')[:3]})")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng_cpu = state["rng_cpu"]  # one state per rank (a tensor in checkpoints of single-process runs before that)

@@ -183,7 +183,6 @@ class CodeVsLanguage(Task):
                         activation_bytes=items * shape.n_layers * shape.d_model * 4 if config.probe else 0)
 
     def run(self, model, config: CodeVsLanguageConfig, ctx) -> TaskResult:
-        config = settled(config, "cuda" if str(model.input_device).startswith("cuda") else "cpu")
         metrics: dict[str, Metric] = {}
         items_table: dict[str, dict[str, list]] = {}
         pooled: dict[str, list[str]] = {}

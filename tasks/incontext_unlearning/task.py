@@ -341,7 +341,6 @@ class IncontextUnlearning(Task):
                         notes="fine-tuning counts three passes per token (forward, backward)" if finetune else "")
 
     def run(self, model: Any, config: UnlearningConfig, ctx: Any) -> TaskResult:
-        config = settled(config, model.input_device.type)
         adapter = Path(config.adapter) if config.adapter is not None else None
         if adapter is not None and not (adapter / "adapter_config.json").is_file():
             raise UsageError(f"adapter={adapter}: no saved adapter there (adapter_config.json); "

@@ -319,7 +319,7 @@ class NumberHelix(Task):
         tok = model.tokenizer
         template = resolve_template(config.template, model.info.spec)
         periods = tuple(config.periods)
-        n_problems = self.resolve_config(config, model.input_device.type).n_problems
+        n_problems = config.n_problems
         metrics: dict[str, Metric] = {}
         unmeasured: dict[str, str] = {}
         notes: list[str] = []

@@ -202,7 +202,6 @@ class PolysemySAE(Task):
                         notes="activation memory: the SAE, its gradients and Adam's moments")
 
     def run(self, model, config: PolysemyConfig, ctx) -> TaskResult:
-        config = self.resolve_config(config, "cpu" if model.input_device.type == "cpu" else "cuda")
         if config.multi_token not in MULTI_TOKEN_MODES:
             raise UsageError(f"multi_token={config.multi_token}: use one of {', '.join(MULTI_TOKEN_MODES)}")
         if config.sae == "train" and config.arch == "topk" and config.k > config.expansion * model.d_model:

@@ -69,7 +69,7 @@ class ADOPT(Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]  # torch's overloads type the loss as float
         """One update of every parameter that has a gradient; returns the closure's loss."""
         loss = None
         if closure is not None:
