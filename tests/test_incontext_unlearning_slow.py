@@ -33,7 +33,7 @@ def weights_hash(model) -> str:
 def test_prompt_only_end_to_end_reports_the_baseline(smollm, tmp_path):
     """Criterion 8: completes on CPU with the sample and reports baseline_retain_acc (no threshold)."""
     path = tmp_path / "incontext_unlearning.json"
-    results = run_task(smollm, IncontextUnlearning, IncontextUnlearning.Config(), path,
+    results = run_task(smollm, IncontextUnlearning, IncontextUnlearning.resolve_config(IncontextUnlearning.Config(), "cpu"), path,
                        RunSpec(models=["smollm2-135m"], tasks=["incontext_unlearning"]))
     assert validate_file(path) == []
     metrics = results.metrics

@@ -70,7 +70,7 @@ from harness.report.inputs import (
     load_comparisons,
     load_results,
 )
-from harness.results import Results, write_atomic
+from harness.results import Experiment, Results, write_atomic
 from harness.results.compare import Comparison
 from harness.results.validate import MAX_JSON_BYTES, task_name_ok
 from harness.safepath import UnsafePath, links_in, read_plain_file, safe_join
@@ -182,9 +182,9 @@ def merge_comparison(tasks: dict[str, TaskBoards], path: Path, comparison: Compa
 
 
 def row_key(results: Results) -> tuple:
-    """What makes two runs the same row: task, task version, config hash, model, dtype, quantization, seed."""
-    return (results.task.name, results.task.version, results.task.config_hash,
-            results.model.spec, results.model.dtype, results.model.quantization, results.seed)
+    """What makes two runs the same row: the experiment's board (task, version, config), the model, its row part."""
+    experiment = Experiment.of(results)
+    return (*experiment.board(), results.model.spec, *experiment.row())
 
 
 def merge(tasks: dict[str, TaskBoards], path: Path, results: Results, results_dir: Path, out_dir: Path, report: BuildReport) -> None:

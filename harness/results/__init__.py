@@ -14,6 +14,7 @@ from harness.results.records import (
     SCHEMA_VERSION,
     TIMING_FIELDS,
     Environment,
+    Experiment,
     Metric,
     ModelRecord,
     Reference,
@@ -28,6 +29,6 @@ from harness.results.records import (
 )
 
 __all__ = [
-    "SCHEMA_PATH", "SCHEMA_VERSION", "TIMING_FIELDS", "Environment", "Metric", "ModelRecord", "Reference", "Results",
+    "SCHEMA_PATH", "SCHEMA_VERSION", "TIMING_FIELDS", "Environment", "Experiment", "Metric", "ModelRecord", "Reference", "Results",
     "TaskRecord", "Timing", "config_hash", "json_schema", "read_results", "write_atomic", "write_results",
 ]

@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 import harness
-from harness.results import Metric, TaskRecord, config_hash, write_atomic
+from harness.results import Experiment, Metric, TaskRecord, config_hash, write_atomic
 from harness.results.records import json_schema as results_schema
 from harness.results.stats import bootstrap_ci
 from harness.results.validate import refuse_invalid
@@ -253,7 +253,7 @@ def write_comparison(task: Any, config: Any, runs: Sequence[Any], spec: Any) -> 
     and filled from the results files alone (`config` is what the runner passes; the results
     record its hash), so it is the same whether the runs were fresh or reused.
     """
-    if len({(r.results.task.version, r.results.task.config_hash, r.results.seed, r.results.limit) for r in runs}) != 1:
+    if len({Experiment.of(r.results).setup() for r in runs}) != 1:
         raise ValueError("the runs of a comparison must share task version, config, seed and limit")
     if len({r.model for r in runs}) != len(runs):
         raise ValueError("a comparison needs distinct models")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -122,6 +123,46 @@ class Results(BaseModel):
     notes: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict, description="per-layer curves and other non-headline numbers")
     artifacts: list[str] = Field(default_factory=list, description="plots and samples, relative to the results file")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What sets a run's numbers apart from the weights: the one definition of "the same experiment".
+
+    The result store names a results file by it and reuses a finished one only when it matches
+    (`harness.run.store`), a leaderboard ranks runs together and keeps one row per model by
+    parts of it (`board`, `row`), and the runs of a comparison must share its `setup`.
+    """
+
+    task: str
+    version: str
+    config_hash: str
+    seed: int
+    limit: int | None
+    bootstrap: int
+    dtype: str
+    quantization: str | None
+
+    @classmethod
+    def of(cls, results: Results) -> Experiment:
+        return cls(results.task.name, results.task.version, results.task.config_hash, results.seed, results.limit,
+                   results.bootstrap, results.model.dtype, results.model.quantization)
+
+    def file_key(self) -> list[Any]:
+        """What a results file's name suffix hashes (the task and its version are in the name itself)."""
+        return [self.config_hash, self.seed, self.limit, self.bootstrap, self.dtype, self.quantization]
+
+    def board(self) -> tuple[str, str, str]:
+        """The runs ranked together: one task version and config (runs with --limit are never ranked)."""
+        return (self.task, self.version, self.config_hash)
+
+    def row(self) -> tuple[str, str | None, int]:
+        """With the model, one row of a board; a newer run of the same row replaces the older (resamples aside)."""
+        return (self.dtype, self.quantization, self.seed)
+
+    def setup(self) -> tuple[str, str, str, int, int | None]:
+        """What the runs of a comparison share (precision is each model's own)."""
+        return (self.task, self.version, self.config_hash, self.seed, self.limit)
 
 
 def json_schema(model: type[BaseModel] | None = None, name: str = "results") -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import IO, Any, Iterator
 from harness.api.task import Task
 from harness.engine.models import model_quantization, pick_dtype, quantization_name, slugify, target_device
 from harness.errors import UsageError
-from harness.results import Results, config_hash, read_results, write_results
+from harness.results import Experiment, Results, config_hash, read_results, write_results
 from harness.results.stats import N_BOOTSTRAP
 from harness.results.validate import TASK_NAME
 from harness.run.plan import RunSpec
@@ -44,13 +44,19 @@ def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any
     version = task.version if PLAIN_VERSION.fullmatch(task.version) else "x" + hashlib.sha256(task.version.encode()).hexdigest()[:8]
     dtype = str(pick_dtype(spec.load, target_device(spec.load))).removeprefix("torch.")
     defaults = task.resolve_config(task.Config(), target_device(spec.load).split(":")[0])  # as plan_tasks resolves them
-    default = (config_hash(asdict(defaults)), 0, None, N_BOOTSTRAP, "float32", None)
-    key = (config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap, dtype, quantization_name(spec.load))
-    stem = f"{task.name}-v{version}" + ("" if key == default else f"-{config_hash({'k': list(key)})[:8]}")
+    default = Experiment(task.name, task.version, config_hash(asdict(defaults)), 0, None, N_BOOTSTRAP, "float32", None)
+    key = planned(task, config, spec, dtype, quantization_name(spec.load))  # the precision asked (a GGUF's is in the slug)
+    stem = f"{task.name}-v{version}" + ("" if key.file_key() == default.file_key() else f"-{config_hash({'k': key.file_key()})[:8]}")
     try:
         return safe_join(output_dir, slugify(model_spec, spec.load.revision), f"{stem}.json")
     except UnsafePath as e:
         raise UsageError(f"results for {model_spec} cannot be written inside {output_dir}: {e}") from None
+
+
+def planned(task: type[Task], config: Any, spec: RunSpec, dtype: str, quantization: str | None) -> Experiment:
+    """The experiment a run of `task` with `config` (settled) under `spec` is."""
+    return Experiment(task.name, task.version, config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap, dtype,
+                      quantization)
 
 
 def artifacts_dir(path: Path) -> Path:
@@ -144,14 +150,8 @@ def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spe
         log.warning("%s is unreadable; running again", path)
         return None
     same = (
-        old.task.version == task.version
-        and old.task.config_hash == config_hash(asdict(config))
-        and old.seed == spec.seed
-        and old.limit == spec.limit
-        and old.bootstrap == spec.bootstrap
+        Experiment.of(old) == planned(task, config, spec, dtype, model_quantization(model_spec, spec.load))
         and old.model.spec == model_spec
-        and old.model.dtype == dtype
-        and old.model.quantization == model_quantization(model_spec, spec.load)
         and old.model.fingerprint == fingerprint
         and all(artifact_exists(path, a) for a in old.artifacts)
     )
