@@ -11,7 +11,7 @@ one in the README. Random weights know no calendar, arithmetic or language, so a
 only read "does not hold" or "too few units" too, since chance is what such a model scores.
 
 It runs the tasks in full (the quick preset: about 15 minutes per model on two CPU cores);
-tests/test_circles.py, tests/test_number_helix.py and tests/test_polysemy_sae.py run the
+tests/tasks/test_circles.py, tests/tasks/test_number_helix.py and tests/tasks/test_polysemy_sae.py run the
 fast versions on tiny random models.
 """
 

@@ -4,7 +4,7 @@ One `Layout` per `config.model_type`: module paths only, no code paths. Paths ar
 dotted names for `torch.nn.Module.get_submodule`; `blocks`, `embed`, `final_norm` and
 `unembed` start at the *ForCausalLM model, the others at one block.
 
-Site conventions the table encodes (checked per architecture in tests/test_layout.py):
+Site conventions the table encodes (checked per architecture in tests/engine/test_layout.py):
   resid_post.L = output of block L (first element if the block returns a tuple)
                = input of block L + output of attn_out + output of mlp_out
   mlp_act.L    = input of mlp_down (after the nonlinearity, and after gating)

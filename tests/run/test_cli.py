@@ -162,7 +162,7 @@ def run_script(tmp_path: Path, folder: Path, interrupt: bool, sleep: float, **po
     script = tmp_path / f"sleepy_{interrupt}_{sleep}.py"
     script.write_text(SLOW_TASK.format(interrupt=interrupt, sleep=sleep))
     argv = [sys.executable, str(script), "run", "--model", str(folder), "--task", "sleepy", "--output-dir", str(tmp_path / "out")]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
 
 

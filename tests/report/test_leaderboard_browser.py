@@ -10,8 +10,8 @@ import pytest
 
 from harness.report.build import build
 from harness.results import write_results
-from tests.test_findings import FINDING, HELIX_DETAILS, with_finding
-from tests.test_leaderboard import HOSTILE, PNG, results_dir  # noqa: F401  (fixture)
+from tests.report.test_findings import FINDING, HELIX_DETAILS, with_finding
+from tests.report.test_leaderboard import HOSTILE, PNG, results_dir  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -83,8 +83,8 @@ def test_page_survives_non_finite_numbers_and_prototype_names(browser, tmp_path)
     """NaN and Infinity would make JSON.parse throw and leave the page empty; `constructor` is no metric."""
     from selenium.webdriver.common.by import By
 
-    from tests.test_leaderboard import fake_results
-    from tests.test_leaderboard_security import write_raw
+    from tests.report.test_leaderboard import fake_results
+    from tests.report.test_leaderboard_security import write_raw
 
     results = tmp_path / "results"
     headline = ["accuracy", "constructor", "__proto__"]
@@ -94,7 +94,7 @@ def test_page_survives_non_finite_numbers_and_prototype_names(browser, tmp_path)
         write_raw(results / slug / "weekday_circle.json", fake_results(slug, 0.1, headline=headline))
     out = tmp_path / "leaderboards"
     build(results, out)
-    # a results file with such numbers is refused (tests/test_leaderboard_security.py); a board kept from
+    # a results file with such numbers is refused (tests/report/test_leaderboard_security.py); a board kept from
     # an earlier build, or handed over in a pull request, can still carry them
     board = json.loads((out / "weekday_circle.json").read_text())
     for row in board["boards"][0]["rows"]:

@@ -16,7 +16,7 @@ from harness.api.registry import all_tasks
 from harness.api.task import describe_options
 from harness.run.cli import describe_task, main
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 NUMERIC = {"numpy", "torch", "scipy", "sklearn", "probes", "__future__"}
 
 

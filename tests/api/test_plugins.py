@@ -13,7 +13,7 @@ import pytest
 
 from tests.tiny_models import save_tiny_model
 
-PLUGIN = Path(__file__).parent / "plugin_example"
+PLUGIN = Path(__file__).parents[1] / "plugin_example"
 
 
 @pytest.fixture(scope="module")

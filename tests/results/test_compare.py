@@ -25,7 +25,7 @@ from harness.results.compare import (
 )
 from harness.results.validate import validate_file
 from harness.run.runner import Outcome, RunSpec, run
-from tests.test_leaderboard import fake_results
+from tests.report.test_leaderboard import fake_results
 from tests.tiny_models import save_tiny_model
 
 

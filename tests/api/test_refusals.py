@@ -26,8 +26,8 @@ from harness.run.cli import main
 from harness.run.runner import RunSpec, run_task
 from probes.sae import SAE, SAEConfig
 from tasks.incontext_unlearning.data import load_age
-from tests.test_compare import comparison_folder
-from tests.test_leaderboard import fake_results
+from tests.results.test_compare import comparison_folder
+from tests.report.test_leaderboard import fake_results
 from tests.tiny_models import WEEKDAYS, save_tiny_model, tiny_model, tiny_tokenizer
 
 

@@ -21,7 +21,7 @@ from harness.report.build import MANIFEST, build
 from harness.report.publish import publish
 from harness.results import write_results
 from harness.run.cli import main
-from tests.test_leaderboard import PNG, fake_results, results_dir  # noqa: F401  (fixture)
+from tests.report.test_leaderboard import PNG, fake_results, results_dir  # noqa: F401  (fixture)
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
@@ -179,7 +179,7 @@ def test_publish_refuses_a_file_where_it_needs_a_folder_before_writing(tmp_path,
 
 
 def test_publish_sends_every_plot_the_page_links_comparisons_too(tmp_path):
-    from tests.test_compare import comparison_folder
+    from tests.results.test_compare import comparison_folder
 
     results, _ = comparison_folder(tmp_path)
     out = tmp_path / "lb"

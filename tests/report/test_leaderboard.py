@@ -169,9 +169,9 @@ def test_build_merges_findings_into_a_copy_of_the_repository_leaderboards(tmp_pa
     """Existing boards keep their rows and their models' verdicts; a new run adds its own verdict and a chart."""
     import shutil
 
-    from tests.test_findings import with_finding
+    from tests.report.test_findings import with_finding
 
-    repo = Path(__file__).resolve().parents[1] / "leaderboards"
+    repo = Path(__file__).resolve().parents[2] / "leaderboards"
     if not (repo / "index.json").is_file():
         pytest.skip("the repository has no leaderboards/ to merge into")
     out = tmp_path / "leaderboards"
@@ -236,4 +236,4 @@ def test_a_replaced_row_takes_its_old_plots_with_it(tmp_path):
     build(second, out)
     [new] = json.loads((out / "weekday_circle.json").read_text())["boards"][0]["rows"][0]["artifacts"]
     assert new != old and (out / new).is_file()
-    assert not (out / old).exists() and not (out / old).parent.exists()  # links: tests/test_leaderboard_links.py
+    assert not (out / old).exists() and not (out / old).parent.exists()  # links: tests/report/test_leaderboard_links.py

@@ -44,7 +44,7 @@ def random_sae(cfg: SAEConfig, seed: int = 0) -> SAE:
 
 @pytest.mark.parametrize("module", ["sae.py", "polysemy.py"])
 def test_probes_import_only_allowed_packages(module):
-    source = Path(__file__).resolve().parents[1] / "probes" / module
+    source = Path(__file__).resolve().parents[2] / "probes" / module
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             roots = {a.name.split(".")[0] for a in node.names}

@@ -22,9 +22,9 @@ from harness.report.publish import publish
 from harness.results import write_results
 from harness.results.validate import validate_file
 from harness.run.cli import main
-from tests.test_leaderboard import PNG, fake_results, results_dir  # noqa: F401  (fixture)
+from tests.report.test_leaderboard import PNG, fake_results, results_dir  # noqa: F401  (fixture)
 
-REPO_LEADERBOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
+REPO_LEADERBOARDS = Path(__file__).resolve().parents[2] / "leaderboards"
 
 
 def strict_json(text: str):

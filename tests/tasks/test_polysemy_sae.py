@@ -1,7 +1,7 @@
 """polysemy_sae: the spec's acceptance criteria 1-7 through the task, on a tiny random GPT-2.
 
-Criteria 1, 2 and 4 are also tested on the probes alone (tests/test_probes_polysemy.py,
-tests/test_probes_sae.py); criteria 5 and 6 on the data module (tests/test_polysemy_data.py).
+Criteria 1, 2 and 4 are also tested on the probes alone (tests/probes/test_probes_polysemy.py,
+tests/probes/test_probes_sae.py); criteria 5 and 6 on the data module (tests/tasks/test_polysemy_data.py).
 Here they are checked where the task uses them.
 """
 
@@ -26,7 +26,7 @@ from probes.sae import SAE, SAEConfig, StreamState, batches_from_blocks
 from tasks.polysemy_sae import PolysemySAE
 from tasks.polysemy_sae.data import SKIP_MULTI_TOKEN, load_pairs
 from tasks.polysemy_sae.task import CPU_BATCH, CPU_TOKENS, GPU_BATCH, GPU_TOKENS, Evaluation, PolysemyConfig
-from tests.test_polysemy_data import byte_level_bpe
+from tests.tasks.test_polysemy_data import byte_level_bpe
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
 D = 64
@@ -376,7 +376,7 @@ def test_task_imports_only_the_public_harness_api():
     import ast
     from pathlib import Path
 
-    source = Path(__file__).resolve().parents[1] / "tasks" / "polysemy_sae" / "task.py"
+    source = Path(__file__).resolve().parents[2] / "tasks" / "polysemy_sae" / "task.py"
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness."):
             raise AssertionError(f"task.py imports {node.module}")

@@ -23,7 +23,7 @@ from harness.results.validate import validate_file
 from harness.run.runner import RunSpec, run_task
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 FAST = ["--task-arg", "intervention=false", "--bootstrap", "100", "--device", "cpu", "--no-progress"]
 KILLS, KILL_SECONDS = 6, 60  # the kill loop stops at whichever bound comes first
 

@@ -1,7 +1,7 @@
 """code_vs_language on tiny random models: the spec's acceptance criteria 1-8 (9 is the slow test).
 
 The data side (criteria 1, 2, 4, 5 in depth: entailment, simulation, parse rule, loaders) is
-tested in tests/test_code_vs_language_data.py; here the same criteria are checked through the
+tested in tests/tasks/test_code_vs_language_data.py; here the same criteria are checked through the
 task: what it loads, scores, parses, probes and writes.
 """
 
@@ -26,7 +26,7 @@ from tasks.code_vs_language import CodeVsLanguage, CodeVsLanguageConfig
 from tasks.code_vs_language import task as cvl
 from tasks.code_vs_language.generators import LABELS, generate_fld
 from tasks.code_vs_language.prompts import build_prompt, pick_shots
-from tests.test_multiplication import tiny
+from tests.tasks.test_multiplication import tiny
 from tests.tiny_models import save_tiny_model
 
 

@@ -22,7 +22,7 @@ from harness.report.findings import (
     verdict,
 )
 from harness.results import Metric, write_results
-from tests.test_leaderboard import fake_results
+from tests.report.test_leaderboard import fake_results
 
 
 def m(value: float, low: float, high: float, higher: bool | None = True) -> Metric:
