@@ -58,11 +58,13 @@ def early_stop_hook(model: Any, batches: list[dict], layers: list[int], last: bo
     for b in batches:
         handles = []
         for L in layers:
+
             def hook(mod, args, output, L=L):
                 h = output[0] if isinstance(output, tuple) else output
                 out[L].extend(take(h, b["attention_mask"], last))
                 if L == deepest:
                     raise Stop
+
             handles.append(model.blocks[L].register_forward_hook(hook))
         try:
             model.hf(**b)
@@ -86,8 +88,12 @@ def transformer_lens_runner(folder: str, tokenizer: Any) -> Callable | None:
         out: dict[int, list[torch.Tensor]] = {L: [] for L in layers}
         names = {f"blocks.{L}.hook_resid_post" for L in layers}
         for b in batches:
-            _, cache = bridge.run_with_cache(b["input_ids"], attention_mask=b["attention_mask"],
-                                             names_filter=lambda n: n in names, stop_at_layer=max(layers) + 1)
+            _, cache = bridge.run_with_cache(
+                b["input_ids"],
+                attention_mask=b["attention_mask"],
+                names_filter=lambda n: n in names,
+                stop_at_layer=max(layers) + 1,
+            )
             for L in layers:
                 out[L] += take(cache[f"blocks.{L}.hook_resid_post"], b["attention_mask"], last)
         return out
@@ -148,23 +154,51 @@ def main() -> None:
                 ref = hidden_states(model, batches, layers, last)
                 # transformers' last hidden state has the final norm applied; the last block's output does not
                 compared = [(s, L) for s, L in zip(sites, layers) if L < model.n_layers - 1]
-                diff = max(float((torch.as_tensor(got[s][i]).float() - ref[L][i].float()).abs().max())
-                           for s, L in compared for i in range(len(prompts)))
+                diff = max(
+                    float((torch.as_tensor(got[s][i]).float() - ref[L][i].float()).abs().max())
+                    for s, L in compared
+                    for i in range(len(prompts))
+                )
                 scale = max(float(ref[L][i].float().abs().max()) for _, L in compared for i in range(len(prompts)))
-                others = {"output_hidden_states": lambda: hidden_states(model, batches, layers, last),
-                          "early-stop hook": lambda: early_stop_hook(model, batches, layers, last)}
+                others = {
+                    "output_hidden_states": lambda: hidden_states(model, batches, layers, last),
+                    "early-stop hook": lambda: early_stop_hook(model, batches, layers, last),
+                }
                 if tl is not None:
                     others["TransformerLens bridge"] = lambda: tl(batches, layers, last)
                 if nn is not None:
                     others["nnsight"] = lambda: nn(batches, layers, last)
                 label = f"{what}, {'last token' if last else 'all tokens'}"
-                rows.append([label, "harness collect", f"{ours.seconds:.2f}", "1.00", f"{ours.peak_mib:.0f}", f"{diff:.1e} ({diff / scale:.0e})"])
+                rows.append(
+                    [
+                        label,
+                        "harness collect",
+                        f"{ours.seconds:.2f}",
+                        "1.00",
+                        f"{ours.peak_mib:.0f}",
+                        f"{diff:.1e} ({diff / scale:.0e})",
+                    ]
+                )
                 for name, fn in others.items():
                     t = measure(fn, args.repeat)
                     rows.append([label, name, f"{t.seconds:.2f}", f"{t.seconds / ours.seconds:.2f}", f"{t.peak_mib:.0f}", ""])
-    print(f"{args.model}, {len(prompts)} prompts, batch {args.batch_size}, {model.info.dtype}; padding bound "
-          f"{padding_bound(tok, prompts, args.batch_size):.2f}×; {machine()}\n")
-    print(table(["sites", "method", "seconds", "× collect's time", "peak extra MiB", "max |collect − hidden_states| (÷ max |hidden_states|)"], rows))
+    print(
+        f"{args.model}, {len(prompts)} prompts, batch {args.batch_size}, {model.info.dtype}; padding bound "
+        f"{padding_bound(tok, prompts, args.batch_size):.2f}×; {machine()}\n"
+    )
+    print(
+        table(
+            [
+                "sites",
+                "method",
+                "seconds",
+                "× collect's time",
+                "peak extra MiB",
+                "max |collect − hidden_states| (÷ max |hidden_states|)",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,10 @@ def main() -> None:
         ("score, batch auto (logits at the last position)", lambda: score(model, prompts, [1, 2, 3])),
         ("score, batch 1", lambda: score(model, prompts, [1, 2, 3], batch_size=1)),
         ("score 1584 patching runs", lambda: score(model, patch_prompts, [1, 2, 3])),
-        ("score 1584 patching runs, shared prefixes reused", lambda: score(model, patch_prompts, [1, 2, 3], prefix_lengths=patch_at)),
+        (
+            "score 1584 patching runs, shared prefixes reused",
+            lambda: score(model, patch_prompts, [1, 2, 3], prefix_lengths=patch_at),
+        ),
     ]
     with torch.inference_mode():
         for label, fn in rows:

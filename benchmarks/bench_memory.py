@@ -46,8 +46,9 @@ def neuron_scoring(model: Any, n: int) -> dict:
     t = measure_once(lambda: got.update(collect(model, texts, sites, "all", reduce="mean")))
     width = sum(v.shape[1] for v in got.values())
     tokens = sum(len(x) for x in model.tokenizer(texts)["input_ids"])
-    return dict(peak=t.peak_mib, seconds=t.seconds, table=n * width * 4 / 2**20, tokens=tokens,
-                token_level=tokens * width * 4 / 2**20)
+    return dict(
+        peak=t.peak_mib, seconds=t.seconds, table=n * width * 4 / 2**20, tokens=tokens, token_level=tokens * width * 4 / 2**20
+    )
 
 
 def sae_streaming(model: Any, n: int) -> dict:
@@ -62,8 +63,7 @@ def sae_streaming(model: Any, n: int) -> dict:
             count[0] += len(batch)
 
     t = measure_once(run)
-    return dict(peak=t.peak_mib, seconds=t.seconds, table=0.0, tokens=count[0],
-                token_level=count[0] * model.d_model * 4 / 2**20)
+    return dict(peak=t.peak_mib, seconds=t.seconds, table=0.0, tokens=count[0], token_level=count[0] * model.d_model * 4 / 2**20)
 
 
 READS = {"neurons": neuron_scoring, "stream": sae_streaming}
@@ -99,11 +99,32 @@ def main() -> None:
     for what, label in (("neurons", "neuron scoring (collect, reduce=mean)"), ("stream", "SAE streaming (stream)")):
         for n in (args.sentences, args.sentences * args.factor):
             r = read(args.model, what, n)
-            rows.append([label, str(n), str(r["tokens"]), f"{r['seconds']:.1f}", f"{r['peak']:.0f}",
-                         f"{r['table']:.0f}", f"{r['token_level']:.0f}"])
+            rows.append(
+                [
+                    label,
+                    str(n),
+                    str(r["tokens"]),
+                    f"{r['seconds']:.1f}",
+                    f"{r['peak']:.0f}",
+                    f"{r['table']:.0f}",
+                    f"{r['token_level']:.0f}",
+                ]
+            )
     print(f"{args.model}, one process per row, peak resident memory above the loaded model; {machine()}\n")
-    print(table(["read", "texts", "tokens", "seconds", "peak extra MiB", "of which the result table MiB",
-                 "token-level activations MiB (never held)"], rows))
+    print(
+        table(
+            [
+                "read",
+                "texts",
+                "tokens",
+                "seconds",
+                "peak extra MiB",
+                "of which the result table MiB",
+                "token-level activations MiB (never held)",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

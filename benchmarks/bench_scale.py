@@ -104,10 +104,17 @@ def circles(shape: Shape, preset: str, m: int, held: list[float]) -> None:
     plane = orthonormal(rng, 4, shape.d_model)
     X = {}
     for L in range(shape.n_layers):  # a circle in alpha, one in beta, noise: what the states at alpha hold
-        X[L] = (3 * circle_targets(alpha, m) @ plane[:2] + circle_targets(beta, m) @ plane[2:]
-                + rng.standard_normal((len(problems), shape.d_model)))
+        X[L] = (
+            3 * circle_targets(alpha, m) @ plane[:2]
+            + circle_targets(beta, m) @ plane[2:]
+            + rng.standard_normal((len(problems), shape.d_model))
+        )
     held.append(sum(x.nbytes for x in X.values()) / 2**20)
-    labels = {"probe": alpha, "shuffled": shuffled_labels(alpha, c.rng(1)), "scrambled_order": scrambled_order(alpha, m, c.rng(4))}
+    labels = {
+        "probe": alpha,
+        "shuffled": shuffled_labels(alpha, c.rng(1)),
+        "scrambled_order": scrambled_order(alpha, m, c.rng(4)),
+    }
     fits = {method: {L: cross_validate_circle(X[L], lab, beta, m, 5) for L in X} for method, lab in labels.items()}
     fits["random_plane"] = {L: cross_validate_circle(X[L], alpha, beta, m, 5, random_plane=c.rng(2)) for L in X}
     targets = {method: circle_targets(labels.get(method, alpha), m) for method in fits}
@@ -159,11 +166,17 @@ def multiplication_digits(shape: Shape, preset: str, held: list[float]) -> None:
     n = 300 if preset == "quick" else 2000
     layers = [L for L in (0, 4, 8, 12, 16) if L < shape.n_layers] if preset == "quick" else list(range(shape.n_layers))
     a, b = rng.integers(100, 1000, n), rng.integers(100, 1000, n)
-    labels = {"last_digit": a * b % 10, "a_last_digit": a % 10, "b_last_digit": b % 10,
-              "first_digit": np.array([int(str(p)[0]) for p in a * b])}
+    labels = {
+        "last_digit": a * b % 10,
+        "a_last_digit": a % 10,
+        "b_last_digit": b % 10,
+        "first_digit": np.array([int(str(p)[0]) for p in a * b]),
+    }
     labels["shuffled"] = shuffled_labels(labels["last_digit"], rng)
     dirs = orthonormal(rng, 40, shape.d_model).astype(np.float32)
-    onehot = np.concatenate([np.eye(10, dtype=np.float32)[labels[k]] for k in ("last_digit", "a_last_digit", "b_last_digit", "first_digit")], 1)
+    onehot = np.concatenate(
+        [np.eye(10, dtype=np.float32)[labels[k]] for k in ("last_digit", "a_last_digit", "b_last_digit", "first_digit")], 1
+    )
     X = {L: onehot @ dirs * 2 + rng.standard_normal((n, shape.d_model), dtype=np.float32) for L in layers}
     held.append(sum(x.nbytes for x in X.values()) / 2**20)
     fits = cross_validate_grid(X, labels, n_folds=5, seed=0)
@@ -267,8 +280,15 @@ def incontext_unlearning(shape: Shape, preset: str, held: list[float]) -> None:
     from harness.engine.lens import _ranks, unembed
     from harness.engine.models import from_hf
 
-    config = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.d_model, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=1, num_key_value_heads=1, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.d_model,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         hf = LlamaForCausalLM(config)
     hf = hf.to_empty(device="cpu")
@@ -280,7 +300,7 @@ def incontext_unlearning(shape: Shape, preset: str, held: list[float]) -> None:
     held.append(sum(s.numel() * 4 for s in states.values()) / 2**20)
     for L, x in states.items():
         for start in range(0, n, 64):
-            logits = unembed(model, x[start:start + 64])
+            logits = unembed(model, x[start : start + 64])
             logits.log_softmax(-1)[:, targets]
             logits.argmax(-1)
             _ranks(logits, targets)
@@ -309,8 +329,10 @@ def scrambled_text(shape: Shape, preset: str, held: list[float]) -> None:
     dirs = rng.standard_normal((n_words, shape.d_model)).astype(np.float32)
     for L in range(shape.n_layers):
         orig = dirs[word_ids] + rng.standard_normal((len(word_ids), shape.d_model), dtype=np.float32)
-        scrambled = {v: dirs[word_ids] * 0.5 + rng.standard_normal((len(word_ids), shape.d_model), dtype=np.float32)
-                     for v in ("random_100", "keepfirstlast")}
+        scrambled = {
+            v: dirs[word_ids] * 0.5 + rng.standard_normal((len(word_ids), shape.d_model), dtype=np.float32)
+            for v in ("random_100", "keepfirstlast")
+        }
         probe_transfer(orig, word_ids, frame_ids, scrambled)
     held.append(0.0)
     item_metrics(100 if preset == "full" else 10, 40)
@@ -323,9 +345,15 @@ def code_vs_language(shape: Shape, preset: str, held: list[float]) -> None:
 
 
 TASKS: dict[str, Callable[..., Any]] = {
-    "weekday_circle": weekday_circle, "month_circle": month_circle, "number_helix": number_helix,
-    "multiplication_digits": multiplication_digits, "language_neurons": language_neurons, "polysemy_sae": polysemy_sae,
-    "incontext_unlearning": incontext_unlearning, "scrambled_text": scrambled_text, "code_vs_language": code_vs_language,
+    "weekday_circle": weekday_circle,
+    "month_circle": month_circle,
+    "number_helix": number_helix,
+    "multiplication_digits": multiplication_digits,
+    "language_neurons": language_neurons,
+    "polysemy_sae": polysemy_sae,
+    "incontext_unlearning": incontext_unlearning,
+    "scrambled_text": scrambled_text,
+    "code_vs_language": code_vs_language,
 }
 
 
@@ -346,8 +374,16 @@ def measure_alone(task: str, shape: Shape, preset: str) -> dict:
     seconds = t.seconds
     if gpu:  # the GPU setting's steps, timed on a few and scaled: the CPU runs 20k tokens, a GPU 2M
         seconds = extra["train_seconds"] / extra["steps_run"] * extra["steps"] + (t.seconds - extra["train_seconds"])
-    return {"task": task, "shape": asdict(shape), "preset": preset, "seconds": seconds, "peak_mib": t.peak_mib,
-            "held_mib": sum(held), "base_mib": base, **extra}
+    return {
+        "task": task,
+        "shape": asdict(shape),
+        "preset": preset,
+        "seconds": seconds,
+        "peak_mib": t.peak_mib,
+        "held_mib": sum(held),
+        "base_mib": base,
+        **extra,
+    }
 
 
 def measure(task: str, shape: Shape, preset: str, layers: int | None = None) -> dict:
@@ -396,8 +432,10 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure_alone(args.one, shape, args.preset)))
         return
-    print(f"{args.shape} ({shape.n_layers} layers, d_model {shape.d_model}, d_mlp {shape.d_mlp}, vocab {shape.vocab}), "
-          f"--preset {args.preset}, analysis only, one process per row; {machine()}\n")
+    print(
+        f"{args.shape} ({shape.n_layers} layers, d_model {shape.d_model}, d_mlp {shape.d_mlp}, vocab {shape.vocab}), "
+        f"--preset {args.preset}, analysis only, one process per row; {machine()}\n"
+    )
     if args.fit:
         rows = []
         for task in args.tasks:

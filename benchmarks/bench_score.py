@@ -51,8 +51,7 @@ def plain_loglikelihood(model, batches, n_cont: int) -> list[torch.Tensor]:
 
 
 def plain_generate(model, batches, n: int) -> list[torch.Tensor]:
-    return [model.hf.generate(**b, max_new_tokens=n, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
-            for b in batches]
+    return [model.hf.generate(**b, max_new_tokens=n, do_sample=False, pad_token_id=model.tokenizer.pad_token_id) for b in batches]
 
 
 def main() -> None:
@@ -78,12 +77,24 @@ def main() -> None:
     with torch.inference_mode():
         comparisons = [
             ("score", "score", lambda: score(model, prompts, TARGETS, size), lambda: plain_score(model, left)),
-            ("targets", "score, target logits only", lambda: score(model, prompts, TARGETS, size, full_vocab=False),
-             lambda: plain_score(model, left)),
-            ("loglikelihood", "loglikelihood", lambda: loglikelihood(model, prompts, [cont] * len(prompts), size),
-             lambda: plain_loglikelihood(model, with_cont, n_cont)),
-            ("generate", "generate, 16 tokens", lambda: generate(model, prompts, 16, size),
-             lambda: plain_generate(model, left, 16)),
+            (
+                "targets",
+                "score, target logits only",
+                lambda: score(model, prompts, TARGETS, size, full_vocab=False),
+                lambda: plain_score(model, left),
+            ),
+            (
+                "loglikelihood",
+                "loglikelihood",
+                lambda: loglikelihood(model, prompts, [cont] * len(prompts), size),
+                lambda: plain_loglikelihood(model, with_cont, n_cont),
+            ),
+            (
+                "generate",
+                "generate, 16 tokens",
+                lambda: generate(model, prompts, 16, size),
+                lambda: plain_generate(model, left, 16),
+            ),
         ]
         for key, name, ours_fn, plain_fn in comparisons:
             if key not in calls:
@@ -96,18 +107,30 @@ def main() -> None:
             rows.append([name, f"{ours.seconds:.2f}", f"{plain.seconds:.2f}", f"{gain:.2f}×", of_bound])
         sizes = {}
         gpu = device.type == "cuda"
-        for call, fn, fixed in (("score", lambda b: score(model, prompts, TARGETS, b), (16, 64, 256) if gpu else (8, 16, 32)),
-                                ("collect", lambda b: collect(model, prompts, [f"resid_post.{model.n_layers // 2}"], "last", b),
-                                 (16, 64, 256) if gpu else (8, 16, 32)),
-                                ("generate", lambda b: generate(model, prompts[:64], 8, b), (16, 64, 256) if gpu else (16, 32, 64))):
+        for call, fn, fixed in (
+            ("score", lambda b: score(model, prompts, TARGETS, b), (16, 64, 256) if gpu else (8, 16, 32)),
+            (
+                "collect",
+                lambda b: collect(model, prompts, [f"resid_post.{model.n_layers // 2}"], "last", b),
+                (16, 64, 256) if gpu else (8, 16, 32),
+            ),
+            ("generate", lambda b: generate(model, prompts[:64], 8, b), (16, 64, 256) if gpu else (16, 32, 64)),
+        ):
             if "batch" not in calls:
                 break
             timed = measure_together({str(b): (lambda b=b: fn(b)) for b in ("auto", *fixed)}, args.repeat)
             for b in ("auto", *fixed):
                 sizes[(call, b)] = timed[str(b)].seconds
             best = min((sizes[(call, b)], b) for b in fixed)
-            rows.append([f"{call}, batch auto vs best fixed ({best[1]})", f"{sizes[(call, 'auto')]:.2f}", f"{best[0]:.2f}",
-                         f"{best[0] / sizes[(call, 'auto')]:.2f}×", ""])
+            rows.append(
+                [
+                    f"{call}, batch auto vs best fixed ({best[1]})",
+                    f"{sizes[(call, 'auto')]:.2f}",
+                    f"{best[0]:.2f}",
+                    f"{best[0] / sizes[(call, 'auto')]:.2f}×",
+                    "",
+                ]
+            )
     print(f"{args.model}, {len(prompts)} prompts, batch {size}, {model.info.dtype}; {machine()}\n")
     print(table(["call", "harness s", "plain s", "speed-up", "padding bound (share reached)"], rows))
 

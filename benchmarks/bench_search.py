@@ -69,7 +69,9 @@ def main() -> None:
                     torch.cuda.empty_cache()
                     rows.append([name, f"fixed {size}", "OOM", str(size), ""])
     cap = f"GPU memory capped at {args.cap_gib:g} GiB" if device.type == "cuda" else "CPU, no cap"
-    print(f"{args.model}, {len(prompts)} prompts of {min(256, args.longest)}-{args.longest} tokens, {model.info.dtype}, {cap}; {machine()}\n")
+    print(
+        f"{args.model}, {len(prompts)} prompts of {min(256, args.longest)}-{args.longest} tokens, {model.info.dtype}, {cap}; {machine()}\n"
+    )
     print(table(["call", "batch size", "seconds", "rows per batch", "max |auto − fixed 8|"], rows))
 
 

@@ -31,8 +31,22 @@ def run(model: str, task: str, preset: str, threads: str, out: Path) -> dict:
     if threads != "default":
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
     folder = out / threads
-    cmd = [sys.executable, "-m", "harness.run.cli", "run", "--model", model, "--task", task, "--preset", preset, "--force",
-           "--no-progress", "--output-dir", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.run.cli",
+        "run",
+        "--model",
+        model,
+        "--task",
+        task,
+        "--preset",
+        preset,
+        "--force",
+        "--no-progress",
+        "--output-dir",
+        str(folder),
+    ]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     (path,) = [p for p in folder.rglob(f"{task}*.json") if p.is_file() and p.parent.name != task]
     return json.loads(path.read_text())["timing"]
@@ -55,8 +69,9 @@ def anchor(model: str, threads: str) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     if threads != "default":
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
-    done = subprocess.run([sys.executable, "-c", ANCHOR.format(model=model)], check=True, env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", ANCHOR.format(model=model)], check=True, env=env, cwd=ROOT, capture_output=True, text=True
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -84,10 +99,23 @@ def main() -> None:
             shown = ", ".join(f"{k} {v:.0f}" for k, v in sorted(phases.items(), key=lambda kv: -kv[1]))
             multiples = [f"{seconds[s] / hook[s]:.1f}×" for s in settings] if hook else []
             rows.append([task, *(f"{seconds[s]:.0f}" for s in settings), ratio, *multiples, shown])
-    print(f"{args.model}, --preset {args.preset}, seconds of task time"
-          + ("; early-stop hook " + ", ".join(f"{hook[s]:.2f} s ({s})" for s in settings) if hook else "") + "\n")
-    print(table(["task", *(f"threads {s}" for s in settings), "default ÷ best fixed",
-                 *(f"÷ hook ({s})" for s in settings if hook), "phases (default), s"], rows))
+    print(
+        f"{args.model}, --preset {args.preset}, seconds of task time"
+        + ("; early-stop hook " + ", ".join(f"{hook[s]:.2f} s ({s})" for s in settings) if hook else "")
+        + "\n"
+    )
+    print(
+        table(
+            [
+                "task",
+                *(f"threads {s}" for s in settings),
+                "default ÷ best fixed",
+                *(f"÷ hook ({s})" for s in settings if hook),
+                "phases (default), s",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

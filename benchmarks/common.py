@@ -136,8 +136,10 @@ def machine() -> str:
     """One line naming the machine and the torch threads, to print above every table."""
     cpu = platform.processor() or platform.machine()
     gpu = f"{torch.cuda.get_device_name()}, " if torch.cuda.is_available() else ""
-    return (f"{gpu}{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads")
+    return (
+        f"{gpu}{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads"
+    )
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -149,8 +151,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def padded_batches(tokenizer: Any, prompts: list[str], size: int, device: Any = "cpu") -> list[dict[str, torch.Tensor]]:
     """What a plain transformers user runs: prompts in their own order, padded to the longest of each batch."""
-    return [{k: v.to(device) for k, v in tokenizer(prompts[i : i + size], return_tensors="pt", padding=True).items()}
-            for i in range(0, len(prompts), size)]
+    return [
+        {k: v.to(device) for k, v in tokenizer(prompts[i : i + size], return_tensors="pt", padding=True).items()}
+        for i in range(0, len(prompts), size)
+    ]
 
 
 def padding_bound(tokenizer: Any, prompts: list[str], size: int) -> float:

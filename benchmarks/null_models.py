@@ -58,8 +58,7 @@ def table(rows: dict[str, dict[str, dict[str, str]]]) -> str:
     """Markdown: one row per task, one column per null model, each cell the headline and its facets."""
     models = list(rows)
     tasks = sorted({t for per_model in rows.values() for t in per_model})
-    lines = ["| task | " + " | ".join(f"{m} (random weights)" for m in models) + " |",
-             "|---|" + "---|" * len(models)]
+    lines = ["| task | " + " | ".join(f"{m} (random weights)" for m in models) + " |", "|---|" + "---|" * len(models)]
     for task in tasks:
         cells = []
         for m in models:
@@ -85,8 +84,23 @@ def main() -> None:
         folder = random_copy(alias, args.out)
         results = args.out / "results" / alias
         tasks = [arg for name in args.tasks for arg in ("--task", name)]
-        subprocess.run([sys.executable, "-m", "harness", "run", "--model", str(folder), *tasks,
-                        "--preset", args.preset, "--output-dir", str(results), "--no-progress"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "run",
+                "--model",
+                str(folder),
+                *tasks,
+                "--preset",
+                args.preset,
+                "--output-dir",
+                str(results),
+                "--no-progress",
+            ],
+            check=True,
+        )
         rows[alias] = verdicts(results)
     print(table(rows))
 

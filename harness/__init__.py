@@ -34,35 +34,70 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "RunContext": "harness.api.context",
-    "Facet": "harness.api.task", "Finding": "harness.api.task", "NoConfig": "harness.api.task", "Task": "harness.api.task",
-    "TaskResult": "harness.api.task", "ModelShape": "harness.api.task", "Workload": "harness.api.task",
-    "check_template": "harness.api.task", "option": "harness.api.task",
+    "Facet": "harness.api.task",
+    "Finding": "harness.api.task",
+    "NoConfig": "harness.api.task",
+    "Task": "harness.api.task",
+    "TaskResult": "harness.api.task",
+    "ModelShape": "harness.api.task",
+    "Workload": "harness.api.task",
+    "check_template": "harness.api.task",
+    "option": "harness.api.task",
     "register_task": "harness.api.registry",
     "UsageError": "harness.errors",
     "load_hub_dataset": "harness.engine.hub_data",
-    "added_tokens": "harness.engine.added_tokens", "add_special_tokens": "harness.engine.added_tokens",
+    "added_tokens": "harness.engine.added_tokens",
+    "add_special_tokens": "harness.engine.added_tokens",
     "Edit": "harness.engine.intervene",
     "Lens": "harness.engine.lens",
     "Model": "harness.engine.models",
-    "Loglikelihoods": "harness.engine.scoring", "Scores": "harness.engine.scoring",
-    "TrainConfig": "harness.engine.train", "TrainReport": "harness.engine.train", "FineTuneResult": "harness.engine.train",
-    "load_sae": "harness.engine.sae_io", "save_sae": "harness.engine.sae_io",
-    "Metric": "harness.results.records", "Reference": "harness.results.records",
+    "Loglikelihoods": "harness.engine.scoring",
+    "Scores": "harness.engine.scoring",
+    "TrainConfig": "harness.engine.train",
+    "TrainReport": "harness.engine.train",
+    "FineTuneResult": "harness.engine.train",
+    "load_sae": "harness.engine.sae_io",
+    "save_sae": "harness.engine.sae_io",
+    "Metric": "harness.results.records",
+    "Reference": "harness.results.records",
     "metric": "harness.results.stats",
 }
 _MODULES = {"tokens": "harness.engine.tokens"}
 
 # The flat layout's module paths, for code written before the sub-packages.
 MOVED = {
-    "harness.task": "harness.api.task", "harness.registry": "harness.api.registry", "harness.context": "harness.api.context",
-    **{f"harness.{m}": f"harness.engine.{m}" for m in (
-        "models", "bundled", "layout", "sites", "scoring", "intervene", "batching", "generation", "lens", "train",
-        "distributed", "tokens", "sae_io", "hub_data", "optim")},
-    "harness.cli": "harness.run.cli", "harness.runner": "harness.run.runner",
-    "harness.stats": "harness.results.stats", "harness.compare": "harness.results.compare",
+    "harness.task": "harness.api.task",
+    "harness.registry": "harness.api.registry",
+    "harness.context": "harness.api.context",
+    **{
+        f"harness.{m}": f"harness.engine.{m}"
+        for m in (
+            "models",
+            "bundled",
+            "layout",
+            "sites",
+            "scoring",
+            "intervene",
+            "batching",
+            "generation",
+            "lens",
+            "train",
+            "distributed",
+            "tokens",
+            "sae_io",
+            "hub_data",
+            "optim",
+        )
+    },
+    "harness.cli": "harness.run.cli",
+    "harness.runner": "harness.run.runner",
+    "harness.stats": "harness.results.stats",
+    "harness.compare": "harness.results.compare",
     "harness.validate": "harness.results.validate",
-    "harness.leaderboard": "harness.report.build", "harness.leaderboard_page": "harness.report.page",
-    "harness.findings": "harness.report.findings", "harness.charts": "harness.report.charts",
+    "harness.leaderboard": "harness.report.build",
+    "harness.leaderboard_page": "harness.report.page",
+    "harness.findings": "harness.report.findings",
+    "harness.charts": "harness.report.charts",
     "harness.publish": "harness.report.publish",
 }
 
@@ -91,7 +126,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: Any) -> Any:
         old = next(o for o in MOVED if spec.name == o or spec.name.startswith(o + "."))
-        module = importlib.import_module(MOVED[old] + spec.name[len(old):])
+        module = importlib.import_module(MOVED[old] + spec.name[len(old) :])
         self._spec = module.__spec__
         return module
 

@@ -261,7 +261,7 @@ def cross_validate_many(
         Z = (X[train] - mean) @ V.T
         Zt = (X[test] - mean) @ V.T
         # The part of a held-out state outside the training PCA basis is never predicted: its error is shared.
-        outside = ((X[test] - mean) ** 2).sum(1) - (Zt ** 2).sum(1)
+        outside = ((X[test] - mean) ** 2).sum(1) - (Zt**2).sum(1)
         sst[test] = ((X[test] - X[train].mean(0)) ** 2).sum(1)
         for k, a in enumerate(label_sets):
             B = basis(np.asarray(a))

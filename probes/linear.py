@@ -72,8 +72,15 @@ class LinearProbe:
     standardiser_, model_ (the scikit-learn LogisticRegression on standardised features).
     """
 
-    def __init__(self, Cs: Sequence[float] = C_GRID, inner_folds: int = 3, C: float | None = None,
-                 max_iter: int = 100, tol: float = 1e-4, seed: int = 0) -> None:
+    def __init__(
+        self,
+        Cs: Sequence[float] = C_GRID,
+        inner_folds: int = 3,
+        C: float | None = None,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        seed: int = 0,
+    ) -> None:
         self.Cs = tuple(sorted(Cs))
         self.inner_folds = inner_folds
         self.C = C
@@ -116,8 +123,9 @@ class LinearProbe:
                         continue
                     # Standardise on the inner training part too, so the inner CV sees what the outer one will.
                     inner = Standardiser().fit(X[train])
-                    totals += self._path(inner.transform(X[train]).astype(np.float32), y[train],
-                                         inner.transform(X[val]).astype(np.float32), y[val])
+                    totals += self._path(
+                        inner.transform(X[train]).astype(np.float32), y[train], inner.transform(X[val]).astype(np.float32), y[val]
+                    )
                 self.inner_scores_ = {C: float(s) for C, s in zip(self.Cs, totals / max(self.inner_folds, 1))}
                 self.C_ = self.Cs[int(np.argmax(totals))]  # ties: the smallest C, i.e. the strongest regularisation
             self.model_ = self._new(self.C_).fit(Z, y)
@@ -170,15 +178,17 @@ def cross_validate_probe(X: np.ndarray, y: np.ndarray, n_folds: int = 5, seed: i
     return ProbeCV(pred=pred, correct=pred == y, fold=fold, fold_accuracy=fold_acc, C=Cs)
 
 
-def evaluate_layers(features: Mapping[int, np.ndarray] | Sequence[np.ndarray], y: np.ndarray,
-                    n_folds: int = 5, seed: int = 0, **probe_kwargs) -> dict[int, ProbeCV]:
+def evaluate_layers(
+    features: Mapping[int, np.ndarray] | Sequence[np.ndarray], y: np.ndarray, n_folds: int = 5, seed: int = 0, **probe_kwargs
+) -> dict[int, ProbeCV]:
     """cross_validate_probe on each layer's features ({layer: (n, d)} or a list indexed by layer), same folds for all."""
     items = features.items() if isinstance(features, Mapping) else enumerate(features)
     return cross_validate_grid({int(L): X for L, X in items}, {"y": y}, n_folds, seed, **probe_kwargs)["y"]
 
 
-def cross_validate_grid(features: Mapping[int, np.ndarray], labels: Mapping[str, np.ndarray], n_folds: int = 5,
-                        seed: int = 0, **probe_kwargs) -> dict[str, dict[int, ProbeCV]]:
+def cross_validate_grid(
+    features: Mapping[int, np.ndarray], labels: Mapping[str, np.ndarray], n_folds: int = 5, seed: int = 0, **probe_kwargs
+) -> dict[str, dict[int, ProbeCV]]:
     """{label name: {layer: ProbeCV}}: every label set probed at every layer, a real probe and its
     controls alike (the same folds and settings for all), through `cross_validate_many`."""
     jobs = [(L, name) for L in features for name in labels]
@@ -204,8 +214,9 @@ def analysis_workers() -> int:
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-def cross_validate_many(problems: Sequence[tuple[np.ndarray, np.ndarray]], n_folds: int = 5, seed: int = 0,
-                        n_jobs: int | None = None, **probe_kwargs) -> list[ProbeCV]:
+def cross_validate_many(
+    problems: Sequence[tuple[np.ndarray, np.ndarray]], n_folds: int = 5, seed: int = 0, n_jobs: int | None = None, **probe_kwargs
+) -> list[ProbeCV]:
     """cross_validate_probe on each (X, y), in order; in parallel worker processes when the work is large.
 
     Every probe is fitted exactly as alone (same folds, same seed, one BLAS thread per worker),

@@ -227,8 +227,9 @@ def pair_features(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
     return np.hstack([np.abs(h1 - h2), h1 * h2])
 
 
-def probe_baseline(h1: np.ndarray, h2: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                   n_folds: int = 5, C: float = 1.0) -> PairPredictions:
+def probe_baseline(
+    h1: np.ndarray, h2: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_folds: int = 5, C: float = 1.0
+) -> PairPredictions:
     """Logistic regression (L2, inverse strength C, standardised with the training fold's
     statistics) on pair_features, cross-validated with folds grouped by `groups` (the
     target word). A training fold holding one label only predicts that label."""
@@ -280,8 +281,7 @@ def best_threshold(values: np.ndarray, labels: np.ndarray) -> float:
     return float((v[i - 1] + v[i]) / 2)
 
 
-def cosine_baseline(h1: np.ndarray, h2: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                    n_folds: int = 5) -> PairPredictions:
+def cosine_baseline(h1: np.ndarray, h2: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_folds: int = 5) -> PairPredictions:
     """cos(h1, h2) >= t, with t chosen by best_threshold on the training folds (grouped by
     target word, as probe_baseline)."""
     cos, y = row_cosine(h1, h2), np.asarray(labels).astype(int)

@@ -247,8 +247,9 @@ class SAETrainer:
     from batch `trainer.steps` on (e.g. `itertools.islice(batches, trainer.steps, None)`).
     """
 
-    def __init__(self, d_in: int, config: SAETrainConfig | None = None, site: str | None = None,
-                 device: torch.device | str | None = None):
+    def __init__(
+        self, d_in: int, config: SAETrainConfig | None = None, site: str | None = None, device: torch.device | str | None = None
+    ):
         """device: where the SAE, its optimizer and each step run (the model's GPU, for a 7B model's
         65k latents: the same steps as on the CPU, which a CPU takes hours over); None: the CPU.
         The SAE is initialised on the CPU and moved, so every device starts from the same weights."""
@@ -331,8 +332,14 @@ class SAETrainer:
             return sum(getattr(s, name) for s in recent) / len(recent) if recent else float("nan")
 
         return TrainSummary(
-            self.tokens, self.steps, self.scale or float("nan"), mean("mse"), mean("l0"),
-            mean("explained_variance"), self.dead_fraction(), last,
+            self.tokens,
+            self.steps,
+            self.scale or float("nan"),
+            mean("mse"),
+            mean("l0"),
+            mean("explained_variance"),
+            self.dead_fraction(),
+            last,
         )
 
     def export(self) -> tuple[SAE, SAEConfig]:
@@ -366,8 +373,10 @@ class SAETrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = {**state["config"], "betas": tuple(state["config"]["betas"])}
         if saved != asdict(self.config) or state["d_in"] != self.sae.cfg.d_in:
-            raise ValueError(f"checkpoint was trained with d_in={state['d_in']}, {saved}; this trainer has "
-                             f"d_in={self.sae.cfg.d_in}, {asdict(self.config)}: build the trainer with the checkpoint's settings")
+            raise ValueError(
+                f"checkpoint was trained with d_in={state['d_in']}, {saved}; this trainer has "
+                f"d_in={self.sae.cfg.d_in}, {asdict(self.config)}: build the trainer with the checkpoint's settings"
+            )
         self.sae.load_state_dict(state["sae"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scale = state["scale"]
@@ -385,7 +394,7 @@ def rebatch(chunks: Iterable[torch.Tensor], batch_tokens: int) -> Iterator[torch
     for chunk in chunks:
         while len(chunk):
             take = chunk[: batch_tokens - held]
-            chunk = chunk[len(take):]
+            chunk = chunk[len(take) :]
             pending.append(take)
             held += len(take)
             if held == batch_tokens:

@@ -112,8 +112,15 @@ class Transfer:
     correct_original: np.ndarray  # (n,) bool, same folds: the ceiling
 
 
-def probe_transfer(X_orig: np.ndarray, y: np.ndarray, groups: np.ndarray, scrambled: Mapping[str, np.ndarray],
-                   n_folds: int = 5, C: float = 0.1, max_iter: int = 100) -> Transfer:
+def probe_transfer(
+    X_orig: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    scrambled: Mapping[str, np.ndarray],
+    n_folds: int = 5,
+    C: float = 0.1,
+    max_iter: int = 100,
+) -> Transfer:
     """Logistic-regression word probe, held out by context group.
 
     Row i of every array in `scrambled` is the scrambled counterpart of X_orig[i] (same

@@ -31,8 +31,10 @@ def imported_modules(source: str, package: str) -> list[tuple[str, int]]:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 module = ".".join([*base, module] if module else base)
             if module == "harness":
-                found += [(harness._EXPORTS.get(a.name) or harness._MODULES.get(a.name) or f"harness.{a.name}", node.lineno)
-                          for a in node.names]
+                found += [
+                    (harness._EXPORTS.get(a.name) or harness._MODULES.get(a.name) or f"harness.{a.name}", node.lineno)
+                    for a in node.names
+                ]
             else:
                 found.append((module, node.lineno))
     return [(harness.MOVED.get(m, m), line) for m, line in found]
@@ -40,8 +42,11 @@ def imported_modules(source: str, package: str) -> list[tuple[str, int]]:
 
 def violations(source: str, package: str, file: str = "<source>") -> list[str]:
     forbidden = LAYERS[package]
-    return [f"{file}:{line} imports {m}" for m, line in imported_modules(source, package)
-            if any(m == f or m.startswith(f + ".") for f in forbidden)]
+    return [
+        f"{file}:{line} imports {m}"
+        for m, line in imported_modules(source, package)
+        if any(m == f or m.startswith(f + ".") for f in forbidden)
+    ]
 
 
 def test_each_layer_imports_only_what_lies_below_it():
@@ -63,9 +68,11 @@ def test_the_check_finds_a_forbidden_import():
 
 
 def test_reading_results_and_building_leaderboards_never_import_torch():
-    code = ("import sys, harness.report.build, harness.report.publish, harness.results.validate, harness.results.compare; "
-            "from harness import UsageError, Metric; "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
+    code = (
+        "import sys, harness.report.build, harness.report.publish, harness.results.validate, harness.results.compare; "
+        "from harness import UsageError, Metric; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
 

@@ -49,12 +49,52 @@ HEAD_DIM = D_MODEL // N_HEAD
 D_MLP = 96  # not 4 * D_MODEL, so a wrong mlp_down shows up as a width mismatch
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July",
-          "August", "September", "October", "November", "December"]
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
-                "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty",
-                "sixty", "seventy", "eighty", "ninety", "hundred", "thousand"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+    "thousand",
+]
 
 _PROSE = """\
 The quick brown fox jumps over the lazy dog. A language model predicts the next word.
@@ -72,15 +112,12 @@ def _corpus() -> list[str]:
     for i, day in enumerate(WEEKDAYS):
         for k in range(1, 8):
             target = WEEKDAYS[(i + k) % 7]
-            lines.append(f"Let's do some day of the week math. {NUMBER_WORDS[k].capitalize()} "
-                         f"days from {day} is {target}.")
-        lines.append(f"Today is {day}. Tomorrow is {WEEKDAYS[(i + 1) % 7]}. "
-                     f"Yesterday was {WEEKDAYS[(i - 1) % 7]}.")
+            lines.append(f"Let's do some day of the week math. {NUMBER_WORDS[k].capitalize()} days from {day} is {target}.")
+        lines.append(f"Today is {day}. Tomorrow is {WEEKDAYS[(i + 1) % 7]}. Yesterday was {WEEKDAYS[(i - 1) % 7]}.")
     for i, month in enumerate(MONTHS):
         for k in range(1, 12, 2):
             target = MONTHS[(i + k) % 12]
-            lines.append(f"Let's do some calendar math. {NUMBER_WORDS[k].capitalize()} "
-                         f"months from {month} is {target}.")
+            lines.append(f"Let's do some calendar math. {NUMBER_WORDS[k].capitalize()} months from {month} is {target}.")
         lines.append(f"The month after {month} is {MONTHS[(i + 1) % 12]}.")
     for a in range(13):
         for b in range(0, 13, 3):
@@ -105,12 +142,14 @@ def _trained_tokenizer_json() -> str:
     bos = SPECIAL_TOKENS["bos_token"]
     # BOS first, as Llama and Gemma tokenizers do; ByteLevel trims the leading space
     # from offsets so " Monday" maps to the characters of "Monday".
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=True),
-        processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
-        ),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+            ),
+        ]
+    )
     return tok.to_str()
 
 
@@ -136,15 +175,22 @@ ROPE_POSITIONS = 4096
 
 def _ids() -> dict:
     tok = tiny_tokenizer()
-    return dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
 def _llama_family(cls, **extra) -> Callable[[], PreTrainedConfig]:
     def build():
-        return cls(**_ids(), hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYER,
-                   num_attention_heads=N_HEAD, num_key_value_heads=N_KV_HEAD,
-                   max_position_embeddings=ROPE_POSITIONS, **extra)
+        return cls(
+            **_ids(),
+            hidden_size=D_MODEL,
+            intermediate_size=D_MLP,
+            num_hidden_layers=N_LAYER,
+            num_attention_heads=N_HEAD,
+            num_key_value_heads=N_KV_HEAD,
+            max_position_embeddings=ROPE_POSITIONS,
+            **extra,
+        )
+
     return build
 
 
@@ -154,13 +200,25 @@ _GEMMA_SLIDING = dict(head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding
 
 def _gemma3() -> Gemma3Config:
     text = _llama_family(Gemma3TextConfig, **_GEMMA_SLIDING)().to_dict()
-    vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-                  num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+    )
     ids = _ids()
-    return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
-                        image_token_index=ids["vocab_size"] - 1, boi_token_index=ids["bos_token_id"],
-                        eoi_token_index=ids["eos_token_id"], **{k: ids[k] for k in
-                                                                ("bos_token_id", "eos_token_id", "pad_token_id")})
+    return Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=4,
+        image_token_index=ids["vocab_size"] - 1,
+        boi_token_index=ids["bos_token_id"],
+        eoi_token_index=ids["eos_token_id"],
+        **{k: ids[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
+    )
 
 
 def _gpt2() -> GPT2Config:
@@ -168,14 +226,27 @@ def _gpt2() -> GPT2Config:
 
 
 def _gptj() -> GPTJConfig:
-    return GPTJConfig(**_ids(), n_embd=D_MODEL, n_layer=N_LAYER, n_head=N_HEAD, n_inner=D_MLP,
-                      n_positions=ROPE_POSITIONS, rotary_dim=HEAD_DIM // 2)
+    return GPTJConfig(
+        **_ids(),
+        n_embd=D_MODEL,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        n_inner=D_MLP,
+        n_positions=ROPE_POSITIONS,
+        rotary_dim=HEAD_DIM // 2,
+    )
 
 
 def _gpt_neox() -> GPTNeoXConfig:
-    return GPTNeoXConfig(**_ids(), hidden_size=D_MODEL, num_hidden_layers=N_LAYER,
-                         num_attention_heads=N_HEAD, intermediate_size=D_MLP,
-                         max_position_embeddings=ROPE_POSITIONS, use_parallel_residual=True)
+    return GPTNeoXConfig(
+        **_ids(),
+        hidden_size=D_MODEL,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        intermediate_size=D_MLP,
+        max_position_embeddings=ROPE_POSITIONS,
+        use_parallel_residual=True,
+    )
 
 
 def _bloom() -> BloomConfig:  # BLOOM's MLP width is fixed at 4 * hidden_size
@@ -183,24 +254,44 @@ def _bloom() -> BloomConfig:  # BLOOM's MLP width is fixed at 4 * hidden_size
 
 
 def _opt() -> OPTConfig:
-    return OPTConfig(**_ids(), hidden_size=D_MODEL, word_embed_proj_dim=D_MODEL, num_hidden_layers=N_LAYER,
-                     num_attention_heads=N_HEAD, ffn_dim=D_MLP, max_position_embeddings=128)
+    return OPTConfig(
+        **_ids(),
+        hidden_size=D_MODEL,
+        word_embed_proj_dim=D_MODEL,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        ffn_dim=D_MLP,
+        max_position_embeddings=128,
+    )
 
 
 def _xglm() -> XGLMConfig:
-    return XGLMConfig(**_ids(), d_model=D_MODEL, num_layers=N_LAYER, attention_heads=N_HEAD,
-                      ffn_dim=D_MLP, max_position_embeddings=128)
+    return XGLMConfig(
+        **_ids(), d_model=D_MODEL, num_layers=N_LAYER, attention_heads=N_HEAD, ffn_dim=D_MLP, max_position_embeddings=128
+    )
 
 
 def _phi() -> PhiConfig:
-    return PhiConfig(**_ids(), hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYER,
-                     num_attention_heads=N_HEAD, max_position_embeddings=ROPE_POSITIONS)
+    return PhiConfig(
+        **_ids(),
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        max_position_embeddings=ROPE_POSITIONS,
+    )
 
 
 def _starcoder2() -> Starcoder2Config:
-    return Starcoder2Config(**_ids(), hidden_size=D_MODEL, intermediate_size=D_MLP,
-                            num_hidden_layers=N_LAYER, num_attention_heads=N_HEAD,
-                            num_key_value_heads=N_KV_HEAD, max_position_embeddings=ROPE_POSITIONS)
+    return Starcoder2Config(
+        **_ids(),
+        hidden_size=D_MODEL,
+        intermediate_size=D_MLP,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        num_key_value_heads=N_KV_HEAD,
+        max_position_embeddings=ROPE_POSITIONS,
+    )
 
 
 TINY_CONFIGS: dict[str, Callable[[], PreTrainedConfig]] = {

@@ -97,8 +97,14 @@ class RunContext:
 
     # Requests to the model ------------------------------------------------------------
 
-    def score(self, prompts: Sequence[str], targets: Sequence[int], desc: str = "scoring",
-              prefix_lengths: Sequence[int] | None = None, full_vocab: bool = True) -> scoring.Scores:
+    def score(
+        self,
+        prompts: Sequence[str],
+        targets: Sequence[int],
+        desc: str = "scoring",
+        prefix_lengths: Sequence[int] | None = None,
+        full_vocab: bool = True,
+    ) -> scoring.Scores:
         """Next-token scores of `targets` (token ids) after each prompt.
 
         Returns `Scores`: `.logits` and `.logprobs` (n_prompts, n_targets) and `.top_token`
@@ -108,11 +114,11 @@ class RunContext:
         (`.logprobs` and `.top_token` are None): much cheaper with a large vocabulary.
         """
         with self._timed("score"):
-            return scoring.score(self.model, prompts, targets, self._sizer("score"), self._bar(desc), prefix_lengths,
-                                 full_vocab)
+            return scoring.score(self.model, prompts, targets, self._sizer("score"), self._bar(desc), prefix_lengths, full_vocab)
 
-    def loglikelihood(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt],
-                      desc: str = "log-likelihood") -> scoring.Loglikelihoods:
+    def loglikelihood(
+        self, contexts: Sequence[Prompt], continuations: Sequence[Prompt], desc: str = "log-likelihood"
+    ) -> scoring.Loglikelihoods:
         """Summed log-probability of each continuation after its context, and whether it is the greedy one.
 
         Texts or token-id lists; a text continuation is tokenised as it reads after its context.
@@ -121,20 +127,42 @@ class RunContext:
         with self._timed("loglikelihood"):
             return scoring.loglikelihood(self.model, contexts, continuations, self._sizer("loglikelihood"), self._bar(desc))
 
-    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 32, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] = (),
-                 desc: str = "generating") -> list[str]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        desc: str = "generating",
+    ) -> list[str]:
         """Continuations through transformers' `generate`: greedy at temperature 0, else sampled.
 
         `seed` (default: the run seed) makes sampling reproducible; `stop` strings end a
         continuation and are cut off. Prompts are texts or token-id lists (e.g. BOS alone).
         """
         with self._timed("generate"):
-            return generate(self.model, prompts, max_new_tokens, self._sizer("generate"), self._bar(desc),
-                            temperature=temperature, top_p=top_p, seed=self.seed if seed is None else seed, stop=stop)
+            return generate(
+                self.model,
+                prompts,
+                max_new_tokens,
+                self._sizer("generate"),
+                self._bar(desc),
+                temperature=temperature,
+                top_p=top_p,
+                seed=self.seed if seed is None else seed,
+                stop=stop,
+            )
 
-    def collect(self, prompts: Sequence[str], sites_: Sequence[str], positions: Position = "last",
-                desc: str = "collecting", reduce: str | None = None) -> dict[str, Any]:
+    def collect(
+        self,
+        prompts: Sequence[str],
+        sites_: Sequence[str],
+        positions: Position = "last",
+        desc: str = "collecting",
+        reduce: str | None = None,
+    ) -> dict[str, Any]:
         """Activations at named sites: {site: tensor (n_prompts, d)} on CPU, float32.
 
         Sites: resid_pre.L, resid_post.L (resid_post of the last layer is before the final
@@ -146,15 +174,36 @@ class RunContext:
         with self._timed("collect"):
             return sites.collect(self.model, prompts, sites_, positions, self._sizer("collect"), self._bar(desc), reduce)
 
-    def train_sae(self, trainer: Any, texts: Iterator[str], site: str, *, tokens: int, batch_tokens: int, context: int,
-                  block_texts: int, key: dict[str, Any], checkpoint_every: int) -> Any:
+    def train_sae(
+        self,
+        trainer: Any,
+        texts: Iterator[str],
+        site: str,
+        *,
+        tokens: int,
+        batch_tokens: int,
+        context: int,
+        block_texts: int,
+        key: dict[str, Any],
+        checkpoint_every: int,
+    ) -> Any:
         """Train an SAE (`probes.sae.SAETrainer`) on activations at `site` streamed from `texts`,
         checkpointed in `checkpoint_dir` so a killed run resumes exactly; stops with one line if
         training diverges. Returns the trainer's `TrainSummary` (see `harness.engine.sae_training`)."""
         from harness.engine.sae_training import train_streamed
 
-        return train_streamed(self, trainer, texts, site, tokens=tokens, batch_tokens=batch_tokens, context=context,
-                              block_texts=block_texts, key=key, checkpoint_every=checkpoint_every)
+        return train_streamed(
+            self,
+            trainer,
+            texts,
+            site,
+            tokens=tokens,
+            batch_tokens=batch_tokens,
+            context=context,
+            block_texts=block_texts,
+            key=key,
+            checkpoint_every=checkpoint_every,
+        )
 
     def check_layers(self, option: str, layers: Iterable[int]) -> None:
         """One line, before any work, for a layer option past the model's depth: the one depth check of every task."""
@@ -192,8 +241,14 @@ class RunContext:
                 return
             yield batch
 
-    def logit_lens(self, prompts: Sequence[str], targets: Sequence[int], layers: Sequence[int] | None = None,
-                   position: Position = "last", desc: str = "logit lens") -> Lens:
+    def logit_lens(
+        self,
+        prompts: Sequence[str],
+        targets: Sequence[int],
+        layers: Sequence[int] | None = None,
+        position: Position = "last",
+        desc: str = "logit lens",
+    ) -> Lens:
         """Per layer, the next-token view of resid_post.L through the model's final norm and unembedding.
 
         Returns `Lens`: `.logprobs` (n_prompts, n_layers, n_targets) of the `targets` token ids
@@ -219,8 +274,9 @@ class RunContext:
 
         checkpoints = self.checkpoint_dir / name if self.checkpoint_dir is not None else None
         with self._timed("finetune"):
-            result = train.finetune_lora(self.model.hf, self.model.tokenizer, examples, config, checkpoints,
-                                         progress=self.progress)
+            result = train.finetune_lora(
+                self.model.hf, self.model.tokenizer, examples, config, checkpoints, progress=self.progress
+            )
         self.model.tokens_processed += result.report.tokens
         try:
             if self.artifacts_dir is not None:
@@ -286,8 +342,13 @@ class RunContext:
         """A generator seeded from the run seed; `salt` separates independent streams."""
         return np.random.default_rng([self.seed, salt])
 
-    def metric(self, values: Any, unit: Sequence | np.ndarray | None = None, higher_is_better: bool | None = True,
-               statistic: Callable[[np.ndarray], float] = np.mean) -> Metric:
+    def metric(
+        self,
+        values: Any,
+        unit: Sequence | np.ndarray | None = None,
+        higher_is_better: bool | None = True,
+        statistic: Callable[[np.ndarray], float] = np.mean,
+    ) -> Metric:
         """A metric with its 95% bootstrap interval over `values` (one entry or row per example).
 
         unit: the unit each row belongs to (a problem id, a sentence, a word) when rows are not

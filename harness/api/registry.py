@@ -34,7 +34,9 @@ def register_task(cls: T) -> T:
     if not name:
         raise TypeError(f"{cls.__name__} needs a class attribute `name`")
     if not TASK_NAME.fullmatch(name):
-        raise TypeError(f"task name {name!r}: use up to 100 letters, digits, '_', '-' and '.' (it names results and leaderboard files)")
+        raise TypeError(
+            f"task name {name!r}: use up to 100 letters, digits, '_', '-' and '.' (it names results and leaderboard files)"
+        )
     existing = _registered.get(name)
     if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
         raise ValueError(f"two tasks are named {name}: {existing.__module__} and {cls.__module__}")

@@ -95,12 +95,16 @@ def check_template(template: str, fields: Sequence[str], option_name: str = "tem
     unknown, missing = used - set(fields), set(fields) - used
     if unknown or missing:
         parts = ([f"unknown field(s) {', '.join('{' + f + '}' for f in sorted(unknown))}"] if unknown else []) + (
-            [f"missing {', '.join('{' + f + '}' for f in sorted(missing))}"] if missing else [])
-        raise ValueError(f"{option_name}={template!r}: {'; '.join(parts)}; it takes exactly {', '.join('{' + f + '}' for f in fields)}")
+            [f"missing {', '.join('{' + f + '}' for f in sorted(missing))}"] if missing else []
+        )
+        raise ValueError(
+            f"{option_name}={template!r}: {'; '.join(parts)}; it takes exactly {', '.join('{' + f + '}' for f in fields)}"
+        )
 
 
-def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-           lt: float | None = None) -> Any:
+def option(
+    default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None
+) -> Any:
     """A config field with a description and optional bounds, for a task's `Config` dataclass.
 
         @dataclass
@@ -334,8 +338,11 @@ def describe_options(task: type[Task]) -> list[OptionDoc]:
     hints = typing.get_type_hints(task.Config)
     rows = []
     for f in dataclasses.fields(task.Config):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
         shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
         rows.append(OptionDoc(f.name, _type_name(hints[f.name]), shown, f.metadata.get("help", "")))
     return rows

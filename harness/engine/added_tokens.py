@@ -27,8 +27,9 @@ def add_special_tokens(tokenizer: Any, tokens: Sequence[str], model: Any = None)
     from tokenizers import AddedToken
 
     before = len(tokenizer)
-    added = tokenizer.add_tokens([AddedToken(t, special=True, normalized=False, single_word=False) for t in tokens],
-                                 special_tokens=True)
+    added = tokenizer.add_tokens(
+        [AddedToken(t, special=True, normalized=False, single_word=False) for t in tokens], special_tokens=True
+    )
     ids = tuple(tokenizer.convert_tokens_to_ids(list(tokens)))
     if added and model is not None:
         if model.get_input_embeddings().num_embeddings < len(tokenizer):

@@ -92,8 +92,10 @@ def check_lengths(hf: Any, token_ids: Sequence[Sequence[int]], extra: int = 0) -
     longest = max(len(ids) for ids in token_ids)
     if longest + extra > limit:
         more = f" plus {extra} to generate" if extra else ""
-        raise UsageError(f"a prompt of {longest} tokens{more} is longer than the model's {limit} positions: "
-                         "shorten the data file's texts (or the task's length options) for this model")
+        raise UsageError(
+            f"a prompt of {longest} tokens{more} is longer than the model's {limit} positions: "
+            "shorten the data file's texts (or the task's length options) for this model"
+        )
 
 
 def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> list[Batch]:

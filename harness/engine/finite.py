@@ -29,5 +29,7 @@ def check_diverged(what: str, step: int, loss: float, params: Iterable[torch.Ten
     """
     if math.isfinite(loss) and all(finite(p.detach()) for p in params):
         return
-    raise UsageError(f"{what} diverged at step {step} (loss {loss:g}, or a trained weight no longer finite) with "
-                     f"lr {lr:g}: lower the learning rate (--task-arg lr=...) and run again")
+    raise UsageError(
+        f"{what} diverged at step {step} (loss {loss:g}, or a trained weight no longer finite) with "
+        f"lr {lr:g}: lower the learning rate (--task-arg lr=...) and run again"
+    )

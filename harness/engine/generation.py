@@ -95,7 +95,7 @@ def generate(
                 if config.do_sample:
                     torch.manual_seed(int(np.random.default_rng([0 if seed is None else seed, b]).integers(2**31)))
                 inputs = batch.model_inputs(device, with_positions=False)
-                new = model.hf.generate(**inputs, generation_config=config, **with_tokenizer)[:, batch.input_ids.shape[1]:]
+                new = model.hf.generate(**inputs, generation_config=config, **with_tokenizer)[:, batch.input_ids.shape[1] :]
             model.tokens_processed += new.numel()
             for r, i in enumerate(batch.indices):
                 out[i] = cut_at_stop(tok.decode(new[r], skip_special_tokens=True), stop)

@@ -92,7 +92,7 @@ class _Cursor:
         n = self.take("Q")
         start = self.pos
         self.skip(n)
-        return bytes(self.buf[start:self.pos])
+        return bytes(self.buf[start : self.pos])
 
     def value(self, vtype: int) -> Any:
         """Read one value; arrays are skipped (None), since no header array matters here."""
@@ -253,7 +253,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     except ImportError as e:
         raise UsageError(f"reading GGUF files needs the gguf package: pip install gguf ({e})") from None
     except (ValueError, KeyError) as e:
-        raise UsageError(f"cannot read {gguf}: {first_line(e)}; transformers supports GGUF for llama, mistral, gemma3, qwen2 and a few more") from None
+        raise UsageError(
+            f"cannot read {gguf}: {first_line(e)}; transformers supports GGUF for llama, mistral, gemma3, qwen2 and a few more"
+        ) from None
     # The weights are plain float32 now; save_pretrained refuses while the GGUF quantizer is attached.
     setattr(model, "hf_quantizer", None)  # plain attributes of a PreTrainedModel, not submodules
     setattr(model, "is_quantized", False)
@@ -376,4 +378,3 @@ def newest_mtime(folder: Path) -> float:
 def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
-

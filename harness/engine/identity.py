@@ -207,11 +207,14 @@ def hub_error(spec: str, e: BaseException) -> UsageError:
         return UsageError(f"{spec} has no such revision: check --revision")
     if "RepositoryNotFoundError" in names or "is not a valid model identifier" in text:
         return UsageError(f"no model {spec} on the hub: check the id, or pass a local folder or a bundled alias")
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "ON", "on") or "offline" in text.lower() \
-            or "LocalEntryNotFoundError" in names or "couldn't connect" in text:
+    if (
+        os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "ON", "on")
+        or "offline" in text.lower()
+        or "LocalEntryNotFoundError" in names
+        or "couldn't connect" in text
+    ):
         return UsageError(
             f"{spec} is not in the local Hugging Face cache and the hub cannot be reached: "
             "download it first with `hf download " + spec + "` or pass a local folder"
         )
     return UsageError(f"cannot load {spec}: {first_line(e)}")
-

@@ -173,8 +173,7 @@ def layout_for(model) -> Layout:
         if not isinstance(model, torch.nn.Module):
             arch = (getattr(config, "architectures", None) or [arch])[0]
         raise UsageError(
-            f"no layout for architecture {arch} (model_type '{model_type}'): "
-            "add an entry to harness/engine/layout.py"
+            f"no layout for architecture {arch} (model_type '{model_type}'): add an entry to harness/engine/layout.py"
         )
     for attr, expected in layout.requires:
         if getattr(config, attr, expected) != expected:

@@ -80,15 +80,65 @@ from harness.engine.options import (
 from harness.errors import UsageError
 
 __all__ = [  # the load's parts live in gguf_cache, identity and options; importable from here as before the split
-    "COMMIT", "DEVICE_CHECKS", "DTYPES", "GGUFHeader", "HUB_ID", "LoadOptions", "Located", "MANIFEST", "Model",
-    "ModelInfo", "READABLE_HUB_ID", "Resolved", "STALE_STAGING_S", "STAMP", "cache_problem", "cache_root",
-    "cached_files", "check_finite", "check_safetensors", "combine_quantization", "convert_gguf", "convert_into_cache",
-    "discard", "first_line", "folder_fingerprint", "from_hf", "gguf_bar_follows_switch", "gguf_quantization",
-    "gguf_to_folder", "hub_commit", "hub_error", "listed_stats", "load_error", "load_model", "load_weights",
-    "loading_bars", "locate", "manifest_of", "model_fingerprint", "model_quantization", "newest_mtime",
-    "parse_max_memory", "pick_device", "pick_dtype", "prepare_tokenizer", "quantization_config", "quantization_name",
-    "read_gguf_header", "read_json", "remove_stale_staging", "resolve_spec", "safetensors_only", "sha256_file",
-    "slugify", "source_digest", "stat_key", "target_device", "write_json", "write_stamp",
+    "COMMIT",
+    "DEVICE_CHECKS",
+    "DTYPES",
+    "GGUFHeader",
+    "HUB_ID",
+    "LoadOptions",
+    "Located",
+    "MANIFEST",
+    "Model",
+    "ModelInfo",
+    "READABLE_HUB_ID",
+    "Resolved",
+    "STALE_STAGING_S",
+    "STAMP",
+    "cache_problem",
+    "cache_root",
+    "cached_files",
+    "check_finite",
+    "check_safetensors",
+    "combine_quantization",
+    "convert_gguf",
+    "convert_into_cache",
+    "discard",
+    "first_line",
+    "folder_fingerprint",
+    "from_hf",
+    "gguf_bar_follows_switch",
+    "gguf_quantization",
+    "gguf_to_folder",
+    "hub_commit",
+    "hub_error",
+    "listed_stats",
+    "load_error",
+    "load_model",
+    "load_weights",
+    "loading_bars",
+    "locate",
+    "manifest_of",
+    "model_fingerprint",
+    "model_quantization",
+    "newest_mtime",
+    "parse_max_memory",
+    "pick_device",
+    "pick_dtype",
+    "prepare_tokenizer",
+    "quantization_config",
+    "quantization_name",
+    "read_gguf_header",
+    "read_json",
+    "remove_stale_staging",
+    "resolve_spec",
+    "safetensors_only",
+    "sha256_file",
+    "slugify",
+    "source_digest",
+    "stat_key",
+    "target_device",
+    "write_json",
+    "write_stamp",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,10 +195,6 @@ class Model:
         return slugify(self.info.spec)
 
 
-
-
-
-
 @contextmanager
 def loading_bars(show: bool | None) -> Iterator[None]:
     """Hide transformers' and huggingface_hub's progress bars while loading when `show` is False."""
@@ -183,8 +229,10 @@ def _load_model(spec: str, options: LoadOptions) -> Model:
     if options.device_map and options.device:
         raise UsageError("use either --device or --device-map, not both")
     if options.device_map and distributed.world_size() > 1:
-        raise UsageError(f"--device-map spreads one model over the GPUs, but {distributed.world_size()} data-parallel "
-                         "processes were started: run one process with --device-map, or several without it")
+        raise UsageError(
+            f"--device-map spreads one model over the GPUs, but {distributed.world_size()} data-parallel "
+            "processes were started: run one process with --device-map, or several without it"
+        )
     quant = quantization_config(options)
     device = target_device(options)
     dtype = pick_dtype(options, device)
@@ -269,8 +317,10 @@ def load_weights(spec: str, resolved: Resolved, kwargs: dict[str, Any]) -> Any:
 def load_error(spec: str, source: str, e: BaseException) -> UsageError:
     """One line for a failed from_pretrained: the remote-code refusal names our flag, not transformers' keyword."""
     if "trust_remote_code" in str(e):
-        return UsageError(f"{spec} needs code of its own from its repository to load, which runs on this machine: "
-                          "read that code, then pass --trust-remote-code (or use a model transformers supports natively)")
+        return UsageError(
+            f"{spec} needs code of its own from its repository to load, which runs on this machine: "
+            "read that code, then pass --trust-remote-code (or use a model transformers supports natively)"
+        )
     if source == "hub":
         return hub_error(spec, e)
     return UsageError(f"cannot load {spec}: {first_line(e)}")
@@ -326,9 +376,14 @@ def from_hf(hf: Any, tokenizer: Any, spec: str = "in-memory") -> Model:
     bos = prepare_tokenizer(tokenizer, type(hf).__name__)
     device = str(next(hf.parameters()).device)
     info = ModelInfo(
-        spec=spec, source="memory", revision=None, architecture=type(hf).__name__,
-        n_params=sum(p.numel() for p in hf.parameters()), dtype=str(hf.dtype).removeprefix("torch."),
-        quantization=None, device=device, bos=bos,
+        spec=spec,
+        source="memory",
+        revision=None,
+        architecture=type(hf).__name__,
+        n_params=sum(p.numel() for p in hf.parameters()),
+        dtype=str(hf.dtype).removeprefix("torch."),
+        quantization=None,
+        device=device,
+        bos=bos,
     )
     return Model(hf=hf, tokenizer=tokenizer, layout=layout_for(hf), info=info)
-

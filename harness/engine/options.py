@@ -36,7 +36,11 @@ def parse_max_memory(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
     for item in items:
         device, sep, size = item.partition("=")
         device, size = device.strip(), size.strip()
-        if not sep or not re.fullmatch(r"\d+|cpu|disk|mps|cuda:\d+", device) or not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", size):
+        if (
+            not sep
+            or not re.fullmatch(r"\d+|cpu|disk|mps|cuda:\d+", device)
+            or not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", size)
+        ):
             raise UsageError(f"--max-memory {item}: use DEVICE=SIZE, e.g. 0=20GiB or cpu=64GiB")
         out.append((device, size))
     return tuple(out)
@@ -107,4 +111,3 @@ def pick_dtype(options: LoadOptions, device: str) -> torch.dtype:
     if dtype is None:
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return dtype
-

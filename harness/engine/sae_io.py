@@ -72,7 +72,7 @@ def _fetch(source: str) -> Path:
         if not (folder / CFG_FILE).is_file():
             raise UsageError(f"no {CFG_FILE} in SAE folder '{source}': point sae= at a folder saved by SAELens or save_sae")
         return folder
-    parts = source[len("hf://"):].strip("/").split("/")
+    parts = source[len("hf://") :].strip("/").split("/")
     if len(parts) < 2:
         raise UsageError(f"SAE source '{source}' is not hf://ORG/REPO or hf://ORG/REPO/SUBDIR: name the repository")
     repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:]) or None
@@ -81,8 +81,10 @@ def _fetch(source: str) -> Path:
         try:
             paths.append(Path(hf_hub_download(repo_id, filename, subfolder=subfolder)))
         except (OSError, EntryNotFoundError) as e:
-            raise UsageError(f"cannot fetch {filename} of {source} ({type(e).__name__}): check the repository and "
-                             f"folder names, or download it while online (HF_HUB_OFFLINE unset)") from e
+            raise UsageError(
+                f"cannot fetch {filename} of {source} ({type(e).__name__}): check the repository and "
+                f"folder names, or download it while online (HF_HUB_OFFLINE unset)"
+            ) from e
     return paths[0].parent
 
 
@@ -96,8 +98,10 @@ def _config(raw: dict[str, Any], source: str) -> SAEConfig:
     if arch == "standard" and act == "topk":
         arch = "topk"
     if arch not in ARCHITECTURES or act not in ("relu", "topk"):
-        raise UsageError(f"SAE {source} has architecture '{arch}' (activation '{act}'): only "
-                         f"{', '.join(ARCHITECTURES)} are supported; use an SAE of one of those")
+        raise UsageError(
+            f"SAE {source} has architecture '{arch}' (activation '{act}'): only "
+            f"{', '.join(ARCHITECTURES)} are supported; use an SAE of one of those"
+        )
     k = (raw.get("activation_fn_kwargs") or {}).get("k", raw.get("k")) if arch == "topk" else None
     norm = raw.get("normalize_activations") or "none"
     if norm not in NORMALIZATIONS:
@@ -133,11 +137,15 @@ def load_sae(source: str, d_model: int | None = None) -> tuple[SAE, SAEConfig]:
         raise UsageError(f"{folder / CFG_FILE} holds a {type(raw).__name__}, not SAELens' config object: re-save the SAE")
     for key in ("d_in", "d_sae"):
         if isinstance(raw.get(key), bool) or not isinstance(raw.get(key), int) or raw[key] < 1:
-            raise UsageError(f"{folder / CFG_FILE}: {key} is {str(raw.get(key))[:40]!r}, not a positive whole number: re-save the SAE")
+            raise UsageError(
+                f"{folder / CFG_FILE}: {key} is {str(raw.get(key))[:40]!r}, not a positive whole number: re-save the SAE"
+            )
     cfg = _config(raw, source)
     if d_model is not None and cfg.d_in != d_model:
-        raise UsageError(f"SAE {source} has d_in={cfg.d_in} but the model's width at its site is {d_model}: "
-                         f"use an SAE trained on this model, or sae=train")
+        raise UsageError(
+            f"SAE {source} has d_in={cfg.d_in} but the model's width at its site is {d_model}: "
+            f"use an SAE trained on this model, or sae=train"
+        )
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UsageError(f"no {WEIGHTS_FILE} beside {CFG_FILE} in {source}: copy the SAE's weights file there")
@@ -152,16 +160,20 @@ def load_sae(source: str, d_model: int | None = None) -> tuple[SAE, SAEConfig]:
         if name not in stored:
             raise UsageError(f"{weights} has no tensor '{name}', which a {cfg.architecture} SAE needs: re-save the SAE")
         if stored[name] != shape:
-            raise UsageError(f"{weights}: {name} has shape {stored[name]}, but {CFG_FILE} "
-                             f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}: the two files do not belong together")
+            raise UsageError(
+                f"{weights}: {name} has shape {stored[name]}, but {CFG_FILE} "
+                f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}: the two files do not belong together"
+            )
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise UsageError(f"cannot read {weights} ({first_line(e)}): re-download or re-save the SAE") from None
     for name in expected:
         if not tensors[name].is_floating_point() or not finite(tensors[name]):
-            raise UsageError(f"{weights}: {name} holds NaN, infinite or non-float values, so every number computed "
-                             "from the SAE would be meaningless: re-download or re-train the SAE")
+            raise UsageError(
+                f"{weights}: {name} holds NaN, infinite or non-float values, so every number computed "
+                "from the SAE would be meaningless: re-download or re-train the SAE"
+            )
     sae = SAE(cfg)
     with torch.no_grad():
         for name in expected:

@@ -30,8 +30,19 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def train_streamed(ctx: Any, trainer: SAETrainer, texts: Iterator[str], site: str, *, tokens: int, batch_tokens: int,
-                   context: int, block_texts: int, key: dict[str, Any], checkpoint_every: int) -> TrainSummary:
+def train_streamed(
+    ctx: Any,
+    trainer: SAETrainer,
+    texts: Iterator[str],
+    site: str,
+    *,
+    tokens: int,
+    batch_tokens: int,
+    context: int,
+    block_texts: int,
+    key: dict[str, Any],
+    checkpoint_every: int,
+) -> TrainSummary:
     """Train `trainer` on `tokens` activations at `site`, `batch_tokens` per step, from `texts`
     (streamed `block_texts` at a time, each cut to `context` tokens).
 

@@ -149,8 +149,15 @@ class _NextTokenScores:
     rows of the unembedding run.
     """
 
-    def __init__(self, model: Model, token_ids: list[list[int]], target: torch.Tensor, full_vocab: bool,
-                 progress: Callable[[Any], Any] | None, prefix_lengths: Sequence[int] | None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        token_ids: list[list[int]],
+        target: torch.Tensor,
+        full_vocab: bool,
+        progress: Callable[[Any], Any] | None,
+        prefix_lengths: Sequence[int] | None,
+    ) -> None:
         self.model, self.token_ids, self.target, self.full_vocab = model, token_ids, target, full_vocab
         self.progress, self.prefix_lengths = progress, prefix_lengths
         self.n, k = len(token_ids), len(target)
@@ -210,10 +217,12 @@ class _NextTokenScores:
             cache = _prefix_cache(model, prefix, self.keep)
             for start in range(0, len(rows), size):
                 chunk = rows[start : start + size]
-                suffix_batch = make_batches([self.token_ids[i][len(prefix):] for i in chunk], len(chunk), pad)[0]
+                suffix_batch = make_batches([self.token_ids[i][len(prefix) :] for i in chunk], len(chunk), pad)[0]
                 rows_run = [chunk[r] for r in suffix_batch.indices]
-                self.record(rows_run, self.last_logits(
-                    lambda: _forward_after_prefix(model, cache, prefix, chunk, suffix_batch, self.keep)))
+                self.record(
+                    rows_run,
+                    self.last_logits(lambda: _forward_after_prefix(model, cache, prefix, chunk, suffix_batch, self.keep)),
+                )
             yield None
 
     def result(self) -> Scores:
@@ -226,9 +235,17 @@ class _NextTokenScores:
             self.hidden.clear()
         out = Scores(logits=self.logits, logprobs=self.logprobs, top_token=self.top_token)
         if distributed.world_size() > 1:
-            rows_of = distributed.gather_rows({i: (out.logits[i], None if out.logprobs is None else out.logprobs[i],
-                                                   None if out.top_token is None else out.top_token[i])
-                                               for i in self.filled}, self.n)
+            rows_of = distributed.gather_rows(
+                {
+                    i: (
+                        out.logits[i],
+                        None if out.logprobs is None else out.logprobs[i],
+                        None if out.top_token is None else out.top_token[i],
+                    )
+                    for i in self.filled
+                },
+                self.n,
+            )
             out.logits = torch.stack([r[0] for r in rows_of])
             if self.full_vocab:
                 out.logprobs, out.top_token = torch.stack([r[1] for r in rows_of]), torch.stack([r[2] for r in rows_of])
@@ -261,7 +278,9 @@ def _forward_after_prefix(model: Model, cache: Any, prefix: tuple[int, ...], chu
     # Positions of edits count from the start of the prompt: real token j of a row sits at
     # column (pad - p) + j of the suffix batch.
     whole = Batch(
-        indices=[chunk[r] for r in suffix.indices], input_ids=suffix.input_ids, attention_mask=suffix.attention_mask,
+        indices=[chunk[r] for r in suffix.indices],
+        input_ids=suffix.input_ids,
+        attention_mask=suffix.attention_mask,
         lengths=suffix.lengths + p,
     )
     with in_flight(model, whole, tokens=int(suffix.lengths.sum())):
@@ -387,12 +406,17 @@ def loglikelihood(
 class _ContinuationLogprobs:
     """One `loglikelihood` call: each batch's continuation log-probabilities, filed by request."""
 
-    def __init__(self, model: Model, sequences: list[list[int]], cont_len: list[int],
-                 progress: Callable[[Any], Any] | None, plan: list[int] | None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        sequences: list[list[int]],
+        cont_len: list[int],
+        progress: Callable[[Any], Any] | None,
+        plan: list[int] | None,
+    ) -> None:
         self.model, self.sequences, self.cont_len, self.progress, self.plan = model, sequences, cont_len, progress, plan
         self.n = len(sequences)
-        self.out = Loglikelihoods(logprob=np.zeros(self.n), is_greedy=np.zeros(self.n, dtype=bool),
-                                  n_tokens=np.asarray(cont_len))
+        self.out = Loglikelihoods(logprob=np.zeros(self.n), is_greedy=np.zeros(self.n, dtype=bool), n_tokens=np.asarray(cont_len))
         self.can_keep = accepts(model.hf.forward, "logits_to_keep")
         self.filled: list[int] = []  # rows this rank computed (all of them in one process)
 
@@ -406,8 +430,7 @@ class _ContinuationLogprobs:
         lengths = [self.cont_len[i] for i in rows_run]
         longest = max(lengths)
         x = logits[:, logits.shape[1] - longest - 1 : -1].float()  # (batch, longest, vocab): the predicting positions
-        ids = torch.tensor([[0] * (longest - c) + self.sequences[i][-c:] for i, c in zip(rows_run, lengths)],
-                           device=x.device)
+        ids = torch.tensor([[0] * (longest - c) + self.sequences[i][-c:] for i, c in zip(rows_run, lengths)], device=x.device)
         real = torch.arange(longest, device=x.device) >= longest - torch.tensor(lengths, device=x.device)[:, None]
         token_logprob = x.gather(-1, ids[..., None])[..., 0] - torch.logsumexp(x, -1)
         # summed in float64 (on the host: not every accelerator has it), so no row depends on its batch's widest
@@ -445,10 +468,11 @@ class _ContinuationLogprobs:
             if prefix not in cached:
                 cached.clear()  # one prefix's keys and values at a time
                 cached[prefix] = _prefix_cache(self.model, prefix, {"logits_to_keep": 1} if self.can_keep else {})
-            suffix = make_batches([sequences[i][len(prefix):] for i in chunk], len(chunk), self.model.tokenizer.pad_token_id)[0]
+            suffix = make_batches([sequences[i][len(prefix) :] for i in chunk], len(chunk), self.model.tokenizer.pad_token_id)[0]
             rows_run = [chunk[r] for r in suffix.indices]
-            self.fill(rows_run, _forward_after_prefix(self.model, cached[prefix], prefix, chunk, suffix,
-                                                      self.keep_for(chunk)).logits)
+            self.fill(
+                rows_run, _forward_after_prefix(self.model, cached[prefix], prefix, chunk, suffix, self.keep_for(chunk)).logits
+            )
             yield None
 
     def result(self) -> Loglikelihoods:

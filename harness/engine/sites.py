@@ -96,8 +96,7 @@ def parse_site(name: str, n_layers: int) -> Site:
     elif linear:
         kind, layer, path = "linear", int(linear.group(1)), linear.group(2)
     else:
-        raise UsageError(f"unknown site '{name}': use one of {', '.join(k + '.L' for k in KINDS)}, linear.L.PATH "
-                         "or logits")
+        raise UsageError(f"unknown site '{name}': use one of {', '.join(k + '.L' for k in KINDS)}, linear.L.PATH or logits")
     if layer >= n_layers:
         raise UsageError(f"site {name} is past the model's depth ({n_layers} layers, 0..{n_layers - 1}): pick a smaller layer")
     return Site(kind, layer, path)
@@ -135,8 +134,10 @@ def hook_site(model: Model, site: Site, fn: Callable[[torch.Tensor], torch.Tenso
     tuples returned by blocks and attention modules keep their other elements.
     """
     if site.kind == "logits":
-        raise UsageError("the logits site can be collected but not hooked or edited: edit resid_post of the last layer "
-                         "(before the final norm) or change the scores after scoring")
+        raise UsageError(
+            "the logits site can be collected but not hooked or edited: edit resid_post of the last layer "
+            "(before the final norm) or change the scores after scoring"
+        )
     layout = model.layout
     block = model.blocks[site.block]
     if site.kind == "linear" or (layout.mlp_flat and site.kind in ("mlp_act", "mlp_out")):
@@ -310,8 +311,14 @@ class _Collection:
     compact (len_i, d) copy without its padding.
     """
 
-    def __init__(self, model: Model, sites: Sequence[Site], token_ids: list[list[int]],
-                 per_prompt: Sequence[int] | SamePosition | None, reduce: str | None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        sites: Sequence[Site],
+        token_ids: list[list[int]],
+        per_prompt: Sequence[int] | SamePosition | None,
+        reduce: str | None,
+    ) -> None:
         self.model, self.sites, self.token_ids = model, sites, token_ids
         self.per_prompt, self.reduce = per_prompt, reduce
         self.n = len(token_ids)
@@ -360,8 +367,7 @@ class _Collection:
 
     def result(self) -> dict[str, Any]:
         """{site: rows}, gathered from every rank under data parallelism (None: no batch ran on this rank)."""
-        out: dict[str, Any] = ({s.name: self.tables.get(s.name) for s in self.sites} if self.one_row_each
-                               else dict(self.ragged))
+        out: dict[str, Any] = {s.name: self.tables.get(s.name) for s in self.sites} if self.one_row_each else dict(self.ragged)
         if distributed.world_size() > 1:
             merged = distributed.gather_rows({i: {name: rows[i] for name, rows in out.items()} for i in self.filled}, self.n)
             out = {name: [row[name] for row in merged] for name in out}
@@ -401,8 +407,13 @@ def stream(
         texts_now = [t for _, t in zip(range(texts_per_chunk), iterator)]
         if not texts_now:
             return
-        enc = tok(texts_now, add_special_tokens=True, return_special_tokens_mask=True, truncation=max_tokens is not None,
-                  max_length=max_tokens)
+        enc = tok(
+            texts_now,
+            add_special_tokens=True,
+            return_special_tokens_mask=True,
+            truncation=max_tokens is not None,
+            max_length=max_tokens,
+        )
         chunk = _StreamChunk(model, [list(x) for x in enc["input_ids"]], [list(x) for x in enc["special_tokens_mask"]])
         check_lengths(model.hf, chunk.ids)
         with hooks([hook_site(model, parsed, chunk.take)] + _stop_hook(model, [parsed])):  # off while the caller trains
@@ -429,7 +440,7 @@ class _StreamChunk:
         for r, i in enumerate(batch.indices):
             real = torch.tensor([s == 0 for s in self.special[i]], dtype=torch.bool)
             real[0] = False  # the first position, BOS or not, is the attention sink: a high-norm outlier
-            keep[r, int(batch.pad[r]):] = real
+            keep[r, int(batch.pad[r]) :] = real
         return keep
 
     def run(self, size: int) -> Iterator[None]:

@@ -35,7 +35,9 @@ def last_token_of_span(tokenizer: Any, text: str, start: int, end: int) -> int:
     _, offsets = encode_with_offsets(tokenizer, text)
     hits = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
     if not hits:
-        raise UsageError(f"cannot locate {text[start:end]!r} in the tokenised prompt; the tokenizer gives no character offsets (use a fast tokenizer)")
+        raise UsageError(
+            f"cannot locate {text[start:end]!r} in the tokenised prompt; the tokenizer gives no character offsets (use a fast tokenizer)"
+        )
     return hits[-1]
 
 
@@ -62,5 +64,5 @@ def continuation_tokens(tokenizer: Any, context: str, continuation: str) -> list
     base = tokenizer(context, add_special_tokens=True)["input_ids"]
     full = tokenizer(context + continuation, add_special_tokens=True)["input_ids"]
     if full[: len(base)] == base and len(full) > len(base):
-        return list(full[len(base):])
+        return list(full[len(base) :])
     return list(tokenizer(continuation, add_special_tokens=False)["input_ids"])

@@ -167,8 +167,18 @@ def finetune_lora(
         torch.manual_seed(config.seed)
         peft_model = get_peft_model(model_hf, _lora_config(config))
         try:
-            report = _train(peft_model, encoded, plan, pad_id, device, config, fingerprint,
-                            checkpoint_dir, progress or _default_progress, on_step)
+            report = _train(
+                peft_model,
+                encoded,
+                plan,
+                pad_id,
+                device,
+                config,
+                fingerprint,
+                checkpoint_dir,
+                progress or _default_progress,
+                on_step,
+            )
         except BaseException:
             unload_adapter(peft_model)
             raise
@@ -206,8 +216,12 @@ def unload_adapter(peft_model: PeftModel) -> PreTrainedModel:
 
 def _lora_config(config: TrainConfig) -> LoraConfig:
     return LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, bias="none",
-        target_modules=list(config.target_modules) if config.target_modules else None, task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        bias="none",
+        target_modules=list(config.target_modules) if config.target_modules else None,
+        task_type="CAUSAL_LM",
     )
 
 
@@ -244,8 +258,8 @@ def _batch_plan(lengths: Sequence[int], batch_size: int, seed: int, steps: int) 
         order = rng.permutation(len(lengths)).tolist()
         batches = []
         for start in range(0, len(order), window):
-            chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
-            batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+            chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+            batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
         plan += [batches[i] for i in rng.permutation(len(batches))]
         epoch += 1
     return plan[:steps]
@@ -262,7 +276,7 @@ def _collate(encoded: list[tuple[list[int], list[int]]], batch: list[int], pad_i
         n = len(prompt) + len(reply)
         ids[row, :n] = torch.tensor(prompt + reply)
         mask[row, :n] = 1
-        labels[row, len(prompt):n] = torch.tensor(reply)
+        labels[row, len(prompt) : n] = torch.tensor(reply)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -309,9 +323,18 @@ def _default_progress(iterable: Iterable, desc: str, total: int | None = None) -
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None)
 
 
-def _train(peft_model: PeftModel, encoded: list, plan: list[list[int]], pad_id: int, device: torch.device,
-           config: TrainConfig, fingerprint: str, checkpoint_dir: Path | None, progress: Progress,
-           on_step: Callable[[int, float], None] | None) -> TrainReport:
+def _train(
+    peft_model: PeftModel,
+    encoded: list,
+    plan: list[list[int]],
+    pad_id: int,
+    device: torch.device,
+    config: TrainConfig,
+    fingerprint: str,
+    checkpoint_dir: Path | None,
+    progress: Progress,
+    on_step: Callable[[int, float], None] | None,
+) -> TrainReport:
     started = time.perf_counter()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, config)
@@ -360,14 +383,17 @@ def _data_parallel(peft_model: PeftModel, device: torch.device) -> torch.nn.Modu
 
     distributed.process_group()
     if len({p.device for p in peft_model.parameters()}) > 1:
-        raise UsageError("data-parallel fine-tuning needs the whole model on one device per process: "
-                         "drop --device-map, or fine-tune in one process")
+        raise UsageError(
+            "data-parallel fine-tuning needs the whole model on one device per process: "
+            "drop --device-map, or fine-tune in one process"
+        )
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(peft_model, device_ids=ids)
 
 
-def _rank_loss(forward: torch.nn.Module, encoded: list, batch: list[int], pad_id: int, device: torch.device,
-               world: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def _rank_loss(
+    forward: torch.nn.Module, encoded: list, batch: list[int], pad_id: int, device: torch.device, world: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """This rank's share of the step's batch (examples r, r + W, ...), its loss, and (loss, tokens,
     reply tokens) to sum over ranks.
 
@@ -376,7 +402,7 @@ def _rank_loss(forward: torch.nn.Module, encoded: list, batch: list[int], pad_id
     of the whole batch's mean. A rank with no example (a batch smaller than W) runs one with
     weight 0, since every rank must join every backward pass.
     """
-    mine = batch[distributed.rank()::world]
+    mine = batch[distributed.rank() :: world]
     part = {k: v.to(device) for k, v in _collate(encoded, mine or batch[:1], pad_id).items()}
     with _autocast(device):
         logits = forward(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
@@ -393,8 +419,15 @@ def _step_folder(checkpoint_dir: Path, step: int) -> Path:
     return checkpoint_dir / f"step-{step:06d}"
 
 
-def _save_checkpoint(checkpoint_dir: Path, step: int, fingerprint: str, peft_model: PeftModel,
-                     optimizer: torch.optim.Optimizer, scheduler: Any, report: TrainReport) -> None:
+def _save_checkpoint(
+    checkpoint_dir: Path,
+    step: int,
+    fingerprint: str,
+    peft_model: PeftModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    report: TrainReport,
+) -> None:
     """Adapter, optimizer, schedule, RNG and report so far, written to a temp folder then renamed.
 
     Data parallel: every rank's RNG state is gathered (dropout draws differ per rank) and rank 0
@@ -409,18 +442,21 @@ def _save_checkpoint(checkpoint_dir: Path, step: int, fingerprint: str, peft_mod
         tmp = checkpoint_dir / f".tmp-step-{step:06d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         peft_model.save_pretrained(str(tmp))
-        torch.save({
-            "step": step,
-            "fingerprint": fingerprint,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng_cpu": rng_cpu,
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "losses": report.losses,
-            "grad_norms": report.grad_norms,
-            "tokens": report.tokens,
-            "reply_tokens": report.reply_tokens,
-        }, tmp / _STATE_FILE)
+        torch.save(
+            {
+                "step": step,
+                "fingerprint": fingerprint,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng_cpu": rng_cpu,
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "losses": report.losses,
+                "grad_norms": report.grad_norms,
+                "tokens": report.tokens,
+                "reply_tokens": report.reply_tokens,
+            },
+            tmp / _STATE_FILE,
+        )
         os.replace(tmp, final)
     for old in checkpoint_dir.glob("step-*"):
         if old != final:
@@ -428,8 +464,14 @@ def _save_checkpoint(checkpoint_dir: Path, step: int, fingerprint: str, peft_mod
     distributed.barrier()
 
 
-def _resume(checkpoint_dir: Path, fingerprint: str, peft_model: PeftModel, optimizer: torch.optim.Optimizer,
-            scheduler: Any, report: TrainReport) -> None:
+def _resume(
+    checkpoint_dir: Path,
+    fingerprint: str,
+    peft_model: PeftModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    report: TrainReport,
+) -> None:
     """Load the latest checkpoint in `checkpoint_dir` into the fresh run, if there is one."""
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     folders = sorted(checkpoint_dir.glob("step-*"))
@@ -438,8 +480,10 @@ def _resume(checkpoint_dir: Path, fingerprint: str, peft_model: PeftModel, optim
     latest = folders[-1]
     state = torch.load(latest / _STATE_FILE, weights_only=True)
     if state["fingerprint"] != fingerprint:
-        raise UsageError(f"checkpoint folder {checkpoint_dir} holds a run with another model, data or "
-                         f"settings: remove it or choose another folder")
+        raise UsageError(
+            f"checkpoint folder {checkpoint_dir} holds a run with another model, data or "
+            f"settings: remove it or choose another folder"
+        )
     result = set_peft_model_state_dict(peft_model, load_file(latest / _ADAPTER_FILE))
     if getattr(result, "unexpected_keys", None):
         raise UsageError(f"checkpoint {latest} does not fit this adapter (unexpected {getattr(result, 'unexpected_keys')[:3]})")

@@ -88,7 +88,11 @@ def read_manifest(out_dir: Path) -> set[str]:
     except (UnsafePath, ValueError, RecursionError):
         return set()
     files = data.get("files") if isinstance(data, dict) else None
-    return {f for f in files if isinstance(f, str) and ASSET_PATH.fullmatch(f) and f != MANIFEST} if isinstance(files, list) else set()
+    return (
+        {f for f in files if isinstance(f, str) and ASSET_PATH.fullmatch(f) and f != MANIFEST}
+        if isinstance(files, list)
+        else set()
+    )
 
 
 def prune_assets(out_dir: Path, linked_text: str, report: BuildReport) -> None:
@@ -142,4 +146,3 @@ def write_charts(out_dir: Path, tasks: list[TaskBoards], report: BuildReport) ->
         report.written.add(rel)
         charts[info.task] = {"chart": rel, "chart_solid": solid, "chart_dashed": dashed}
     return charts
-

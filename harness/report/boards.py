@@ -124,7 +124,9 @@ def read_board(out_dir: Path, task: str) -> dict[str, Any]:
     path = out_dir / f"{task}.json"
     if not task_name_ok(task) or not path.is_file():
         known = sorted(p.stem for p in out_dir.glob("*.json") if p.stem.lower() not in RESERVED_NAMES)
-        raise UsageError(f"no leaderboard for {task} in {out_dir}: run `harness leaderboard build` (have: {', '.join(known) or 'none'})")
+        raise UsageError(
+            f"no leaderboard for {task} in {out_dir}: run `harness leaderboard build` (have: {', '.join(known) or 'none'})"
+        )
     return json.loads(path.read_text())
 
 
@@ -146,4 +148,3 @@ def format_table(board: dict[str, Any]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
-

@@ -76,7 +76,15 @@ from harness.results.validate import MAX_JSON_BYTES, task_name_ok
 from harness.safepath import UnsafePath, links_in, read_plain_file, safe_join
 
 __all__ = [  # the build, and the names readers of leaderboards took from here before the split
-    "MANIFEST", "Board", "BuildReport", "Row", "TaskBoards", "build", "format_table", "load_results", "read_board",
+    "MANIFEST",
+    "Board",
+    "BuildReport",
+    "Row",
+    "TaskBoards",
+    "build",
+    "format_table",
+    "load_results",
+    "read_board",
 ]
 
 
@@ -115,11 +123,15 @@ def check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file: name a folder for the leaderboards")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "index.json").is_file():
-        raise UsageError(f"--out {out_dir} holds files but no leaderboard (index.json): name a new or empty folder, or a leaderboards folder")
+        raise UsageError(
+            f"--out {out_dir} holds files but no leaderboard (index.json): name a new or empty folder, or a leaderboards folder"
+        )
     links = links_in(out_dir, limit=1)
     if links:
-        raise UsageError(f"--out {out_dir} holds a symbolic link ({links[0]}), which build never follows: "
-                         "remove the link (or build into another folder) and build again")
+        raise UsageError(
+            f"--out {out_dir} holds a symbolic link ({links[0]}), which build never follows: "
+            "remove the link (or build into another folder) and build again"
+        )
 
 
 def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
@@ -137,7 +149,9 @@ def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
                 raise ValueError(f"it holds task {info.task[:60]!r}")
         except (UnsafePath, ValidationError, ValueError) as e:
             reason = str(e).splitlines()[0]
-            raise UsageError(f"{path} is not a leaderboard build can merge into ({reason}): move it out of {out_dir} and build again") from None
+            raise UsageError(
+                f"{path} is not a leaderboard build can merge into ({reason}): move it out of {out_dir} and build again"
+            ) from None
         for board in info.boards:
             board.config = json_safe(board.config)
             board.reference = clean_reference(board.reference)
@@ -153,25 +167,36 @@ def read_existing(out_dir: Path, report: BuildReport) -> dict[str, TaskBoards]:
             kept = [a for a in view.artifacts if is_asset(out_dir, a)]
             if not comparison_is_clean(view) or len(kept) != len(view.artifacts):
                 report.skipped.append((path, "a comparison with unsafe values or missing plots was dropped"))
-        info.comparisons = [v for v in info.comparisons if comparison_is_clean(v) and all(is_asset(out_dir, a) for a in v.artifacts)]
+        info.comparisons = [
+            v for v in info.comparisons if comparison_is_clean(v) and all(is_asset(out_dir, a) for a in v.artifacts)
+        ]
         tasks[name] = info
     return tasks
 
 
-def merge_comparison(tasks: dict[str, TaskBoards], path: Path, comparison: Comparison, results_dir: Path, out_dir: Path,
-                     report: BuildReport) -> None:
+def merge_comparison(
+    tasks: dict[str, TaskBoards], path: Path, comparison: Comparison, results_dir: Path, out_dir: Path, report: BuildReport
+) -> None:
     """Put one comparison beside its task's boards, in place of an older one of the same models, config and seed."""
     view = ComparisonView(
-        task_version=comparison.task.version, config_hash=comparison.task.config_hash, seed=comparison.seed,
-        bootstrap=comparison.bootstrap, created_at=comparison.created_at, models=[m.spec for m in comparison.models],
-        columns=comparison.columns, metrics={m.spec: m.metrics for m in comparison.models},
-        differences=comparison.differences, notes=comparison.notes,
+        task_version=comparison.task.version,
+        config_hash=comparison.task.config_hash,
+        seed=comparison.seed,
+        bootstrap=comparison.bootstrap,
+        created_at=comparison.created_at,
+        models=[m.spec for m in comparison.models],
+        columns=comparison.columns,
+        metrics={m.spec: m.metrics for m in comparison.models},
+        differences=comparison.differences,
+        notes=comparison.notes,
     )
     if not comparison_is_clean(view):
         report.skipped.append((path, "comparison with numbers that are not finite or beyond the limit, or a model twice"))
         return
     name = comparison.task.name
-    info = tasks.setdefault(name, TaskBoards(task=name, description=comparison.task.description, paper=comparison.task.paper, boards=[]))
+    info = tasks.setdefault(
+        name, TaskBoards(task=name, description=comparison.task.description, paper=comparison.task.paper, boards=[])
+    )
     old = next((v for v in info.comparisons if v.key() == view.key()), None)
     if old is not None and old.created_at > view.created_at:
         report.skipped.append((path, f"older than the comparison already shown ({old.created_at[:40]!r})"))
@@ -187,13 +212,19 @@ def row_key(results: Results) -> tuple:
     return (*experiment.board(), results.model.spec, *experiment.row())
 
 
-def merge(tasks: dict[str, TaskBoards], path: Path, results: Results, results_dir: Path, out_dir: Path, report: BuildReport) -> None:
+def merge(
+    tasks: dict[str, TaskBoards], path: Path, results: Results, results_dir: Path, out_dir: Path, report: BuildReport
+) -> None:
     """Put one run into its task's board: a new row, or in place of an older run of the same key."""
     name = results.task.name
     info = tasks.setdefault(name, TaskBoards(task=name, boards=[]))
-    board = next((b for b in info.boards if (b.task_version, b.config_hash) == (results.task.version, results.task.config_hash)), None)
+    board = next(
+        (b for b in info.boards if (b.task_version, b.config_hash) == (results.task.version, results.task.config_hash)), None
+    )
     if board is None:
-        board = Board(task_version=results.task.version, config_hash=results.task.config_hash, config={}, headline_metrics=[], rows=[])
+        board = Board(
+            task_version=results.task.version, config_hash=results.task.config_hash, config={}, headline_metrics=[], rows=[]
+        )
         info.boards.append(board)
     ident = row_key(results)[3:]
     old = next((r for r in board.rows if r.key() == ident), None)
@@ -246,14 +277,21 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
     index = {
         "leaderboard_version": LEADERBOARD_VERSION,
         "tasks": [
-            {"task": t["task"], "description": t["description"], "paper": t["paper"], "file": f"{t['task']}.json",
-             "models": sorted({r["model"] for b in t["boards"] for r in b["rows"]}),
-             **charts.get(t["task"], {})}
+            {
+                "task": t["task"],
+                "description": t["description"],
+                "paper": t["paper"],
+                "file": f"{t['task']}.json",
+                "models": sorted({r["model"] for b in t["boards"] for r in b["rows"]}),
+                **charts.get(t["task"], {}),
+            }
             for t in ordered
         ],
     }
     findings = matrix(list(tasks.values()))
-    write_atomic(safe_join(out_dir, "index.json"), to_json(index))  # first, so an interrupted build still leaves a leaderboard folder
+    write_atomic(
+        safe_join(out_dir, "index.json"), to_json(index)
+    )  # first, so an interrupted build still leaves a leaderboard folder
     for t in ordered:
         write_atomic(safe_join(out_dir, f"{t['task']}.json"), to_json(t))
     write_atomic(safe_join(out_dir, FINDINGS_FILE), to_json(findings))
@@ -261,4 +299,3 @@ def build(results_dir: Path, out_dir: Path) -> BuildReport:
     prune_assets(out_dir, json.dumps([index, ordered]), report)
     report.tasks = sorted(tasks)
     return report
-

@@ -98,8 +98,11 @@ def to_points(values: list, layers: Any, n_layers: Any) -> list[list[float]]:
     if not isinstance(layers, list) or len(layers) != len(values) or len(values) > min(n_layers, MAX_POINTS):
         return []
     span = max(n_layers - 1, 1)
-    return [[round(L / span, 6), float(v)] for L, v in zip(layers, values)
-            if isinstance(L, int) and not isinstance(L, bool) and 0 <= L < n_layers and finite(v)]
+    return [
+        [round(L / span, 6), float(v)]
+        for L, v in zip(layers, values)
+        if isinstance(L, int) and not isinstance(L, bool) and 0 <= L < n_layers and finite(v)
+    ]
 
 
 def clean_curves(curves: Any) -> dict[str, list[list[float]]]:
@@ -108,8 +111,12 @@ def clean_curves(curves: Any) -> dict[str, list[list[float]]]:
         return {}
     kept: dict[str, list[list[float]]] = {}
     for key, points in list(curves.items())[:MAX_CURVES]:
-        if isinstance(key, str) and isinstance(points, list) and len(points) <= MAX_POINTS and all(
-                isinstance(p, list) and len(p) == 2 and finite(p[0]) and 0 <= p[0] <= 1 and finite(p[1]) for p in points):
+        if (
+            isinstance(key, str)
+            and isinstance(points, list)
+            and len(points) <= MAX_POINTS
+            and all(isinstance(p, list) and len(p) == 2 and finite(p[0]) and 0 <= p[0] <= 1 and finite(p[1]) for p in points)
+        ):
             kept[key] = [[float(x), float(y)] for x, y in points]
     return kept
 
@@ -166,4 +173,3 @@ def layer_chart(task: str, lines: list[ChartLine], solid: str, dashed: Any) -> b
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
     return buffer.getvalue()
-

@@ -180,13 +180,24 @@ class FacetVerdict:
 
     def control_json(self) -> Optional[dict[str, Any]]:
         if isinstance(self.control, Metric):
-            return {"metric": self.control_metric, "value": self.control.value, "ci_low": self.control.ci_low,
-                    "ci_high": self.control.ci_high, "n": self.control.n}
+            return {
+                "metric": self.control_metric,
+                "value": self.control.value,
+                "ci_low": self.control.ci_low,
+                "ci_high": self.control.ci_high,
+                "n": self.control.n,
+            }
         return None if self.control is None else {"value": self.control}
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "effect_metric": self.effect_metric, "verdict": self.verdict, "reason": self.reason,
-                "effect": self.effect.model_dump(mode="json") if self.effect else None, "control": self.control_json()}
+        return {
+            "kind": self.kind,
+            "effect_metric": self.effect_metric,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "effect": self.effect.model_dump(mode="json") if self.effect else None,
+            "control": self.control_json(),
+        }
 
 
 @dataclass(frozen=True)
@@ -207,10 +218,13 @@ class Verdict:
 
     def as_json(self) -> dict[str, Any]:
         first = self.facets[0] if self.facets else None
-        return {"verdict": self.verdict, "reason": self.reason,
-                "effect": first.effect.model_dump(mode="json") if first and first.effect else None,
-                "control": first.control_json() if first else None,
-                "facets": [f.as_json() for f in self.facets]}
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "effect": first.effect.model_dump(mode="json") if first and first.effect else None,
+            "control": first.control_json() if first else None,
+            "facets": [f.as_json() for f in self.facets],
+        }
 
 
 def facet_verdict(facet: FacetSpec, metrics: dict[str, Metric], unmeasured: Optional[dict[str, str]] = None) -> FacetVerdict:
@@ -231,8 +245,9 @@ def facet_verdict(facet: FacetSpec, metrics: dict[str, Metric], unmeasured: Opti
         control = metrics.get(control_metric)
         if control is None:
             if control_metric in unmeasured:
-                return FacetVerdict(kind, name, TOO_FEW, f"n = 0 units for {control_metric}: {unmeasured[control_metric]}",
-                                    effect=effect)
+                return FacetVerdict(
+                    kind, name, TOO_FEW, f"n = 0 units for {control_metric}: {unmeasured[control_metric]}", effect=effect
+                )
             return FacetVerdict(kind, name, MISSING, f"no control metric {control_metric}", effect=effect)
         low, high = control.ci_low, control.ci_high
         below, above = f"{control_metric}'s lower end {low:.4g}", f"{control_metric}'s upper end {high:.4g}"
@@ -253,8 +268,10 @@ def facet_verdict(facet: FacetSpec, metrics: dict[str, Metric], unmeasured: Opti
         reason = f"upper end {effect.ci_high:.4g} {'below' if held else 'not below'} {below}"
     else:
         held = effect.ci_low > high or effect.ci_high < low
-        reason = (f"interval [{effect.ci_low:.4g}, {effect.ci_high:.4g}] {'clear of' if held else 'reaches'} "
-                  f"{control_metric or 'the control'} [{low:.4g}, {high:.4g}]")
+        reason = (
+            f"interval [{effect.ci_low:.4g}, {effect.ci_high:.4g}] {'clear of' if held else 'reaches'} "
+            f"{control_metric or 'the control'} [{low:.4g}, {high:.4g}]"
+        )
     return made(HOLDS if held else FAILS, reason)
 
 
@@ -268,7 +285,9 @@ def headline(facets: list[FacetVerdict]) -> str:
     verdicts = [f.verdict for f in facets]
     if all(v == HOLDS for v in verdicts):
         return HOLDS
-    kinds = [k for k in FACET_KINDS if any(f.kind == k for f in facets) and all(f.verdict == HOLDS for f in facets if f.kind == k)]
+    kinds = [
+        k for k in FACET_KINDS if any(f.kind == k for f in facets) and all(f.verdict == HOLDS for f in facets if f.kind == k)
+    ]
     if kinds:
         return partial(kinds)
     for reason in (MISSING, TOO_FEW):
@@ -277,8 +296,9 @@ def headline(facets: list[FacetVerdict]) -> str:
     return FAILS
 
 
-def verdict(finding: Optional[FindingSpec], metrics: Optional[dict[str, Metric]],
-            unmeasured: Optional[dict[str, str]] = None) -> Verdict:
+def verdict(
+    finding: Optional[FindingSpec], metrics: Optional[dict[str, Metric]], unmeasured: Optional[dict[str, str]] = None
+) -> Verdict:
     """The verdict of `finding` on one model's `metrics` (None: the model has no result for the task)."""
     if metrics is None:
         return Verdict(NOT_RUN, "no result for this model")
@@ -323,11 +343,21 @@ def matrix(tasks: list["TaskBoards"]) -> dict[str, Any]:
         for model in models:
             board, row = picked.get(model, (None, None))
             finding = board_finding(board) if board is not None else None
-            cell = {"model": model, **verdict(finding, row.metrics if row is not None else None,
-                                                    row.unmeasured if row is not None else None).as_json(),
-                    "board": {"task_version": board.task_version, "config_hash": board.config_hash} if board else None,
-                    "row": {"dtype": row.dtype, "quantization": row.quantization, "seed": row.seed} if row else None}
+            cell = {
+                "model": model,
+                **verdict(
+                    finding, row.metrics if row is not None else None, row.unmeasured if row is not None else None
+                ).as_json(),
+                "board": {"task_version": board.task_version, "config_hash": board.config_hash} if board else None,
+                "row": {"dtype": row.dtype, "quantization": row.quantization, "seed": row.seed} if row else None,
+            }
             cells.append(cell)
-        entries.append({"task": info.task, "finding": declared.model_dump() if declared else None,
-                        "paper_verdict": (declared.paper_verdict or None) if declared else None, "cells": cells})
+        entries.append(
+            {
+                "task": info.task,
+                "finding": declared.model_dump() if declared else None,
+                "paper_verdict": (declared.paper_verdict or None) if declared else None,
+                "cells": cells,
+            }
+        )
     return {"leaderboard_version": FINDINGS_VERSION, "models": models, "tasks": entries}

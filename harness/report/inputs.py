@@ -96,4 +96,3 @@ def load_comparisons(results_dir: Path, report: BuildReport) -> list[tuple[Path,
         if comparison is not None:
             found.append((path, comparison))
     return found
-

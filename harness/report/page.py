@@ -29,7 +29,8 @@ def page_template() -> str:
     one file that opens from disk, with no server and nothing fetched."""
     html = (HERE / "page.html").read_text(encoding="utf-8")
     return html.replace("__STYLE__", (HERE / "page.css").read_text(encoding="utf-8"), 1).replace(
-        "__SCRIPT__", (HERE / "page.js").read_text(encoding="utf-8"), 1)
+        "__SCRIPT__", (HERE / "page.js").read_text(encoding="utf-8"), 1
+    )
 
 
 def differing_options(boards: list[dict[str, Any]]) -> list[list[list[Any]] | None]:
@@ -40,9 +41,14 @@ def differing_options(boards: list[dict[str, Any]]) -> list[list[list[Any]] | No
     instead (the options not the same on every board), and None is a single old board.
     """
     if all(isinstance(b.get("default_config"), dict) for b in boards):
-        return [[[k, v] for k, v in sorted((b.get("config") or {}).items())
-                 if json.dumps(v, sort_keys=True) != json.dumps(b["default_config"].get(k), sort_keys=True)]
-                for b in boards]
+        return [
+            [
+                [k, v]
+                for k, v in sorted((b.get("config") or {}).items())
+                if json.dumps(v, sort_keys=True) != json.dumps(b["default_config"].get(k), sort_keys=True)
+            ]
+            for b in boards
+        ]
     if len(boards) < 2:
         return [None] * len(boards)
     configs = [b.get("config") or {} for b in boards]
@@ -54,6 +60,8 @@ def differing_options(boards: list[dict[str, Any]]) -> list[list[list[Any]] | No
 def render_page(index: dict[str, Any], tasks: list[dict[str, Any]], findings: dict[str, Any]) -> str:
     """The page for these tasks, their findings matrix (`harness.report.findings.matrix`) and index.json's entries."""
     differing = [differing_options(t["boards"]) for t in tasks]
-    payload = json.dumps({"index": index, "tasks": tasks, "findings": findings, "differing": differing}, sort_keys=True, allow_nan=False)
+    payload = json.dumps(
+        {"index": index, "tasks": tasks, "findings": findings, "differing": differing}, sort_keys=True, allow_nan=False
+    )
     payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return page_template().replace("__DATA__", payload)

@@ -39,14 +39,18 @@ def files_to_publish(board_dir: Path) -> list[str]:
         raise UsageError(f"no leaderboard in {board_dir}: run `harness leaderboard build` first")
     links = links_in(board_dir, limit=1)
     if links:
-        raise UsageError(f"{board_dir} holds a symbolic link ({links[0]}), which publish never follows: "
-                         "remove it and run `harness leaderboard build` again")
+        raise UsageError(
+            f"{board_dir} holds a symbolic link ({links[0]}), which publish never follows: "
+            "remove it and run `harness leaderboard build` again"
+        )
     try:
         index = json.loads(read_plain_file(safe_join(board_dir, "index.json"), MAX_JSON_BYTES))
         names = [t["task"] for t in index["tasks"]]
         if not all(isinstance(n, str) and task_name_ok(n) for n in names):
             raise ValueError("a task name that cannot name a file")
-        boards = [TaskBoards.model_validate_json(read_plain_file(safe_join(board_dir, f"{n}.json"), MAX_JSON_BYTES)) for n in names]
+        boards = [
+            TaskBoards.model_validate_json(read_plain_file(safe_join(board_dir, f"{n}.json"), MAX_JSON_BYTES)) for n in names
+        ]
     except (UnsafePath, ValidationError, ValueError, KeyError, TypeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"the leaderboard in {board_dir} is damaged ({reason}): run `harness leaderboard build` again") from None
@@ -58,9 +62,13 @@ def files_to_publish(board_dir: Path) -> list[str]:
     page = ["index.html"] if (board_dir / "index.html").is_file() else []
     if page:  # whatever else the page links, so a published page shows every picture it names
         try:
-            linked |= {m.group(0) for m in ASSET_PATH.finditer(read_plain_file(board_dir / "index.html", MAX_JSON_BYTES).decode("utf-8"))}
+            linked |= {
+                m.group(0) for m in ASSET_PATH.finditer(read_plain_file(board_dir / "index.html", MAX_JSON_BYTES).decode("utf-8"))
+            }
         except (UnsafePath, UnicodeDecodeError) as e:
-            raise UsageError(f"the page {board_dir}/index.html cannot be read ({e}): run `harness leaderboard build` again") from None
+            raise UsageError(
+                f"the page {board_dir}/index.html cannot be read ({e}): run `harness leaderboard build` again"
+            ) from None
     assets = {a for a in linked if is_asset(board_dir, a)}
     findings = ["findings.json"] if (board_dir / "findings.json").is_file() else []
     return ["index.json", *page, *findings, *(f"{n}.json" for n in names), *sorted(assets)]
@@ -88,8 +96,10 @@ def publish(board_dir: Path, to: str, dry_run: bool = False, api: Any = None) ->
         try:
             dest = check_plain_path(target, rel) if target.exists() else target / rel
         except UnsafePath as e:
-            raise UsageError(f"cannot publish into {target}: {e}, which publish never writes through; "
-                             "remove it or publish to another folder (nothing was written)") from None
+            raise UsageError(
+                f"cannot publish into {target}: {e}, which publish never writes through; "
+                "remove it or publish to another folder (nothing was written)"
+            ) from None
         writes.append((dest, data))
     target.mkdir(parents=True, exist_ok=True)
     in_git = is_work_tree(target)
@@ -113,7 +123,11 @@ def upload(board_dir: Path, repo_id: str, files: list[str], api: Any) -> list[st
         api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     api.upload_folder(
-        repo_id=repo_id, repo_type="dataset", folder_path=str(board_dir), allow_patterns=files, commit_message=COMMIT_MESSAGE,
+        repo_id=repo_id,
+        repo_type="dataset",
+        folder_path=str(board_dir),
+        allow_patterns=files,
+        commit_message=COMMIT_MESSAGE,
     )
     return files
 
@@ -136,7 +150,9 @@ def check_identity(target: Path) -> None:
     """Refuse before copying anything when git could not sign the commit."""
     for ident in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
         if git(target, "var", ident).returncode != 0:
-            raise UsageError(f"git in {target} has no identity to commit with: set `git config user.name` and `git config user.email` there")
+            raise UsageError(
+                f"git in {target} has no identity to commit with: set `git config user.name` and `git config user.email` there"
+            )
 
 
 def commit(target: Path, files: list[str]) -> None:

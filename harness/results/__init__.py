@@ -29,6 +29,20 @@ from harness.results.records import (
 )
 
 __all__ = [
-    "SCHEMA_PATH", "SCHEMA_VERSION", "TIMING_FIELDS", "Environment", "Experiment", "Metric", "ModelRecord", "Reference", "Results",
-    "TaskRecord", "Timing", "config_hash", "json_schema", "read_results", "write_atomic", "write_results",
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "TIMING_FIELDS",
+    "Environment",
+    "Experiment",
+    "Metric",
+    "ModelRecord",
+    "Reference",
+    "Results",
+    "TaskRecord",
+    "Timing",
+    "config_hash",
+    "json_schema",
+    "read_results",
+    "write_atomic",
+    "write_results",
 ]

@@ -58,7 +58,9 @@ class ComparedModel(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     spec: str
     fingerprint: Optional[str] = None
-    results_file: str = Field(description="the model's results file, relative to the output folder (for people; never opened from here)")
+    results_file: str = Field(
+        description="the model's results file, relative to the output folder (for people; never opened from here)"
+    )
     reused: bool = False
     metrics: dict[str, Metric]
 
@@ -99,7 +101,9 @@ class Comparison(BaseModel):
     limit: Optional[int] = None
     bootstrap: int = Field(ge=1)
     created_at: str
-    columns: list[str] = Field(description="the metric keys a table shows, in order (the task's headline metrics that were compared)")
+    columns: list[str] = Field(
+        description="the metric keys a table shows, in order (the task's headline metrics that were compared)"
+    )
     models: list[ComparedModel] = Field(min_length=2)
     differences: list[PairedDifference]
     plots: dict[str, list[CurveLine]] = Field(default_factory=dict, description="per-model curves, one plot each")
@@ -161,15 +165,20 @@ def item_units(details: dict[str, Any]) -> dict[tuple, str]:
     out: dict[tuple, str] = {}
     for table, labels in units.items():
         ids = tables.get(table, {}).get("id") if isinstance(tables.get(table), dict) else None
-        if not isinstance(ids, list) or not isinstance(labels, list) or len(labels) != len(ids) or not all(
-                isinstance(u, str) and len(u) <= 500 for u in labels):
+        if (
+            not isinstance(ids, list)
+            or not isinstance(labels, list)
+            or len(labels) != len(ids)
+            or not all(isinstance(u, str) and len(u) <= 500 for u in labels)
+        ):
             raise ItemTableError(f"item_units {str(table)[:60]!r}: one string per id of its items table expected")
         out.update({(table, i): u for i, u in zip(ids, labels)})
     return out
 
 
-def paired_difference(a: dict[Any, float], b: dict[Any, float], seed: int, n_boot: int,
-                      units: dict[Any, str] | None = None) -> tuple[float, float, float, int]:
+def paired_difference(
+    a: dict[Any, float], b: dict[Any, float], seed: int, n_boot: int, units: dict[Any, str] | None = None
+) -> tuple[float, float, float, int]:
     """(mean(a - b), ci_low, ci_high, n) over the items both have, resampling items (the paired bootstrap).
 
     units: {item key: unit} where items share one (keys are (table, id), and for a pooled
@@ -190,14 +199,21 @@ def curves_of(details: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """The well-formed curves of a results file, by plot; malformed ones are left out."""
     out: dict[str, list[dict[str, Any]]] = {}
     curves = details.get("curves", {})
-    for curve in (curves.values() if isinstance(curves, dict) else []):
+    for curve in curves.values() if isinstance(curves, dict) else []:
         if not isinstance(curve, dict):
             continue
         x, y, plot, label = curve.get("x"), curve.get("y"), curve.get("plot"), curve.get("label")
-        if (isinstance(plot, str) and isinstance(label, str) and isinstance(x, list) and isinstance(y, list)
-                and len(x) == len(y) and all(_number(v) for v in x + y)):
-            out.setdefault(plot, []).append({"label": label, "x": x, "y": y,
-                                             "xlabel": str(curve.get("xlabel", "")), "ylabel": str(curve.get("ylabel", ""))})
+        if (
+            isinstance(plot, str)
+            and isinstance(label, str)
+            and isinstance(x, list)
+            and isinstance(y, list)
+            and len(x) == len(y)
+            and all(_number(v) for v in x + y)
+        ):
+            out.setdefault(plot, []).append(
+                {"label": label, "x": x, "y": y, "xlabel": str(curve.get("xlabel", "")), "ylabel": str(curve.get("ylabel", ""))}
+            )
     return out
 
 
@@ -206,13 +222,20 @@ def curves_of(details: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def comparison_path(output_dir: Path, first: Any, models: Sequence[str], bootstrap: int) -> Path:
     """_compare/<task>-<hash of task version, config hash, models, seed, limit, resamples>.json, from one model's Results."""
-    key = {"version": first.task.version, "config": first.task.config_hash, "models": list(models),
-           "seed": first.seed, "limit": first.limit, "bootstrap": bootstrap}
+    key = {
+        "version": first.task.version,
+        "config": first.task.config_hash,
+        "models": list(models),
+        "seed": first.seed,
+        "limit": first.limit,
+        "bootstrap": bootstrap,
+    }
     return output_dir / COMPARE_DIR / f"{first.task.name}-{config_hash(key)[:8]}.json"
 
 
-def compare(runs: Sequence[Any], seed: int, n_boot: int, headline: Sequence[str] | None = None) -> tuple[
-        list[str], list[str], list[PairedDifference], list[str]]:
+def compare(
+    runs: Sequence[Any], seed: int, n_boot: int, headline: Sequence[str] | None = None
+) -> tuple[list[str], list[str], list[PairedDifference], list[str]]:
     """(compared keys, table columns, paired differences of every pair, notes) of several models' Results.
 
     A key is compared when every model has it as a metric and as a per-item column; pairs are
@@ -238,10 +261,22 @@ def compare(runs: Sequence[Any], seed: int, n_boot: int, headline: Sequence[str]
             if set(columns[i][key]) != set(columns[j][key]):
                 notes.append(f"{key}: {a.model} and {b.model} were scored on different items; only the shared ones are paired")
             if units[i] != units[j]:
-                notes.append(f"{key}: {a.model} and {b.model} group their items into units differently; {a.model}'s units are used")
+                notes.append(
+                    f"{key}: {a.model} and {b.model} group their items into units differently; {a.model}'s units are used"
+                )
             value, lo, hi, n = paired_difference(columns[i][key], columns[j][key], seed, n_boot, units[i])
-            differences.append(PairedDifference(model_a=a.model, model_b=b.model, metric=key, value=value, ci_low=lo, ci_high=hi,
-                                                n=n, higher_is_better=first.metrics[key].higher_is_better))
+            differences.append(
+                PairedDifference(
+                    model_a=a.model,
+                    model_b=b.model,
+                    metric=key,
+                    value=value,
+                    ci_low=lo,
+                    ci_high=hi,
+                    n=n,
+                    higher_is_better=first.metrics[key].higher_is_better,
+                )
+            )
     return keys, shown, differences, notes
 
 
@@ -265,11 +300,26 @@ def write_comparison(task: Any, config: Any, runs: Sequence[Any], spec: Any) -> 
             plots.setdefault(plot, []).extend(CurveLine(model=run.model, label=c["label"], x=c["x"], y=c["y"]) for c in lines)
     first = runs[0].results
     comparison = Comparison(
-        harness_version=harness.__version__, task=first.task, seed=first.seed, limit=first.limit, bootstrap=spec.bootstrap,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), columns=shown,
-        models=[ComparedModel(spec=r.model, fingerprint=r.results.model.fingerprint, results_file=_relative(r.path, spec.output_dir),
-                              reused=r.reused, metrics={k: r.results.metrics[k] for k in keys}) for r in runs],
-        differences=differences, plots=plots, notes=notes,
+        harness_version=harness.__version__,
+        task=first.task,
+        seed=first.seed,
+        limit=first.limit,
+        bootstrap=spec.bootstrap,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        columns=shown,
+        models=[
+            ComparedModel(
+                spec=r.model,
+                fingerprint=r.results.model.fingerprint,
+                results_file=_relative(r.path, spec.output_dir),
+                reused=r.reused,
+                metrics={k: r.results.metrics[k] for k in keys},
+            )
+            for r in runs
+        ],
+        differences=differences,
+        plots=plots,
+        notes=notes,
     )
     refuse_invalid(comparison, path, f"{first.task.name}: the comparison of {len(runs)} models")
     axes = {plot: lines[0] for run in runs for plot, lines in curves_of(run.results.details).items()}
@@ -301,8 +351,15 @@ def draw_plots(comparison: Comparison, folder: Path, axes_of: dict[str, dict[str
         fig = Figure(figsize=(6, 3.5))
         ax = fig.subplots()
         for line in lines:
-            ax.plot(line.x, line.y, marker="o", ms=3, color=f"C{models.index(line.model) % 10}",
-                    ls=styles[labels.index(line.label) % len(styles)], label=f"{line.model} ({line.label})")
+            ax.plot(
+                line.x,
+                line.y,
+                marker="o",
+                ms=3,
+                color=f"C{models.index(line.model) % 10}",
+                ls=styles[labels.index(line.label) % len(styles)],
+                label=f"{line.model} ({line.label})",
+            )
         info = axes_of.get(plot, {})
         ax.set_title(plot), ax.set_xlabel(info.get("xlabel", "")), ax.set_ylabel(info.get("ylabel", ""))
         ax.legend(fontsize=6)
@@ -324,14 +381,23 @@ def markdown(comparison: Comparison) -> str:
     """Models as rows and the compared metrics as columns (value [95% CI]), then every pair's paired difference."""
     cols = comparison.columns
     head = lambda first: [f"| {first} | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]  # noqa: E731
-    lines = [f"# {comparison.task.name} {comparison.task.version}: {len(comparison.models)} models", "",
-             f"config {comparison.task.config_hash}, seed {comparison.seed}, {comparison.bootstrap} bootstrap resamples; "
-             "values with their 95% interval.", "", *head("model")]
+    lines = [
+        f"# {comparison.task.name} {comparison.task.version}: {len(comparison.models)} models",
+        "",
+        f"config {comparison.task.config_hash}, seed {comparison.seed}, {comparison.bootstrap} bootstrap resamples; "
+        "values with their 95% interval.",
+        "",
+        *head("model"),
+    ]
     for m in comparison.models:
         cells = [fmt(m.metrics[c].value, m.metrics[c].ci_low, m.metrics[c].ci_high) if c in m.metrics else "-" for c in cols]
         lines.append(f"| {m.spec} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired differences (first minus second model, same items and shots; 95% paired bootstrap interval):", "",
-              *head("pair")]
+    lines += [
+        "",
+        "Paired differences (first minus second model, same items and shots; 95% paired bootstrap interval):",
+        "",
+        *head("pair"),
+    ]
     pairs = dict.fromkeys((d.model_a, d.model_b) for d in comparison.differences)
     for a, b in pairs:
         by_key = {d.metric: d for d in comparison.differences if (d.model_a, d.model_b) == (a, b)}

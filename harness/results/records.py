@@ -60,9 +60,12 @@ class TaskRecord(BaseModel):
     paper: str = ""
     headline_metrics: Optional[list[str]] = None
     default_config: Optional[dict[str, Any]] = Field(
-        default=None, description="the task's config defaults, resolved for this run's device, so a leaderboard can list what a run changed")
+        default=None,
+        description="the task's config defaults, resolved for this run's device, so a leaderboard can list what a run changed",
+    )
     finding: Optional[dict[str, Any]] = Field(
-        default=None, description="the task's Finding: effect and control metric keys, claim, paper's verdict")
+        default=None, description="the task's Finding: effect and control metric keys, claim, paper's verdict"
+    )
 
 
 class ModelRecord(BaseModel):
@@ -80,7 +83,9 @@ class ModelRecord(BaseModel):
         description="identity of the weights (hub commit, file digest or folder fingerprint); a result is reused only when it matches",
     )
     bos: Optional[str] = Field(
-        default=None, description="the BOS policy: added by the tokenizer, prepended (the GPT-2 family, as TransformerLens does), or none")
+        default=None,
+        description="the BOS policy: added by the tokenizer, prepended (the GPT-2 family, as TransformerLens does), or none",
+    )
 
 
 class Environment(BaseModel):
@@ -97,7 +102,8 @@ class Timing(BaseModel):
     phases: dict[str, float] = Field(
         default_factory=dict,
         description="seconds per kind of model call (score, loglikelihood, generate, collect, stream, logit_lens, finetune; "
-                    "'(edited)' when interventions were in force) and 'analysis' for everything else (probes, statistics, plots)")
+        "'(edited)' when interventions were in force) and 'analysis' for everything else (probes, statistics, plots)",
+    )
 
 
 class Results(BaseModel):
@@ -112,7 +118,8 @@ class Results(BaseModel):
     unmeasured: dict[str, str] = Field(
         default_factory=dict,
         description="metrics the task measures but could not on this run, each with why (no unit to measure it on: "
-                    "a finding's facet on one reads 'too few units', n = 0)")
+        "a finding's facet on one reads 'too few units', n = 0)",
+    )
     reference: Optional[Reference] = None
     environment: Environment
     timing: Timing
@@ -145,8 +152,16 @@ class Experiment:
 
     @classmethod
     def of(cls, results: Results) -> Experiment:
-        return cls(results.task.name, results.task.version, results.task.config_hash, results.seed, results.limit,
-                   results.bootstrap, results.model.dtype, results.model.quantization)
+        return cls(
+            results.task.name,
+            results.task.version,
+            results.task.config_hash,
+            results.seed,
+            results.limit,
+            results.bootstrap,
+            results.model.dtype,
+            results.model.quantization,
+        )
 
     def file_key(self) -> list[Any]:
         """What a results file's name suffix hashes (the task and its version are in the name itself)."""

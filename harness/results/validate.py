@@ -91,8 +91,11 @@ def schema_problems(e: ValidationError) -> list[str]:
 
 
 def _metric_problems(where: str, metric: Any) -> list[str]:
-    return [f"{where}.{name}: {getattr(metric, name)!r} is not a finite number within ±{MAX_ABS_VALUE:g}"
-            for name in ("value", "ci_low", "ci_high") if not is_number(getattr(metric, name))]
+    return [
+        f"{where}.{name}: {getattr(metric, name)!r} is not a finite number within ±{MAX_ABS_VALUE:g}"
+        for name in ("value", "ci_low", "ci_high")
+        if not is_number(getattr(metric, name))
+    ]
 
 
 def _artifact_problems(artifacts: list[str], stem: str | None) -> list[str]:
@@ -111,8 +114,10 @@ def results_problems(results: Any, stem: str | None = None) -> list[str]:
     """The rules beyond the schema that a `harness.results.Results` breaks (empty when it keeps them all)."""
     problems = []
     if not task_name_ok(results.task.name):
-        problems.append(f"task.name: {results.task.name[:60]!r} cannot name a leaderboard file "
-                        "(letters, digits, '.', '_', '-'; not 'index' or 'findings')")
+        problems.append(
+            f"task.name: {results.task.name[:60]!r} cannot name a leaderboard file "
+            "(letters, digits, '.', '_', '-'; not 'index' or 'findings')"
+        )
     for key, m in results.metrics.items():
         problems += _metric_problems(f"metrics.{key}", m)
     for key, why in results.unmeasured.items():
@@ -121,8 +126,11 @@ def results_problems(results: Any, stem: str | None = None) -> list[str]:
         if len(key) > MAX_NAME or len(why) > MAX_REASON:
             problems.append(f"unmeasured.{key[:60]}: a key over {MAX_NAME} or a reason over {MAX_REASON} characters")
     for model, values in (results.reference.metrics if results.reference else {}).items():
-        problems += [f"reference.metrics.{model}.{k}: {v!r} is not a finite number within ±{MAX_ABS_VALUE:g}"
-                     for k, v in values.items() if not is_number(v)]
+        problems += [
+            f"reference.metrics.{model}.{k}: {v!r} is not a finite number within ±{MAX_ABS_VALUE:g}"
+            for k, v in values.items()
+            if not is_number(v)
+        ]
     problems += _artifact_problems(results.artifacts, stem)
     return problems
 
@@ -179,7 +187,9 @@ def load_valid(path: Path, kind: type) -> Any:
     data = read_json(path)
     parsed, problems = check_data(data, stem_of(path))
     if parsed is not None and not isinstance(parsed, kind):
-        raise InvalidFile(f"a {'comparison' if kind.__name__ == 'Results' else 'results'} file, not a {kind.__name__.lower()} file")
+        raise InvalidFile(
+            f"a {'comparison' if kind.__name__ == 'Results' else 'results'} file, not a {kind.__name__.lower()} file"
+        )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise InvalidFile(problems[0] + more)
@@ -196,5 +206,7 @@ def refuse_invalid(model: Any, path: Path, what: str) -> None:
         problems = [f"over {MAX_JSON_BYTES} bytes"]
     if problems:
         more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-        raise UsageError(f"{what}: no results file written, since no leaderboard would accept it ({problems[0]}{more}); "
-                         "the options or data leave nothing meaningful to measure: check them (harness list TASK)")
+        raise UsageError(
+            f"{what}: no results file written, since no leaderboard would accept it ({problems[0]}{more}); "
+            "the options or data leave nothing meaningful to measure: check them (harness list TASK)"
+        )

@@ -41,18 +41,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="harness", description="Interpretability experiments on language models, as a benchmark.")
     sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
     run = sub.add_parser("run", help="run tasks on models and write results files")
-    run.add_argument("--model", action="append", help=f"bundled alias ({', '.join(BUNDLED)}), hub id, local folder or .gguf file; repeatable (default {DEFAULT_MODEL})")
+    run.add_argument(
+        "--model",
+        action="append",
+        help=f"bundled alias ({', '.join(BUNDLED)}), hub id, local folder or .gguf file; repeatable (default {DEFAULT_MODEL})",
+    )
     run.add_argument("--task", action="append", required=True, help="task name, repeatable, or 'all'")
-    run.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="task option (validated against the task's config); TASK:KEY=VALUE targets one task")
-    run.add_argument("--output-dir", type=Path, default=Path("results"), help="results folder, one subfolder per model (default results/)")
+    run.add_argument(
+        "--task-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option (validated against the task's config); TASK:KEY=VALUE targets one task",
+    )
+    run.add_argument(
+        "--output-dir", type=Path, default=Path("results"), help="results folder, one subfolder per model (default results/)"
+    )
     run.add_argument("--seed", type=int, default=0, help="seed of every random choice, 0 to 2**32-1 (default 0)")
     run.add_argument("--limit", type=positive_int, default=None, help="use only the first N problems (for quick checks)")
     run.add_argument("--batch-size", type=batch_size, default="auto", help="prompts per forward pass, or auto (default)")
-    run.add_argument("--preset", default=None, metavar="NAME",
-                     help="a named option set of every task: quick (sized for a laptop CPU, its own config hash)")
-    run.add_argument("--max-memory", action="append", default=[], metavar="DEVICE=SIZE",
-                     help="with --device-map: the most memory a device may take, e.g. 0=20GiB, cpu=64GiB; repeatable")
-    run.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples behind every interval, 100 to 100000 (default 1000)")
+    run.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="a named option set of every task: quick (sized for a laptop CPU, its own config hash)",
+    )
+    run.add_argument(
+        "--max-memory",
+        action="append",
+        default=[],
+        metavar="DEVICE=SIZE",
+        help="with --device-map: the most memory a device may take, e.g. 0=20GiB, cpu=64GiB; repeatable",
+    )
+    run.add_argument(
+        "--bootstrap",
+        type=positive_int,
+        default=1000,
+        help="bootstrap resamples behind every interval, 100 to 100000 (default 1000)",
+    )
     run.add_argument("--dtype", choices=list(DTYPES), default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     run.add_argument("--device-map", default=None, help="auto: spread a large model over the GPUs (accelerate)")
@@ -62,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code (off by default)")
     run.add_argument("--log-samples", action="store_true", help="write per-example records to samples.jsonl")
     run.add_argument("--force", action="store_true", help="run again even when a finished result exists")
-    run.add_argument("--dry-run", action="store_true",
-                     help="load nothing: print each task's forward and generated tokens, activation memory and analysis time")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="load nothing: print each task's forward and generated tokens, activation memory and analysis time",
+    )
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     lst = sub.add_parser("list", help="list the tasks, with paper and version; `list TASK` shows its options and metrics")
@@ -74,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--debug", action="store_true")
     board = sub.add_parser("leaderboard", help="build, show and publish leaderboards from results files")
     board_sub = board.add_subparsers(dest="action", parser_class=ArgumentParser, required=True)
-    build = board_sub.add_parser("build", help="validate results files and write leaderboards/<task>.json, index.json, index.html")
+    build = board_sub.add_parser(
+        "build", help="validate results files and write leaderboards/<task>.json, index.json, index.html"
+    )
     build.add_argument("--results", type=Path, default=Path("results"), help="folder of results files (default results/)")
     build.add_argument("--out", type=Path, default=Path("leaderboards"))
     show = board_sub.add_parser("show", help="print a task's leaderboard")
@@ -102,9 +133,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         bootstrap=args.bootstrap,
         load=LoadOptions(
-            dtype=args.dtype, device=args.device, device_map=args.device_map, revision=args.revision,
-            load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, trust_remote_code=args.trust_remote_code,
-            show_progress=False if args.no_progress else None, max_memory=parse_max_memory(args.max_memory),
+            dtype=args.dtype,
+            device=args.device,
+            device_map=args.device_map,
+            revision=args.revision,
+            load_in_4bit=args.load_in_4bit,
+            load_in_8bit=args.load_in_8bit,
+            trust_remote_code=args.trust_remote_code,
+            show_progress=False if args.no_progress else None,
+            max_memory=parse_max_memory(args.max_memory),
         ),
         preset=args.preset,
         log_samples=args.log_samples,
@@ -147,7 +184,11 @@ def describe_task(task: type) -> str:
     """`harness list TASK`: what the task measures, its options and its metrics."""
     from harness.api.task import describe_options
 
-    lines = [f"{task.name} (version {task.version})", f"paper: {task.paper}"] if task.paper else [f"{task.name} (version {task.version})"]
+    lines = (
+        [f"{task.name} (version {task.version})", f"paper: {task.paper}"]
+        if task.paper
+        else [f"{task.name} (version {task.version})"]
+    )
     if task.description:
         lines.append(task.description)
     rows = describe_options(task)
@@ -202,7 +243,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         report = leaderboard.build(args.results, args.out)
         for path, reason in report.skipped:
             print(f"skipped {path}: {reason}", file=sys.stderr)
-        print(f"built {len(report.tasks)} leaderboard(s) from {len(report.used)} results file(s) in {args.out}: {', '.join(report.tasks) or 'none'}")
+        print(
+            f"built {len(report.tasks)} leaderboard(s) from {len(report.used)} results file(s) in {args.out}: {', '.join(report.tasks) or 'none'}"
+        )
         return 0
     if args.action == "show":
         data = leaderboard.read_board(args.dir, args.task)

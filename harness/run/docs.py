@@ -20,8 +20,10 @@ def generated(task: type) -> str:
     from harness.run.cli import describe_task
 
     method = inspect.getdoc(sys.modules[task.__module__]) or ""
-    return (f"{MARKER}\n\n## Method (from `{task.__module__}`)\n\n```text\n{method}\n```\n\n"
-            f"## Options and metrics (`harness list {task.name}`)\n\n```text\n{describe_task(task)}\n```\n")
+    return (
+        f"{MARKER}\n\n## Method (from `{task.__module__}`)\n\n```text\n{method}\n```\n\n"
+        f"## Options and metrics (`harness list {task.name}`)\n\n```text\n{describe_task(task)}\n```\n"
+    )
 
 
 def page(task: type, current: str) -> str:

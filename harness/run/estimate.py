@@ -58,7 +58,7 @@ def analysis_seconds(task: str, shape: ModelShape) -> float | None:
         return None
     width = WIDTH_OF.get(task, "d_model")
     ratio = getattr(shape, width) / getattr(REFERENCE, width)
-    return cost.seconds * ratio ** cost.width * (shape.n_layers / REFERENCE.n_layers) ** cost.depth
+    return cost.seconds * ratio**cost.width * (shape.n_layers / REFERENCE.n_layers) ** cost.depth
 
 
 def shape_of(config: Any) -> ModelShape:
@@ -68,8 +68,10 @@ def shape_of(config: Any) -> ModelShape:
     n_layers, d_model = get("num_hidden_layers", "n_layer", "num_layers"), get("hidden_size", "n_embd", "d_model")
     vocab = get("vocab_size")
     if not (n_layers and d_model and vocab):
-        raise UsageError(f"the config of {getattr(config, '_name_or_path', 'this model')} names no layer count, width or "
-                         "vocabulary: --dry-run cannot size it")
+        raise UsageError(
+            f"the config of {getattr(config, '_name_or_path', 'this model')} names no layer count, width or "
+            "vocabulary: --dry-run cannot size it"
+        )
     d_mlp = get("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size") or 4 * d_model
     heads = get("num_attention_heads", "n_head") or 1
     head_dim = get("head_dim") or d_model // heads
@@ -94,7 +96,11 @@ def read_config(spec: str, revision: str | None = None, trust_remote_code: bool 
             return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
         return AutoConfig.from_pretrained(found.where, revision=found.revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        where = "the local cache (download it once, or point --model at a folder with its config.json)" if found.source == "hub" else found.where
+        where = (
+            "the local cache (download it once, or point --model at a folder with its config.json)"
+            if found.source == "hub"
+            else found.where
+        )
         raise UsageError(f"no config for {spec} in {where}: {str(e).splitlines()[0][:120]}") from None
 
 
@@ -125,8 +131,15 @@ def estimate(spec: Any) -> list[Estimate]:
         for task, config in planned:
             work = task.workload(config, shape)
             tokens = (work.forward_tokens + work.generated_tokens) if work else None
-            rows.append(Estimate(model, task.name, work, analysis_seconds(task.name, shape),
-                                 2.0 * shape.n_params * tokens if tokens is not None and shape.n_params else None))
+            rows.append(
+                Estimate(
+                    model,
+                    task.name,
+                    work,
+                    analysis_seconds(task.name, shape),
+                    2.0 * shape.n_params * tokens if tokens is not None and shape.n_params else None,
+                )
+            )
     return rows
 
 
@@ -151,19 +164,35 @@ def duration(seconds: float | None) -> str:
 
 def format_estimates(rows: list[Estimate]) -> str:
     """The dry run's table: one line per (model, task)."""
-    header = ["model", "task", "forward tokens", "generated", "activations held", "model FLOPs", "analysis, default config (2 CPU cores)"]
-    lines = [[r.model, r.task,
-              human(r.workload.forward_tokens) if r.workload else "?",
-              human(r.workload.generated_tokens) if r.workload else "?",
-              human(r.workload.activation_bytes, "B") if r.workload else "?",
-              human(r.model_flops),
-              duration(r.analysis_seconds)] for r in rows]
+    header = [
+        "model",
+        "task",
+        "forward tokens",
+        "generated",
+        "activations held",
+        "model FLOPs",
+        "analysis, default config (2 CPU cores)",
+    ]
+    lines = [
+        [
+            r.model,
+            r.task,
+            human(r.workload.forward_tokens) if r.workload else "?",
+            human(r.workload.generated_tokens) if r.workload else "?",
+            human(r.workload.activation_bytes, "B") if r.workload else "?",
+            human(r.model_flops),
+            duration(r.analysis_seconds),
+        ]
+        for r in rows
+    ]
     widths = [max(len(x) for x in col) for col in zip(header, *lines)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
     notes = sorted({f"{r.task}: {r.workload.notes}" for r in rows if r.workload and r.workload.notes})
     total = sum(r.analysis_seconds or 0 for r in rows)
-    out.append(f"\nanalysis in all: about {duration(total)} on 2 CPU cores (benchmarks/bench_scale.py); "
-               "the model's share depends on the GPU. Nothing was loaded or run.")
+    out.append(
+        f"\nanalysis in all: about {duration(total)} on 2 CPU cores (benchmarks/bench_scale.py); "
+        "the model's share depends on the GPU. Nothing was loaded or run."
+    )
     out += notes
     return "\n".join(out)

@@ -133,4 +133,3 @@ def unique_models(spec: RunSpec) -> list[str]:
         locate(model_spec, spec.load.revision)  # a bad spec fails here, before any folder or lock is made
         seen.setdefault(slugify(model_spec, spec.load.revision), model_spec)
     return list(seen.values())
-

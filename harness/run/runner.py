@@ -36,8 +36,18 @@ from harness.results.validate import refuse_invalid
 from harness.run.plan import Planned, RunSpec, check_spec, plan_tasks, prepare_output_dir, unique_models
 from harness.run.store import artifacts_dir, checkpoint_dir, clear_leftovers, install, result_lock, result_path, reusable
 
-__all__ = ["Outcome", "RunSpec", "check_spec", "checkpoint_dir", "plan_tasks", "result_lock", "result_path", "run", "run_task",
-           "summary"]  # planning and the store live in harness.run.plan and harness.run.store; these read as before
+__all__ = [
+    "Outcome",
+    "RunSpec",
+    "check_spec",
+    "checkpoint_dir",
+    "plan_tasks",
+    "result_lock",
+    "result_path",
+    "run",
+    "run_task",
+    "summary",
+]  # planning and the store live in harness.run.plan and harness.run.store; these read as before
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +67,11 @@ def environment(model: Model) -> Environment:
     device = model.input_device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return Environment(
-        python=platform.python_version(), torch=torch.__version__, transformers=transformers.__version__,
-        platform=platform.platform(), device_name=name,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        platform=platform.platform(),
+        device_name=name,
     )
 
 
@@ -72,10 +85,17 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
     checkpoints = checkpoint_dir(path, model.info.fingerprint)
     main = distributed.is_main()  # with several data-parallel ranks, rank 0 alone writes anything
     ctx = RunContext(
-        model=model, seed=spec.seed, limit=spec.limit, batch_size=spec.batch_size, bootstrap=spec.bootstrap,
-        artifacts_dir=staging if main else None, checkpoint_dir=checkpoints, writes_files=main,
+        model=model,
+        seed=spec.seed,
+        limit=spec.limit,
+        batch_size=spec.batch_size,
+        bootstrap=spec.bootstrap,
+        artifacts_dir=staging if main else None,
+        checkpoint_dir=checkpoints,
+        writes_files=main,
         cache_dir=cache_root() / "products",
-        log_samples=spec.log_samples and main, show_progress=spec.show_progress if main else False,
+        log_samples=spec.log_samples and main,
+        show_progress=spec.show_progress if main else False,
     )
     start, tokens_before = time.perf_counter(), model.tokens_processed
     torch.manual_seed(spec.seed)
@@ -91,22 +111,37 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
         results = Results(
             harness_version=harness.__version__,
             task=TaskRecord(
-                name=task.name, version=task.version, config=asdict(config), config_hash=config_hash(asdict(config)),
-                description=task.description, paper=task.paper, headline_metrics=task.headline_metrics,
+                name=task.name,
+                version=task.version,
+                config=asdict(config),
+                config_hash=config_hash(asdict(config)),
+                description=task.description,
+                paper=task.paper,
+                headline_metrics=task.headline_metrics,
                 finding=asdict(task.finding) if task.finding is not None else None,
                 default_config=asdict(task.resolve_config(task.Config(), model.input_device.type)),
             ),
             model=ModelRecord(
-                spec=info.spec, source=info.source, resolved_revision=info.revision, architecture=info.architecture,
-                n_params=info.n_params, dtype=info.dtype, quantization=info.quantization, device=info.device,
-                fingerprint=info.fingerprint, bos=info.bos,
+                spec=info.spec,
+                source=info.source,
+                resolved_revision=info.revision,
+                architecture=info.architecture,
+                n_params=info.n_params,
+                dtype=info.dtype,
+                quantization=info.quantization,
+                device=info.device,
+                fingerprint=info.fingerprint,
+                bos=info.bos,
             ),
             metrics=outcome.metrics,
             unmeasured=outcome.unmeasured,
             reference=outcome.reference,
             environment=environment(model),
-            timing=Timing(seconds_total=round(seconds, 3), tokens_processed=model.tokens_processed - tokens_before,
-                          phases=phases(ctx.phase_seconds, seconds)),
+            timing=Timing(
+                seconds_total=round(seconds, 3),
+                tokens_processed=model.tokens_processed - tokens_before,
+                phases=phases(ctx.phase_seconds, seconds),
+            ),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             seed=spec.seed,
             limit=spec.limit,
@@ -169,7 +204,9 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> list[Outcome]:
                     clear_leftovers(item.path, keep_checkpoints=checkpoint_dir(item.path, model.info.fingerprint))
                 report(f"running {item.task.name} on {model_spec} ...")
                 results = run_task(model, item.task, item.config, item.path, spec)
-                report(f"{item.task.name} on {model_spec}: {summary(results)} -> {item.path} ({results.timing.seconds_total:.0f} s)")
+                report(
+                    f"{item.task.name} on {model_spec}: {summary(results)} -> {item.path} ({results.timing.seconds_total:.0f} s)"
+                )
                 outcomes.append(Outcome(model_spec, item.task.name, item.path, False, results))
             del model
             gc.collect()
@@ -192,7 +229,8 @@ def _silent(_: str) -> None:
 def summary(results: Results, limit: int = 4) -> str:
     """The task's headline metrics (the first few metrics when it names none), with intervals."""
     keys = [k for k in (results.task.headline_metrics or []) if k in results.metrics] or list(results.metrics)
-    parts = [f"{k} {results.metrics[k].value:.3f} [{results.metrics[k].ci_low:.3f}, {results.metrics[k].ci_high:.3f}]"
-             for k in keys[:limit]]
+    parts = [
+        f"{k} {results.metrics[k].value:.3f} [{results.metrics[k].ci_low:.3f}, {results.metrics[k].ci_high:.3f}]"
+        for k in keys[:limit]
+    ]
     return "; ".join(parts)
-

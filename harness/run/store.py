@@ -41,12 +41,16 @@ def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any
     """
     if not TASK_NAME.fullmatch(task.name):
         raise UsageError(f"task name {task.name!r} cannot name a results file: use letters, digits, '_', '-' and '.'")
-    version = task.version if PLAIN_VERSION.fullmatch(task.version) else "x" + hashlib.sha256(task.version.encode()).hexdigest()[:8]
+    version = (
+        task.version if PLAIN_VERSION.fullmatch(task.version) else "x" + hashlib.sha256(task.version.encode()).hexdigest()[:8]
+    )
     dtype = str(pick_dtype(spec.load, target_device(spec.load))).removeprefix("torch.")
     defaults = task.resolve_config(task.Config(), target_device(spec.load).split(":")[0])  # as plan_tasks resolves them
     default = Experiment(task.name, task.version, config_hash(asdict(defaults)), 0, None, N_BOOTSTRAP, "float32", None)
     key = planned(task, config, spec, dtype, quantization_name(spec.load))  # the precision asked (a GGUF's is in the slug)
-    stem = f"{task.name}-v{version}" + ("" if key.file_key() == default.file_key() else f"-{config_hash({'k': key.file_key()})[:8]}")
+    stem = f"{task.name}-v{version}" + (
+        "" if key.file_key() == default.file_key() else f"-{config_hash({'k': key.file_key()})[:8]}"
+    )
     try:
         return safe_join(output_dir, slugify(model_spec, spec.load.revision), f"{stem}.json")
     except UnsafePath as e:
@@ -55,8 +59,9 @@ def result_path(output_dir: Path, model_spec: str, task: type[Task], config: Any
 
 def planned(task: type[Task], config: Any, spec: RunSpec, dtype: str, quantization: str | None) -> Experiment:
     """The experiment a run of `task` with `config` (settled) under `spec` is."""
-    return Experiment(task.name, task.version, config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap, dtype,
-                      quantization)
+    return Experiment(
+        task.name, task.version, config_hash(asdict(config)), spec.seed, spec.limit, spec.bootstrap, dtype, quantization
+    )
 
 
 def artifacts_dir(path: Path) -> Path:
@@ -93,8 +98,10 @@ def result_lock(path: Path) -> Iterator[IO[str]]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise UsageError(f"another run is writing {path}: wait for it to finish (this command then reuses its "
-                             "result) or pass another --output-dir") from None
+            raise UsageError(
+                f"another run is writing {path}: wait for it to finish (this command then reuses its "
+                "result) or pass another --output-dir"
+            ) from None
         if same_file(handle, lock):
             break
         handle.close()  # locked a file that was removed meanwhile
@@ -125,7 +132,9 @@ def clear_leftovers(path: Path, keep_checkpoints: Path | None = None) -> None:
     """
     stem = artifacts_dir(path).name
     for item in path.parent.glob(f".{glob.escape(stem)}.*"):
-        staged = item.name.startswith(f".{stem}.partial") or (item.name.startswith(f".{path.name}.") and item.name.endswith(".tmp"))
+        staged = item.name.startswith(f".{stem}.partial") or (
+            item.name.startswith(f".{path.name}.") and item.name.endswith(".tmp")
+        )
         stale = keep_checkpoints is not None and item.name.startswith(f".{stem}.checkpoints") and item != keep_checkpoints
         if not (staged or stale):
             continue
@@ -135,8 +144,9 @@ def clear_leftovers(path: Path, keep_checkpoints: Path | None = None) -> None:
             item.unlink(missing_ok=True)
 
 
-def reusable(path: Path, task: type[Task], config: Any, spec: RunSpec, model_spec: str, dtype: str,
-             fingerprint: str | None) -> Results | None:
+def reusable(
+    path: Path, task: type[Task], config: Any, spec: RunSpec, model_spec: str, dtype: str, fingerprint: str | None
+) -> Results | None:
     """The finished result at `path` if it is this experiment on these very weights, else None.
 
     The weights' identity (hub commit, GGUF digest, folder fingerprint) must match: a result
@@ -183,4 +193,3 @@ def install(path: Path, staging: Path, results: Results) -> None:
     if staging.exists():
         staging.rename(folder)
     write_results(path, results)  # last: its presence means the run finished
-

@@ -79,8 +79,20 @@ from probes.irreducibility import mixture_index, separability_index
 from probes.selection import best_layer, best_layers
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 NUMBER_WORDS = ["One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven", "Twelve"]
 
 PAPER = "Engels et al. 2024, Not All Language Model Features Are Linear (arXiv 2405.14860)"
@@ -132,8 +144,10 @@ def answer_token_ids(tokenizer, names: list[str]) -> list[int]:
 
 def name_positions(tokenizer, problems: list[Problem]) -> list[int]:
     """Index of the last token of the alpha name in each tokenised prompt (special tokens included)."""
-    return [tokens.last_token_of_span(tokenizer, p.prompt, p.prompt.rindex(p.name), p.prompt.rindex(p.name) + len(p.name))
-            for p in problems]
+    return [
+        tokens.last_token_of_span(tokenizer, p.prompt, p.prompt.rindex(p.name), p.prompt.rindex(p.name) + len(p.name))
+        for p in problems
+    ]
 
 
 def scrambled_order(alpha: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -156,13 +170,19 @@ def behaviour_metrics(ctx, scores, gamma: np.ndarray, answers: list[int]) -> tup
     predicted = scores.logits.argmax(-1).numpy()
     correct = predicted == gamma
     full_vocab = scores.top_token.numpy() == np.asarray(answers)[gamma]
-    return predicted, correct, {
-        "accuracy": ctx.metric(correct.astype(float)),
-        "accuracy_full_vocab": ctx.metric(full_vocab.astype(float)),
-    }
+    return (
+        predicted,
+        correct,
+        {
+            "accuracy": ctx.metric(correct.astype(float)),
+            "accuracy_full_vocab": ctx.metric(full_vocab.astype(float)),
+        },
+    )
 
 
-def probe_metrics(ctx, fits: dict[str, dict[int, CircleFit]], targets: dict[str, np.ndarray]) -> tuple[dict[str, Metric], dict[str, int]]:
+def probe_metrics(
+    ctx, fits: dict[str, dict[int, CircleFit]], targets: dict[str, np.ndarray]
+) -> tuple[dict[str, Metric], dict[str, int]]:
     """The real probe ("probe") and each control, every one at its own best layer, and the gaps.
 
     fits: {method: {layer: held-out fit}}; targets: {method: (n, 2) circle points of the labels
@@ -185,8 +205,16 @@ def probe_metrics(ctx, fits: dict[str, dict[int, CircleFit]], targets: dict[str,
     return metrics, best
 
 
-def orders_metric(ctx, X: dict[int, np.ndarray], orders: np.ndarray, real: CircleFit, alpha: np.ndarray,
-                  beta: np.ndarray, m: int, n_components: int) -> tuple[Metric, dict]:
+def orders_metric(
+    ctx,
+    X: dict[int, np.ndarray],
+    orders: np.ndarray,
+    real: CircleFit,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    m: int,
+    n_components: int,
+) -> tuple[Metric, dict]:
     """The real probe's R^2 minus the 95th percentile of the R^2 of many scrambled orders.
 
     One scrambled order is one arbitrary arrangement of the m clusters, and with 7 or 12
@@ -206,17 +234,23 @@ def orders_metric(ctx, X: dict[int, np.ndarray], orders: np.ndarray, real: Circl
     best = [layers[c] for c in column]
     chosen = np.stack([preds[L][k] for k, L in enumerate(best)])  # (K, n, 2)
     K, n = orders.shape
-    rows = np.hstack([real.pred_xy, circle_targets(alpha, m),
-                      np.concatenate([chosen, targets], axis=2).transpose(1, 0, 2).reshape(n, 4 * K)])
+    rows = np.hstack(
+        [real.pred_xy, circle_targets(alpha, m), np.concatenate([chosen, targets], axis=2).transpose(1, 0, 2).reshape(n, 4 * K)]
+    )
 
     def statistic(r: np.ndarray) -> float:
         others = r[:, 4:].reshape(len(r), K, 4).transpose(1, 0, 2)
         return _r2_rows(r[:, :4]) - float(np.nanquantile(r2_many(others[..., :2], others[..., 2:]), ORDER_QUANTILE))
 
     order_r2 = r2[np.arange(K), column]
-    summary = {"n": K, "quantile": ORDER_QUANTILE, "r2_q50": float(np.median(order_r2)),
-               "r2_q95": float(np.quantile(order_r2, ORDER_QUANTILE)), "r2_max": float(order_r2.max()),
-               "share_at_least_real": float((order_r2 >= real.r2).mean())}
+    summary = {
+        "n": K,
+        "quantile": ORDER_QUANTILE,
+        "r2_q50": float(np.median(order_r2)),
+        "r2_q95": float(np.quantile(order_r2, ORDER_QUANTILE)),
+        "r2_max": float(order_r2.max()),
+        "share_at_least_real": float((order_r2 >= real.r2).mean()),
+    }
     return ctx.metric(rows, statistic=statistic), summary
 
 
@@ -224,12 +258,15 @@ def orders_metric(ctx, X: dict[int, np.ndarray], orders: np.ndarray, real: Circl
 class CircleConfig:
     """Defaults are the paper's settings."""
 
-    template: Literal["paper", "code"] = option("paper", "prompt wording: paper (the paper's text, 'One month') or code (the released code's)")
+    template: Literal["paper", "code"] = option(
+        "paper", "prompt wording: paper (the paper's text, 'One month') or code (the released code's)"
+    )
     layer: int | None = option(None, "intervention layer (resid_post.L); none: the best probe layer in the first half", ge=0)
     n_components: int = option(5, "PCA dimensions before the circular probe", ge=2)
     intervention: bool = option(True, "run the circle patch and its controls")
     intervention_problems: int | None = option(
-        None, "patch this many problems, drawn at random with the run's seed (each with all its alpha'); none: every one", ge=1)
+        None, "patch this many problems, drawn at random with the run's seed (each with all its alpha'); none: every one", ge=1
+    )
     offdist: bool = option(False, "the (r, theta) grid: is alpha encoded in the angle alone?")
     irreducibility: bool = option(False, "separability S and mixture M_eps of the probe plane")
 
@@ -242,8 +279,15 @@ class CircleTask(Task):
     Config = CircleConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"intervention_problems": 24}}
-    headline_metrics = ["accuracy", "probe_r2", "probe_r2_scrambled_order", "probe_r2_shuffled",
-                        "intervention_success", "intervention_success_patch", "intervention_logit_diff"]
+    headline_metrics = [
+        "accuracy",
+        "probe_r2",
+        "probe_r2_scrambled_order",
+        "probe_r2_shuffled",
+        "intervention_success",
+        "intervention_success_patch",
+        "intervention_logit_diff",
+    ]
     metric_descriptions = {
         "accuracy": "argmax over the m answer tokens equals gamma (the paper's metric); n = problems",
         "accuracy_full_vocab": "argmax over the whole vocabulary is gamma's token",
@@ -271,8 +315,9 @@ class CircleTask(Task):
         m = len(cls.names)
         problems = m * m
         patched = (config.intervention_problems or problems) * (m - 1) if config.intervention else 0
-        return Workload(forward_tokens=2 * problems * 16 + patched * 6 * 8,
-                        activation_bytes=problems * shape.n_layers * shape.d_model * 8)
+        return Workload(
+            forward_tokens=2 * problems * 16 + patched * 6 * 8, activation_bytes=problems * shape.n_layers * shape.d_model * 8
+        )
 
     def run(self, model, config: CircleConfig, ctx) -> TaskResult:
         m = len(self.names)
@@ -297,8 +342,16 @@ class CircleTask(Task):
         if behaviour["accuracy"].ci_low <= 1 / m <= behaviour["accuracy"].ci_high:
             notes.append("behaviour near chance")
         for r, i in enumerate(used):
-            ctx.log_sample({"prompt": prompts[i], "alpha": int(alpha[i]), "beta": int(beta[i]), "gamma": int(gamma[i]),
-                            "predicted": int(predicted[r]), "correct": bool(correct[r])})
+            ctx.log_sample(
+                {
+                    "prompt": prompts[i],
+                    "alpha": int(alpha[i]),
+                    "beta": int(beta[i]),
+                    "gamma": int(gamma[i]),
+                    "predicted": int(predicted[r]),
+                    "correct": bool(correct[r]),
+                }
+            )
 
         # Representation: every layer at the alpha token, in one pass.
         sites = [f"resid_post.{L}" for L in range(model.n_layers)]
@@ -307,34 +360,49 @@ class CircleTask(Task):
         shuffled = shuffled_labels(alpha, ctx.rng(1))
         reordered = scrambled_order(alpha, m, ctx.rng(4))
         labels = {"probe": alpha, "shuffled": shuffled, "scrambled_order": reordered}
-        fits = {method: {L: cross_validate_circle(X[L], lab, beta, m, config.n_components) for L in X} for method, lab in labels.items()}
-        fits["random_plane"] = {L: cross_validate_circle(X[L], alpha, beta, m, config.n_components, random_plane=ctx.rng(2)) for L in X}
+        fits = {
+            method: {L: cross_validate_circle(X[L], lab, beta, m, config.n_components) for L in X}
+            for method, lab in labels.items()
+        }
+        fits["random_plane"] = {
+            L: cross_validate_circle(X[L], alpha, beta, m, config.n_components, random_plane=ctx.rng(2)) for L in X
+        }
         targets = {method: circle_targets(labels.get(method, alpha), m) for method in fits}
         probe_results, best_by_method = probe_metrics(ctx, fits, targets)
         metrics.update(probe_results)
         orders = np.stack([scrambled_order(alpha, m, ctx.rng(6 + k)) for k in range(N_ORDERS)])
-        beyond, details["scrambled_orders"] = orders_metric(ctx, X, orders, fits["probe"][best_by_method["probe"]],
-                                                           alpha, beta, m, config.n_components)
+        beyond, details["scrambled_orders"] = orders_metric(
+            ctx, X, orders, fits["probe"][best_by_method["probe"]], alpha, beta, m, config.n_components
+        )
         metrics["probe_r2_minus_scrambled_q95"] = beyond
         best = best_by_method["probe"]
         details["best_layer"] = best
         details["best_layers"] = best_by_method
-        notes.append("probe_r2 and each control are read at their own best layer (details.best_layers, the highest held-out R^2): "
-                     "each is a maximum over layers, and its interval, over prompts at that layer, does not include the choice of layer")
+        notes.append(
+            "probe_r2 and each control are read at their own best layer (details.best_layers, the highest held-out R^2): "
+            "each is a maximum over layers, and its interval, over prompts at that layer, does not include the choice of layer"
+        )
 
         def per_layer(method: str, attr: str) -> list[float]:
             return [round(float(getattr(fits[method][L], attr)), 6) for L in range(model.n_layers)]
 
         details["per_layer"] = {f"probe_r2{_suffix(method)}": per_layer(method, "r2") for method in fits}
-        details["per_layer"].update({"probe_angle_error_deg": per_layer("probe", "mean_angle_error_deg"),
-                                     "probe_angle_error_deg_shuffled": per_layer("shuffled", "mean_angle_error_deg"),
-                                     "probe_class_acc": per_layer("probe", "class_accuracy")})
+        details["per_layer"].update(
+            {
+                "probe_angle_error_deg": per_layer("probe", "mean_angle_error_deg"),
+                "probe_angle_error_deg_shuffled": per_layer("shuffled", "mean_angle_error_deg"),
+                "probe_class_acc": per_layer("probe", "class_accuracy"),
+            }
+        )
         self.plot_circle(ctx, X[best], alpha, best, config.n_components)
         self.plot_layers(ctx, details["per_layer"], best)
 
         if config.irreducibility:
             plane = fits["probe"][best].pred_xy
-            details["irreducibility"] = {"separability_bits": separability_index(plane), "mixture_index": mixture_index(plane, seed=ctx.seed)}
+            details["irreducibility"] = {
+                "separability_bits": separability_index(plane),
+                "mixture_index": mixture_index(plane, seed=ctx.seed),
+            }
 
         # Intervention.
         if config.intervention:
@@ -345,7 +413,9 @@ class CircleTask(Task):
             if config.intervention_problems is not None and config.intervention_problems < len(used):
                 patched = np.sort(ctx.rng(5).choice(used, size=config.intervention_problems, replace=False))
                 notes.append(f"interventions on {len(patched)} of {len(used)} problems, drawn at random (intervention_problems)")
-            metrics.update(self.intervene(ctx, X[layer], layer, problems, patched, positions, answers, alpha, shuffled, config, details))
+            metrics.update(
+                self.intervene(ctx, X[layer], layer, problems, patched, positions, answers, alpha, shuffled, config, details)
+            )
             if config.offdist:
                 metrics["angle_consistency"] = self.offdist(ctx, X[layer], layer, problems, positions, answers, alpha, config)
 
@@ -386,8 +456,9 @@ class CircleTask(Task):
         for suffix, value in values.items():
             with ctx.intervene([Edit(site, "set", torch.as_tensor(value, dtype=torch.float32), position=pos)]):
                 # Every token before the alpha token is the same with or without the edit: computed once.
-                logits = ctx.score(prompts, answers, desc=f"intervention{suffix or '_circle'}", prefix_lengths=pos,
-                                   full_vocab=False).logits.numpy()
+                logits = ctx.score(
+                    prompts, answers, desc=f"intervention{suffix or '_circle'}", prefix_lengths=pos, full_vocab=False
+                ).logits.numpy()
             success = (logits.argmax(-1) == new_gamma).astype(float)
             successes[suffix] = success
             diff = logits[rows, old_gamma] - logits[rows, new_gamma]
@@ -398,7 +469,10 @@ class CircleTask(Task):
                 out[f"intervention_success{suffix}_on_correct"] = ctx.metric(success[on_correct], unit=src[on_correct])
         for control in ("_random_plane", "_shuffled"):  # the same edit with a control probe, on the same runs
             out[f"intervention_success_minus{control}"] = ctx.metric(successes[""] - successes[control], unit=src)
-        base_diff = np.repeat(clean[np.arange(len(clean)), old_gamma[:: m - 1]], m - 1) - clean[np.repeat(np.arange(len(clean)), m - 1), new_gamma]
+        base_diff = (
+            np.repeat(clean[np.arange(len(clean)), old_gamma[:: m - 1]], m - 1)
+            - clean[np.repeat(np.arange(len(clean)), m - 1), new_gamma]
+        )
         out["clean_logit_diff"] = ctx.metric(base_diff, unit=src, higher_is_better=None)
         details["intervention_runs"] = len(runs)
         details["problems_answered_correctly"] = int(clean_correct.sum())
@@ -416,8 +490,11 @@ class CircleTask(Task):
         values = torch.as_tensor(probe.hidden_state_for(xy), dtype=torch.float32)
         prompts = [problems[base].prompt] * len(xy)
         with ctx.intervene([Edit(f"resid_post.{layer}", "set", values, position=[positions[base]] * len(xy))]):
-            day = ctx.score(prompts, answers, desc="offdist", prefix_lengths=[positions[base]] * len(xy),
-                            full_vocab=False).logits.numpy().argmax(-1)
+            day = (
+                ctx.score(prompts, answers, desc="offdist", prefix_lengths=[positions[base]] * len(xy), full_vocab=False)
+                .logits.numpy()
+                .argmax(-1)
+            )
         implied = (np.round(t.ravel() * m / (2 * np.pi)).astype(int) + 2) % m
         keep = r.ravel() >= 0.5
         self.plot_offdist(ctx, r.ravel(), t.ravel(), day)
@@ -494,15 +571,23 @@ def circle_finding(m: int, noun: str) -> Finding:
     """The paper's three parts: the model does the task, the state holds a circle, the model uses it."""
     return Finding(
         claim=f"the model adds on the {noun} cycle, reads it off a circle (beyond a scrambled order), "
-              "and moving along the circle moves its answer (beyond the same edit on a random plane)",
+        "and moving along the circle moves its answer (beyond the same edit on a random plane)",
         paper_verdict="circle found in Llama 3 8B and Mistral 7B; the circle patch moves the answer",
         facets=(
             Facet("behaviour", "accuracy", 1 / m, f"argmax over the {m} answers beats chance (1/{m})"),
-            Facet("representation", "probe_r2_minus_scrambled_q95", 0.0,
-                  f"the circular probe reads the cycle held out better than 95% of {N_ORDERS} scrambled orders of the "
-                  "same classes (paired over prompts)"),
-            Facet("causal", "intervention_success_minus_random_plane", 0.0,
-                  "the circle patch moves the answer to gamma' more often than the same patch on a random plane (paired)"),
+            Facet(
+                "representation",
+                "probe_r2_minus_scrambled_q95",
+                0.0,
+                f"the circular probe reads the cycle held out better than 95% of {N_ORDERS} scrambled orders of the "
+                "same classes (paired over prompts)",
+            ),
+            Facet(
+                "causal",
+                "intervention_success_minus_random_plane",
+                0.0,
+                "the circle patch moves the answer to gamma' more often than the same patch on a random plane (paired)",
+            ),
         ),
     )
 
@@ -516,12 +601,14 @@ class WeekdayCircle(CircleTask):
     finding = circle_finding(len(WEEKDAYS), "weekday")
     reference_accuracy = {"meta-llama/Meta-Llama-3-8B": 0.592, "mistralai/Mistral-7B-v0.1": 0.633, "openai-community/gpt2": 0.163}
     # Mistral layer 8, weekdays: mean logit difference of the circle patch with a PCA probe vs an SAE-plane probe.
-    reference_extra = {"mistralai/Mistral-7B-v0.1": {
-        "intervention_logit_diff_layer8_pca_probe": -2.58,
-        "intervention_logit_diff_layer8_sae_probe": -2.01,
-        "intervention_logit_diff_layer8_probe_at_layer6_pca": 0.029,
-        "intervention_logit_diff_layer8_probe_at_layer6_sae": -2.32,
-    }}
+    reference_extra = {
+        "mistralai/Mistral-7B-v0.1": {
+            "intervention_logit_diff_layer8_pca_probe": -2.58,
+            "intervention_logit_diff_layer8_sae_probe": -2.01,
+            "intervention_logit_diff_layer8_probe_at_layer6_pca": 0.029,
+            "intervention_logit_diff_layer8_probe_at_layer6_sae": -2.32,
+        }
+    }
 
 
 @register_task

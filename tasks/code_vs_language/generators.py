@@ -113,7 +113,7 @@ def _clauses(formulas: Sequence[_Formula]) -> list[list[tuple[str, str, bool]]]:
     names = sorted({f.name for f in formulas if f.name is not None})
     clauses = []
     for f in formulas:
-        for name in ([f.name] if f.name is not None else names):
+        for name in [f.name] if f.name is not None else names:
             clauses.append([(p, name, False) for p in f.premises] + [(f.conclusion, name, f.positive)])
     return clauses
 
@@ -156,13 +156,12 @@ def _distractor(rng: random.Random, names: Sequence[str], props: Sequence[str]) 
     return _Formula(tuple(chosen[:-1]), chosen[-1], rng.random() < 0.5, None if kind == "every" else name)
 
 
-def _fld_attempt(rng: random.Random, label: str, depth: int, h_positive: bool, proved: bool,
-                 uid: str) -> FLDItem | None:
+def _fld_attempt(rng: random.Random, label: str, depth: int, h_positive: bool, proved: bool, uid: str) -> FLDItem | None:
     """Draw one item meant to have `label`, its hypothesis of the given polarity and its proof
     ending in h (`proved`) or not-h; None when the entailment check disagrees."""
     x, y = rng.sample(NAMES, 2)
     props = rng.sample(PROPERTIES, depth + 4)
-    chain, spare = props[: depth + 1], props[depth + 1:]
+    chain, spare = props[: depth + 1], props[depth + 1 :]
     hypothesis = _Formula((), chain[-1], h_positive, x)
 
     needed = [_Formula((), chain[0], True, x)]
@@ -187,8 +186,9 @@ def _fld_attempt(rng: random.Random, label: str, depth: int, h_positive: bool, p
     texts = [_render(f) for f in formulas]
     if len(set(texts)) < len(texts) or _entailment(formulas, hypothesis) != label:
         return None
-    if label != "UNKNOWN" and any(_entailment([f for f in formulas if f is not used], hypothesis) != "UNKNOWN"
-                                  for used in needed + rules):
+    if label != "UNKNOWN" and any(
+        _entailment([f for f in formulas if f is not used], hypothesis) != "UNKNOWN" for used in needed + rules
+    ):
         return None  # a distractor short-cuts the proof: its depth would not be the item's depth
 
     sent = {id(f): f"sent{k + 1}" for k, f in enumerate(formulas)}
@@ -200,8 +200,7 @@ def _fld_attempt(rng: random.Random, label: str, depth: int, h_positive: bool, p
             if i in sides:
                 refs.append(sent[id(sides[i])])
             refs.append(sent[id(rule)])
-            end = (("hypothesis" if proved else "\u00achypothesis") if i == depth
-                   else f"int{i}: {_is(x, chain[i], True)}")
+            end = ("hypothesis" if proved else "\u00achypothesis") if i == depth else f"int{i}: {_is(x, chain[i], True)}"
             steps.append(f"{' & '.join(refs)} -> {end}")
         proof = tuple(steps)
     context = " ".join(f"sent{k + 1}: {t}." for k, t in enumerate(texts))
@@ -365,8 +364,7 @@ def _story_induction(rng: random.Random) -> tuple[list[str], str, str] | None:
     return [line for block in blocks for line in block], f"What color is {who}?", seen[kind[who]]
 
 
-_STORIES = {1: _story_where_person, 2: _story_where_object, 3: _story_where_before,
-            15: _story_deduction, 16: _story_induction}
+_STORIES = {1: _story_where_person, 2: _story_where_object, 3: _story_where_before, 15: _story_deduction, 16: _story_induction}
 
 
 def generate_babi(task: int, n: int, seed: int = 0, split: str = "test") -> list[BabiItem]:

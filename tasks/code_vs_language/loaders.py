@@ -48,14 +48,24 @@ def fld_items(records: Iterable[dict], source: str) -> list[FLDItem]:
     items = []
     for k, r in enumerate(records):
         context = r["context"] if r.get("context") is not None else r["facts"]
-        items.append(FLDItem(f"{source}/{k}", str(context).strip(), str(r["hypothesis"]).strip(),
-                             _label(r["world_assump_label"], k), _optional_int(r.get("depth")),
-                             _optional_int(r.get("num_all_distractors")), (), source))
+        items.append(
+            FLDItem(
+                f"{source}/{k}",
+                str(context).strip(),
+                str(r["hypothesis"]).strip(),
+                _label(r["world_assump_label"], k),
+                _optional_int(r.get("depth")),
+                _optional_int(r.get("num_all_distractors")),
+                (),
+                source,
+            )
+        )
     return items
 
 
-def load_fld_hub(config: str = "default", split: str = "test", limit: int | None = None,
-                 data_files: str | None = None) -> list[FLDItem]:
+def load_fld_hub(
+    config: str = "default", split: str = "test", limit: int | None = None, data_files: str | None = None
+) -> list[FLDItem]:
     """FLD (`default`) or FLD* (`star`) from `hitachi-nlp/FLD.v2`, the first `limit` rows."""
     if config not in FLD_CONFIGS:
         raise UsageError(f"FLD.v2 has no config {config!r}: use default (FLD) or star (FLD*)")
@@ -85,8 +95,17 @@ def babi_qa_items(records: Iterable[dict], task: int, source: str) -> list[BabiI
         context: list[str] = []
         for line in _story_lines(row["story"]):
             if line["type"] == "question":
-                items.append(BabiItem(f"{source}/{len(items)}", task, tuple(context), line["text"].strip(),
-                                      str(line["answer"]).strip(), source, story_id=f"{source}/story{s}"))
+                items.append(
+                    BabiItem(
+                        f"{source}/{len(items)}",
+                        task,
+                        tuple(context),
+                        line["text"].strip(),
+                        str(line["answer"]).strip(),
+                        source,
+                        story_id=f"{source}/story{s}",
+                    )
+                )
             else:
                 context.append(line["text"].strip())
     return items
@@ -103,13 +122,23 @@ def babi_flat_items(records: Iterable[dict], task: int, source: str) -> list[Bab
         if not (previous and story[: len(previous)] == previous):  # a story's later questions extend its passage
             stories += 1
         previous = story
-        items.append(BabiItem(f"{source}/{len(items)}", task, story, str(r["question"]).strip(),
-                              str(r["answer"]).strip(), source, story_id=f"{source}/story{stories}"))
+        items.append(
+            BabiItem(
+                f"{source}/{len(items)}",
+                task,
+                story,
+                str(r["question"]).strip(),
+                str(r["answer"]).strip(),
+                source,
+                story_id=f"{source}/story{stories}",
+            )
+        )
     return items
 
 
-def load_babi_hub(task: int, split: str = "test", limit: int | None = None, repo: str = "facebook/babi_qa",
-                  data_files: str | None = None) -> list[BabiItem]:
+def load_babi_hub(
+    task: int, split: str = "test", limit: int | None = None, repo: str = "facebook/babi_qa", data_files: str | None = None
+) -> list[BabiItem]:
     """bAbI task `task` from `facebook/babi_qa` (config en-qa{task}) or `Muennighoff/babi`, first `limit` items."""
     if repo not in BABI_REPOS:
         raise UsageError(f"babi_repo={repo}: use {' or '.join(BABI_REPOS)}")

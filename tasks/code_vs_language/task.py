@@ -36,8 +36,10 @@ from .generators import BABI_TASKS, FLD_DEPTHS, LABELS, FLDItem, babi_candidates
 from .loaders import BABI_REPOS, load_babi_hub, load_fld_hub
 from .prompts import Item, build_prompt, choices, hub_candidates, parse_answer, pick_shots
 
-PAPER = ("Uchiyama et al. 2024, Which Programming Language and What Features at Pre-training Stage Affect "
-         "Downstream Logical Inference Performance? (EMNLP 2024, arXiv 2410.06735)")
+PAPER = (
+    "Uchiyama et al. 2024, Which Programming Language and What Features at Pre-training Stage Affect "
+    "Downstream Logical Inference Performance? (EMNLP 2024, arXiv 2410.06735)"
+)
 GEN_SUBTASKS = ["fld_gen", *(f"babi_gen_{k}" for k in BABI_TASKS)]
 HUB_SUBTASKS = ["fld_hub", "fld_star_hub", *(f"babi_hub_{k}" for k in BABI_TASKS)]
 FLD_HUB_CONFIGS = {"fld_hub": "default", "fld_star_hub": "star"}
@@ -52,11 +54,15 @@ MIN_PROBE_CLASS = 5  # bAbI answer classes with fewer items are dropped from the
 class CodeVsLanguageConfig:
     """The spec's settings; `n_items` none means 300 on GPU (the spec) and 30 on CPU."""
 
-    subtasks: list[str] | None = option(None, "sub-tasks: fld_gen, babi_gen_{1,2,3,15,16}, fld_hub, fld_star_hub, babi_hub_{1..20}; none: every one of `source`")
+    subtasks: list[str] | None = option(
+        None, "sub-tasks: fld_gen, babi_gen_{1,2,3,15,16}, fld_hub, fld_star_hub, babi_hub_{1..20}; none: every one of `source`"
+    )
     source: Literal["gen", "hub"] = option("gen", "default sub-tasks: generated (offline) or the papers' data sets from the Hub")
     n_items: int | None = option(None, "items per generated sub-task; none: 300 on GPU, 30 on CPU", ge=3, le=10_000)
     shots: int = option(3, "solved examples before each query", ge=0, le=12)
-    scoring: Literal["choice", "generate", "both"] = option("both", "choice (log-likelihood of each answer), generate (greedy first word), or both")
+    scoring: Literal["choice", "generate", "both"] = option(
+        "both", "choice (log-likelihood of each answer), generate (greedy first word), or both"
+    )
     limit: int = option(500, "items per hub sub-task (the first ones of the test split)", ge=1)
     fld_depths: list[int] = option(list(FLD_DEPTHS), "proof depths of generated FLD items", ge=1, le=3)
     seed: int = option(0, "data seed: items and shots (the same for every model)", ge=0, lt=2**32)
@@ -84,7 +90,9 @@ def settled(config: CodeVsLanguageConfig, device: str) -> CodeVsLanguageConfig:
     """The config with its open defaults filled: the sub-tasks of `source`, the item count of the device."""
     return dataclasses.replace(
         config,
-        subtasks=list(config.subtasks) if config.subtasks is not None else list(GEN_SUBTASKS if config.source == "gen" else HUB_SUBTASKS),
+        subtasks=list(config.subtasks)
+        if config.subtasks is not None
+        else list(GEN_SUBTASKS if config.source == "gen" else HUB_SUBTASKS),
         n_items=config.n_items if config.n_items is not None else (GPU_ITEMS if device == "cuda" else CPU_ITEMS),
     )
 
@@ -135,14 +143,25 @@ class CodeVsLanguage(Task):
     name = "code_vs_language"
     version = "1.1"  # 1.1: bAbI intervals resample stories; the finding reads the paired gap to the majority baseline
     paper = PAPER
-    description = ("Few-shot logical inference (FLD-style deductions, bAbI-style stories) by answer log-likelihood "
-                   "and by generation; run over several models it writes a comparison with paired intervals.")
+    description = (
+        "Few-shot logical inference (FLD-style deductions, bAbI-style stories) by answer log-likelihood "
+        "and by generation; run over several models it writes a comparison with paired intervals."
+    )
     Config = CodeVsLanguageConfig
     comparative = True
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"n_items": 30, "subtasks": ["fld_gen", "babi_gen_1"]}}
-    headline_metrics = ["fld_acc", "babi_acc", "format_rate", "fld_gen_acc", "babi_gen_1_acc", "babi_gen_2_acc",
-                        "babi_gen_3_acc", "babi_gen_15_acc", "babi_gen_16_acc"]
+    headline_metrics = [
+        "fld_acc",
+        "babi_acc",
+        "format_rate",
+        "fld_gen_acc",
+        "babi_gen_1_acc",
+        "babi_gen_2_acc",
+        "babi_gen_3_acc",
+        "babi_gen_15_acc",
+        "babi_gen_16_acc",
+    ]
     metric_descriptions = {
         "fld_acc_minus_majority_baseline": "per FLD item, right (choice) minus the pooled majority label's hit: the finding's paired gap",
         "{subtask}_acc": "accuracy of the answer with the highest summed log-probability (choice; generation when scoring=generate); n = items",
@@ -160,11 +179,10 @@ class CodeVsLanguage(Task):
     }
     finding = Finding(
         claim="few-shot FLD accuracy (choice scoring) lies above always giving the most frequent label (paired per item); "
-              "the paper's claim itself (code-trained beats language-trained) is read off the comparison's paired differences",
+        "the paper's claim itself (code-trained beats language-trained) is read off the comparison's paired differences",
         paper_verdict="GPT-2-small models trained on one programming language beat those trained on as many natural-language "
-                      "tokens on FLD and bAbI, by a few points near chance (no numbers reported)",
-        facets=(Facet("behaviour", "fld_acc_minus_majority_baseline", 0.0,
-                      "per item, right minus the majority label's hit"),),
+        "tokens on FLD and bAbI, by a few points near chance (no numbers reported)",
+        facets=(Facet("behaviour", "fld_acc_minus_majority_baseline", 0.0, "per item, right minus the majority label's hit"),),
     )
 
     @classmethod
@@ -179,8 +197,11 @@ class CodeVsLanguage(Task):
         items = subtasks * (config.n_items or 300) if config.source == "gen" else subtasks * config.limit
         prompt = 150 * (config.shots + 1)
         passes = {"choice": 1, "generate": 1, "both": 2}[config.scoring]
-        return Workload(forward_tokens=items * prompt * passes, generated_tokens=items * 4 if config.scoring != "choice" else 0,
-                        activation_bytes=items * shape.n_layers * shape.d_model * 4 if config.probe else 0)
+        return Workload(
+            forward_tokens=items * prompt * passes,
+            generated_tokens=items * 4 if config.scoring != "choice" else 0,
+            activation_bytes=items * shape.n_layers * shape.d_model * 4 if config.probe else 0,
+        )
 
     def run(self, model, config: CodeVsLanguageConfig, ctx) -> TaskResult:
         metrics: dict[str, Metric] = {}
@@ -200,8 +221,11 @@ class CodeVsLanguage(Task):
             units_of[name] = units
             gold_of[name] = gold
             metrics.update(sub_metrics)
-            details["subtasks"][name] = {"n_items": len(data.items), "candidates": list(data.candidates),
-                                         "shots": [s.uid for s in shots]}
+            details["subtasks"][name] = {
+                "n_items": len(data.items),
+                "candidates": list(data.candidates),
+                "shots": [s.uid for s in shots],
+            }
             if config.probe:
                 metrics.update(self.probe(ctx, model, data, config, details))
         self.aggregate(ctx, config, items_table, gold_of, units_of, metrics, pooled)
@@ -210,14 +234,23 @@ class CodeVsLanguage(Task):
         details["items"] = items_table
         details["item_units"] = units_of
         details["pooled"] = pooled
-        return TaskResult(metrics=metrics, reference=Reference(source=PAPER, notes={
-            "fld_acc": "no reference: the paper reports its accuracies in plots only; a 124M model scores near chance (1/3)"}),
-            details=details, notes=notes)
+        return TaskResult(
+            metrics=metrics,
+            reference=Reference(
+                source=PAPER,
+                notes={
+                    "fld_acc": "no reference: the paper reports its accuracies in plots only; a 124M model scores near chance (1/3)"
+                },
+            ),
+            details=details,
+            notes=notes,
+        )
 
     # Behaviour ----------------------------------------------------------------------
 
-    def score_subtask(self, ctx, data: SubtaskData, prompts: list[str], config) -> tuple[
-            dict[str, list], dict[str, Metric], np.ndarray, list[str]]:
+    def score_subtask(
+        self, ctx, data: SubtaskData, prompts: list[str], config
+    ) -> tuple[dict[str, list], dict[str, Metric], np.ndarray, list[str]]:
         """Choice and generation scores of one sub-task: the per-item table and its metrics."""
         name, n, k = data.name, len(data.items), len(data.candidates)
         gold = np.array([choices(item, data.candidates).gold for item in data.items])
@@ -249,17 +282,24 @@ class CodeVsLanguage(Task):
         metrics[f"{name}_majority_baseline"] = ctx.metric(majority_hits(gold), unit=units)
         return table, metrics, gold, units
 
-    def aggregate(self, ctx, config, items_table, gold_of, units_of, metrics: dict[str, Metric], pooled: dict[str, list[str]]) -> None:
+    def aggregate(
+        self, ctx, config, items_table, gold_of, units_of, metrics: dict[str, Metric], pooled: dict[str, list[str]]
+    ) -> None:
         """fld_acc and babi_acc pool their sub-tasks' items; format_rate pools every generation; fld's
         gap to the majority baseline is paired per item."""
-        groups = {"fld": [s for s in config.subtasks if s.startswith("fld")], "babi": [s for s in config.subtasks if s.startswith("babi")]}
+        groups = {
+            "fld": [s for s in config.subtasks if s.startswith("fld")],
+            "babi": [s for s in config.subtasks if s.startswith("babi")],
+        }
         for family, names in groups.items():
             if not names:
                 continue
             keys = [f"{s}_acc" for s in names]
             pooled[f"{family}_acc"] = keys
-            metrics[f"{family}_acc"] = ctx.metric(np.concatenate([items_table[s][k] for s, k in zip(names, keys)]).astype(float),
-                                                  unit=sum((units_of[s] for s in names), []))
+            metrics[f"{family}_acc"] = ctx.metric(
+                np.concatenate([items_table[s][k] for s, k in zip(names, keys)]).astype(float),
+                unit=sum((units_of[s] for s in names), []),
+            )
         if groups["fld"]:
             # Labels are shared by every FLD sub-task, so their pooled majority rate is the baseline to beat.
             gold = np.concatenate([gold_of[s] for s in groups["fld"]])
@@ -271,8 +311,10 @@ class CodeVsLanguage(Task):
         if config.scoring in ("generate", "both"):
             keys = [f"{s}_format_rate" for s in config.subtasks]
             pooled["format_rate"] = keys
-            metrics["format_rate"] = ctx.metric(np.concatenate([items_table[s][k] for s, k in zip(config.subtasks, keys)]).astype(float),
-                                                unit=sum((units_of[s] for s in config.subtasks), []))
+            metrics["format_rate"] = ctx.metric(
+                np.concatenate([items_table[s][k] for s, k in zip(config.subtasks, keys)]).astype(float),
+                unit=sum((units_of[s] for s in config.subtasks), []),
+            )
 
     # Probe --------------------------------------------------------------------------
 
@@ -308,13 +350,20 @@ class CodeVsLanguage(Task):
                 out[f"{key}{tag}_best_layer"] = ctx.metric(np.array([best[method]], dtype=float), higher_is_better=None)
             out[f"{key}_majority"] = ctx.metric(majority_hits(y_kept))
             info[f"{name}{suffix}"] = {
-                "n": int(keep.sum()), "classes": sorted(map(str, np.unique(y_kept))), "best_layer": best,
+                "n": int(keep.sum()),
+                "classes": sorted(map(str, np.unique(y_kept))),
+                "best_layer": best,
                 "acc_by_layer": {m: [round(fits[m][L].accuracy, 6) for L in layers] for m in fits},
             }
             for method in fits:
-                curves[f"{key}/{method}"] = {"plot": key, "label": method, "x": layers,
-                                             "y": info[f"{name}{suffix}"]["acc_by_layer"][method],
-                                             "xlabel": "layer (resid_post.L)", "ylabel": "held-out probe accuracy"}
+                curves[f"{key}/{method}"] = {
+                    "plot": key,
+                    "label": method,
+                    "x": layers,
+                    "y": info[f"{name}{suffix}"]["acc_by_layer"][method],
+                    "xlabel": "layer (resid_post.L)",
+                    "ylabel": "held-out probe accuracy",
+                }
         return out
 
     def plot_probe(self, ctx, curves: dict[str, dict]) -> None:
@@ -326,7 +375,9 @@ class CodeVsLanguage(Task):
         axes = np.atleast_1d(fig.subplots(len(plots), 1, squeeze=False)[:, 0])
         for ax, plot in zip(axes, plots):
             for curve in (c for c in curves.values() if c["plot"] == plot):
-                ax.plot(curve["x"], curve["y"], marker="o", ms=3, ls="-" if curve["label"] == "probe" else ":", label=curve["label"])
+                ax.plot(
+                    curve["x"], curve["y"], marker="o", ms=3, ls="-" if curve["label"] == "probe" else ":", label=curve["label"]
+                )
             ax.set_title(plot), ax.set_xlabel("layer (resid_post.L)"), ax.set_ylabel("held-out accuracy")
             ax.legend(fontsize=7)
         ctx.save_figure(fig, "probe_layers.png")
@@ -343,7 +394,9 @@ class CodeVsLanguage(Task):
             "intervals use the run's --bootstrap resamples (the spec's n_boot)",
         ]
         if any(s.endswith("_gen") or s.startswith("babi_gen") for s in config.subtasks or []):
-            notes.append(f"generated items ({config.n_items} per sub-task) stand in for FLD.v2 and bAbI; source=hub reads the papers' data sets")
+            notes.append(
+                f"generated items ({config.n_items} per sub-task) stand in for FLD.v2 and bAbI; source=hub reads the papers' data sets"
+            )
         if any(s.startswith("babi_hub") for s in config.subtasks or []):
             notes.append("hub bAbI candidates are every gold answer of the loaded test items")
         return notes

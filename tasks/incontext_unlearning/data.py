@@ -83,8 +83,10 @@ def make_examples(items: Sequence[QAItem], target: Target, rng: np.random.Genera
         pool = item.distractors if target == "answer" else item.other_subjects
         pool = [p for p in dict.fromkeys(pool) if _norm(p) not in (_norm(item.answer), _norm(item.subject))]
         if not forget_target or not pool:
-            raise UsageError(f"item {item.id} has no {'subject' if target == 'subject' else 'wrong answer'} to tag "
-                             f"for target={target}: use --task-arg target={'answer' if target == 'subject' else 'subject'}")
+            raise UsageError(
+                f"item {item.id} has no {'subject' if target == 'subject' else 'wrong answer'} to tag "
+                f"for target={target}: use --task-arg target={'answer' if target == 'subject' else 'subject'}"
+            )
         retain_target = pool[int(rng.integers(len(pool)))]
         examples.append(Example(item.id, "forget", item.question, forget_target, FORGOT, item.answer))
         examples.append(Example(item.id, "retain", item.question, retain_target, item.answer, item.answer))
@@ -116,16 +118,23 @@ def load_sample(target: Target = "answer", path: Path = SAMPLE_FILE) -> TaskData
     for split in ("train", "eval"):
         mine = [r for r in rows if r["split"] == split]
         authors = list(dict.fromkeys(r["author"] for r in mine))
-        splits[split] = [QAItem(r["id"], r["question"], r["answer"], r["author"], tuple(r["distractors"]),
-                                tuple(a for a in authors if a != r["author"])) for r in mine]
+        splits[split] = [
+            QAItem(
+                r["id"],
+                r["question"],
+                r["answer"],
+                r["author"],
+                tuple(r["distractors"]),
+                tuple(a for a in authors if a != r["author"]),
+            )
+            for r in mine
+        ]
     return TaskData(splits["train"], splits["eval"], "sample", "id", target, target)
 
 
 # ---------------------------------------------------------------------------------------
 # TOFU (Hub) and AGE (local file)
 # ---------------------------------------------------------------------------------------
-
-
 
 
 def _tofu_split(config: str, split: str, data_files: Optional[Mapping[str, str]]) -> Any:
@@ -137,8 +146,10 @@ def _tofu_split(config: str, split: str, data_files: Optional[Mapping[str, str]]
 
 def tofu_items(rows: Iterable[Mapping[str, Any]], prefix: str, start: int = 0) -> list[QAItem]:
     """TOFU rows (question, answer, perturbed_answer: list of wrong answers) as items."""
-    return [QAItem(f"{prefix}:{start + k}", r["question"], r["answer"], "", tuple(r["perturbed_answer"]), ())
-            for k, r in enumerate(rows)]
+    return [
+        QAItem(f"{prefix}:{start + k}", r["question"], r["answer"], "", tuple(r["perturbed_answer"]), ())
+        for k, r in enumerate(rows)
+    ]
 
 
 def tofu_world_facts(data_files: Optional[Mapping[str, str]] = None) -> list[QAItem]:
@@ -164,8 +175,7 @@ def load_tofu(domain: str, data_files: Optional[Mapping[str, str]] = None) -> Ta
 
 def age_items(rows: Iterable[Mapping[str, Any]], prefix: str) -> list[QAItem]:
     """AGE rows (question, answer, person, choices: ten other people) as items."""
-    return [QAItem(f"{prefix}:{k}", r["question"], r["answer"], r["person"], (), tuple(r["choices"]))
-            for k, r in enumerate(rows)]
+    return [QAItem(f"{prefix}:{k}", r["question"], r["answer"], r["person"], (), tuple(r["choices"])) for k, r in enumerate(rows)]
 
 
 def split_by_person(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
@@ -198,21 +208,30 @@ def load_age(path: str, domain: str, tofu_files: Optional[Mapping[str, str]] = N
     train_rows, eval_rows = _age_rows(Path(path))
     for r in [*train_rows, *eval_rows]:
         if not isinstance(r.get("choices"), (list, tuple)) or not all(isinstance(r.get(f), str) for f in AGE_FIELDS):
-            raise UsageError(f"age_path={path}: every row needs strings {', '.join(AGE_FIELDS)} and a list of choices; "
-                             f"a row has {sorted(r)[:8]}: give the AGE file as published")
+            raise UsageError(
+                f"age_path={path}: every row needs strings {', '.join(AGE_FIELDS)} and a list of choices; "
+                f"a row has {sorted(r)[:8]}: give the AGE file as published"
+            )
     if not train_rows or (domain == "id" and not eval_rows):
         people = len({r["person"] for r in [*train_rows, *eval_rows]})
-        raise UsageError(f"age_path={path}: {people} people leave no {'training' if not train_rows else 'evaluation'} "
-                         f"items (the first {AGE_TRAIN_PEOPLE} people train, the next {AGE_EVAL_PEOPLE} evaluate): "
-                         "give the whole AGE file, or domain=ood")
+        raise UsageError(
+            f"age_path={path}: {people} people leave no {'training' if not train_rows else 'evaluation'} "
+            f"items (the first {AGE_TRAIN_PEOPLE} people train, the next {AGE_EVAL_PEOPLE} evaluate): "
+            "give the whole AGE file, or domain=ood"
+        )
     train = age_items(train_rows, "age:train")
     if domain == "id":
         return TaskData(train, age_items(eval_rows, "age:valid"), f"age_file:{path}", domain, "subject", "subject")
     return TaskData(train, tofu_world_facts(tofu_files), f"age_file:{path}", domain, "subject", "answer")
 
 
-def load_data(source: str, domain: str = "id", target: Optional[Target] = None, age_path: Optional[str] = None,
-              data_files: Optional[Mapping[str, str]] = None) -> TaskData:
+def load_data(
+    source: str,
+    domain: str = "id",
+    target: Optional[Target] = None,
+    age_path: Optional[str] = None,
+    data_files: Optional[Mapping[str, str]] = None,
+) -> TaskData:
     """The items a run uses. `target` chooses what the sample's forget tags hold; TOFU
     always tags the answer and AGE the person (None: the source's own).
     """

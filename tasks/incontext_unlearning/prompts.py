@@ -75,7 +75,7 @@ def _drop_template_bos(tokenizer: Any, text: str) -> str:
     itself, so it is dropped here to avoid a doubled BOS (which shifts chat models)."""
     bos = getattr(tokenizer, "bos_token", None)
     if bos and text.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
-        return text[len(bos):]
+        return text[len(bos) :]
     return text
 
 
@@ -98,11 +98,13 @@ def training_pair(tokenizer: Any, example: Example, style: str = "tags") -> tupl
     prompt = example_prompt(tokenizer, example, style)
     eos = getattr(tokenizer, "eos_token", None) or ""
     if has_chat_template(tokenizer):
-        messages = [{"role": "user", "content": user_text(example.question, example.target, style)},
-                    {"role": "assistant", "content": example.gold}]
+        messages = [
+            {"role": "user", "content": user_text(example.question, example.target, style)},
+            {"role": "assistant", "content": example.gold},
+        ]
         full = _drop_template_bos(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False))
-        if full.startswith(prompt) and example.gold in full[len(prompt):]:
-            return prompt, full[len(prompt):]
+        if full.startswith(prompt) and example.gold in full[len(prompt) :]:
+            return prompt, full[len(prompt) :]
         return prompt, example.gold + eos
     return prompt, f" {example.gold}{eos}"
 
@@ -131,7 +133,7 @@ def normalize(text: str) -> str:
     """Strip, lowercase, drop a leading `answer:` and end punctuation (spec section 4)."""
     text = text.strip().lower()
     if text.startswith("answer:"):
-        text = text[len("answer:"):].strip()
+        text = text[len("answer:") :].strip()
     return text.rstrip(_END_PUNCTUATION).strip()
 
 
@@ -227,4 +229,3 @@ def metric_values(scores: Sequence[ItemScore]) -> dict[str, float]:
     """Every metric's point value over the items (the bootstrap applies `METRICS` to the table)."""
     table = score_table(scores)
     return {name: stat(table) for name, (stat, _) in METRICS.items()}
-

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SOURCE = ("Takashiro et al. 2025, Answer When Needed, Forget When Not (arXiv 2410.00382), "
-          "via a third-party summary; approximate")
+SOURCE = "Takashiro et al. 2025, Answer When Needed, Forget When Not (arXiv 2410.00382), via a third-party summary; approximate"
 
 
 def reference_numbers() -> dict[str, Any]:
@@ -24,18 +23,38 @@ def reference_numbers() -> dict[str, Any]:
         "approximate": True,
         "unit": "percent",
         "tofu_lora": {
-            "Llama2-7B": {"tofu_id_forget_acc": 85.0, "tofu_id_retain_acc": 80.0,
-                          "tofu_ood_forget_acc": 92.3, "tofu_ood_retain_acc": 42.7},
-            "Llama2-13B": {"tofu_id_forget_acc": 100.0, "tofu_id_retain_acc": 80.0,
-                           "tofu_ood_forget_acc": 89.7, "tofu_ood_retain_acc": 44.4},
-            "Mistral-7B": {"tofu_id_forget_acc": 90.0, "tofu_id_retain_acc": 75.0,
-                           "tofu_ood_forget_acc": 46.2, "tofu_ood_retain_acc": 74.4},
+            "Llama2-7B": {
+                "tofu_id_forget_acc": 85.0,
+                "tofu_id_retain_acc": 80.0,
+                "tofu_ood_forget_acc": 92.3,
+                "tofu_ood_retain_acc": 42.7,
+            },
+            "Llama2-13B": {
+                "tofu_id_forget_acc": 100.0,
+                "tofu_id_retain_acc": 80.0,
+                "tofu_ood_forget_acc": 89.7,
+                "tofu_ood_retain_acc": 44.4,
+            },
+            "Mistral-7B": {
+                "tofu_id_forget_acc": 90.0,
+                "tofu_id_retain_acc": 75.0,
+                "tofu_ood_forget_acc": 46.2,
+                "tofu_ood_retain_acc": 74.4,
+            },
         },
         "finetuning_method_table_lora": {
-            "Llama2-7B": {"tofu_id_forget_acc": 95.0, "tofu_id_retain_acc": 85.0,
-                          "age_id_forget_acc": 93.0, "age_id_retain_acc": 63.0},
-            "Mistral-7B": {"tofu_id_forget_acc": 95.0, "tofu_id_retain_acc": 80.0,
-                           "age_id_forget_acc": 100.0, "age_id_retain_acc": 65.0},
+            "Llama2-7B": {
+                "tofu_id_forget_acc": 95.0,
+                "tofu_id_retain_acc": 85.0,
+                "age_id_forget_acc": 93.0,
+                "age_id_retain_acc": 63.0,
+            },
+            "Mistral-7B": {
+                "tofu_id_forget_acc": 95.0,
+                "tofu_id_retain_acc": 80.0,
+                "age_id_forget_acc": 100.0,
+                "age_id_retain_acc": 65.0,
+            },
         },
         "abstract": {"forget_acc_up_to": 95.0, "retain_acc_up_to": 80.0},
         "baselines_llama2_7b_tofu_id": {

@@ -65,8 +65,10 @@ from .prompts import (
 )
 from .reference import reference_numbers
 
-PAPER = ("Takashiro, Kojima, Gambardella, Cao, Iwasawa, Matsuo 2025, Answer When Needed, Forget When Not: Language "
-         "Models Pretend to Forget via In-Context Knowledge Unlearning (arXiv 2410.00382)")
+PAPER = (
+    "Takashiro, Kojima, Gambardella, Cao, Iwasawa, Matsuo 2025, Answer When Needed, Forget When Not: Language "
+    "Models Pretend to Forget via In-Context Knowledge Unlearning (arXiv 2410.00382)"
+)
 GROUPS = ("forget", "retain")
 LENS_TOKENS = ("answer", "forgot")
 ADAPTER_ARTIFACT = "adapter"
@@ -80,18 +82,23 @@ class UnlearningConfig:
     """
 
     source: Literal["sample", "hub", "age_file"] = option(
-        "sample", "data: sample (shipped fictional authors), hub (TOFU through datasets), age_file (local AGE file)")
+        "sample", "data: sample (shipped fictional authors), hub (TOFU through datasets), age_file (local AGE file)"
+    )
     age_path: Optional[str] = option(None, "the AGE JSON/JSONL file or the authors' saved folder (source=age_file)")
     mode: Literal["prompt_only", "finetune"] = option(
-        "prompt_only", "prompt_only: evaluate the model as it is; finetune: train a LoRA adapter first")
+        "prompt_only", "prompt_only: evaluate the model as it is; finetune: train a LoRA adapter first"
+    )
     domain: Literal["id", "ood"] = option("id", "id: eval items like the training ones; ood: TOFU world facts")
     target: Optional[Literal["answer", "subject"]] = option(
-        None, "what the forget tags hold: answer or subject (author/person); none: the source's own")
+        None, "what the forget tags hold: answer or subject (author/person); none: the source's own"
+    )
     prompt_style: Optional[Literal["text", "tags"]] = option(
-        None, "text (plain forget instruction) or tags (<<UNL>>...); none: text for prompt_only, tags for a fine-tune")
+        None, "text (plain forget instruction) or tags (<<UNL>>...); none: text for prompt_only, tags for a fine-tune"
+    )
     optimizer: Literal["adamw", "adopt"] = option("adamw", "fine-tuning optimizer: adamw (torch) or adopt")
     steps: Optional[int] = option(
-        None, "fine-tuning steps; none: 300 on CUDA (the spec's), 40 on CPU (one epoch of the sample)", ge=1)
+        None, "fine-tuning steps; none: 300 on CUDA (the spec's), 40 on CPU (one epoch of the sample)", ge=1
+    )
     lr: float = option(2e-4, "learning rate (constant after 3% warm-up)", gt=0)
     batch_size: int = option(4, "fine-tuning batch size", ge=1)
     lora_r: int = option(4, "LoRA rank", ge=1)
@@ -139,8 +146,9 @@ def reply_first_token(tokenizer: Any, example: Example, reply: str, style: str) 
     return tokens.continuation_tokens(tokenizer, prompt, text)[0]
 
 
-def lens_summary(lens: Any, examples: Sequence[Example], answer_ids: list[int], forgot_ids: list[int],
-                 targets: list[int]) -> dict[str, Any]:
+def lens_summary(
+    lens: Any, examples: Sequence[Example], answer_ids: list[int], forgot_ids: list[int], targets: list[int]
+) -> dict[str, Any]:
     """Curves per group and token (mean probability, median rank, top-1 rate per layer) and per-example top-1 flags."""
     col = {t: k for k, t in enumerate(targets)}
     prob = lens.logprobs.exp().numpy()
@@ -156,15 +164,18 @@ def lens_summary(lens: Any, examples: Sequence[Example], answer_ids: list[int], 
         for name in LENS_TOKENS:
             p = prob[rows[sel], :, token_cols[name][sel]]  # (n_group, n_layers)
             r = ranks[rows[sel], :, token_cols[name][sel]]
-            curves[group][name] = {"prob": [float(x) for x in p.mean(0)],
-                                   "rank_median": [float(x) for x in np.median(r, 0)],
-                                   "top1_rate": [float(x) for x in (r == 0).mean(0)]}
+            curves[group][name] = {
+                "prob": [float(x) for x in p.mean(0)],
+                "rank_median": [float(x) for x in np.median(r, 0)],
+                "top1_rate": [float(x) for x in (r == 0).mean(0)],
+            }
     answer_top_early = (top[:, : n_layers - 1] == np.array(answer_ids)[:, None]).any(1)
     return {"curves": curves, "answer_top1_before_last": answer_top_early, "n_layers": n_layers}
 
 
-def evaluate(model: Any, ctx: Any, items: Sequence[QAItem], examples: Sequence[Example], config: UnlearningConfig,
-             desc: str) -> Evaluation:
+def evaluate(
+    model: Any, ctx: Any, items: Sequence[QAItem], examples: Sequence[Example], config: UnlearningConfig, desc: str
+) -> Evaluation:
     """Greedy replies to every forget, retain and baseline prompt, scored per item; then the lens."""
     tok = model.tokenizer
     style = config.prompt_style
@@ -173,7 +184,7 @@ def evaluate(model: Any, ctx: Any, items: Sequence[QAItem], examples: Sequence[E
     generated = ctx.generate(prompts + baselines, max_new_tokens=config.max_new_tokens, desc=f"{desc}: replies")
     if not has_chat_template(tok):
         generated = [first_line(g) for g in generated]
-    replies, baseline_replies = generated[: len(prompts)], generated[len(prompts):]
+    replies, baseline_replies = generated[: len(prompts)], generated[len(prompts) :]
     scores, outputs = [], []
     for k, item in enumerate(items):
         forget, retain = examples[2 * k], examples[2 * k + 1]
@@ -181,10 +192,18 @@ def evaluate(model: Any, ctx: Any, items: Sequence[QAItem], examples: Sequence[E
         out = {"forget": replies[2 * k], "retain": replies[2 * k + 1], "baseline": baseline_replies[k]}
         scores.append(score_item(item.answer, out["forget"], out["retain"], out["baseline"]))
         outputs.append(out)
-        ctx.log_sample({"item": item.id, "question": item.question, "answer": item.answer,
-                        "forget_target": forget.target, "retain_target": retain.target,
-                        "forget_prompt": prompts[2 * k], **{f"{kind}_reply": text for kind, text in out.items()},
-                        **dataclasses.asdict(scores[-1])})
+        ctx.log_sample(
+            {
+                "item": item.id,
+                "question": item.question,
+                "answer": item.answer,
+                "forget_target": forget.target,
+                "retain_target": retain.target,
+                "forget_prompt": prompts[2 * k],
+                **{f"{kind}_reply": text for kind, text in out.items()},
+                **dataclasses.asdict(scores[-1]),
+            }
+        )
     lens = None
     if config.lens:
         answer_ids = [reply_first_token(tok, e, e.answer, style) for e in examples]
@@ -202,7 +221,9 @@ def score_metrics(ctx: Any, scores: Sequence[ItemScore], units: Sequence[str] | 
     units: the author or person each item asks about (`item_units`): the items of one author
     share the context the model saw, so whole authors are resampled and `n` counts them."""
     table = score_table(scores)
-    return {name: ctx.metric(table, unit=units, statistic=stat, higher_is_better=better) for name, (stat, better) in METRICS.items()}
+    return {
+        name: ctx.metric(table, unit=units, statistic=stat, higher_is_better=better) for name, (stat, better) in METRICS.items()
+    }
 
 
 def item_units(items: Sequence[QAItem]) -> list[str]:
@@ -210,8 +231,9 @@ def item_units(items: Sequence[QAItem]) -> list[str]:
     return [item.subject or f"item:{item.id}" for item in items]
 
 
-def internal_answer_metric(ctx: Any, scores: Sequence[ItemScore], lens: dict[str, Any],
-                           units: Sequence[str] | None = None) -> Metric | None:
+def internal_answer_metric(
+    ctx: Any, scores: Sequence[ItemScore], lens: dict[str, Any], units: Sequence[str] | None = None
+) -> Metric | None:
     """Among forget examples answered `forgot` (strict), the share whose answer is top-1 at a layer before the last.
 
     None when no forget example was forgotten: the share has no denominator.
@@ -220,8 +242,9 @@ def internal_answer_metric(ctx: Any, scores: Sequence[ItemScore], lens: dict[str
     forgotten = np.array([s.forget_strict for s in scores], dtype=bool)
     if not forgotten.any():
         return None
-    return ctx.metric(early[forgotten].astype(float), unit=np.asarray(units)[forgotten] if units is not None else None,
-                      higher_is_better=None)
+    return ctx.metric(
+        early[forgotten].astype(float), unit=np.asarray(units)[forgotten] if units is not None else None, higher_is_better=None
+    )
 
 
 def adapter_digest(folder: Path) -> str:
@@ -244,28 +267,42 @@ def reference_for(config: UnlearningConfig, data: TaskData) -> Reference:
         for model, row in ref["tofu_lora"].items():
             if f"{key}_forget_acc" in row:
                 metrics[f"{model} LoRA ({key.replace('_', ' ').upper()})"] = {
-                    "forget_acc": row[f"{key}_forget_acc"] / 100, "retain_acc": row[f"{key}_retain_acc"] / 100}
+                    "forget_acc": row[f"{key}_forget_acc"] / 100,
+                    "retain_acc": row[f"{key}_retain_acc"] / 100,
+                }
         for model, row in ref["finetuning_method_table_lora"].items():
             if f"{key}_forget_acc" in row:
                 metrics[f"{model} LoRA ({key.replace('_', ' ').upper()}, fine-tuning-method table)"] = {
-                    "forget_acc": row[f"{key}_forget_acc"] / 100, "retain_acc": row[f"{key}_retain_acc"] / 100}
+                    "forget_acc": row[f"{key}_forget_acc"] / 100,
+                    "retain_acc": row[f"{key}_retain_acc"] / 100,
+                }
         score = ref["internal_answer_score_llama2_7b"]["lora"].get(key)
         if score is not None:
             metrics.setdefault(f"Llama2-7B LoRA ({key.replace('_', ' ').upper()})", {})["internal_answer_score"] = score
     else:
         for method, row in ref["baselines_llama2_7b_tofu_id"].items():
             metrics[f"Llama2-7B {method.replace('_', ' ')} (TOFU ID)"] = {k: v / 100 for k, v in row.items()}
-    notes = {"all": "approximate: from a third-party summary of the paper, percent divided by 100; "
-                    "with 20 ID eval items the paper's own intervals are about ±0.15-0.20"}
+    notes = {
+        "all": "approximate: from a third-party summary of the paper, percent divided by 100; "
+        "with 20 ID eval items the paper's own intervals are about ±0.15-0.20"
+    }
     if config.source == "sample":
         notes["data"] = "the paper did not use our fictional-author sample: its numbers are on TOFU or AGE"
-    for name in ("forget_acc_lenient", "retain_acc_contains", "over_forget_rate", "forget_minus_over_forget", "harmonic",
-                 "baseline_retain_acc"):
+    for name in (
+        "forget_acc_lenient",
+        "retain_acc_contains",
+        "over_forget_rate",
+        "forget_minus_over_forget",
+        "harmonic",
+        "baseline_retain_acc",
+    ):
         notes[name] = "no reference: the paper reports no value for this metric"
     if tuned:
-        notes["internal_answer_score"] = ("the definitions may differ: ours is the share of forgotten forget examples whose answer "
-                                          "token is the logit-lens top-1 at a layer before the last; the paper's score is read "
-                                          "off its figures and its exact definition was not found")
+        notes["internal_answer_score"] = (
+            "the definitions may differ: ours is the share of forgotten forget examples whose answer "
+            "token is the logit-lens top-1 at a layer before the last; the paper's score is read "
+            "off its figures and its exact definition was not found"
+        )
     return Reference(source=ref["source"], metrics=metrics, notes=notes)
 
 
@@ -290,13 +327,21 @@ class IncontextUnlearning(Task):
     name = "incontext_unlearning"
     version = "1.1"  # 1.1: intervals resample authors; the paired forget-minus-over-forget gap carries the finding
     paper = PAPER
-    description = ("A fact wrapped in forget tags: does the model answer 'forgot' when the question needs it and answer "
-                   "the rest, and does a logit lens still find the answer in its middle layers?")
+    description = (
+        "A fact wrapped in forget tags: does the model answer 'forgot' when the question needs it and answer "
+        "the rest, and does a logit lens still find the answer in its middle layers?"
+    )
     Config = UnlearningConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"mode": "prompt_only"}}
-    headline_metrics = ["forget_acc", "retain_acc", "over_forget_rate", "harmonic", "baseline_retain_acc",
-                        "internal_answer_score"]
+    headline_metrics = [
+        "forget_acc",
+        "retain_acc",
+        "over_forget_rate",
+        "harmonic",
+        "baseline_retain_acc",
+        "internal_answer_score",
+    ]
     metric_descriptions = {
         "forget_acc": "forget examples answered exactly 'forgot' (the authors' strict rule); n = authors (items of one author resampled together)",
         "forget_minus_over_forget": "per item, forget_acc's 'forgot' minus over_forget_rate's: the finding's paired gap",
@@ -307,15 +352,21 @@ class IncontextUnlearning(Task):
         "harmonic": "harmonic mean of forget_acc and retain_acc_contains",
         "baseline_retain_acc": "the question alone, no forget text, answered exactly (same model state)",
         "internal_answer_score": "among forget examples answered 'forgot', the share whose answer token is the logit "
-                                 "lens's top-1 at some layer before the last (pretending); n = those examples",
+        "lens's top-1 at some layer before the last (pretending); n = those examples",
     }
     finding = Finding(
         claim="the model says 'forgot' when the tagged fact is the one asked about more often than when it is not "
-              "(paired per item, resampling authors)",
+        "(paired per item, resampling authors)",
         paper_verdict="holds after LoRA on Llama2-7B/13B and Mistral-7B (TOFU ID forget 0.85-1.00 vs retain 0.75-0.80, "
-                      "approximate); fails zero-shot (0/0)",
-        facets=(Facet("behaviour", "forget_minus_over_forget", 0.0,
-                      "per item, forgot on the forget example minus forgot on its retain example"),),
+        "approximate); fails zero-shot (0/0)",
+        facets=(
+            Facet(
+                "behaviour",
+                "forget_minus_over_forget",
+                0.0,
+                "per item, forgot on the forget example minus forgot on its retain example",
+            ),
+        ),
     )
 
     @classmethod
@@ -327,8 +378,10 @@ class IncontextUnlearning(Task):
         """Training a LoRA adapter needs float base weights: this engine does not fine-tune 4/8-bit models (QLoRA)."""
         quantised = getattr(load, "load_in_4bit", False) or getattr(load, "load_in_8bit", False)
         if quantised and config.mode == "finetune" and config.adapter is None:
-            return ("mode=finetune trains a LoRA adapter on float weights: drop --load-in-4bit/--load-in-8bit, or "
-                    "evaluate a saved adapter (--task-arg adapter=DIR) or mode=prompt_only on the quantised model")
+            return (
+                "mode=finetune trains a LoRA adapter on float weights: drop --load-in-4bit/--load-in-8bit, or "
+                "evaluate a saved adapter (--task-arg adapter=DIR) or mode=prompt_only on the quantised model"
+            )
         return None
 
     @classmethod
@@ -336,23 +389,34 @@ class IncontextUnlearning(Task):
         """100 eval prompts (about 150 tokens) answered (up to max_new_tokens); the logit lens at every layer
         (a vocabulary-wide readout per layer); a fine-tune of `steps` batches when mode=finetune."""
         finetune = (config.steps or 300) * config.batch_size * 150 * 3 if config.mode == "finetune" else 0
-        return Workload(forward_tokens=100 * 150 * 2 + finetune, generated_tokens=100 * 2 * config.max_new_tokens,
-                        activation_bytes=100 * shape.n_layers * shape.d_model * 4 + 64 * shape.vocab * 4,
-                        notes="fine-tuning counts three passes per token (forward, backward)" if finetune else "")
+        return Workload(
+            forward_tokens=100 * 150 * 2 + finetune,
+            generated_tokens=100 * 2 * config.max_new_tokens,
+            activation_bytes=100 * shape.n_layers * shape.d_model * 4 + 64 * shape.vocab * 4,
+            notes="fine-tuning counts three passes per token (forward, backward)" if finetune else "",
+        )
 
     def run(self, model: Any, config: UnlearningConfig, ctx: Any) -> TaskResult:
         adapter = Path(config.adapter) if config.adapter is not None else None
         if adapter is not None and not (adapter / "adapter_config.json").is_file():
-            raise UsageError(f"adapter={adapter}: no saved adapter there (adapter_config.json); "
-                             f"give the 'adapter' folder of a finetune run's artifacts")
+            raise UsageError(
+                f"adapter={adapter}: no saved adapter there (adapter_config.json); "
+                f"give the 'adapter' folder of a finetune run's artifacts"
+            )
         data = load_data(config.source, config.domain, config.target, config.age_path)
         items = list(ctx.limited(data.eval))
         eval_examples = make_examples(items, data.eval_target, ctx.rng(2))
         notes = self.notes(config, model)
-        details: dict[str, Any] = {"source": data.source, "domain": data.domain, "train_target": data.train_target,
-                                   "eval_target": data.eval_target, "prompt_style": config.prompt_style,
-                                   "n_eval_items": len(items), "n_train_items": len(data.train),
-                                   "chat_template": has_chat_template(model.tokenizer)}
+        details: dict[str, Any] = {
+            "source": data.source,
+            "domain": data.domain,
+            "train_target": data.train_target,
+            "eval_target": data.eval_target,
+            "prompt_style": config.prompt_style,
+            "n_eval_items": len(items),
+            "n_train_items": len(data.train),
+            "chat_template": has_chat_template(model.tokenizer),
+        }
 
         with forget_tags(model) as tag_ids:
             details["forget_tag_ids"] = list(tag_ids)
@@ -366,9 +430,15 @@ class IncontextUnlearning(Task):
 
                 train_examples = make_examples(data.train, data.train_target, ctx.rng(1))
                 pairs = training_pairs(model.tokenizer, train_examples, config.prompt_style)
-                train = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                                    optimizer=config.optimizer, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
-                                    seed=ctx.seed)
+                train = TrainConfig(
+                    steps=config.steps,
+                    batch_size=config.batch_size,
+                    lr=config.lr,
+                    optimizer=config.optimizer,
+                    lora_r=config.lora_r,
+                    lora_alpha=config.lora_alpha,
+                    seed=ctx.seed,
+                )
                 with ctx.finetuned(pairs, train, name=ADAPTER_ARTIFACT) as tuned:
                     result = evaluate(model, ctx, items, eval_examples, config, "fine-tuned")
                 details["training"] = self.training_details(tuned.report, train, len(pairs))
@@ -395,39 +465,64 @@ class IncontextUnlearning(Task):
         losses = report.losses
         k = min(5, len(losses))
         return {
-            "settings": dataclasses.asdict(train), "n_pairs": n_pairs, "steps": report.steps,
-            "loss_first5": float(np.mean(losses[:k])), "loss_last5": float(np.mean(losses[-k:])),
-            "losses": [round(x, 5) for x in losses], "tokens": report.tokens, "reply_tokens": report.reply_tokens,
-            "resumed_from": report.resumed_from, "seconds": round(report.seconds, 2),
+            "settings": dataclasses.asdict(train),
+            "n_pairs": n_pairs,
+            "steps": report.steps,
+            "loss_first5": float(np.mean(losses[:k])),
+            "loss_last5": float(np.mean(losses[-k:])),
+            "losses": [round(x, 5) for x in losses],
+            "tokens": report.tokens,
+            "reply_tokens": report.reply_tokens,
+            "resumed_from": report.resumed_from,
+            "seconds": round(report.seconds, 2),
             "peak_memory_bytes": report.peak_memory_bytes,
         }
 
     @staticmethod
     def notes(config: UnlearningConfig, model: Any) -> list[str]:
         """Every departure from the paper's method that changes a number."""
-        notes = ["forget tags are added as special tokens with the mean embedding row (our choice) for this task only; "
-                 "the tokenizer and embeddings are restored afterwards"]
+        notes = [
+            "forget tags are added as special tokens with the mean embedding row (our choice) for this task only; "
+            "the tokenizer and embeddings are restored afterwards"
+        ]
         if config.mode == "prompt_only" and config.adapter is None:
-            notes.append("prompt_only: the model is not fine-tuned (the paper's results are after LoRA tuning)"
-                         + ("; the forget request is the plain instruction (prompt_style=text, our choice)"
-                            if config.prompt_style == "text" else ""))
+            notes.append(
+                "prompt_only: the model is not fine-tuned (the paper's results are after LoRA tuning)"
+                + (
+                    "; the forget request is the plain instruction (prompt_style=text, our choice)"
+                    if config.prompt_style == "text"
+                    else ""
+                )
+            )
         else:
-            notes.append("loss on the reply tokens only (the paper's formula; the authors' trainer also scored the "
-                         "prompt), torch AdamW or ADOPT instead of paged AdamW 32-bit, fp32 on CPU and bf16 autocast on CUDA")
+            notes.append(
+                "loss on the reply tokens only (the paper's formula; the authors' trainer also scored the "
+                "prompt), torch AdamW or ADOPT instead of paged AdamW 32-bit, fp32 on CPU and bf16 autocast on CUDA"
+            )
             if config.adapter is None and config.steps != AUTHORS_STEPS:
-                notes.append(f"fine-tuned for {config.steps} steps (the spec's CUDA default is {GPU_STEPS}, 7.5 epochs of "
-                             f"TOFU ID; the authors ran 3 epochs, {AUTHORS_STEPS} steps: give steps={AUTHORS_STEPS} to match)")
+                notes.append(
+                    f"fine-tuned for {config.steps} steps (the spec's CUDA default is {GPU_STEPS}, 7.5 epochs of "
+                    f"TOFU ID; the authors ran 3 epochs, {AUTHORS_STEPS} steps: give steps={AUTHORS_STEPS} to match)"
+                )
             if config.optimizer == "adopt":
-                notes.append("ADOPT with the task's lr and weight decay 0.001 applied decoupled (its paper's default is "
-                             "lr 1e-3, no weight decay)")
+                notes.append(
+                    "ADOPT with the task's lr and weight decay 0.001 applied decoupled (its paper's default is "
+                    "lr 1e-3, no weight decay)"
+                )
         if not has_chat_template(model.tokenizer):
-            notes.append("no chat template: plain 'Question: ...\\nAnswer:' prompts, and each reply is cut at its "
-                         "first line break before scoring (our choice)")
+            notes.append(
+                "no chat template: plain 'Question: ...\\nAnswer:' prompts, and each reply is cut at its "
+                "first line break before scoring (our choice)"
+            )
         if config.source == "sample":
-            notes.append("data: the shipped fictional-author sample (written for this project), not TOFU or AGE; its "
-                         "facts are invented, so retain and baseline questions can be answered only by chance "
-                         "(retain_acc, retain_acc_contains, harmonic, baseline_retain_acc near 0 by construction): "
-                         "forget_acc against over_forget_rate carries the finding; source=hub gives the paper's retain side")
-        notes.append("baseline_retain_acc asks the eval questions without forget text, with the same model state "
-                     "(adapter attached when there is one)")
+            notes.append(
+                "data: the shipped fictional-author sample (written for this project), not TOFU or AGE; its "
+                "facts are invented, so retain and baseline questions can be answered only by chance "
+                "(retain_acc, retain_acc_contains, harmonic, baseline_retain_acc near 0 by construction): "
+                "forget_acc against over_forget_rate carries the finding; source=hub gives the paper's retain side"
+            )
+        notes.append(
+            "baseline_retain_acc asks the eval questions without forget text, with the same model state "
+            "(adapter attached when there is one)"
+        )
         return notes

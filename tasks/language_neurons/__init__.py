@@ -19,6 +19,18 @@ from tasks.language_neurons.task import (
 )
 
 __all__ = [
-    "DATA", "FLORES", "LANGS", "LanguageIdentifier", "LanguageNeurons", "LanguageNeuronsConfig", "forcing_edits",
-    "load_hub", "load_shipped", "pool_mlp_acts", "pool_units", "score_languages", "UnitSpace", "unit_sites",
+    "DATA",
+    "FLORES",
+    "LANGS",
+    "LanguageIdentifier",
+    "LanguageNeurons",
+    "LanguageNeuronsConfig",
+    "forcing_edits",
+    "load_hub",
+    "load_shipped",
+    "pool_mlp_acts",
+    "pool_units",
+    "score_languages",
+    "UnitSpace",
+    "unit_sites",
 ]

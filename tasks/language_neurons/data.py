@@ -60,11 +60,18 @@ def load_shipped(path: Path = DATA) -> Corpus:
 
 
 def _hub_column(path: str, name: str, split: str, field: str) -> list[str]:
-    ds = load_hub_dataset(path, name, split=split, fallback="the shipped sample (accept a gated data set's terms and "
-                          "`hf auth login` first), or a local copy with --task-arg")
+    ds = load_hub_dataset(
+        path,
+        name,
+        split=split,
+        fallback="the shipped sample (accept a gated data set's terms and "
+        "`hf auth login` first), or a local copy with --task-arg",
+    )
     if field not in ds.column_names:
-        raise UsageError(f"{path} ({name}) has no field '{field}' (fields: {', '.join(ds.column_names)}); "
-                         f"the data set changed shape: update tasks/language_neurons/data.py")
+        raise UsageError(
+            f"{path} ({name}) has no field '{field}' (fields: {', '.join(ds.column_names)}); "
+            f"the data set changed shape: update tasks/language_neurons/data.py"
+        )
     return [str(t) for t in ds[field]]
 
 
@@ -72,7 +79,7 @@ def _clean(texts: list[str], tokenizer: Any, max_tokens: int, rng: np.random.Gen
     """Shuffle (seeded; file order without rng), drop duplicates and sentences over max_tokens tokens."""
     seen: set[str] = set()
     out = []
-    for i in (rng.permutation(len(texts)) if rng is not None else range(len(texts))):
+    for i in rng.permutation(len(texts)) if rng is not None else range(len(texts)):
         t = texts[i].strip()
         if t and t not in seen:
             seen.add(t)
@@ -97,5 +104,9 @@ def load_hub(config: Any, tokenizer: Any) -> Corpus:
     flores_en = _hub_column(config.flores_path, FLORES["en"], "devtest", "text")
     sources = _clean(flores_en, tokenizer, config.max_tokens, None)[: config.n_translate]
     sizes = ", ".join(f"{L} {len(score[L])}/{len(heldout[L])}" for L in LANGS)
-    return Corpus(score=score, heldout=heldout, sources=sources,
-                  origin=f"hub: {config.flores_path} dev+devtest, {config.pawsx_path} test (scoring/held out: {sizes})")
+    return Corpus(
+        score=score,
+        heldout=heldout,
+        sources=sources,
+        origin=f"hub: {config.flores_path} dev+devtest, {config.pawsx_path} test (scoring/held out: {sizes})",
+    )

@@ -21,8 +21,14 @@ class LanguageIdentifier:
         except ImportError:
             self._init_langdetect()
             return
-        names = {"en": Language.ENGLISH, "de": Language.GERMAN, "fr": Language.FRENCH, "es": Language.SPANISH,
-                 "zh": Language.CHINESE, "ja": Language.JAPANESE}
+        names = {
+            "en": Language.ENGLISH,
+            "de": Language.GERMAN,
+            "fr": Language.FRENCH,
+            "es": Language.SPANISH,
+            "zh": Language.CHINESE,
+            "ja": Language.JAPANESE,
+        }
         self._code = {v: k for k, v in names.items()}
         self._detector = LanguageDetectorBuilder.from_languages(*names.values()).with_minimum_relative_distance(0.1).build()
         self.name = f"lingua-language-detector {importlib.metadata.version('lingua-language-detector')}"

@@ -102,8 +102,10 @@ CONDITIONS = ("none", "random", "top", "bottom", "both")
 GEN_TASKS = ("uncond", "translate")
 
 
-PAPER = ("Kojima et al. 2024, On the Multilingual Ability of Decoder-based Pre-trained Language Models: "
-         "Finding and Controlling Language-Specific Neurons (NAACL 2024, arXiv 2404.02431)")
+PAPER = (
+    "Kojima et al. 2024, On the Multilingual Ability of Decoder-based Pre-trained Language Models: "
+    "Finding and Controlling Language-Specific Neurons (NAACL 2024, arXiv 2404.02431)"
+)
 
 
 @dataclass
@@ -158,8 +160,7 @@ def pool_units(ctx: Any, texts: Sequence[str], desc: str, sites: str = "mlp") ->
     the hook, so token activations are never held; the forward stops after the last block.
     """
     layers = range(ctx.model.n_layers)
-    names = ([f"mlp_act.{L}" for L in layers] if sites == "mlp"
-             else [site for L in layers for site in ctx.linear_sites(L)])
+    names = [f"mlp_act.{L}" for L in layers] if sites == "mlp" else [site for L in layers for site in ctx.linear_sites(L)]
     means = ctx.collect(texts, names, positions="all", reduce="mean", desc=desc)
     return torch.cat([means[s] for s in names], dim=1), UnitSpace(names, [means[s].shape[1] for s in names])
 
@@ -241,8 +242,15 @@ class SentenceResampling:
     Each draw is computed once and remembered, since every metric sees the same draws.
     """
 
-    def __init__(self, pooled: torch.Tensor, labels: np.ndarray, columns: dict[str, np.ndarray],
-                 ap: np.ndarray | None = None, k: int = 0, pool: int = 0) -> None:
+    def __init__(
+        self,
+        pooled: torch.Tensor,
+        labels: np.ndarray,
+        columns: dict[str, np.ndarray],
+        ap: np.ndarray | None = None,
+        k: int = 0,
+        pool: int = 0,
+    ) -> None:
         self.n = len(labels)
         self.k = k
         self.fixed = {L: ReweightedAP(pooled[:, columns[L]], (labels == j).astype(int)) for j, L in enumerate(LANGS)}
@@ -250,7 +258,7 @@ class SentenceResampling:
         if ap is not None:
             for j, L in enumerate(LANGS):
                 order = np.argsort(-ap[j], kind="stable")
-                units = np.unique(np.concatenate([order[:pool], order[len(order) - pool:]]))
+                units = np.unique(np.concatenate([order[:pool], order[len(order) - pool :]]))
                 self.pool[L] = (units, ReweightedAP(pooled[:, units], (labels == j).astype(int)))
         self._memo = DrawMemo()
 
@@ -267,10 +275,12 @@ class SentenceResampling:
 
     def reselect(self, rows: np.ndarray, L: str) -> tuple[np.ndarray, np.ndarray]:
         """(top-k, bottom-k) of L, selected again on the drawn sentences."""
+
         def select(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             units, ap = self.pool[L]
             sel = select_units(np.nan_to_num(ap(w), nan=0.0), self.k)
             return units[sel.top], units[sel.bottom]
+
         return self._remember("select", L, rows, select)
 
 
@@ -289,8 +299,9 @@ def forcing_edits(units: np.ndarray, values: np.ndarray, space: UnitSpace | Sequ
     edits = []
     for s_ in np.unique(site):
         sel = site == s_
-        edits.append(Edit(space.sites[int(s_)], "set", torch.as_tensor(values[sel]), position="all",
-                          dims=index[sel].astype(int).tolist()))
+        edits.append(
+            Edit(space.sites[int(s_)], "set", torch.as_tensor(values[sel]), position="all", dims=index[sel].astype(int).tolist())
+        )
     return edits
 
 
@@ -298,8 +309,12 @@ def forcing_edits(units: np.ndarray, values: np.ndarray, space: UnitSpace | Sequ
 class LanguageNeuronsConfig:
     """Defaults are the paper's settings where this model-agnostic version can follow them."""
 
-    sites: Literal["mlp", "linear"] = option("mlp", "neuron set: mlp_act units, or every linear layer's output units in the blocks (the paper's)")
-    source: Literal["shipped", "hub"] = option("shipped", "sentences: the shipped parallel sample, or FLORES+ and PAWS-X from the hub")
+    sites: Literal["mlp", "linear"] = option(
+        "mlp", "neuron set: mlp_act units, or every linear layer's output units in the blocks (the paper's)"
+    )
+    source: Literal["shipped", "hub"] = option(
+        "shipped", "sentences: the shipped parallel sample, or FLORES+ and PAWS-X from the hub"
+    )
     k: int | None = option(None, "neurons per side (top and bottom); none: 0.5% of all mlp_act neurons", ge=1)
     force: Literal["on_p50", "zero"] = option("on_p50", "forced value: the neuron's median over L's sentences, or zero")
     n_samples: int = option(30, "unconditional texts per (language, condition)", ge=1)
@@ -321,7 +336,9 @@ class LanguageNeuronsConfig:
     def __post_init__(self) -> None:
         unknown = [c for c in self.conditions if c not in CONDITIONS]
         if unknown or not self.conditions:
-            raise ValueError(f"unknown condition {', '.join(unknown) or '(none)'}: use a comma-separated subset of {','.join(CONDITIONS)}")
+            raise ValueError(
+                f"unknown condition {', '.join(unknown) or '(none)'}: use a comma-separated subset of {','.join(CONDITIONS)}"
+            )
         bad = [L for L in self.languages if L not in LANGS] or ([] if self.languages else ["(none)"])
         if bad:
             raise ValueError(f"unknown language {', '.join(bad)}: use a comma-separated subset of {','.join(LANGS)}")
@@ -332,21 +349,46 @@ class LanguageNeurons(Task):
     name = "language_neurons"
     version = "1.0"
     paper = PAPER
-    description = ("Language-specific MLP neurons (en, de, fr, es, zh, ja): AP as language detectors, layer "
-                   "distribution, overlap, and forcing ~1% of them to switch the output language.")
+    description = (
+        "Language-specific MLP neurons (en, de, fr, es, zh, ja): AP as language detectors, layer "
+        "distribution, overlap, and forcing ~1% of them to switch the output language."
+    )
     Config = LanguageNeuronsConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     # Only the conditions the headline lifts need (none, random, both), with more texts each.
-    presets = {"quick": {"n_samples": 8, "n_translate": 5, "n_random": 1, "max_new_tokens": 32,
-                         "translation_max_new_tokens": 48, "conditions": ["none", "random", "both"]}}
-    headline_metrics = ["lift_vs_random.uncond.mean", "lift.uncond.mean", "edge_share", "overlap_max",
-                        "heldout_ap_top.en", "heldout_ap_top.de", "heldout_ap_top.zh", "heldout_ap_top.ja"]
+    presets = {
+        "quick": {
+            "n_samples": 8,
+            "n_translate": 5,
+            "n_random": 1,
+            "max_new_tokens": 32,
+            "translation_max_new_tokens": 48,
+            "conditions": ["none", "random", "both"],
+        }
+    }
+    headline_metrics = [
+        "lift_vs_random.uncond.mean",
+        "lift.uncond.mean",
+        "edge_share",
+        "overlap_max",
+        "heldout_ap_top.en",
+        "heldout_ap_top.de",
+        "heldout_ap_top.zh",
+        "heldout_ap_top.ja",
+    ]
     finding = Finding(
         claim="forcing the language's top and bottom neurons makes unconditional text be in that language more often "
-              "than forcing as many random neurons (paired per text)",
+        "than forcing as many random neurons (paired per text)",
         paper_verdict="holds on XGLM, BLOOM and Llama 2 (e.g. xglm-564M de .01 -> .95 with 0.9% of the units forced)",
-        facets=(Facet("causal", "lift_vs_random.uncond.mean", 0.0,
-                      "per text, in-language after forcing the language's neurons minus after forcing random ones"),))
+        facets=(
+            Facet(
+                "causal",
+                "lift_vs_random.uncond.mean",
+                0.0,
+                "per text, in-language after forcing the language's neurons minus after forcing random ones",
+            ),
+        ),
+    )
     metric_descriptions = {
         "mean_ap_top.L": "in-sample mean AP of L's top-k neurons as detectors of 'this sentence is in L' (interval: sentences resampled, selection fixed)",
         "mean_ap_bottom.L": "in-sample mean AP of L's bottom-k neurons (low: they fire for everything but L)",
@@ -372,11 +414,22 @@ class LanguageNeurons(Task):
         conditions = len(config.conditions) + (config.n_random - 1 if "random" in config.conditions else 0)
         langs = len(config.languages)
         uncond = langs * conditions * config.n_samples * config.max_new_tokens
-        translate = (len([L for L in config.languages if L != "en"]) * conditions * min(config.n_translate, 20)
-                     * config.translation_max_new_tokens) if config.translation else 0
-        return Workload(forward_tokens=(scoring + held) * 30, generated_tokens=uncond + translate,
-                        activation_bytes=scoring * shape.n_layers * width * 4,
-                        notes="sites=linear widths are Llama-shaped" if config.sites == "linear" else "")
+        translate = (
+            (
+                len([L for L in config.languages if L != "en"])
+                * conditions
+                * min(config.n_translate, 20)
+                * config.translation_max_new_tokens
+            )
+            if config.translation
+            else 0
+        )
+        return Workload(
+            forward_tokens=(scoring + held) * 30,
+            generated_tokens=uncond + translate,
+            activation_bytes=scoring * shape.n_layers * width * 4,
+            notes="sites=linear widths are Llama-shaped" if config.sites == "linear" else "",
+        )
 
     def run(self, model, config: LanguageNeuronsConfig, ctx) -> TaskResult:
         tok = model.tokenizer
@@ -393,7 +446,9 @@ class LanguageNeurons(Task):
         n_units = pooled.shape[1]
         k = config.k if config.k is not None else default_k(n_units)
         if 2 * k > n_units:
-            raise UsageError(f"--task-arg k={k} selects more than the model's {n_units} {config.sites} units: pick k <= {n_units // 2}")
+            raise UsageError(
+                f"--task-arg k={k} selects more than the model's {n_units} {config.sites} units: pick k <= {n_units // 2}"
+            )
         scores = score_languages(pooled, labels, k)
         force = np.zeros_like(scores.force) if config.force == "zero" else scores.force
         chance = [float((labels == j).mean()) for j in range(len(LANGS))]
@@ -401,8 +456,9 @@ class LanguageNeurons(Task):
         if config.sites == "mlp":
             details["d_mlp"] = widths
         else:
-            details["linear_widths"] = {name.split(".", 2)[2]: w for name, w, layer in
-                                        zip(space.sites, space.widths, space.layers) if layer == 0}  # block 0's layers
+            details["linear_widths"] = {
+                name.split(".", 2)[2]: w for name, w, layer in zip(space.sites, space.widths, space.layers) if layer == 0
+            }  # block 0's layers
         columns = {L: np.concatenate([scores.top[L], scores.bottom[L]]) for L in LANGS}
         pool = min(POOL_FACTOR * k, n_units)
         scoring = SentenceResampling(pooled, labels, columns, ap=scores.ap, k=k, pool=pool)
@@ -417,7 +473,8 @@ class LanguageNeurons(Task):
         del held
 
         detection, found, detection_notes, hist = self.detection_metrics(
-            ctx, scores, force, scoring, heldout, space, model.n_layers, corpus.units("score"), corpus.units("heldout"), pool)
+            ctx, scores, force, scoring, heldout, space, model.n_layers, corpus.units("score"), corpus.units("heldout"), pool
+        )
         metrics.update(detection)
         details.update(found)
         notes += detection_notes
@@ -438,14 +495,18 @@ class LanguageNeurons(Task):
             self.plot_success(ctx, success, config.conditions)
 
         if config.sites == "mlp":
-            notes.append("the reference rates were measured with the paper's neuron set (sites=linear: the output units of "
-                         "every linear layer in the blocks); this run scores and forces mlp_act units only, so compare the "
-                         "share of neurons forced (details.neuron_share_of_linear_units), not the rates one to one")
+            notes.append(
+                "the reference rates were measured with the paper's neuron set (sites=linear: the output units of "
+                "every linear layer in the blocks); this run scores and forces mlp_act units only, so compare the "
+                "share of neurons forced (details.neuron_share_of_linear_units), not the rates one to one"
+            )
         else:
             notes.append("neuron set as in the paper: the output units of every linear layer in the blocks (sites=linear)")
         if "random" in config.conditions and config.n_random > 0:
-            notes.append(f"success.random.* and lift_vs_random.* intervals resample texts with the {config.n_random} "
-                         "random neuron set(s) fixed: the choice of random set is not in them")
+            notes.append(
+                f"success.random.* and lift_vs_random.* intervals resample texts with the {config.n_random} "
+                "random neuron set(s) fixed: the choice of random set is not in them"
+            )
         if metrics["overlap_max"].value >= 0.05:
             notes.append(f"overlap_max {metrics['overlap_max'].value:.3f} is not below the paper's 5%")
         if metrics["edge_share"].ci_low <= details["edge_share_uniform"]:
@@ -453,9 +514,18 @@ class LanguageNeurons(Task):
         return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
 
     @staticmethod
-    def detection_metrics(ctx, scores: LanguageScores, force: np.ndarray, scoring: SentenceResampling,
-                          heldout: SentenceResampling, space: UnitSpace, n_layers: int, units: np.ndarray,
-                          held_units: np.ndarray, pool: int) -> tuple[dict[str, Metric], dict[str, Any], list[str], dict]:
+    def detection_metrics(
+        ctx,
+        scores: LanguageScores,
+        force: np.ndarray,
+        scoring: SentenceResampling,
+        heldout: SentenceResampling,
+        space: UnitSpace,
+        n_layers: int,
+        units: np.ndarray,
+        held_units: np.ndarray,
+        pool: int,
+    ) -> tuple[dict[str, Metric], dict[str, Any], list[str], dict]:
         """The detection metrics (AP, edge share, overlap) with their sentence-resampled intervals.
 
         The analysis side of the task, with no model call: `benchmarks/bench_scale.py` runs it on
@@ -479,43 +549,71 @@ class LanguageNeurons(Task):
 
         for j, L in enumerate(LANGS):
             top, bottom = scores.top[L], scores.bottom[L]
-            metrics[f"mean_ap_top.{L}"] = ctx.metric(rows, unit=units, statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[:k].mean()))
-            metrics[f"mean_ap_bottom.{L}"] = ctx.metric(rows, unit=units, higher_is_better=False,
-                                                        statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[k:].mean()))
-            metrics[f"max_ap.{L}"] = ctx.metric(rows, unit=units, statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[:k].max()))
-            metrics[f"heldout_ap_top.{L}"] = ctx.metric(held_rows, unit=held_units,
-                                                        statistic=lambda r, L=L: float(heldout.fixed_ap(r, L)[:k].mean()))
-            metrics[f"heldout_ap_bottom.{L}"] = ctx.metric(held_rows, unit=held_units, higher_is_better=False,
-                                                           statistic=lambda r, L=L: float(heldout.fixed_ap(r, L)[k:].mean()))
-            metrics[f"edge_share.{L}"] = ctx.metric(rows, unit=units, higher_is_better=None, statistic=lambda r, L=L: edge_share(r, [L]))
-            hist[L] = {"top": layer_histogram(top, widths).round(6).tolist(), "bottom": layer_histogram(bottom, widths).round(6).tolist()}
-            selected[L] = {side: [[site, unit, round(float(scores.ap[j, u]), 6), round(float(force[j, u]), 6)]
-                                  for u, (site, unit) in zip(chosen, unit_sites(chosen, space))]
-                           for side, chosen in (("top", top), ("bottom", bottom))}
+            metrics[f"mean_ap_top.{L}"] = ctx.metric(
+                rows, unit=units, statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[:k].mean())
+            )
+            metrics[f"mean_ap_bottom.{L}"] = ctx.metric(
+                rows, unit=units, higher_is_better=False, statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[k:].mean())
+            )
+            metrics[f"max_ap.{L}"] = ctx.metric(
+                rows, unit=units, statistic=lambda r, L=L: float(scoring.fixed_ap(r, L)[:k].max())
+            )
+            metrics[f"heldout_ap_top.{L}"] = ctx.metric(
+                held_rows, unit=held_units, statistic=lambda r, L=L: float(heldout.fixed_ap(r, L)[:k].mean())
+            )
+            metrics[f"heldout_ap_bottom.{L}"] = ctx.metric(
+                held_rows,
+                unit=held_units,
+                higher_is_better=False,
+                statistic=lambda r, L=L: float(heldout.fixed_ap(r, L)[k:].mean()),
+            )
+            metrics[f"edge_share.{L}"] = ctx.metric(
+                rows, unit=units, higher_is_better=None, statistic=lambda r, L=L: edge_share(r, [L])
+            )
+            hist[L] = {
+                "top": layer_histogram(top, widths).round(6).tolist(),
+                "bottom": layer_histogram(bottom, widths).round(6).tolist(),
+            }
+            selected[L] = {
+                side: [
+                    [site, unit, round(float(scores.ap[j, u]), 6), round(float(force[j, u]), 6)]
+                    for u, (site, unit) in zip(chosen, unit_sites(chosen, space))
+                ]
+                for side, chosen in (("top", top), ("bottom", bottom))
+            }
         metrics["edge_share"] = ctx.metric(rows, unit=units, higher_is_better=None, statistic=lambda r: edge_share(r, LANGS))
-        details.update(layer_hist=hist, edge_layers=np.flatnonzero(edge).tolist(), edge_share_uniform=float(edge.mean()),
-                       selected=selected)
+        details.update(
+            layer_hist=hist, edge_layers=np.flatnonzero(edge).tolist(), edge_share_uniform=float(edge.mean()), selected=selected
+        )
 
         # Overlap between languages' sets (selected again on every draw, like edge_share).
         for s_i, side in enumerate(("top", "bottom")):
             sets = [getattr(scores, side)[L] for L in LANGS]
             mat = overlap_matrix(sets, k)
-            details[f"overlap_{side}"] = {L1: {L2: round(float(mat[a, b]), 6) for b, L2 in enumerate(LANGS)} for a, L1 in enumerate(LANGS)}
+            details[f"overlap_{side}"] = {
+                L1: {L2: round(float(mat[a, b]), 6) for b, L2 in enumerate(LANGS)} for a, L1 in enumerate(LANGS)
+            }
             off = mat + np.diag(np.full(len(LANGS), -np.inf))
             a, b = np.unravel_index(np.argmax(off), off.shape)
 
             def max_overlap(r: np.ndarray, s_i: int = s_i) -> float:
                 drawn = [scoring.reselect(r, L)[s_i] for L in LANGS]
-                return max(len(np.intersect1d(drawn[x], drawn[y])) / k
-                           for x in range(len(LANGS)) for y in range(len(LANGS)) if x != y)
+                return max(
+                    len(np.intersect1d(drawn[x], drawn[y])) / k for x in range(len(LANGS)) for y in range(len(LANGS)) if x != y
+                )
+
             metrics[f"overlap_{side}_max"] = ctx.metric(rows, unit=units, statistic=max_overlap, higher_is_better=False)
             details[f"overlap_{side}_max_pair"] = [LANGS[a], LANGS[b]]
         metrics["overlap_max"] = max(metrics["overlap_top_max"], metrics["overlap_bottom_max"], key=lambda m: m.value)
-        notes.append("mean_ap_*, max_ap.* are in-sample: the neurons were selected by AP on these same scoring sentences, "
-                     "so the values are optimistic; their intervals resample sentences (a parallel row's six sentences "
-                     "together) for the fixed selection; heldout_ap_* are the out-of-sample check")
-        notes.append(f"edge_share and overlap_* intervals select top-k and bottom-k again on every resample of the "
-                     f"sentences, among the {pool} highest- and {pool} lowest-AP neurons of each language in the full sample")
+        notes.append(
+            "mean_ap_*, max_ap.* are in-sample: the neurons were selected by AP on these same scoring sentences, "
+            "so the values are optimistic; their intervals resample sentences (a parallel row's six sentences "
+            "together) for the fixed selection; heldout_ap_* are the out-of-sample check"
+        )
+        notes.append(
+            f"edge_share and overlap_* intervals select top-k and bottom-k again on every resample of the "
+            f"sentences, among the {pool} highest- and {pool} lowest-AP neurons of each language in the full sample"
+        )
 
         return metrics, details, notes, hist
 
@@ -529,8 +627,7 @@ class LanguageNeurons(Task):
         if sources:
             prompts = [TRANSLATE_PROMPT.format(src=s) for s in sources]
             jobs.append(("translate", prompts, config.translation_max_new_tokens, 0.0, ("\n",)))
-        random_sets = {s: random_units(n_units, 2 * scores.k, [ctx.seed, 7, s])
-                       for s in range(config.n_random)}
+        random_sets = {s: random_units(n_units, 2 * scores.k, [ctx.seed, 7, s]) for s in range(config.n_random)}
         hits: dict[tuple[str, str, str], np.ndarray] = {}  # (cond, task, L) -> (n_runs, n_texts) 0/1
         rates: dict[str, dict[str, dict[str, float]]] = {}
         for task, prompts, max_new, temperature, stop in jobs:
@@ -553,18 +650,27 @@ class LanguageNeurons(Task):
             edits: list[Edit] = []
             for (cond, L, s, units), rows in zip(cells, spans):
                 if units is not None:
-                    edits += [dataclasses.replace(e, prompts=rows) for e in forcing_edits(units, force[LANGS.index(L), units], space)]
+                    edits += [
+                        dataclasses.replace(e, prompts=rows) for e in forcing_edits(units, force[LANGS.index(L), units], space)
+                    ]
             seed = int(np.random.default_rng([ctx.seed, GEN_TASKS.index(task)]).integers(2**31))
             with ctx.intervene(edits):
-                texts = ctx.generate(list(prompts) * len(cells), max_new, temperature=temperature, seed=seed, stop=stop,
-                                     desc=f"generating ({task}, {len(cells)} conditions)")
+                texts = ctx.generate(
+                    list(prompts) * len(cells),
+                    max_new,
+                    temperature=temperature,
+                    seed=seed,
+                    stop=stop,
+                    desc=f"generating ({task}, {len(cells)} conditions)",
+                )
             detected = identify(texts)
             for (cond, L, s, units), rows in zip(cells, spans):
                 found = [detected[i] for i in rows]
                 for t_i, (text, lang) in enumerate(zip([texts[i] for i in rows], found)):
-                    ctx.log_sample({"language": L, "condition": cond, "task": task, "seed": s, "index": t_i,
-                                    "text": text, "detected": lang})
-                for target in ([L] if L else langs):
+                    ctx.log_sample(
+                        {"language": L, "condition": cond, "task": task, "seed": s, "index": t_i, "text": text, "detected": lang}
+                    )
+                for target in [L] if L else langs:
                     hits.setdefault((cond, task, target), []).append(np.array([f == target for f in found], dtype=float))
             for (cond, t, L), runs in list(hits.items()):
                 if t != task:
@@ -589,20 +695,48 @@ class LanguageNeurons(Task):
                 shared = task == "translate" or base == "none"
                 text_index = np.concatenate([np.arange(len(d)) for d in diffs]) if shared else None
                 metrics[f"{name}.{task}.mean"] = ctx.metric(np.concatenate(diffs), unit=text_index, statistic=_mean_diff)
-        details["generation"] = {"n_uncond": n_uncond, "n_translate": len(sources), "conditions": conditions,
-                                 "random_count": int(len(random_sets[0])) if random_sets else 0}
+        details["generation"] = {
+            "n_uncond": n_uncond,
+            "n_translate": len(sources),
+            "conditions": conditions,
+            "random_count": int(len(random_sets[0])) if random_sets else 0,
+        }
         return rates
 
     def reference(self) -> Reference:
         # Measured (spec) with langdetect on the authors' released unconditional generations,
         # sites=linear, 1,000 top + 1,000 bottom forced: (none, both) per language.
         table = {
-            "facebook/xglm-564M": {"de": (.01, .95), "fr": (.01, .90), "es": (.01, .74), "zh": (.06, .78), "ja": (.06, .99)},
-            "bigscience/bloom-1b7": {"de": (.00, .88), "fr": (.13, .98), "es": (.18, .96), "zh": (.06, .83), "ja": (.00, .99)},
-            "meta-llama/Llama-2-7b-hf": {"de": (.00, .25), "fr": (.02, .08), "es": (.01, .35), "zh": (.00, .45), "ja": (.01, .07)},
+            "facebook/xglm-564M": {
+                "de": (0.01, 0.95),
+                "fr": (0.01, 0.90),
+                "es": (0.01, 0.74),
+                "zh": (0.06, 0.78),
+                "ja": (0.06, 0.99),
+            },
+            "bigscience/bloom-1b7": {
+                "de": (0.00, 0.88),
+                "fr": (0.13, 0.98),
+                "es": (0.18, 0.96),
+                "zh": (0.06, 0.83),
+                "ja": (0.00, 0.99),
+            },
+            "meta-llama/Llama-2-7b-hf": {
+                "de": (0.00, 0.25),
+                "fr": (0.02, 0.08),
+                "es": (0.01, 0.35),
+                "zh": (0.00, 0.45),
+                "ja": (0.01, 0.07),
+            },
         }
-        metrics = {m: {k: v for L, (none, both) in row.items() for k, v in
-                       ((f"success.none.uncond.{L}", none), (f"success.both.uncond.{L}", both))} for m, row in table.items()}
+        metrics = {
+            m: {
+                k: v
+                for L, (none, both) in row.items()
+                for k, v in ((f"success.none.uncond.{L}", none), (f"success.both.uncond.{L}", both))
+            }
+            for m, row in table.items()
+        }
         return Reference(
             source=f"{PAPER}; rates measured from the authors' released generations (spec, langdetect 1.0.9)",
             metrics=metrics,
@@ -640,8 +774,12 @@ class LanguageNeurons(Task):
             langs = [L for L in LANGS if any(L in by_cond[c] for c in by_cond)]
             width = 0.8 / max(1, len(by_cond))
             for c_i, cond in enumerate(c for c in conditions if c in by_cond):
-                ax.bar(np.arange(len(langs)) + (c_i - len(by_cond) / 2 + 0.5) * width,
-                       [by_cond[cond].get(L, np.nan) for L in langs], width=width, label=cond)
+                ax.bar(
+                    np.arange(len(langs)) + (c_i - len(by_cond) / 2 + 0.5) * width,
+                    [by_cond[cond].get(L, np.nan) for L in langs],
+                    width=width,
+                    label=cond,
+                )
             ax.set_xticks(np.arange(len(langs)), langs)
             ax.set_ylim(0, 1)
             ax.set_title(f"{task}: share of texts in L")

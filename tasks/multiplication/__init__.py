@@ -19,7 +19,17 @@ from tasks.multiplication.problems import Problem, make_problems, parse_cells
 from tasks.multiplication.task import MultiplicationConfig, MultiplicationDigits
 
 __all__ = [
-    "DigitTokenError", "MultiplicationConfig", "MultiplicationDigits", "Problem", "check_prompts_end_in_equals",
-    "digit_token_ids", "forced_context", "make_problems", "parse_cells", "parse_digits", "render_answer", "render_prompt",
+    "DigitTokenError",
+    "MultiplicationConfig",
+    "MultiplicationDigits",
+    "Problem",
+    "check_prompts_end_in_equals",
+    "digit_token_ids",
+    "forced_context",
+    "make_problems",
+    "parse_cells",
+    "parse_digits",
+    "render_answer",
+    "render_prompt",
     "resolve_mode",
 ]

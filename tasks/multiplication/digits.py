@@ -96,7 +96,9 @@ def forced_context(tokenizer: Any, prompt: str, digits: str, k: int, spaced: boo
     return context
 
 
-def resolve_mode(tokenizer: Any, requested: str, prompts: Sequence[str] = (), products: Sequence[str] = ()) -> tuple[str, list[int] | None]:
+def resolve_mode(
+    tokenizer: Any, requested: str, prompts: Sequence[str] = (), products: Sequence[str] = ()
+) -> tuple[str, list[int] | None]:
     """(mode, digit token ids): auto -> teacher_forced when digits are split, else generate.
 
     Beyond the two probe strings, the first and last digit of every (prompt, product) given
@@ -124,8 +126,10 @@ def resolve_mode(tokenizer: Any, requested: str, prompts: Sequence[str] = (), pr
         log.info("digit_scoring=auto resolves to generate: %s", problem)
         return "generate", None
     fix = "spaced or generate" if requested == "teacher_forced" else "generate"
-    raise UsageError(f"digit_scoring={requested}: this tokenizer does not give each answer digit its own token "
-                     f"({problem}); use --task-arg digit_scoring={fix}")
+    raise UsageError(
+        f"digit_scoring={requested}: this tokenizer does not give each answer digit its own token "
+        f"({problem}); use --task-arg digit_scoring={fix}"
+    )
 
 
 def parse_digits(text: str, spaced: bool) -> str:
@@ -139,5 +143,7 @@ def check_prompts_end_in_equals(tokenizer: Any, prompts: Sequence[str]) -> None:
     for prompt in prompts:
         ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
         if not ids or tokenizer.decode([ids[-1]]).strip() != "=":
-            raise UsageError(f"the prompt {prompt!r} does not end in a '=' token (it ends in "
-                             f"{tokenizer.decode(ids[-1:])!r}): change --task-arg template so that it ends with '='")
+            raise UsageError(
+                f"the prompt {prompt!r} does not end in a '=' token (it ends in "
+                f"{tokenizer.decode(ids[-1:])!r}): change --task-arg template so that it ends with '='"
+            )

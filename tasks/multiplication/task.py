@@ -103,12 +103,21 @@ from tasks.multiplication.problems import DEFAULT_CELLS, Problem, cell_rng, make
 log = logging.getLogger(__name__)
 
 
-PAPER = ("Gambardella, Iwasawa, Matsuo 2024, Language Models Do Hard Arithmetic Tasks Easily and "
-         "Hardly Do Easy Arithmetic Tasks (ACL 2024, arXiv 2406.02356)")
+PAPER = (
+    "Gambardella, Iwasawa, Matsuo 2024, Language Models Do Hard Arithmetic Tasks Easily and "
+    "Hardly Do Easy Arithmetic Tasks (ACL 2024, arXiv 2406.02356)"
+)
 
 
-BEHAVIOUR = ("first_digit_acc", "first_digit_conf", "last_digit_acc", "last_digit_acc_lenient", "last_digit_conf",
-             "last_digit_acc_given_prefix", "last_digit_conf_given_prefix")
+BEHAVIOUR = (
+    "first_digit_acc",
+    "first_digit_conf",
+    "last_digit_acc",
+    "last_digit_acc_lenient",
+    "last_digit_conf",
+    "last_digit_acc_given_prefix",
+    "last_digit_conf_given_prefix",
+)
 
 
 CONFIDENCES = ("first_digit_conf", "last_digit_conf", "last_digit_conf_given_prefix", "conditioning_gain")
@@ -134,7 +143,8 @@ class MultiplicationConfig:
     template: str = option("{a}*{b}=", "prompt with {a} and {b}; must end with '='")
     instruction: str = option("", "text prepended to every prompt as is")
     digit_scoring: Literal["auto", "teacher_forced", "spaced", "generate"] = option(
-        "auto", "how digits are scored: teacher forcing on digit tokens, spaced digits, or generation (accuracies only)")
+        "auto", "how digits are scored: teacher forcing on digit tokens, spaced digits, or generation (accuracies only)"
+    )
     mc_dropout_samples: int = option(0, "confidences averaged over this many Monte Carlo dropout passes (0: deterministic)", ge=0)
     mc_dropout_p: float = option(0.1, "dropout rate of the MC passes", ge=0, lt=1)
     probe: bool = option(True, "fit the per-layer units-digit probe at '='")
@@ -157,19 +167,35 @@ class MultiplicationDigits(Task):
     name = "multiplication_digits"
     version = "1.0"
     paper = PAPER
-    description = ("n-digit x m-digit multiplication ('12*34='): confidence in the first and the units digit of the "
-                   "product, the units digit given the correct higher digits, and a linear probe for it at '='.")
+    description = (
+        "n-digit x m-digit multiplication ('12*34='): confidence in the first and the units digit of the "
+        "product, the units digit given the correct higher digits, and a linear probe for it at '='."
+    )
     Config = MultiplicationConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"n_per_cell": 30, "probe_n": 300, "probe_layers": [0, 4, 8, 12, 16]}}
-    headline_metrics = ["last_digit_conf@5x5", "last_digit_conf_given_prefix@5x5", "conditioning_gain@5x5",
-                        "first_digit_acc", "last_digit_acc_given_prefix", "probe_last_digit_acc", "rep_behaviour_gap"]
+    headline_metrics = [
+        "last_digit_conf@5x5",
+        "last_digit_conf_given_prefix@5x5",
+        "conditioning_gain@5x5",
+        "first_digit_acc",
+        "last_digit_acc_given_prefix",
+        "probe_last_digit_acc",
+        "rep_behaviour_gap",
+    ]
     finding = Finding(
         claim="the units digit is confident given the correct prefix: its probability after the true higher digits "
-              "beats its probability after the model's own answer (5x5, paired per problem)",
+        "beats its probability after the model's own answer (5x5, paired per problem)",
         paper_verdict="holds on Llama 2 13B (0.43 vs 0.13) and Mistral 7B (0.55 vs 0.22)",
-        facets=(Facet("behaviour", "last_digit_conf_prefix_minus_own@5x5", 0.0,
-                      "per problem, the units digit's probability after the true prefix minus after the model's own"),))
+        facets=(
+            Facet(
+                "behaviour",
+                "last_digit_conf_prefix_minus_own@5x5",
+                0.0,
+                "per problem, the units digit's probability after the true prefix minus after the model's own",
+            ),
+        ),
+    )
     metric_descriptions = {
         "first_digit_acc": "the first product digit is the argmax of the ten digit tokens after '=' (generate mode: the first generated digit is right)",
         "first_digit_conf": "probability (full vocabulary) of the correct first digit after '='",
@@ -201,33 +227,50 @@ class MultiplicationDigits(Task):
         cells = len(config.cells)
         layers = shape.n_layers if config.probe_layers == "all" else len(config.probe_layers)
         probe = config.probe_n if config.probe else 0
-        return Workload(forward_tokens=cells * config.n_per_cell * 14 * 3 + probe * 14 * 2,
-                        generated_tokens=cells * config.n_per_cell * 8,
-                        activation_bytes=probe * layers * shape.d_model * 4)
+        return Workload(
+            forward_tokens=cells * config.n_per_cell * 14 * 3 + probe * 14 * 2,
+            generated_tokens=cells * config.n_per_cell * 8,
+            activation_bytes=probe * layers * shape.d_model * 4,
+        )
 
     def run(self, model, config: MultiplicationConfig, ctx) -> TaskResult:
         tok = model.tokenizer
         cells = parse_cells(config.cells)
         layers = self.probe_layers(config, model.n_layers)
-        problems_by_cell = {f"{n}x{m}": list(ctx.limited(make_problems(n, m, config.n_per_cell, cell_rng(ctx, config.seed, n, m, 0))))
-                            for n, m in cells}
+        problems_by_cell = {
+            f"{n}x{m}": list(ctx.limited(make_problems(n, m, config.n_per_cell, cell_rng(ctx, config.seed, n, m, 0))))
+            for n, m in cells
+        }
         pn, pm = parse_cell(config.probe_cell)
-        probe_problems = list(ctx.limited(make_problems(pn, pm, config.probe_n, cell_rng(ctx, config.seed, pn, pm, 1)))) if config.probe else []
+        probe_problems = (
+            list(ctx.limited(make_problems(pn, pm, config.probe_n, cell_rng(ctx, config.seed, pn, pm, 1))))
+            if config.probe
+            else []
+        )
         checked = [p for ps in problems_by_cell.values() for p in ps] + probe_problems
         spaced_check = config.digit_scoring == "spaced"
-        mode, digit_ids = resolve_mode(tok, config.digit_scoring,
-                                       [render_prompt(config.template, config.instruction, p.a, p.b, spaced_check) for p in checked],
-                                       [p.product for p in checked])
+        mode, digit_ids = resolve_mode(
+            tok,
+            config.digit_scoring,
+            [render_prompt(config.template, config.instruction, p.a, p.b, spaced_check) for p in checked],
+            [p.product for p in checked],
+        )
         spaced = mode == "spaced"
         metrics: dict[str, Metric] = {}
         unmeasured: dict[str, str] = {}
         notes: list[str] = []
-        details: dict[str, Any] = {"digit_scoring": mode, "digit_token_ids": digit_ids, "n_layers": model.n_layers,
-                                   "cells": [f"{n}x{m}" for n, m in cells]}
+        details: dict[str, Any] = {
+            "digit_scoring": mode,
+            "digit_token_ids": digit_ids,
+            "n_layers": model.n_layers,
+            "cells": [f"{n}x{m}" for n, m in cells],
+        }
         if mode == "generate":
             details["null_metrics"] = list(CONFIDENCES)
-            notes.append("digit_scoring=generate: accuracies only, confidences are null "
-                         "(for confidences with a digit-merging tokenizer, try digit_scoring=spaced)")
+            notes.append(
+                "digit_scoring=generate: accuracies only, confidences are null "
+                "(for confidences with a digit-merging tokenizer, try digit_scoring=spaced)"
+            )
         if config.mc_dropout_samples:
             if config_dropout(model.hf) == 0:
                 log.warning("the model's config has no dropout: MC dropout uses mc_dropout_p=%s", config.mc_dropout_p)
@@ -238,16 +281,24 @@ class MultiplicationDigits(Task):
         for cell, problems in problems_by_cell.items():
             per_cell[cell] = self.behaviour(ctx, model, problems, config, mode, digit_ids, desc=cell)
             for i, p in enumerate(problems):
-                ctx.log_sample({"cell": cell, "a": p.a, "b": p.b, "product": p.product,
-                                **{k: _jsonable(v[i]) for k, v in per_cell[cell].items()}})
+                ctx.log_sample(
+                    {
+                        "cell": cell,
+                        "a": p.a,
+                        "b": p.b,
+                        "product": p.product,
+                        **{k: _jsonable(v[i]) for k, v in per_cell[cell].items()},
+                    }
+                )
         pooled = {k: np.concatenate([per_cell[c][k] for c in per_cell]) for k in per_cell[next(iter(per_cell))]}
         notes += self.fallback_notes(pooled, details)
         all_problems = [p for c in problems_by_cell for p in problems_by_cell[c]]
         metrics.update(self.behaviour_metrics(ctx, pooled, all_problems, mode, suffix="", unmeasured=unmeasured))
         table: dict[str, dict[str, float | None]] = {}
         for cell, values in per_cell.items():
-            cell_metrics = self.behaviour_metrics(ctx, values, problems_by_cell[cell], mode, suffix=f"@{cell}",
-                                                  unmeasured=unmeasured)
+            cell_metrics = self.behaviour_metrics(
+                ctx, values, problems_by_cell[cell], mode, suffix=f"@{cell}", unmeasured=unmeasured
+            )
             metrics.update(cell_metrics)
             table[cell] = {k.split("@")[0]: round(v.value, 6) for k, v in cell_metrics.items()}
         details["per_cell"] = table
@@ -262,9 +313,11 @@ class MultiplicationDigits(Task):
             else:
                 metrics.update(self.probe(ctx, model, probe_problems, layers, config, mode, digit_ids, details))
                 if len(layers) > 1:
-                    notes.append(f"probe accuracies are each method's maximum over {len(layers)} layers (each its own "
-                                 "best layer by the same rule, details.probe.best_layer); the intervals leave out "
-                                 "that choice, which favours every method alike")
+                    notes.append(
+                        f"probe accuracies are each method's maximum over {len(layers)} layers (each its own "
+                        "best layer by the same rule, details.probe.best_layer); the intervals leave out "
+                        "that choice, which favours every method alike"
+                    )
         return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes, unmeasured=unmeasured)
 
     # Behaviour.
@@ -281,8 +334,12 @@ class MultiplicationDigits(Task):
         first_g = np.array([bool(g) and g[0] == P[0] for g, P in zip(G, products)])
         last_acc = np.array([len(g) == len(P) and g[-1] == P[-1] for g, P in zip(G, products)])
         lenient = np.array([bool(g) and g[-1] == P[-1] for g, P in zip(G, products)])
-        out: dict[str, np.ndarray] = {"last_digit_acc": last_acc, "last_digit_acc_lenient": lenient,
-                                      "generated": np.array(generated, dtype=object), "parsed": np.array(G, dtype=object)}
+        out: dict[str, np.ndarray] = {
+            "last_digit_acc": last_acc,
+            "last_digit_acc_lenient": lenient,
+            "generated": np.array(generated, dtype=object),
+            "parsed": np.array(G, dtype=object),
+        }
         if mode == "generate":
             prefixed = [prompt + P[:-1] for prompt, P in zip(prompts, products)]
             cont = ctx.generate(prefixed, max_new_tokens=2, desc=f"{desc} given prefix")
@@ -310,8 +367,9 @@ class MultiplicationDigits(Task):
         out["own_conf_status"] = np.array(status, dtype=object)
         has_own = [i for i, c in enumerate(own) if c is not None]
         contexts = first + given + [own[i] for i in has_own]
-        target = np.array([int(P[0]) for P in products] + [int(P[-1]) for P in products]
-                          + [int(products[i][-1]) for i in has_own])
+        target = np.array(
+            [int(P[0]) for P in products] + [int(P[-1]) for P in products] + [int(products[i][-1]) for i in has_own]
+        )
         scores = ctx.score(contexts, digit_ids, desc=f"{desc} digits")
         correct = scores.logits.argmax(-1).numpy() == target
         probs = scores.logprobs.exp().numpy()[np.arange(len(target)), target]
@@ -319,12 +377,16 @@ class MultiplicationDigits(Task):
             probs = self.mc_probs(ctx, model, contexts, digit_ids, target, config)
         k = len(problems)
         own_conf = np.zeros(k)
-        own_conf[has_own] = probs[2 * k:]
-        out.update({
-            "first_digit_acc": correct[:k], "first_digit_conf": probs[:k],
-            "last_digit_acc_given_prefix": correct[k:2 * k], "last_digit_conf_given_prefix": probs[k:2 * k],
-            "last_digit_conf": own_conf,
-        })
+        own_conf[has_own] = probs[2 * k :]
+        out.update(
+            {
+                "first_digit_acc": correct[:k],
+                "first_digit_conf": probs[:k],
+                "last_digit_acc_given_prefix": correct[k : 2 * k],
+                "last_digit_conf_given_prefix": probs[k : 2 * k],
+                "last_digit_conf": own_conf,
+            }
+        )
         return out
 
     @staticmethod
@@ -335,8 +397,10 @@ class MultiplicationDigits(Task):
         details["n_generations_without_digits"] = no_digits
         notes = []
         if no_digits:
-            notes.append(f"{no_digits} of {n} generations contain no digit; they count as wrong (last_digit_acc, "
-                         "first_digit_acc in generate mode)")
+            notes.append(
+                f"{no_digits} of {n} generations contain no digit; they count as wrong (last_digit_acc, "
+                "first_digit_acc in generate mode)"
+            )
         if "own_conf_status" in pooled:
             status = pooled["own_conf_status"]
             short, untok = int(np.sum(status == "short")), int(np.sum(status == "untokenisable"))
@@ -344,8 +408,10 @@ class MultiplicationDigits(Task):
             if short:
                 notes.append(f"last_digit_conf: {short} of {n} own answers stop before the units digit; their confidence is 0")
             if untok:
-                notes.append(f"last_digit_conf: {untok} of {n} own answers cannot be tokenised digit by digit in context; "
-                             "their confidence is set to 0 (not measured)")
+                notes.append(
+                    f"last_digit_conf: {untok} of {n} own answers cannot be tokenised digit by digit in context; "
+                    "their confidence is set to 0 (not measured)"
+                )
         return notes
 
     def mc_probs(self, ctx, model, contexts: list[str], digit_ids, target: np.ndarray, config) -> np.ndarray:
@@ -361,8 +427,9 @@ class MultiplicationDigits(Task):
         return total / config.mc_dropout_samples
 
     @staticmethod
-    def behaviour_metrics(ctx, values: dict[str, np.ndarray], problems: list[Problem], mode: str, suffix: str,
-                          unmeasured: dict[str, str]) -> dict[str, Metric]:
+    def behaviour_metrics(
+        ctx, values: dict[str, np.ndarray], problems: list[Problem], mode: str, suffix: str, unmeasured: dict[str, str]
+    ) -> dict[str, Metric]:
         """The behaviour metrics of one cell (or, suffix "", of all); `unmeasured` gains the gaps no problem could score."""
         out: dict[str, Metric] = {}
         for key in BEHAVIOUR:
@@ -379,7 +446,8 @@ class MultiplicationDigits(Task):
                 out["last_digit_conf_prefix_minus_own" + suffix] = ctx.metric(rows[scored, 0] - rows[scored, 1])
             else:
                 unmeasured["last_digit_conf_prefix_minus_own" + suffix] = (
-                    "no problem's own answer reached the units digit and was scored")
+                    "no problem's own answer reached the units digit and was scored"
+                )
         for key, digit in (("chance_first_digit", 0), ("chance_last_digit", -1)):
             labels = np.array([p.product[digit] for p in problems])
             majority = max(set(labels.tolist()), key=lambda d: (np.sum(labels == d), d))
@@ -391,8 +459,13 @@ class MultiplicationDigits(Task):
         out = []
         for cell, problems in problems_by_cell.items():
             for i, p in enumerate(problems[:2]):
-                out.append({"prompt": render_prompt(config.template, config.instruction, p.a, p.b, spaced),
-                            "product": p.product, "generated": str(per_cell[cell]["generated"][i])})
+                out.append(
+                    {
+                        "prompt": render_prompt(config.template, config.instruction, p.a, p.b, spaced),
+                        "product": p.product,
+                        "generated": str(per_cell[cell]["generated"][i]),
+                    }
+                )
         return out
 
     # Representation.
@@ -402,11 +475,15 @@ class MultiplicationDigits(Task):
             return list(range(n_layers))
         layers = sorted(set(config.probe_layers))
         if layers[-1] >= n_layers:
-            raise UsageError(f"--task-arg probe_layers={config.probe_layers}: layer {layers[-1]} is past the model's "
-                             f"depth ({n_layers} layers, 0..{n_layers - 1})")
+            raise UsageError(
+                f"--task-arg probe_layers={config.probe_layers}: layer {layers[-1]} is past the model's "
+                f"depth ({n_layers} layers, 0..{n_layers - 1})"
+            )
         return layers
 
-    def probe(self, ctx, model, problems: list[Problem], layers: list[int], config, mode: str, digit_ids, details) -> dict[str, Metric]:
+    def probe(
+        self, ctx, model, problems: list[Problem], layers: list[int], config, mode: str, digit_ids, details
+    ) -> dict[str, Metric]:
         spaced = mode == "spaced"
         prompts = [render_prompt(config.template, config.instruction, p.a, p.b, spaced) for p in problems]
         check_prompts_end_in_equals(model.tokenizer, prompts)
@@ -429,13 +506,15 @@ class MultiplicationDigits(Task):
         out: dict[str, Metric] = {}
         target_best = best["last_digit"]
         out["probe_last_digit_acc"] = ctx.metric(fits["last_digit"][target_best].correct.astype(float))
-        out["probe_best_layer"] = Metric(value=target_best, ci_low=target_best, ci_high=target_best, n=len(problems),
-                                         higher_is_better=None)
+        out["probe_best_layer"] = Metric(
+            value=target_best, ci_low=target_best, ci_high=target_best, n=len(problems), higher_is_better=None
+        )
         for name in ("a_last_digit", "b_last_digit", "first_digit"):
             out[f"probe_{name}_acc"] = ctx.metric(fits[name][best[name]].correct.astype(float))
         out["probe_shuffled_acc"] = ctx.metric(fits["shuffled"][best["shuffled"]].correct.astype(float), higher_is_better=None)
-        out["chance_probe_last_digit"] = ctx.metric((labels["last_digit"] == np.bincount(labels["last_digit"]).argmax()).astype(float),
-                                                     higher_is_better=None)
+        out["chance_probe_last_digit"] = ctx.metric(
+            (labels["last_digit"] == np.bincount(labels["last_digit"]).argmax()).astype(float), higher_is_better=None
+        )
 
         # Behaviour on the same problems: does the model output what its residual stream encodes?
         products = [p.product for p in problems]
@@ -444,16 +523,22 @@ class MultiplicationDigits(Task):
             behaviour = np.array([c[:1] == P[-1] for c, P in zip(cont, products)])
         else:
             given = [forced_context(model.tokenizer, q, P, len(P) - 1, spaced, digit_ids) for q, P in zip(prompts, products)]
-            behaviour = ctx.score(given, digit_ids, desc="probe cell given prefix").logits.argmax(-1).numpy() == labels["last_digit"]
+            behaviour = (
+                ctx.score(given, digit_ids, desc="probe cell given prefix").logits.argmax(-1).numpy() == labels["last_digit"]
+            )
         out["probe_cell_last_digit_acc_given_prefix"] = ctx.metric(behaviour.astype(float))
         paired = np.stack([fits["last_digit"][target_best].correct, behaviour], 1).astype(float)
         out["rep_behaviour_gap"] = ctx.metric(paired, statistic=lambda r: r[:, 0].mean() - r[:, 1].mean(), higher_is_better=None)
 
         details["probe"] = {
-            "cell": config.probe_cell, "n": len(problems), "site": "resid_post.L at '='", "layers": layers,
+            "cell": config.probe_cell,
+            "n": len(problems),
+            "site": "resid_post.L at '='",
+            "layers": layers,
             "labels": {**PROBE_LABELS, "shuffled": "(a*b) % 10, permuted"},
             **{f"{name}_acc_by_layer": by_layer[name] for name in labels},
-            "best_layer": best, "chance": chance,
+            "best_layer": best,
+            "chance": chance,
             "C_by_layer": {str(L): fits["last_digit"][L].C for L in layers},
             "fold_accuracy_at_best": fits["last_digit"][target_best].fold_accuracy,
         }
@@ -465,20 +550,32 @@ class MultiplicationDigits(Task):
     # Reference.
     @staticmethod
     def reference() -> Reference:
-        note = ("paper: mean probability of the correct digit under Monte Carlo dropout (passes and rate not given), "
-                "5x5 problems, from the abstract; ours is deterministic unless mc_dropout_samples > 0; "
-                "base or chat variant of the model not stated")
+        note = (
+            "paper: mean probability of the correct digit under Monte Carlo dropout (passes and rate not given), "
+            "5x5 problems, from the abstract; ours is deterministic unless mc_dropout_samples > 0; "
+            "base or chat variant of the model not stated"
+        )
         metrics = {
-            "meta-llama/Llama-2-13b-hf": {"last_digit_conf@5x5": 0.13, "last_digit_conf_given_prefix@5x5": 0.43,
-                                          "conditioning_gain@5x5": 2.3},
-            "mistralai/Mistral-7B-v0.1": {"last_digit_conf@5x5": 0.22, "last_digit_conf_given_prefix@5x5": 0.55,
-                                          "conditioning_gain@5x5": 1.5},
+            "meta-llama/Llama-2-13b-hf": {
+                "last_digit_conf@5x5": 0.13,
+                "last_digit_conf_given_prefix@5x5": 0.43,
+                "conditioning_gain@5x5": 2.3,
+            },
+            "mistralai/Mistral-7B-v0.1": {
+                "last_digit_conf@5x5": 0.22,
+                "last_digit_conf_given_prefix@5x5": 0.55,
+                "conditioning_gain@5x5": 1.5,
+            },
         }
         none = "no reference: the paper reports no value for this metric"
-        notes = {"last_digit_conf@5x5": note, "last_digit_conf_given_prefix@5x5": note,
-                 "conditioning_gain@5x5": "paper: relative change +230% (Llama 2-13B) and +150% (Mistral-7B), " + note,
-                 "first_digit_conf": "paper: 'often correct and confident', no number",
-                 "probe_last_digit_acc": none, "last_digit_acc": "paper reports confidences, not accuracies"}
+        notes = {
+            "last_digit_conf@5x5": note,
+            "last_digit_conf_given_prefix@5x5": note,
+            "conditioning_gain@5x5": "paper: relative change +230% (Llama 2-13B) and +150% (Mistral-7B), " + note,
+            "first_digit_conf": "paper: 'often correct and confident', no number",
+            "probe_last_digit_acc": none,
+            "last_digit_acc": "paper reports confidences, not accuracies",
+        }
         return Reference(source=f"{PAPER}, abstract", metrics=metrics, notes=notes)
 
     # Artifacts.
@@ -493,8 +590,15 @@ class MultiplicationDigits(Task):
         for i in range(len(cells)):
             for j in range(len(columns)):
                 if np.isfinite(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if grid[i, j] < 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if grid[i, j] < 0.5 else "black",
+                    )
         ax.set_xticks(range(len(columns)), [c.replace("_", "\n", 2) for c in columns], fontsize=7)
         ax.set_yticks(range(len(cells)), cells, fontsize=8)
         ax.set_ylabel("digits (n x m)")
@@ -506,8 +610,13 @@ class MultiplicationDigits(Task):
     def plot_probe(ctx, layers, by_layer, chance, best, cell) -> None:
         fig = ctx.figure(figsize=(6.5, 3.8))
         ax = fig.subplots()
-        styles = {"last_digit": ("(a*b) % 10", "C0"), "a_last_digit": ("a % 10", "C1"), "b_last_digit": ("b % 10", "C2"),
-                  "first_digit": ("P[0]", "C3"), "shuffled": ("shuffled (a*b) % 10", "grey")}
+        styles = {
+            "last_digit": ("(a*b) % 10", "C0"),
+            "a_last_digit": ("a % 10", "C1"),
+            "b_last_digit": ("b % 10", "C2"),
+            "first_digit": ("P[0]", "C3"),
+            "shuffled": ("shuffled (a*b) % 10", "grey"),
+        }
         for name, (label, color) in styles.items():
             ax.plot(layers, by_layer[name], marker="o", ms=3, color=color, label=label)
         for name in ("last_digit", "first_digit"):

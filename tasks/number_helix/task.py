@@ -169,7 +169,9 @@ def answer_tokens(tokenizer, prompt: str, answer: int) -> list[int]:
 class HelixConfig:
     """Defaults are the paper's settings."""
 
-    n_problems: Optional[int] = option(None, "addition problems for accuracy; none: 10000 (the whole grid) on an accelerator, 1000 on CPU", ge=1, le=10000)
+    n_problems: Optional[int] = option(
+        None, "addition problems for accuracy; none: 10000 (the whole grid) on an accelerator, 1000 on CPU", ge=1, le=10000
+    )
     template: str = option("auto", "auto (per model family), gptj, llama, or a string with {a} and {b}")
     periods: list[float] = option([2.0, 5.0, 10.0, 100.0], "helix periods T", gt=0, le=10_000)
     pca_dim: int = option(100, "PCA dimensions before the least-squares fit; 0: none", ge=0)
@@ -181,7 +183,8 @@ class HelixConfig:
     swap: bool = option(True, "swap the helix part of a for a' and generate")
     max_new_tokens: int = option(4, "tokens generated per answer", ge=1)
     swap_op: Literal["replace", "add"] = option(
-        "replace", "replace: the helix-subspace part of the state becomes C B(a') (the paper's); add: add C (B(a') - B(a))")
+        "replace", "replace: the helix-subspace part of the state becomes C B(a') (the paper's); add: add C (B(a') - B(a))"
+    )
 
     def __post_init__(self) -> None:
         if self.template in ("auto", *TEMPLATES):
@@ -218,8 +221,9 @@ def scrambled_digits(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return 10 * pi[np.asarray(a) // 10] + pi[np.asarray(a) % 10]
 
 
-def relabelled_metric(ctx, X: dict[int, np.ndarray], relabellings: np.ndarray, real: HeldOut, folds: list[np.ndarray],
-                      basis, pca_dim: int | None) -> tuple[Metric, dict]:
+def relabelled_metric(
+    ctx, X: dict[int, np.ndarray], relabellings: np.ndarray, real: HeldOut, folds: list[np.ndarray], basis, pca_dim: int | None
+) -> tuple[Metric, dict]:
     """The helix's held-out R^2 minus the 95th percentile of the same fit on digit-relabelled a.
 
     Each relabelling is read at its own best layer (the helix's rule); one bootstrap over the
@@ -236,13 +240,18 @@ def relabelled_metric(ctx, X: dict[int, np.ndarray], relabellings: np.ndarray, r
     rows = np.hstack([real.rows(), sse, sst])
 
     def statistic(r: np.ndarray) -> float:
-        others = 1 - r[:, 2:2 + K].sum(0) / r[:, 2 + K:].sum(0)
+        others = 1 - r[:, 2 : 2 + K].sum(0) / r[:, 2 + K :].sum(0)
         return r2_from_rows(r[:, :2]) - float(np.nanquantile(others, RELABEL_QUANTILE))
 
     chosen = r2[np.arange(K), column]
-    summary = {"n": K, "quantile": RELABEL_QUANTILE, "r2_q50": float(np.median(chosen)),
-               "r2_q95": float(np.quantile(chosen, RELABEL_QUANTILE)), "r2_max": float(chosen.max()),
-               "share_at_least_real": float((chosen >= real.r2).mean())}
+    summary = {
+        "n": K,
+        "quantile": RELABEL_QUANTILE,
+        "r2_q50": float(np.median(chosen)),
+        "r2_q95": float(np.quantile(chosen, RELABEL_QUANTILE)),
+        "r2_max": float(chosen.max()),
+        "share_at_least_real": float((chosen >= real.r2).mean()),
+    }
     return ctx.metric(rows, statistic=statistic), summary
 
 
@@ -267,8 +276,16 @@ class NumberHelix(Task):
     Config = HelixConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"n_problems": 300, "n_pairs": 20}}
-    headline_metrics = ["helix_r2_heldout", "circle_r2_heldout", "linear_r2_heldout", "accuracy",
-                        "patch_ld_helix", "patch_ld_layer_patch", "swap_success", "swap_success_random_subspace"]
+    headline_metrics = [
+        "helix_r2_heldout",
+        "circle_r2_heldout",
+        "linear_r2_heldout",
+        "accuracy",
+        "patch_ld_helix",
+        "patch_ld_layer_patch",
+        "swap_success",
+        "swap_success_random_subspace",
+    ]
     metric_descriptions = {
         "accuracy": "greedy answer's leading integer equals a+b; n = problems",
         "{helix,linear,circle,poly}_r2_heldout": "held-out R^2 (5 folds over a) of the fit from a alone, in the full residual space, at the fit's own best layer",
@@ -283,14 +300,22 @@ class NumberHelix(Task):
     }
     finding = Finding(
         claim="the model adds, its a-token state holds a helix in a beyond any relabelling of the digits, "
-              "and swapping the helix part of a for a' moves the answer to a'+b",
+        "and swapping the helix part of a for a' moves the answer to a'+b",
         paper_verdict="helix found in GPT-J 6B, Pythia 6.9B and Llama 3.1 8B; helix fits recover most of the layer patch (GPT-J: LD 7.21 vs 8.34)",
         facets=(
             Facet("behaviour", "accuracy", 1 / 199, "greedy answers beat a uniform guess among the 199 sums"),
-            Facet("representation", "helix_minus_scrambled_digits_q95", 0.0,
-                  f"the helix in a fits held-out states better than 95% of {N_RELABELLINGS} digit relabellings of a (paired)"),
-            Facet("causal", "swap_success_minus_random_subspace", 0.0,
-                  "swapping the helix part moves the answer to a'+b more often than the same displacement in a random subspace (paired)"),
+            Facet(
+                "representation",
+                "helix_minus_scrambled_digits_q95",
+                0.0,
+                f"the helix in a fits held-out states better than 95% of {N_RELABELLINGS} digit relabellings of a (paired)",
+            ),
+            Facet(
+                "causal",
+                "swap_success_minus_random_subspace",
+                0.0,
+                "swapping the helix part moves the answer to a'+b more often than the same displacement in a random subspace (paired)",
+            ),
         ),
     )
 
@@ -309,9 +334,11 @@ class NumberHelix(Task):
         pairs = config.n_pairs if (config.patching or config.swap) else 0
         patched = pairs * shape.n_layers * 6 * 6 if config.patching else 0
         swaps = pairs * 3 if config.swap else 0
-        return Workload(forward_tokens=n * 12 + 100 * 12 + patched + swaps * 12,
-                        generated_tokens=(n + swaps) * config.max_new_tokens,
-                        activation_bytes=100 * shape.n_layers * shape.d_model * 8)
+        return Workload(
+            forward_tokens=n * 12 + 100 * 12 + patched + swaps * 12,
+            generated_tokens=(n + swaps) * config.max_new_tokens,
+            activation_bytes=100 * shape.n_layers * shape.d_model * 8,
+        )
 
     def run(self, model, config: HelixConfig, ctx) -> TaskResult:
         n_layers = model.n_layers
@@ -323,8 +350,13 @@ class NumberHelix(Task):
         metrics: dict[str, Metric] = {}
         unmeasured: dict[str, str] = {}
         notes: list[str] = []
-        details: dict = {"n_layers": n_layers, "template": template, "n_problems": n_problems, "periods": list(periods),
-                         "digits_split": len(tok("57", add_special_tokens=False)["input_ids"]) > 1}
+        details: dict = {
+            "n_layers": n_layers,
+            "template": template,
+            "n_problems": n_problems,
+            "periods": list(periods),
+            "digits_split": len(tok("57", add_special_tokens=False)["input_ids"]) > 1,
+        }
 
         # Behaviour.
         problems = list(ctx.limited(make_problems(template, n_problems, ctx.rng(0))))
@@ -335,12 +367,16 @@ class NumberHelix(Task):
         unparsed = sum(g is None for g in parsed)
         details["unparsed_answers"] = unparsed
         if unparsed:
-            notes.append(f"{unparsed} of {len(problems)} generations have no leading integer (or split its digits with spaces) "
-                         "and count as wrong")
+            notes.append(
+                f"{unparsed} of {len(problems)} generations have no leading integer (or split its digits with spaces) "
+                "and count as wrong"
+            )
         off = np.array([g - p.answer for g, p in zip(parsed, problems) if g is not None and g != p.answer])
-        details["wrong_answer_offsets"] = {"n_numeric_wrong": int(len(off)),
-                                           "minus_10": float(np.mean(off == -10)) if len(off) else None,
-                                           "plus_10": float(np.mean(off == 10)) if len(off) else None}
+        details["wrong_answer_offsets"] = {
+            "n_numeric_wrong": int(len(off)),
+            "minus_10": float(np.mean(off == -10)) if len(off) else None,
+            "plus_10": float(np.mean(off == 10)) if len(off) else None,
+        }
         for p, t, c in zip(problems, texts, correct):
             ctx.log_sample({"prompt": p.prompt, "a": p.a, "b": p.b, "target": p.answer, "generated": t, "correct": bool(c)})
 
@@ -365,19 +401,26 @@ class NumberHelix(Task):
         metrics.update(fit_results)
         relabellings = np.stack([scrambled_digits(a, ctx.rng(10 + k)) for k in range(N_RELABELLINGS)])
         beyond, details["scrambled_digits"] = relabelled_metric(
-            ctx, X, relabellings, held[best_fit["helix"]]["helix"], folds, bases["helix"], pca_dim)
+            ctx, X, relabellings, held[best_fit["helix"]]["helix"], folds, bases["helix"], pca_dim
+        )
         metrics["helix_minus_scrambled_digits_q95"] = beyond
         best = best_fit["helix"]
         details["best_fit_layer"] = best
         details["best_fit_layers"] = best_fit
         details["per_layer_r2_heldout"] = {k: [round(held[L][k].r2, 6) for L in range(n_layers)] for k in FITS}
-        notes.append("each *_r2_heldout is read at its own best layer (details.best_fit_layers, the highest held-out R^2): "
-                     "a maximum over layers whose interval, over a values at that layer, does not include the choice of layer")
-        notes.append("pca9_recon_r2_heldout projects held-out states on the training top-9 PCA basis: a ceiling for any 9-D subspace, not a predictor from a")
+        notes.append(
+            "each *_r2_heldout is read at its own best layer (details.best_fit_layers, the highest held-out R^2): "
+            "a maximum over layers whose interval, over a values at that layer, does not include the choice of layer"
+        )
+        notes.append(
+            "pca9_recon_r2_heldout projects held-out states on the training top-9 PCA basis: a ceiling for any 9-D subspace, not a predictor from a"
+        )
         if details["digits_split"]:
-            notes.append("this tokenizer splits numbers into digits: the a position is the units digit of a, not a single number token "
-                         "as in the paper; where the state is a function of a mod 10 alone, the T=2, 5, 10 columns span 5 of its 9 "
-                         "possible dimensions, so a high circle R^2 there is partly a property of the tokenisation")
+            notes.append(
+                "this tokenizer splits numbers into digits: the a position is the units digit of a, not a single number token "
+                "as in the paper; where the state is a function of a mod 10 alone, the T=2, 5, 10 columns span 5 of its 9 "
+                "possible dimensions, so a high circle R^2 there is partly a property of the tokenisation"
+            )
 
         fits = {L: self.fit_layer(X[L], a, shuffled, bases, pca_dim, len(periods)) for L in range(n_layers)}
         self.plot_helix(ctx, X[best], fits[best]["helix"], best, periods)
@@ -385,8 +428,12 @@ class NumberHelix(Task):
         # Causal tests on (a, a', b) triples.
         if config.patching or config.swap:
             triples, tries = self.draw_triples(problems, correct, config, ctx)
-            details["pairs"] = {"n": len(triples), "tries": tries, "requested": config.n_pairs,
-                                "correct_only": config.correct_only}
+            details["pairs"] = {
+                "n": len(triples),
+                "tries": tries,
+                "requested": config.n_pairs,
+                "correct_only": config.correct_only,
+            }
             if len(triples) < config.n_pairs:
                 notes.append(f"only {len(triples)} of {config.n_pairs} (a, a', b) triples found in {tries} tries")
             ld = self.patch(ctx, model, X, fits, triples, template, tok, details) if (config.patching and triples) else None
@@ -395,9 +442,11 @@ class NumberHelix(Task):
                 for method, L_best in best_patch.items():
                     metrics[f"patch_ld_{method}"] = ctx.metric(ld[L_best][method])
                 details["patch_ld_best_layer"] = best_patch
-                notes.append("patch_ld_* is the maximum over layers of the mean LD, each method at its own best layer (the paper's "
-                             "Table 1; details.patch_ld_best_layer): its interval, over triples at that layer, does not include the "
-                             "choice of layer, so it is optimistic")
+                notes.append(
+                    "patch_ld_* is the maximum over layers of the mean LD, each method at its own best layer (the paper's "
+                    "Table 1; details.patch_ld_best_layer): its interval, over triples at that layer, does not include the "
+                    "choice of layer, so it is optimistic"
+                )
             if config.swap and triples:
                 third = range(max(1, n_layers // 3))
                 if config.layer is not None:
@@ -409,17 +458,27 @@ class NumberHelix(Task):
                 details["swap_layer"] = layer
                 details["swap_op"] = config.swap_op
                 if config.layer is None and ld is not None:
-                    notes.append("the swap layer is the best helix patch layer in the first third, chosen on the same triples the swap uses")
+                    notes.append(
+                        "the swap layer is the best helix patch layer in the first third, chosen on the same triples the swap uses"
+                    )
                 if config.swap_op == "add":
-                    notes.append("swap_op=add: the swap adds C (B(a') - B(a)) and keeps the state's in-subspace residual; "
-                                 "the paper replaces the helix-subspace component by C B(a')")
+                    notes.append(
+                        "swap_op=add: the swap adds C (B(a') - B(a)) and keeps the state's in-subspace residual; "
+                        "the paper replaces the helix-subspace component by C B(a')"
+                    )
                 metrics.update(self.swap(ctx, model, X[layer], fits[layer], layer, triples, template, config, details))
             if not triples:
-                notes.append("no (a, a', b) triples: patch_ld and swap metrics are absent (the model answers too few problems; try correct_only=false)")
+                notes.append(
+                    "no (a, a', b) triples: patch_ld and swap metrics are absent (the model answers too few problems; try correct_only=false)"
+                )
                 why = f"no (a, a', b) triple among {tries} tries{' the model answers correctly' if config.correct_only else ''}"
                 if config.swap:
-                    unmeasured.update({k: why for k in ("swap_success", "swap_success_minus_random_subspace",
-                                                        "swap_success_minus_helix_shuffled")})
+                    unmeasured.update(
+                        {
+                            k: why
+                            for k in ("swap_success", "swap_success_minus_random_subspace", "swap_success_minus_helix_shuffled")
+                        }
+                    )
                 if config.patching:
                     unmeasured.update({f"patch_ld_{m}": why for m in PATCH_METHODS})
         self.plot_layers(ctx, details, best)
@@ -438,10 +497,13 @@ class NumberHelix(Task):
     def check_b_independent(ctx, template: str, state: np.ndarray, layer: int) -> None:
         """The fit uses b = FIT_B only; b comes after a, so the a-token state must not depend on it."""
         p = Problem(57, 99, template.format(a=57, b=99))
-        other = ctx.collect([p.prompt], [f"resid_post.{layer}"], positions=a_positions(ctx.model.tokenizer, [p], template),
-                            desc="b check")[f"resid_post.{layer}"][0].numpy()
+        other = ctx.collect(
+            [p.prompt], [f"resid_post.{layer}"], positions=a_positions(ctx.model.tokenizer, [p], template), desc="b check"
+        )[f"resid_post.{layer}"][0].numpy()
         if np.linalg.norm(other - state) > 1e-2 * np.linalg.norm(state):  # loose enough for bfloat16 batches
-            raise UsageError("the a-token state depends on b: the tokenizer merges a with what follows; use a template with a separator after {a}")
+            raise UsageError(
+                "the a-token state depends on b: the tokenizer merges a with what follows; use a template with a separator after {a}"
+            )
 
     @staticmethod
     def draw_triples(problems: list[Problem], correct: np.ndarray, config: HelixConfig, ctx) -> tuple[list[Triple], int]:
@@ -508,8 +570,10 @@ class NumberHelix(Task):
             with ctx.intervene([Edit(f"resid_post.{L}", "set", stacked, position=positions * len(PATCH_METHODS))]):
                 logits = ctx.score(prompts * len(PATCH_METHODS), vocab, desc=f"patch L{L}", full_vocab=False).logits.numpy()
             n = len(keep)
-            out[L] = {m: logits[i * n:(i + 1) * n][rows, col] - base for i, m in enumerate(PATCH_METHODS)}
-        details["per_layer_patch_ld"] = {m: [round(float(np.mean(out[L][m])), 6) for L in range(model.n_layers)] for m in PATCH_METHODS}
+            out[L] = {m: logits[i * n : (i + 1) * n][rows, col] - base for i, m in enumerate(PATCH_METHODS)}
+        details["per_layer_patch_ld"] = {
+            m: [round(float(np.mean(out[L][m])), 6) for L in range(model.n_layers)] for m in PATCH_METHODS
+        }
         return out
 
     def swap(self, ctx, model, H, fits, layer, triples, template, config, details) -> dict[str, Metric]:
@@ -551,23 +615,39 @@ class NumberHelix(Task):
     def reference() -> Reference:
         gptj, pythia, llama = "EleutherAI/gpt-j-6b", "EleutherAI/pythia-6.9b", "meta-llama/Llama-3.1-8B"
         table1 = {  # GPT-J, best-layer LD: layer patch, PCA-9, helix, circle, polynomial
-            "a+b": (8.34, 6.13, 7.21, 6.83, 3.09), "a-23": (7.45, 6.16, 7.05, 6.52, 2.93),
-            "a//5": (5.48, 5.24, 4.55, 4.25, 4.55), "a*1.5": (7.86, 6.65, 5.16, 4.85, 4.84),
-            "a mod 2": (0.98, 1.00, 1.11, 1.12, 0.88), "x-a=0,x=": (6.70, 4.77, 4.56, 4.34, 2.98),
+            "a+b": (8.34, 6.13, 7.21, 6.83, 3.09),
+            "a-23": (7.45, 6.16, 7.05, 6.52, 2.93),
+            "a//5": (5.48, 5.24, 4.55, 4.25, 4.55),
+            "a*1.5": (7.86, 6.65, 5.16, 4.85, 4.84),
+            "a mod 2": (0.98, 1.00, 1.11, 1.12, 0.88),
+            "x-a=0,x=": (6.70, 4.77, 4.56, 4.34, 2.98),
         }
         names = ("layer_patch", "pca9", "helix", "circle", "poly")
         gptj_metrics = {"accuracy": 0.805, "linear_addition_accuracy_upper_bound": 0.20}
         for row, values in table1.items():
             for method, v in zip(names, values):
                 gptj_metrics[f"patch_ld_{method}" if row == "a+b" else f"table1[{row}].patch_ld_{method}"] = v
-        no_ref = [f"{k}_r2_heldout" for k in FITS] + [*GAPS, "patch_ld_helix_shuffled", "swap_success",
-                                                      "swap_to_original", "swap_success_random_subspace", "swap_success_helix_shuffled"]
+        no_ref = [f"{k}_r2_heldout" for k in FITS] + [
+            *GAPS,
+            "patch_ld_helix_shuffled",
+            "swap_success",
+            "swap_to_original",
+            "swap_success_random_subspace",
+            "swap_success_helix_shuffled",
+        ]
         notes = {k: NO_REFERENCE for k in no_ref}
-        notes["patch_ld_helix_shuffled"] = "no reference number: the paper reports only that a helix fitted to permuted a has no causal effect"
-        notes["linear_addition_accuracy_upper_bound"] = "a line fitted to GPT-J's numbers (R^2 0.997) used to add is right in under 20% of problems, GPT-J in 80%+"
+        notes["patch_ld_helix_shuffled"] = (
+            "no reference number: the paper reports only that a helix fitted to permuted a has no causal effect"
+        )
+        notes["linear_addition_accuracy_upper_bound"] = (
+            "a line fitted to GPT-J's numbers (R^2 0.997) used to add is right in under 20% of problems, GPT-J in 80%+"
+        )
         notes["table1"] = "GPT-J rows other than a+b are the paper's other tasks, for context; this task runs a+b only"
-        return Reference(source=f"{PAPER}, Tables 1 and 2", notes=notes,
-                         metrics={gptj: gptj_metrics, pythia: {"accuracy": 0.772}, llama: {"accuracy": 0.980}})
+        return Reference(
+            source=f"{PAPER}, Tables 1 and 2",
+            notes=notes,
+            metrics={gptj: gptj_metrics, pythia: {"accuracy": 0.772}, llama: {"accuracy": 0.980}},
+        )
 
     # Plots.
     @staticmethod

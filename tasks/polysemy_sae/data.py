@@ -62,10 +62,15 @@ class Pair:
     def to_json(self) -> dict[str, Any]:
         """The PS-Eval row shape (the shipped file's and the Hub set's)."""
         return {
-            "id": self.id, "context_1": self.context_1, "context_2": self.context_2,
-            "target_word": self.target_word, "pos": self.pos,
-            "target_word_location_1": vars(self.location_1), "target_word_location_2": vars(self.location_2),
-            "language": self.language, "label": self.label,
+            "id": self.id,
+            "context_1": self.context_1,
+            "context_2": self.context_2,
+            "target_word": self.target_word,
+            "pos": self.pos,
+            "target_word_location_1": vars(self.location_1),
+            "target_word_location_2": vars(self.location_2),
+            "language": self.language,
+            "label": self.label,
         }
 
 
@@ -84,14 +89,21 @@ def pair_from_ps_eval(row: Mapping[str, Any]) -> Pair:
     """A row of the PS-Eval shape (the shipped file, the Hub set, a `file:` source)."""
     try:
         return Pair(
-            id=str(row["id"]), target_word=row["target_word"],
-            context_1=row["context_1"], context_2=row["context_2"],
-            location_1=_span(row["target_word_location_1"]), location_2=_span(row["target_word_location_2"]),
-            label=_label(row["label"], f"pair {row['id']}"), pos=row.get("pos"), language=row.get("language") or "EN",
+            id=str(row["id"]),
+            target_word=row["target_word"],
+            context_1=row["context_1"],
+            context_2=row["context_2"],
+            location_1=_span(row["target_word_location_1"]),
+            location_2=_span(row["target_word_location_2"]),
+            label=_label(row["label"], f"pair {row['id']}"),
+            pos=row.get("pos"),
+            language=row.get("language") or "EN",
         )
     except KeyError as e:
-        raise UsageError(f"pair row lacks field {e}: rows need id, context_1, context_2, target_word, "
-                         "target_word_location_1/_2 and label (the PS-Eval shape)") from None
+        raise UsageError(
+            f"pair row lacks field {e}: rows need id, context_1, context_2, target_word, "
+            "target_word_location_1/_2 and label (the PS-Eval shape)"
+        ) from None
 
 
 def pair_from_wic(row: Mapping[str, Any], split: str) -> Pair:
@@ -99,9 +111,12 @@ def pair_from_wic(row: Mapping[str, Any], split: str) -> Pair:
     not the lemma "bank"), as it appears in the text; WiC's label already means 1 = same sense."""
     start1, end1, start2, end2 = (int(row[k]) for k in ("start1", "end1", "start2", "end2"))
     return Pair(
-        id=f"wic-{split}-{row['idx']}", target_word=row["sentence1"][start1:end1],
-        context_1=row["sentence1"], context_2=row["sentence2"],
-        location_1=Span(start1, end1), location_2=Span(start2, end2),
+        id=f"wic-{split}-{row['idx']}",
+        target_word=row["sentence1"][start1:end1],
+        context_1=row["sentence1"],
+        context_2=row["sentence2"],
+        location_1=Span(start1, end1),
+        location_2=Span(start2, end2),
         label=_label(row["label"], f"WiC {split} row {row['idx']}"),
     )
 
@@ -121,15 +136,15 @@ def _builder(path: str) -> str:
     return _BUILDERS[suffix]
 
 
-def load_split(name: str, config: str | None, split: str, local: str | None = None,
-                 streaming: bool = False) -> Any:
+def load_split(name: str, config: str | None, split: str, local: str | None = None, streaming: bool = False) -> Any:
     """`datasets.load_dataset` for one split, or the same call on a local file standing in for it.
 
     Tests pass `local` so the Hub code path runs offline on a file of the same shape.
     """
     if local is not None:
-        return load_hub_dataset(_builder(local), data_files={split: local}, split=split, streaming=streaming,
-                                fallback="the shipped source")
+        return load_hub_dataset(
+            _builder(local), data_files={split: local}, split=split, streaming=streaming, fallback="the shipped source"
+        )
     return load_hub_dataset(name, config, split=split, streaming=streaming, fallback="the shipped source")
 
 
@@ -143,12 +158,11 @@ def load_pairs(source: str = "shipped", local: Mapping[str, str] | None = None) 
     if source == "shipped":
         return read_pairs(PAIRS_PATH)
     if source.startswith("file:"):
-        return read_pairs(Path(source[len("file:"):]).expanduser())
+        return read_pairs(Path(source[len("file:") :]).expanduser())
     if source == "hub":
         return [pair_from_ps_eval(row) for row in load_split(PS_EVAL, None, "test", local.get("test"))]
     if source == "wic":
-        return [pair_from_wic(row, split) for split in WIC_SPLITS
-                for row in load_split(*WIC, split, local.get(split))]
+        return [pair_from_wic(row, split) for split in WIC_SPLITS for row in load_split(*WIC, split, local.get(split))]
     raise UsageError(f"unknown pairs source '{source}': use shipped, hub, wic or file:PATH")
 
 
@@ -179,8 +193,9 @@ def _target_tokens(tokenizer: Any, text: str, word: str) -> tuple[list[int], lis
     try:
         enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
     except NotImplementedError:
-        raise UsageError("locating the target word needs a fast tokenizer (offset mapping): "
-                         "load the model with its tokenizer.json") from None
+        raise UsageError(
+            "locating the target word needs a fast tokenizer (offset mapping): load the model with its tokenizer.json"
+        ) from None
     covering = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < end and e > start]
     whole = len(covering) == 1 and text[slice(*enc["offset_mapping"][covering[0]])].strip() == word
     return list(enc["input_ids"]), covering, whole
@@ -211,10 +226,11 @@ def locate_pairs(pairs: Iterable[Pair], tokenizer: Any, multi_token: str = "skip
 
 
 def _parse_hf(source: str) -> tuple[str, str | None, str]:
-    parts = source[len("hf:"):].split(":")
+    parts = source[len("hf:") :].split(":")
     if not parts[0] or len(parts) > 3:
-        raise UsageError(f"corpus={source}: write hf:NAME[:CONFIG][:SPLIT], "
-                         "e.g. hf:Salesforce/wikitext:wikitext-103-raw-v1:train")
+        raise UsageError(
+            f"corpus={source}: write hf:NAME[:CONFIG][:SPLIT], e.g. hf:Salesforce/wikitext:wikitext-103-raw-v1:train"
+        )
     name, config, split = parts + [""] * (3 - len(parts))
     return name, config or None, split or "train"
 

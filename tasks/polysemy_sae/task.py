@@ -80,8 +80,10 @@ from probes.polysemy import (
 from probes.sae import SAE, SAEConfig, SAETrainConfig, SAETrainer, reconstruction
 from tasks.polysemy_sae.data import CORPUS_PATH, MULTI_TOKEN_MODES, corpus_texts, load_pairs, locate_pairs
 
-PAPER = ("Minegishi, Furuta, Iwasawa, Matsuo 2025, Rethinking Evaluation of Sparse Autoencoders through the "
-         "Representation of Polysemous Words (ICLR 2025, arXiv 2501.06254)")
+PAPER = (
+    "Minegishi, Furuta, Iwasawa, Matsuo 2025, Rethinking Evaluation of Sparse Autoencoders through the "
+    "Representation of Polysemous Words (ICLR 2025, arXiv 2501.06254)"
+)
 METHODS = ("sae", "random_sae", "raw_resid", "raw_mlp", "probe", "cosine")
 SPARSE_L0 = 0.05  # an SAE firing more than this share of its latents per token is noted as not sparse
 SITE_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")  # d_model wide, where SAELens SAEs live
@@ -96,13 +98,24 @@ TRAINING_FILE = "training.json"  # beside the SAELens files of a cached SAE: how
 class PolysemyConfig:
     """Defaults are the spec's; `tokens` and `batch_tokens` left at none are settled per device."""
 
-    source: str = option("shipped", "pairs: shipped (ours, 100), hub (PS-Eval test set), wic (super_glue/wic train+validation), file:PATH")
-    sae: str = option("train", "train, or an SAE in SAELens' layout: a folder or hf://ORG/REPO/SUBDIR ({layer} is filled in for a layers= sweep)")
-    site: str | None = option(None, "resid_pre, resid_post, attn_out or mlp_out, optionally with .L; none: resid_pre, or a loaded SAE's own site")
+    source: str = option(
+        "shipped", "pairs: shipped (ours, 100), hub (PS-Eval test set), wic (super_glue/wic train+validation), file:PATH"
+    )
+    sae: str = option(
+        "train",
+        "train, or an SAE in SAELens' layout: a folder or hf://ORG/REPO/SUBDIR ({layer} is filled in for a layers= sweep)",
+    )
+    site: str | None = option(
+        None, "resid_pre, resid_post, attn_out or mlp_out, optionally with .L; none: resid_pre, or a loaded SAE's own site"
+    )
     layer: int | None = option(None, "the main layer; none: round(2 n_layers / 3), or a loaded SAE's layer", ge=0)
     layers: list[int] = option([], "also evaluate these layers (one SAE each): specificity by layer")
-    multi_token: Literal["skip", "last"] = option("skip", "a target word of several tokens: skip the pair (the authors') or take its last token")
-    corpus: str = option("shipped", "SAE training text: shipped (ours, ~13.5k tokens, looped over) or hf:NAME[:CONFIG][:SPLIT] streamed")
+    multi_token: Literal["skip", "last"] = option(
+        "skip", "a target word of several tokens: skip the pair (the authors') or take its last token"
+    )
+    corpus: str = option(
+        "shipped", "SAE training text: shipped (ours, ~13.5k tokens, looped over) or hf:NAME[:CONFIG][:SPLIT] streamed"
+    )
     tokens: int | None = option(None, f"SAE training tokens; none: {GPU_TOKENS:,} on GPU, {CPU_TOKENS:,} on CPU", ge=1)
     batch_tokens: int | None = option(None, f"tokens per Adam step; none: {GPU_BATCH} on GPU, {CPU_BATCH} on CPU", ge=1)
     arch: Literal["relu", "topk"] = option("relu", "SAE to train: relu (L1 penalty) or topk")
@@ -144,14 +157,27 @@ class PolysemySAE(Task):
     name = "polysemy_sae"
     version = "1.2"  # 1.2: specificity judged against the random SAE; 1.1: all-zero pairs are "same" (the authors' code), word-clustered intervals, the random-SAE control
     paper = PAPER
-    description = ("PS-Eval: a polysemous word in two contexts; does an SAE's top latent stay the same when the sense "
-                   "does and change when it does not? Beside the raw-residual, MLP-neuron, probe and cosine baselines.")
+    description = (
+        "PS-Eval: a polysemous word in two contexts; does an SAE's top latent stay the same when the sense "
+        "does and change when it does not? Beside the raw-residual, MLP-neuron, probe and cosine baselines."
+    )
     Config = PolysemyConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"tokens": 20_000, "batch_tokens": 1024}}
-    headline_metrics = ["sae.specificity", "sae.accuracy", "sae.accuracy_minus_random_sae", "sae.specificity_minus_random_sae", "sae.specificity_minus_raw_resid",
-                        "sae.recall", "sae.f1", "random_sae.accuracy", "raw_resid.specificity", "raw_mlp.specificity",
-                        "probe.accuracy", "cosine.accuracy"]
+    headline_metrics = [
+        "sae.specificity",
+        "sae.accuracy",
+        "sae.accuracy_minus_random_sae",
+        "sae.specificity_minus_random_sae",
+        "sae.specificity_minus_raw_resid",
+        "sae.recall",
+        "sae.f1",
+        "random_sae.accuracy",
+        "raw_resid.specificity",
+        "raw_mlp.specificity",
+        "probe.accuracy",
+        "cosine.accuracy",
+    ]
     metric_descriptions = {
         "{sae,random_sae,raw_resid,raw_mlp,probe,cosine}.accuracy": "share of pairs judged right (same sense = positive); n = target words (intervals resample words)",
         "{method}.precision": "TP / (TP + FP): of pairs judged 'same', share truly same; absent when none is judged same; n = words of those pairs",
@@ -170,14 +196,22 @@ class PolysemySAE(Task):
     }
     finding = Finding(
         claim="the SAE's top latent tells the senses apart: above chance, and more specific and more accurate "
-              "than a random SAE of the same width",
+        "than a random SAE of the same width",
         paper_verdict="SAEs separate senses in GPT-2 small, better in deeper layers; no numbers were checked",
         facets=(
             Facet("representation", "sae.accuracy", 0.5, "same vs different sense judged above chance (balanced pairs)"),
-            Facet("representation", "sae.specificity_minus_random_sae", 0.0,
-                  "different senses get different top latents more often than with the same-width random SAE (paired)"),
-            Facet("representation", "sae.accuracy_minus_random_sae", 0.0,
-                  "the trained SAE beats the same-width random SAE on the same pairs (paired)"),
+            Facet(
+                "representation",
+                "sae.specificity_minus_random_sae",
+                0.0,
+                "different senses get different top latents more often than with the same-width random SAE (paired)",
+            ),
+            Facet(
+                "representation",
+                "sae.accuracy_minus_random_sae",
+                0.0,
+                "the trained SAE beats the same-width random SAE on the same pairs (paired)",
+            ),
         ),
     )
 
@@ -198,15 +232,20 @@ class PolysemySAE(Task):
         trained = (config.tokens or 2_000_000) * layers if config.sae == "train" else 0
         d_sae = config.expansion * shape.d_model
         sae_bytes = (2 * shape.d_model * d_sae + d_sae + shape.d_model) * 4 * (4 if config.sae == "train" else 1)
-        return Workload(forward_tokens=trained + 200 * 20 * 2 * layers, activation_bytes=sae_bytes,
-                        notes="activation memory: the SAE, its gradients and Adam's moments")
+        return Workload(
+            forward_tokens=trained + 200 * 20 * 2 * layers,
+            activation_bytes=sae_bytes,
+            notes="activation memory: the SAE, its gradients and Adam's moments",
+        )
 
     def run(self, model, config: PolysemyConfig, ctx) -> TaskResult:
         if config.multi_token not in MULTI_TOKEN_MODES:
             raise UsageError(f"multi_token={config.multi_token}: use one of {', '.join(MULTI_TOKEN_MODES)}")
         if config.sae == "train" and config.arch == "topk" and config.k > config.expansion * model.d_model:
-            raise UsageError(f"k={config.k} is more than the SAE's {config.expansion * model.d_model} latents "
-                             f"(expansion {config.expansion} x d_model {model.d_model}): lower k or raise expansion")
+            raise UsageError(
+                f"k={config.k} is more than the SAE's {config.expansion * model.d_model} latents "
+                f"(expansion {config.expansion} x d_model {model.d_model}): lower k or raise expansion"
+            )
         kind, main = self.main_site(model, config)
         pairs = self.pairs(model, config, ctx)
         layers = sorted({main, *config.layers})
@@ -225,9 +264,15 @@ class PolysemySAE(Task):
         if len(layers) > 1:
             self.plot_layers(ctx, per_layer, kind, main)
         details = {
-            "site": best.site, "layers": layers, "n_pairs": pairs.n_total, "n_valid": len(pairs.labels),
-            "n_skipped": pairs.n_skipped, "skip_reasons": pairs.skip_reasons, "n_all_zero": best.top.n_all_zero,
-            "counts": counts, "sae_info": best.sae_info,
+            "site": best.site,
+            "layers": layers,
+            "n_pairs": pairs.n_total,
+            "n_valid": len(pairs.labels),
+            "n_skipped": pairs.n_skipped,
+            "skip_reasons": pairs.skip_reasons,
+            "n_all_zero": best.top.n_all_zero,
+            "counts": counts,
+            "sae_info": best.sae_info,
             "per_layer": {str(L): per_layer[L] for L in layers} if len(layers) > 1 else {},
             "sae_info_per_layer": {str(L): ev.sae_info for L, ev in evaluations.items()} if len(layers) > 1 else {},
         }
@@ -262,8 +307,9 @@ class PolysemySAE(Task):
             return kind, None
         sae_kind, layer = cfg.site.split(".")
         if explicit and sae_kind != kind:
-            raise UsageError(f"SAE {source} was trained at {cfg.site}, not at a {kind} site: "
-                             f"set site={sae_kind} (or leave site unset)")
+            raise UsageError(
+                f"SAE {source} was trained at {cfg.site}, not at a {kind} site: set site={sae_kind} (or leave site unset)"
+            )
         return sae_kind, int(layer)
 
     def pairs(self, model, config: PolysemyConfig, ctx) -> Pairs:
@@ -275,17 +321,23 @@ class PolysemySAE(Task):
         keep = balanced_indices(labels, valid)
         chosen = [located[i] for i in keep]
         if len({x.pair.target_word for x in chosen}) < 2:
-            raise UsageError(f"only {len(chosen)} valid balanced pairs over fewer than 2 target words "
-                             "(the grouped cross-validation needs 2): raise --limit, or use multi_token=last")
+            raise UsageError(
+                f"only {len(chosen)} valid balanced pairs over fewer than 2 target words "
+                "(the grouped cross-validation needs 2): raise --limit, or use multi_token=last"
+            )
         reasons: dict[str, int] = {}
         for x in located:
             if x.skip:
                 reasons[x.skip] = reasons.get(x.skip, 0) + 1
         return Pairs(
-            ids=[x.pair.id for x in chosen], words=np.array([x.pair.target_word for x in chosen]),
-            labels=labels[keep], prompts=[x.prompts[0] for x in chosen] + [x.prompts[1] for x in chosen],
+            ids=[x.pair.id for x in chosen],
+            words=np.array([x.pair.target_word for x in chosen]),
+            labels=labels[keep],
+            prompts=[x.prompts[0] for x in chosen] + [x.prompts[1] for x in chosen],
             positions=[x.positions[0] for x in chosen] + [x.positions[1] for x in chosen],
-            n_total=len(located), n_skipped=int((~valid).sum()), skip_reasons=reasons,
+            n_total=len(located),
+            n_skipped=int((~valid).sum()),
+            skip_reasons=reasons,
         )
 
     # One layer -----------------------------------------------------------------------
@@ -313,15 +365,25 @@ class PolysemySAE(Task):
         }
         rec = reconstruction(sae, tokens)
         if rec.l0 > SPARSE_L0 * sae.cfg.d_sae:
-            notes.append(f"the SAE at {site} is not sparse: L0 {rec.l0:.0f} of {sae.cfg.d_sae} latents per token "
-                         f"(above {SPARSE_L0:.0%}); its top latent is one of many active ones")
-        info.update({"mse": rec.mse, "l0": rec.l0, "explained_variance": rec.explained_variance,
-                     "eval_tokens": rec.n_tokens, "n_all_zero": top.n_all_zero})
+            notes.append(
+                f"the SAE at {site} is not sparse: L0 {rec.l0:.0f} of {sae.cfg.d_sae} latents per token "
+                f"(above {SPARSE_L0:.0%}); its top latent is one of many active ones"
+            )
+        info.update(
+            {
+                "mse": rec.mse,
+                "l0": rec.l0,
+                "explained_variance": rec.explained_variance,
+                "eval_tokens": rec.n_tokens,
+                "n_all_zero": top.n_all_zero,
+            }
+        )
         cos = decoder_cosine(sae.W_dec.detach().numpy(), top.k1, top.k2)
         return Evaluation(site, same, top, cos, info)
 
-    def metrics(self, ctx, ev: Evaluation, labels: np.ndarray, words: np.ndarray,
-                notes: list[str] | None) -> tuple[dict[str, Metric], dict[str, dict[str, int]]]:
+    def metrics(
+        self, ctx, ev: Evaluation, labels: np.ndarray, words: np.ndarray, notes: list[str] | None
+    ) -> tuple[dict[str, Metric], dict[str, dict[str, int]]]:
         """Every rate of every method and the two paired gaps, each interval resampling target
         words; undefined rates are left out (and noted)."""
         out: dict[str, Metric] = {}
@@ -351,8 +413,9 @@ class PolysemySAE(Task):
         said_different = {method: (~ev.same[method][different]).astype(float) for method in ("sae", "raw_resid", "random_sae")}
         if different.any():
             for control in ("raw_resid", "random_sae"):
-                out[f"sae.specificity_minus_{control}"] = ctx.metric(said_different["sae"] - said_different[control],
-                                                                     unit=words[different])
+                out[f"sae.specificity_minus_{control}"] = ctx.metric(
+                    said_different["sae"] - said_different[control], unit=words[different]
+                )
         fired = ~ev.top.all_zero
         for label, name in ((1, "same"), (0, "different")):
             sel = fired & (labels == label)
@@ -367,15 +430,29 @@ class PolysemySAE(Task):
             source = config.sae.replace("{layer}", site.split(".")[1])
             sae, cfg = load_sae(source, model.d_model)
             if cfg.site is not None and cfg.site != site:
-                raise UsageError(f"SAE {source} was trained at {cfg.site}, but this run reads {site}: "
-                                 f"set site= and layer= to match, or leave them unset")
-            return sae.eval(), {"source": source, "arch": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae,
-                                "site": site, "cached": False}
-        trainer_config = SAETrainConfig(architecture=ARCH[config.arch], expansion=config.expansion, k=config.k,
-                                        l1=config.l1, lr=config.lr, seed=ctx.seed)
+                raise UsageError(
+                    f"SAE {source} was trained at {cfg.site}, but this run reads {site}: "
+                    f"set site= and layer= to match, or leave them unset"
+                )
+            return sae.eval(), {
+                "source": source,
+                "arch": cfg.architecture,
+                "d_in": cfg.d_in,
+                "d_sae": cfg.d_sae,
+                "site": site,
+                "cached": False,
+            }
+        trainer_config = SAETrainConfig(
+            architecture=ARCH[config.arch], expansion=config.expansion, k=config.k, l1=config.l1, lr=config.lr, seed=ctx.seed
+        )
         key = {
-            "model": model.info.fingerprint, "site": site, "trainer": asdict(trainer_config), "tokens": config.tokens,
-            "batch_tokens": config.batch_tokens, "context": config.context, "corpus": corpus_id(config.corpus),
+            "model": model.info.fingerprint,
+            "site": site,
+            "trainer": asdict(trainer_config),
+            "tokens": config.tokens,
+            "batch_tokens": config.batch_tokens,
+            "context": config.context,
+            "corpus": corpus_id(config.corpus),
             "block_texts": BLOCK_TEXTS,
         }
         folder = ctx.cache_path("sae", key) if model.info.fingerprint is not None else None
@@ -391,10 +468,19 @@ class PolysemySAE(Task):
         sae, cfg = trainer.export()
         cfg.model_name = model.info.spec
         info = {
-            "source": "train", "arch": cfg.architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "site": site,
-            "corpus": config.corpus, "train_tokens": summary.tokens, "train_steps": summary.steps,
-            "train_mse": summary.mse, "train_l0": summary.l0, "train_explained_variance": summary.explained_variance,
-            "dead_fraction": summary.dead_fraction, "input_scale": summary.scale,
+            "source": "train",
+            "arch": cfg.architecture,
+            "d_in": cfg.d_in,
+            "d_sae": cfg.d_sae,
+            "site": site,
+            "corpus": config.corpus,
+            "train_tokens": summary.tokens,
+            "train_steps": summary.steps,
+            "train_mse": summary.mse,
+            "train_l0": summary.l0,
+            "train_explained_variance": summary.explained_variance,
+            "dead_fraction": summary.dead_fraction,
+            "input_scale": summary.scale,
         }
         if folder is not None and ctx.writes_files:  # data parallel: rank 0 alone fills the cache
             save_sae(sae, cfg, folder, extra={TRAINING_FILE: info})  # the SAE and its training record, atomically
@@ -403,24 +489,38 @@ class PolysemySAE(Task):
     def train(self, model, config: PolysemyConfig, ctx, site: str, trainer: SAETrainer, key: dict[str, Any]):
         """Stream the corpus (looped over) through the model and train until `tokens` are seen,
         checkpointed every `checkpoint_every` steps so a killed run resumes exactly (`ctx.train_sae`)."""
-        return ctx.train_sae(trainer, looped(config.corpus), site, tokens=config.tokens, batch_tokens=config.batch_tokens,
-                             context=config.context, block_texts=BLOCK_TEXTS, key=key,
-                             checkpoint_every=config.checkpoint_every)
+        return ctx.train_sae(
+            trainer,
+            looped(config.corpus),
+            site,
+            tokens=config.tokens,
+            batch_tokens=config.batch_tokens,
+            context=config.context,
+            block_texts=BLOCK_TEXTS,
+            key=key,
+            checkpoint_every=config.checkpoint_every,
+        )
 
     # Notes, samples, plots -----------------------------------------------------------
 
     def notes(self, config: PolysemyConfig, pairs: Pairs) -> list[str]:
-        notes = [f"{pairs.n_skipped} of {pairs.n_total} pairs skipped ({pairs.skip_reasons}); "
-                 f"{len(pairs.labels)} valid pairs, balanced per label"]
+        notes = [
+            f"{pairs.n_skipped} of {pairs.n_total} pairs skipped ({pairs.skip_reasons}); "
+            f"{len(pairs.labels)} valid pairs, balanced per label"
+        ]
         if config.sae == "train":
-            notes.append(f"the SAE is trained here ({config.arch}, expansion {config.expansion}, {config.tokens:,} tokens "
-                         f"of corpus={config.corpus}, batch {config.batch_tokens}), not the paper's SAELens SAEs on "
-                         "GPT-2 small (RedPajama + WiC text, expansion 32)")
+            notes.append(
+                f"the SAE is trained here ({config.arch}, expansion {config.expansion}, {config.tokens:,} tokens "
+                f"of corpus={config.corpus}, batch {config.batch_tokens}), not the paper's SAELens SAEs on "
+                "GPT-2 small (RedPajama + WiC text, expansion 32)"
+            )
             if config.corpus == "shipped":
                 notes.append("the shipped corpus is ~13.5k tokens, so training loops over it")
             if config.tokens < 1_000_000:
-                notes.append(f"{config.tokens:,} training tokens is far below the spec's 2,000,000 (the CPU default): "
-                             "a barely trained SAE; give tokens=2000000 on a GPU")
+                notes.append(
+                    f"{config.tokens:,} training tokens is far below the spec's 2,000,000 (the CPU default): "
+                    "a barely trained SAE; give tokens=2000000 on a GPU"
+                )
         if config.source == "shipped":
             notes.append("pairs are the shipped sample written for this project, not the paper's PS-Eval set (source=hub)")
         return notes
@@ -428,11 +528,19 @@ class PolysemySAE(Task):
     def log_samples(self, ctx, pairs: Pairs, ev: Evaluation) -> None:
         top = ev.top
         for i, pid in enumerate(pairs.ids):
-            ctx.log_sample({
-                "id": pid, "word": str(pairs.words[i]), "label": int(pairs.labels[i]), "k1": int(top.k1[i]),
-                "k2": int(top.k2[i]), "v1": float(top.v1[i]), "v2": float(top.v2[i]), "all_zero": bool(top.all_zero[i]),
-                "said_same": {m: bool(ev.same[m][i]) for m in METHODS},
-            })
+            ctx.log_sample(
+                {
+                    "id": pid,
+                    "word": str(pairs.words[i]),
+                    "label": int(pairs.labels[i]),
+                    "k1": int(top.k1[i]),
+                    "k2": int(top.k2[i]),
+                    "v1": float(top.v1[i]),
+                    "v2": float(top.v2[i]),
+                    "all_zero": bool(top.all_zero[i]),
+                    "said_same": {m: bool(ev.same[m][i]) for m in METHODS},
+                }
+            )
 
     def plot_confusions(self, ctx, counts: dict[str, dict[str, int]], site: str) -> None:
         fig = ctx.figure(figsize=(2.6 * len(METHODS), 3))

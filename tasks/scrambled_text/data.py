@@ -52,8 +52,10 @@ def _jsonl(path: Path) -> list[dict]:
 def load_sample() -> Data:
     """The shipped sample: 200 sentences and 60 three-option questions, written for this project."""
     sentences = [r["text"] for r in _jsonl(DATA / "sentences.jsonl")]
-    qa = [QAItem(r["id"], r["context"], r["question"], list(r["choices"]), r["answer"], "evidence")
-          for r in _jsonl(DATA / "qa.jsonl")]
+    qa = [
+        QAItem(r["id"], r["context"], r["question"], list(r["choices"]), r["answer"], "evidence")
+        for r in _jsonl(DATA / "qa.jsonl")
+    ]
     return Data(sentences, qa, "sample")
 
 
@@ -77,11 +79,19 @@ def load_realtimeqa(path: str) -> Data:
                 evidence += "."
             try:
                 answer = r["answer"][0] if isinstance(r["answer"], list) else r["answer"]
-                item = QAItem(f"{Path(f).stem}:{k}", evidence, str(r["question_sentence"]), [str(c) for c in r["choices"]],
-                              LETTERS[int(answer)], "evidence")
+                item = QAItem(
+                    f"{Path(f).stem}:{k}",
+                    evidence,
+                    str(r["question_sentence"]),
+                    [str(c) for c in r["choices"]],
+                    LETTERS[int(answer)],
+                    "evidence",
+                )
             except (KeyError, TypeError, ValueError, IndexError) as e:
-                raise UsageError(f"source=file:{path}: record {k + 1} of {f} is not a RealtimeQA question ({type(e).__name__}: "
-                                 f"{e}); it needs question_sentence, choices, answer and evidence") from None
+                raise UsageError(
+                    f"source=file:{path}: record {k + 1} of {f} is not a RealtimeQA question ({type(e).__name__}: "
+                    f"{e}); it needs question_sentence, choices, answer and evidence"
+                ) from None
             sentences.append(evidence)
             qa.append(item)
     if not qa:
@@ -96,13 +106,12 @@ def _records(f: str) -> list[dict]:
     except UnicodeDecodeError:
         raise UsageError(f"source=file:{f} is not a text file; point it at a RealtimeQA *_qa.jsonl file") from None
     except json.JSONDecodeError as e:
-        raise UsageError(f"source=file:{f} is not JSON lines ({e.msg}, line {e.lineno}); "
-                         "point it at a RealtimeQA *_qa.jsonl file") from None
+        raise UsageError(
+            f"source=file:{f} is not JSON lines ({e.msg}, line {e.lineno}); point it at a RealtimeQA *_qa.jsonl file"
+        ) from None
     if not all(isinstance(r, dict) for r in records):
         raise UsageError(f"source=file:{f}: every line must be a JSON object (a RealtimeQA question)")
     return records
-
-
 
 
 def dream_items(records: Any) -> list[QAItem]:
@@ -110,8 +119,16 @@ def dream_items(records: Any) -> list[QAItem]:
     items = []
     for k, r in enumerate(records):
         choices = list(r["choice"])
-        items.append(QAItem(str(r.get("id", k)), "\n".join(r["dialogue"]), r["question"], choices,
-                            LETTERS[choices.index(r["answer"])], "dialogue"))
+        items.append(
+            QAItem(
+                str(r.get("id", k)),
+                "\n".join(r["dialogue"]),
+                r["question"],
+                choices,
+                LETTERS[choices.index(r["answer"])],
+                "dialogue",
+            )
+        )
     return items
 
 
@@ -131,12 +148,18 @@ def load_hub(qa_dataset: str, data_files: str | None = None) -> Data:
     ScrRec has no Hub copy of RealtimeQA: DREAM dialogues stand in for its sentences.
     """
     if qa_dataset == "dream":
-        ds = (load_hub_dataset("json", data_files=data_files, split="train") if data_files
-              else load_hub_dataset("dataset-org/dream", split="test"))
+        ds = (
+            load_hub_dataset("json", data_files=data_files, split="train")
+            if data_files
+            else load_hub_dataset("dataset-org/dream", split="test")
+        )
         qa = dream_items(ds)
         return Data([q.context for q in qa if q.context], qa, "hub:dataset-org/dream")
-    ds = (load_hub_dataset("json", data_files=data_files, split="train") if data_files
-          else load_hub_dataset("deepmind/aqua_rat", "raw", split="test"))
+    ds = (
+        load_hub_dataset("json", data_files=data_files, split="train")
+        if data_files
+        else load_hub_dataset("deepmind/aqua_rat", "raw", split="test")
+    )
     qa = aqua_items(ds)
     return Data([q.context for q in qa], qa, "hub:deepmind/aqua_rat")
 

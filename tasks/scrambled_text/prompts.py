@@ -57,26 +57,42 @@ def letters_span(n: int) -> str:
 
 def evidence_prompt(question: str, choices: Sequence[str], evidence: str) -> str:
     """RealtimeQA (and the shipped sample): question and choices clean, evidence scrambled."""
-    return (f"Question: {question}\nChoices: {choices_text(choices)}\nEvidence: {evidence}\n"
-            f"Answer: Based on the evidence, among {letters_span(len(choices))}, the answer is")
+    return (
+        f"Question: {question}\nChoices: {choices_text(choices)}\nEvidence: {evidence}\n"
+        f"Answer: Based on the evidence, among {letters_span(len(choices))}, the answer is"
+    )
 
 
 def dialogue_prompt(question: str, choices: Sequence[str], dialogue: str) -> str:
     """DREAM: the dialogue is the scrambled context."""
-    return (f"Dialogue:\n{dialogue}\nQuestion: {question}\nChoices: {choices_text(choices)}\n"
-            f"Answer: Based on the dialogue, among {letters_span(len(choices))}, the answer is")
+    return (
+        f"Dialogue:\n{dialogue}\nQuestion: {question}\nChoices: {choices_text(choices)}\n"
+        f"Answer: Based on the dialogue, among {letters_span(len(choices))}, the answer is"
+    )
 
 
 # Four chain-of-thought demonstrations written for this project (the authors wrote four of their own).
 AQUA_DEMOS = (
-    ("A shop sells pens at 3 dollars each. How much do 7 pens cost?", ["18", "21", "24", "27", "30"],
-     "Each pen costs 3 dollars, so 7 pens cost 7 * 3 = 21 dollars. The answer is (B)."),
-    ("A train travels 240 km in 4 hours. What is its average speed in km/h?", ["40", "50", "60", "70", "80"],
-     "Average speed is distance divided by time: 240 / 4 = 60 km/h. The answer is (C)."),
-    ("If 2x + 5 = 17, what is x?", ["4", "5", "6", "7", "8"],
-     "Subtract 5 from both sides: 2x = 12. Divide by 2: x = 6. The answer is (C)."),
-    ("The average of four numbers is 10. Three of them are 8, 9 and 12. What is the fourth?", ["9", "10", "11", "12", "13"],
-     "The four numbers add up to 4 * 10 = 40. The three known ones add up to 29, so the fourth is 40 - 29 = 11. The answer is (C)."),
+    (
+        "A shop sells pens at 3 dollars each. How much do 7 pens cost?",
+        ["18", "21", "24", "27", "30"],
+        "Each pen costs 3 dollars, so 7 pens cost 7 * 3 = 21 dollars. The answer is (B).",
+    ),
+    (
+        "A train travels 240 km in 4 hours. What is its average speed in km/h?",
+        ["40", "50", "60", "70", "80"],
+        "Average speed is distance divided by time: 240 / 4 = 60 km/h. The answer is (C).",
+    ),
+    (
+        "If 2x + 5 = 17, what is x?",
+        ["4", "5", "6", "7", "8"],
+        "Subtract 5 from both sides: 2x = 12. Divide by 2: x = 6. The answer is (C).",
+    ),
+    (
+        "The average of four numbers is 10. Three of them are 8, 9 and 12. What is the fourth?",
+        ["9", "10", "11", "12", "13"],
+        "The four numbers add up to 4 * 10 = 40. The three known ones add up to 29, so the fourth is 40 - 29 = 11. The answer is (C).",
+    ),
 )
 
 
@@ -105,7 +121,7 @@ def option_tokens(tokenizer: Any, n: int, bare: bool = False) -> tuple[list[int]
     A tokenizer that splits ' A' into a space and a letter is scored on the bare letter
     after a prompt ending in a space (suffix ' '); the letters must be distinct single tokens.
     """
-    for prefix, suffix in ([("", "")] if bare else [(" ", ""), ("", " ")]):
+    for prefix, suffix in [("", "")] if bare else [(" ", ""), ("", " ")]:
         enc = [tokenizer(prefix + LETTERS[k], add_special_tokens=False)["input_ids"] for k in range(n)]
         ids = [e[0] for e in enc]
         if all(len(e) == 1 for e in enc) and len(set(ids)) == n:

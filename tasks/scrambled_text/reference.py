@@ -26,14 +26,21 @@ _QA = {  # (Acc_orig, Acc_sub, Acc_rand100, RPG rand100), fractions
 def reference() -> Reference:
     metrics: dict[str, dict[str, float]] = {}
     for model, vals in _REC.items():
-        keys = [f"recovery_rate_{t}" for t in ("random_20", "random_50", "random_100", "keepfirst", "keepfirstlast")] + ["recovery_rate_random_100_3shot"]
+        keys = [f"recovery_rate_{t}" for t in ("random_20", "random_50", "random_100", "keepfirst", "keepfirstlast")] + [
+            "recovery_rate_random_100_3shot"
+        ]
         metrics[model] = {k: v for k, v in zip(keys, vals) if v is not None}
     for model, (orig, sub, r100, rpg) in _QA.items():
-        metrics.setdefault(model, {}).update({"qa_accuracy_original": orig, "qa_accuracy_substituted": sub,
-                                              "qa_accuracy_random_100": r100, "qa_rpg_random_100": rpg})
+        metrics.setdefault(model, {}).update(
+            {
+                "qa_accuracy_original": orig,
+                "qa_accuracy_substituted": sub,
+                "qa_accuracy_random_100": r100,
+                "qa_rpg_random_100": rpg,
+            }
+        )
     return Reference(
-        source="recomputed from authors' outputs (github ccqq77/unnatural-error-correction), RealtimeQA; "
-               + PAPER,
+        source="recomputed from authors' outputs (github ccqq77/unnatural-error-correction), RealtimeQA; " + PAPER,
         metrics=metrics,
         notes={
             "recovery_rate": "RealtimeQA evidence (408 texts), zero-shot, per-item mean, %; our default data is the shipped sample",

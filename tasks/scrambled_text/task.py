@@ -72,15 +72,21 @@ RPG_MIN_GAP = 0.05
 class ScrambledConfig:
     """Defaults are the paper's settings (seed 10, zero-shot, 256 new tokens)."""
 
-    types: list[str] = option(DEFAULT_TYPES, f"scramble types, a subset of {','.join(TYPES)}; substituted is a QA baseline, always run there")
+    types: list[str] = option(
+        DEFAULT_TYPES, f"scramble types, a subset of {','.join(TYPES)}; substituted is a QA baseline, always run there"
+    )
     seed: int = option(10, "scrambling seed (the authors' default 10)", ge=0, lt=2**32)
     source: str = option("sample", "sample (shipped), hub (DREAM or AQuA-RAT), or file:PATH (RealtimeQA weekly *_qa.jsonl)")
     qa_dataset: Literal["dream", "aqua"] = option("dream", "with source=hub: the QA data set")
     subtasks: list[str] = option(list(SUBTASKS), f"experiments to run, a subset of {','.join(SUBTASKS)}")
     shots: int = option(0, "ScrRec demonstrations: 0 or 3", ge=0, le=3)
     max_new_tokens: int = option(256, "token budget of generations", ge=1)
-    qa_scoring: Literal["likelihood", "generate"] = option("likelihood", "ScrQA answer: option letter by next-token log-probability, or parsed from a generation")
-    probe_layers: Union[Literal["all"], list[int]] = option("all", "layers of the restoration probe: all, or a list such as 0,4,8")
+    qa_scoring: Literal["likelihood", "generate"] = option(
+        "likelihood", "ScrQA answer: option letter by next-token log-probability, or parsed from a generation"
+    )
+    probe_layers: Union[Literal["all"], list[int]] = option(
+        "all", "layers of the restoration probe: all, or a list such as 0,4,8"
+    )
     probe_words: int = option(50, "word classes of the restoration probe", ge=2, le=50)
     n_max: Optional[int] = option(None, "at most this many sentences and QA items", ge=1)
 
@@ -104,20 +110,35 @@ class ScrambledText(Task):
     name = "scrambled_text"
     version = "1.0"
     paper = PAPER
-    description = ("Scrambled Bench: restore sentences whose letters are scrambled (recovery rate), answer questions "
-                   "on scrambled contexts (relative performance gain), likelihood of original vs scrambled text, "
-                   "and how far each layer restores a scrambled word.")
+    description = (
+        "Scrambled Bench: restore sentences whose letters are scrambled (recovery rate), answer questions "
+        "on scrambled contexts (relative performance gain), likelihood of original vs scrambled text, "
+        "and how far each layer restores a scrambled word."
+    )
     Config = ScrambledConfig
     # `--preset quick`: sized so every task finishes on a laptop CPU; its own config hash, never mixed with full runs.
     presets = {"quick": {"n_max": 10, "probe_words": 20, "max_new_tokens": 64}}
-    headline_metrics = ["recovery_rate_random_100", "recovery_rate_keepfirstlast", "recovery_rate_random_50",
-                        "qa_accuracy_original", "qa_accuracy_random_100", "prefer_original_random_100"]
+    headline_metrics = [
+        "recovery_rate_random_100",
+        "recovery_rate_keepfirstlast",
+        "recovery_rate_random_50",
+        "qa_accuracy_original",
+        "qa_accuracy_random_100",
+        "prefer_original_random_100",
+    ]
     finding = Finding(
         claim="the model restores fully scrambled sentences: its recovered sentence is closer to the original "
-              "than the scrambled input (recovery rate > 0, per sentence)",
+        "than the scrambled input (recovery rate > 0, per sentence)",
         paper_verdict="holds on GPT-4 (96%) and GPT-3.5 (78%); fails on Llama 2 70B (-32%) and 7B (-44%)",
-        facets=(Facet("behaviour", "recovery_rate_random_100", 0.0,
-                      "mean over sentences of the edit distance the model's recovery removes, in percent"),))
+        facets=(
+            Facet(
+                "behaviour",
+                "recovery_rate_random_100",
+                0.0,
+                "mean over sentences of the edit distance the model's recovery removes, in percent",
+            ),
+        ),
+    )
     metric_descriptions = {
         "recovery_rate_{type}": "ScrRec: mean over sentences of 100 * (ED(orig, scr) - ED(orig, rec)) / ED(orig, scr), %; sentences with ED(orig, scr) = 0 skipped",
         "recovery_rate_pooled_{type}": "ScrRec: 100 * sum(ED_s - ED_r) / sum(ED_s) over sentences (ratio of sums)",
@@ -143,9 +164,11 @@ class ScrambledText(Task):
         qa_items = qa * (types + 1) if "qa" in config.subtasks else 0
         probe = config.probe_words * 8 * 3 if "probe" in config.subtasks else 0
         layers = shape.n_layers if config.probe_layers == "all" else len(config.probe_layers)
-        return Workload(forward_tokens=rec * 80 + qa_items * 400 * 2 + sentences * types * 40 + probe * 10,
-                        generated_tokens=rec * min(config.max_new_tokens, 60),
-                        activation_bytes=probe * layers * shape.d_model * 4)
+        return Workload(
+            forward_tokens=rec * 80 + qa_items * 400 * 2 + sentences * types * 40 + probe * 10,
+            generated_tokens=rec * min(config.max_new_tokens, 60),
+            activation_bytes=probe * layers * shape.d_model * 4,
+        )
 
     def run(self, model, config: ScrambledConfig, ctx) -> TaskResult:
         data = self.load(config)
@@ -153,7 +176,12 @@ class ScrambledText(Task):
         sentences = list(ctx.limited(sentences[: config.n_max] if config.n_max else sentences))
         qa = list(ctx.limited(data.qa[: config.n_max] if config.n_max else data.qa))
         metrics: dict[str, Metric] = {}
-        details: dict[str, Any] = {"source": data.source, "n_sentences": len(sentences), "n_qa": len(qa), "n_layers": model.n_layers}
+        details: dict[str, Any] = {
+            "source": data.source,
+            "n_sentences": len(sentences),
+            "n_qa": len(qa),
+            "n_layers": model.n_layers,
+        }
         notes: list[str] = []
         if data.source.startswith("hub"):
             notes.append("ScrRec on Hub data uses the QA contexts as sentences (no Hub copy of RealtimeQA)")
@@ -173,7 +201,7 @@ class ScrambledText(Task):
             return load_sample()
         if config.source == "hub":
             return load_hub(config.qa_dataset)
-        return load_realtimeqa(config.source[len("file:"):])
+        return load_realtimeqa(config.source[len("file:") :])
 
     # ScrRec --------------------------------------------------------------------------------
     def recovery(self, model, sentences, config, ctx, metrics, details, notes) -> None:
@@ -193,21 +221,26 @@ class ScrambledText(Task):
             scr = [runs[k][2] for k in rows]
             rec = [recovered[k] for k in rows]
             r = recovery_rates(orig, scr, rec)
-            details["recovery"][t] = {"n_skipped": r.n_skipped, "mean_ed_scrambled": float(r.ed_scrambled.mean()),
-                                      "mean_ed_recovered": float(r.ed_recovered.mean())}
+            details["recovery"][t] = {
+                "n_skipped": r.n_skipped,
+                "mean_ed_scrambled": float(r.ed_scrambled.mean()),
+                "mean_ed_recovered": float(r.ed_recovered.mean()),
+            }
             if r.n_skipped and len(r.kept):
-                notes.append(f"recovery_rate_{t}: {r.n_skipped} of {len(rows)} sentences are unchanged by the scramble "
-                             "(ED(orig, scr) = 0) and are left out")
+                notes.append(
+                    f"recovery_rate_{t}: {r.n_skipped} of {len(rows)} sentences are unchanged by the scramble "
+                    "(ED(orig, scr) = 0) and are left out"
+                )
             if len(r.kept):
                 metrics[f"recovery_rate_{t}"] = ctx.metric(100 * r.rr)
                 metrics[f"recovery_rate_pooled_{t}"] = ctx.metric(
-                    np.stack([r.ed_scrambled[r.kept], r.ed_recovered[r.kept]], 1), statistic=pooled_recovery)
+                    np.stack([r.ed_scrambled[r.kept], r.ed_recovered[r.kept]], 1), statistic=pooled_recovery
+                )
             else:
                 notes.append(f"recovery_rate_{t}: every item has ED(orig, scr) = 0; nothing to score")
             metrics[f"recovery_exact_{t}"] = ctx.metric(np.array([a == b for a, b in zip(orig, rec)], dtype=float))
             for k, o, s, c in zip(rows, orig, scr, rec):
-                ctx.log_sample({"subtask": "rec", "type": t, "original": o, "scrambled": s,
-                                "output": outputs[k], "recovered": c})
+                ctx.log_sample({"subtask": "rec", "type": t, "original": o, "scrambled": s, "output": outputs[k], "recovered": c})
         self.plot_recovery(ctx, metrics, config.types)
 
     # ScrQA ---------------------------------------------------------------------------------
@@ -218,14 +251,16 @@ class ScrambledText(Task):
         conditions = ["original"] + [t for t in config.types if t != "substituted"] + ["substituted"]
         likelihood = config.qa_scoring == "likelihood"
         runs = [(c, j) for c in conditions for j in range(len(qa))]
-        prompts = [qa[j].prompt(qa[j].context if c == "original" else scramble(qa[j].context, c, config.seed), likelihood)
-                   for c, j in runs]
+        prompts = [
+            qa[j].prompt(qa[j].context if c == "original" else scramble(qa[j].context, c, config.seed), likelihood)
+            for c, j in runs
+        ]
         n_choices = max(len(q.choices) for q in qa)
         if likelihood:
             letters, suffix = option_tokens(model.tokenizer, n_choices, bare=qa[0].style == "aqua")
             logprobs = ctx.score([p + suffix for p in prompts], letters, desc="ScrQA").logprobs.numpy()
             for r, (_, j) in enumerate(runs):
-                logprobs[r, len(qa[j].choices):] = -np.inf
+                logprobs[r, len(qa[j].choices) :] = -np.inf
             predicted = [LETTERS[int(k)] for k in logprobs.argmax(-1)]
         else:
             budget = config.max_new_tokens if qa[0].style == "aqua" else 8
@@ -235,8 +270,10 @@ class ScrambledText(Task):
             details["qa_unparsed"] = unparsed
             if sum(unparsed.values()):
                 where = "after the last 'answer is'" if qa[0].style == "aqua" else "in the generation"
-                notes.append(f"qa_scoring=generate: {sum(unparsed.values())} of {len(runs)} answers name no option letter "
-                             f"{where} and count as wrong (per condition in details.qa_unparsed)")
+                notes.append(
+                    f"qa_scoring=generate: {sum(unparsed.values())} of {len(runs)} answers name no option letter "
+                    f"{where} and count as wrong (per condition in details.qa_unparsed)"
+                )
         correct = {c: np.zeros(len(qa)) for c in conditions}
         for r, (c, j) in enumerate(runs):
             correct[c][j] = float(predicted[r] == qa[j].answer)
@@ -295,7 +332,9 @@ class ScrambledText(Task):
         layers = list(range(model.n_layers)) if config.probe_layers == "all" else sorted(set(config.probe_layers))
         ctx.check_layers("probe_layers", layers)
         other = baseline_partner(words)
-        variants = {v: [[scrambled_variant(w, v, config.seed, f) for f in range(len(frames))] for w in words] for v in PROBE_VARIANTS}
+        variants = {
+            v: [[scrambled_variant(w, v, config.seed, f) for f in range(len(frames))] for w in words] for v in PROBE_VARIANTS
+        }
         items: list[tuple[str, int, int, str]] = []  # (variant, word, frame, surface form)
         for wi, w in enumerate(words):
             for fi in range(len(frames)):
@@ -328,8 +367,15 @@ class ScrambledText(Task):
                 probe_rows[v][L] = fit.correct_scrambled[v].astype(float)
                 per_layer.setdefault(f"restoration_probe_acc_{v}", []).append(round(float(probe_rows[v][L].mean()), 6))
             per_layer.setdefault("probe_acc_original", []).append(round(float(ceiling[L].mean()), 6))
-        details["probe"] = {"layers": layers, "per_layer": per_layer, "n_words": n_w, "n_contexts": n_f,
-                            "chance": 1 / n_w, "layer_by_half": {}, "max_over_layers": {}}
+        details["probe"] = {
+            "layers": layers,
+            "per_layer": per_layer,
+            "n_words": n_w,
+            "n_contexts": n_f,
+            "chance": 1 / n_w,
+            "layer_by_half": {},
+            "max_over_layers": {},
+        }
         half = word_ids % 2  # two halves of the words: each half is reported at the layer the other half chose
         for v in PROBE_VARIANTS:
             cos, cos_layers = cross_fitted(cos_rows[v], half)
@@ -344,10 +390,12 @@ class ScrambledText(Task):
             ceiling_rows = np.where(half == 0, ceiling[acc_layers[0]], ceiling[acc_layers[1]])
             metrics[f"probe_acc_original_at_best_{v}"] = ctx.metric(ceiling_rows, unit=word_ids)
         if len(layers) > 1:
-            notes.append("restoration summaries are not a maximum over layers: the words are split in two halves and each "
-                         "half is reported at the layer that scored best on the other half (details.probe.layer_by_half; "
-                         "the in-sample maxima are details.probe.max_over_layers); the different-word baseline is "
-                         "subtracted at that same layer, row by row")
+            notes.append(
+                "restoration summaries are not a maximum over layers: the words are split in two halves and each "
+                "half is reported at the layer that scored best on the other half (details.probe.layer_by_half; "
+                "the in-sample maxima are details.probe.max_over_layers); the different-word baseline is "
+                "subtracted at that same layer, row by row"
+            )
         self.plot_probe(ctx, details["probe"])
 
     # Plots ---------------------------------------------------------------------------------
@@ -358,8 +406,12 @@ class ScrambledText(Task):
         fig = ctx.figure(figsize=(6, 3.5))
         ax = fig.subplots()
         vals = [metrics[f"recovery_rate_{t}"] for t in shown]
-        ax.bar(range(len(shown)), [m.value for m in vals],
-               yerr=[[m.value - m.ci_low for m in vals], [m.ci_high - m.value for m in vals]], capsize=3)
+        ax.bar(
+            range(len(shown)),
+            [m.value for m in vals],
+            yerr=[[m.value - m.ci_low for m in vals], [m.ci_high - m.value for m in vals]],
+            capsize=3,
+        )
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(range(len(shown)), shown, rotation=20)
         ax.set_ylabel("recovery rate (%)")

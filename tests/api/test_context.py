@@ -13,8 +13,13 @@ from harness.engine.generation import cut_at_stop
 from harness.engine.models import from_hf
 from tests.tiny_models import tiny_model, tiny_tokenizer
 
-TEXTS = ["Mary went to the kitchen.", "The apple", "If all cats are animals and Tom is a cat, then Tom is an animal.",
-         "Paris is the capital of France. Berlin is the capital of Germany.", "It is true."]
+TEXTS = [
+    "Mary went to the kitchen.",
+    "The apple",
+    "If all cats are animals and Tom is a cat, then Tom is an animal.",
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "It is true.",
+]
 
 
 def context(kind: str = "llama", batch_size: int | str = 2, **kw) -> RunContext:
@@ -74,8 +79,11 @@ def test_shared_contexts_are_run_once_and_give_the_whole_rows_numbers(kind):
     sequences, cont_len = request_tokens(model.tokenizer, contexts, many * 2)
     plan = shared_context_plan(sequences, cont_len)
     assert plan is not None and len(set(plan)) == 2
-    np.testing.assert_allclose(loglikelihood(model, contexts, many * 2, batch_size=3).logprob,
-                               loglikelihood(model, contexts, many * 2, batch_size=3, reuse=False).logprob, atol=1e-4)
+    np.testing.assert_allclose(
+        loglikelihood(model, contexts, many * 2, batch_size=3).logprob,
+        loglikelihood(model, contexts, many * 2, batch_size=3, reuse=False).logprob,
+        atol=1e-4,
+    )
 
 
 def test_shared_context_plan_declines_where_reuse_does_not_pay():
@@ -97,6 +105,7 @@ def test_loglikelihood_of_token_ids_and_its_greedy_flag():
     out = ctx.loglikelihood([[bos] + prompt] * 2, [[best], [worst]])
     assert out.is_greedy.tolist() == [True, False]
     from harness.engine.scoring import loglikelihood
+
     beside_longer = loglikelihood(ctx.model, [[bos] + prompt] * 2, [[best], [worst, best, best]], batch_size=2, reuse=False)
     assert beside_longer.is_greedy.tolist() == [True, False]  # the longer row's positions are not the short row's
     assert beside_longer.logprob[0] == pytest.approx(out.logprob[0], abs=1e-5)

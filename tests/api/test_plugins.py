@@ -23,8 +23,21 @@ def installed(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("src") / "plugin"
     shutil.copytree(PLUGIN, source)  # setuptools writes build/ and egg-info/ beside the sources
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
-        check=True, cwd=source, env={**os.environ, "PIP_NO_INDEX": "1"},
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        cwd=source,
+        env={**os.environ, "PIP_NO_INDEX": "1"},
     )
     return target
 
@@ -43,8 +56,18 @@ def test_plugin_is_listed_and_runs(installed, tmp_path):
 
     model = tmp_path / "tiny"
     save_tiny_model("gpt2", model)
-    ran = harness(installed, "run", "--model", str(model), "--task", "opposite_words", "--task-arg", "n_pairs=3",
-                  "--output-dir", str(tmp_path / "out"))
+    ran = harness(
+        installed,
+        "run",
+        "--model",
+        str(model),
+        "--task",
+        "opposite_words",
+        "--task-arg",
+        "n_pairs=3",
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert ran.returncode == 0, ran.stderr
     files = [p for p in (tmp_path / "out").rglob("opposite_words*.json") if p.is_file()]
     assert len(files) == 1
@@ -62,8 +85,19 @@ def test_probe_and_patch_plugin_runs_and_documents_itself(installed, tmp_path):
 
     model = tmp_path / "tiny"
     save_tiny_model("llama", model)
-    ran = harness(installed, "run", "--model", str(model), "--task", "opposite_direction", "--task-arg", "layer=2",
-                  "--output-dir", str(tmp_path / "out"), "--no-progress")
+    ran = harness(
+        installed,
+        "run",
+        "--model",
+        str(model),
+        "--task",
+        "opposite_direction",
+        "--task-arg",
+        "layer=2",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--no-progress",
+    )
     assert ran.returncode == 0, ran.stderr
     files = [p for p in (tmp_path / "out").rglob("opposite_direction*.json") if p.is_file()]
     assert len(files) == 1

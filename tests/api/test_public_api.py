@@ -38,7 +38,9 @@ def test_tasks_import_only_what_a_plugin_can_import():
             if module.startswith("harness."):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
             elif module == "harness":
-                bad += [f"{path.relative_to(ROOT)}:{line} imports harness.{n} (not public)" for n in names if n not in harness.__all__]
+                bad += [
+                    f"{path.relative_to(ROOT)}:{line} imports harness.{n} (not public)" for n in names if n not in harness.__all__
+                ]
     assert not bad, "\n".join(bad)
 
 
@@ -55,14 +57,21 @@ def test_probes_import_only_numeric_libraries_and_the_standard_library():
 def test_no_task_runs_the_model_itself():
     """Forward passes, hooks, batch sizers and generation loops live in the engine, behind the context."""
     forbidden = re.compile(r"register_forward|BatchSizer|make_batches|StopForward|\.hf\(|\.hf\.generate|\.hf\.forward")
-    hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in sorted((ROOT / "tasks").rglob("*.py"))
-            for i, line in enumerate(p.read_text().splitlines(), 1) if forbidden.search(line)]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+        for p in sorted((ROOT / "tasks").rglob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if forbidden.search(line)
+    ]
     assert not hits, "\n".join(hits)
 
 
 def test_every_public_name_has_a_docstring():
-    undocumented = [name for name in harness.__all__ if not name.startswith("__")
-                    and callable(getattr(harness, name)) and not (getattr(harness, name).__doc__ or "").strip()]
+    undocumented = [
+        name
+        for name in harness.__all__
+        if not name.startswith("__") and callable(getattr(harness, name)) and not (getattr(harness, name).__doc__ or "").strip()
+    ]
     assert not undocumented
 
 
@@ -92,13 +101,18 @@ def test_list_task_prints_options_types_and_defaults(capsys):
 def valid_results() -> dict:
     from harness.results import Environment, Metric, ModelRecord, Results, TaskRecord, Timing
 
-    return json.loads(Results(
-        harness_version="0", task=TaskRecord(name="t", version="1", config={}, config_hash="h"),
-        model=ModelRecord(spec="m", source="memory", architecture="A", n_params=1, dtype="float32", device="cpu"),
-        metrics={"acc": Metric(value=0.5, ci_low=0.4, ci_high=0.6, n=10)},
-        environment=Environment(python="3", torch="2", transformers="5", platform="p", device_name="cpu"),
-        timing=Timing(seconds_total=1.0, tokens_processed=1), created_at="now", seed=0,
-    ).model_dump_json())
+    return json.loads(
+        Results(
+            harness_version="0",
+            task=TaskRecord(name="t", version="1", config={}, config_hash="h"),
+            model=ModelRecord(spec="m", source="memory", architecture="A", n_params=1, dtype="float32", device="cpu"),
+            metrics={"acc": Metric(value=0.5, ci_low=0.4, ci_high=0.6, n=10)},
+            environment=Environment(python="3", torch="2", transformers="5", platform="p", device_name="cpu"),
+            timing=Timing(seconds_total=1.0, tokens_processed=1),
+            created_at="now",
+            seed=0,
+        ).model_dump_json()
+    )
 
 
 def test_validate_says_what_is_wrong_one_line_per_problem(tmp_path, capsys):
@@ -129,8 +143,10 @@ def test_summary_shows_the_headline_metrics():
     from harness.run.runner import summary
 
     data = valid_results()
-    data["metrics"] = {k: {"value": v, "ci_low": v, "ci_high": v, "n": 3, "higher_is_better": True}
-                       for k, v in (("first", 0.1), ("second", 0.2), ("headline", 0.9))}
+    data["metrics"] = {
+        k: {"value": v, "ci_low": v, "ci_high": v, "n": 3, "higher_is_better": True}
+        for k, v in (("first", 0.1), ("second", 0.2), ("headline", 0.9))
+    }
     data["task"]["headline_metrics"] = ["headline", "missing"]
     assert summary(Results.model_validate(data)).startswith("headline 0.900")
     data["task"]["headline_metrics"] = None

@@ -26,8 +26,8 @@ from harness.run.cli import main
 from harness.run.runner import RunSpec, run_task
 from probes.sae import SAE, SAEConfig
 from tasks.incontext_unlearning.data import load_age
-from tests.results.test_compare import comparison_folder
 from tests.report.test_leaderboard import fake_results
+from tests.results.test_compare import comparison_folder
 from tests.tiny_models import WEEKDAYS, save_tiny_model, tiny_model, tiny_tokenizer
 
 
@@ -44,13 +44,17 @@ def cli(capsys, *argv: str) -> tuple[int, str]:
 
 # Options refused before any model loads -----------------------------------------------------------
 
-@pytest.mark.parametrize("argv,message", [
-    (["--task", "weekday_circle", "--preset", "quik"], "--preset quik: no task declares it (did you mean quick?)"),
-    (["--task", "weekday_circle", "--preset", "bogus"], "known presets: quick"),
-    (["--task", "code_vs_language", "--task-arg", "n_items=1000000000", "--limit", "3"], "n_items <= 10000"),
-    (["--task", "number_helix", "--task-arg", "periods=2,1e308"], "periods <= 10000"),
-    (["--task", "polysemy_sae", "--task-arg", "expansion=100000"], "expansion <= 256"),
-])
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--task", "weekday_circle", "--preset", "quik"], "--preset quik: no task declares it (did you mean quick?)"),
+        (["--task", "weekday_circle", "--preset", "bogus"], "known presets: quick"),
+        (["--task", "code_vs_language", "--task-arg", "n_items=1000000000", "--limit", "3"], "n_items <= 10000"),
+        (["--task", "number_helix", "--task-arg", "periods=2,1e308"], "periods <= 10000"),
+        (["--task", "polysemy_sae", "--task-arg", "expansion=100000"], "expansion <= 256"),
+    ],
+)
 def test_options_that_cannot_make_a_meaningful_run_are_refused_before_loading(capsys, tmp_path, argv, message):
     start = time.perf_counter()
     code, text = cli(capsys, "run", "--model", str(tmp_path / "never-loaded"), "--output-dir", str(tmp_path / "r"), *argv)
@@ -72,10 +76,18 @@ def test_an_age_file_with_too_few_people_is_refused(tmp_path):
 def test_a_model_that_needs_its_own_code_names_the_flag(tmp_path):
     folder = tmp_path / "custom"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "custom-lm", "architectures": ["CustomLM"],
-        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomLM"},
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "custom-lm",
+                "architectures": ["CustomLM"],
+                "auto_map": {
+                    "AutoConfig": "configuration_custom.CustomConfig",
+                    "AutoModelForCausalLM": "modeling_custom.CustomLM",
+                },
+            }
+        )
+    )
     (folder / "configuration_custom.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(UsageError, match="pass --trust-remote-code") as e:
         load_model(str(folder), LoadOptions(device="cpu", show_progress=False))
@@ -83,6 +95,7 @@ def test_a_model_that_needs_its_own_code_names_the_flag(tmp_path):
 
 
 # Sizes checked against the model and the weights --------------------------------------------------
+
 
 def test_a_prompt_longer_than_the_models_positions_is_refused_before_batching():
     hf = tiny_model("gpt2")  # 128 learned positions
@@ -134,33 +147,73 @@ def test_an_sae_of_non_finite_weights_is_refused(tmp_path, fill):
 
 # Training that diverges stops with one line --------------------------------------------------------
 
+
 def test_fine_tuning_that_diverges_stops_before_saving_anything(tmp_path):
     examples = [(f"Today is {day}. Tomorrow is", f" {WEEKDAYS[(i + 1) % 7]}.") for i, day in enumerate(WEEKDAYS)]
     base = tiny_model("llama").requires_grad_(False)
     with pytest.raises(UsageError, match=r"fine-tuning diverged at step \d+ .* with lr 1e\+308: lower the learning rate") as e:
-        finetune_lora(base, tiny_tokenizer(), examples, TrainConfig(lr=1e308, steps=5, checkpoint_every=1),
-                      checkpoint_dir=tmp_path / "ckpt")
+        finetune_lora(
+            base, tiny_tokenizer(), examples, TrainConfig(lr=1e308, steps=5, checkpoint_every=1), checkpoint_dir=tmp_path / "ckpt"
+        )
     diverged = int(str(e.value).split("step ")[1].split()[0])
     saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("step-*"))
     assert all(step < diverged for step in saved), (saved, diverged)  # nothing from the diverged step on
 
 
 def test_sae_training_that_diverges_stops_with_one_line(tmp_path, capsys, tiny_folder):
-    code, text = cli(capsys, "run", "--model", str(tiny_folder), "--task", "polysemy_sae", "--output-dir", str(tmp_path / "r"),
-                     "--device", "cpu", "--task-arg", "lr=1e30", "--task-arg", "tokens=2048", "--task-arg", "batch_tokens=256",
-                     "--task-arg", "expansion=1", "--task-arg", "l1=0", "--task-arg", "multi_token=last")
+    code, text = cli(
+        capsys,
+        "run",
+        "--model",
+        str(tiny_folder),
+        "--task",
+        "polysemy_sae",
+        "--output-dir",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+        "--task-arg",
+        "lr=1e30",
+        "--task-arg",
+        "tokens=2048",
+        "--task-arg",
+        "batch_tokens=256",
+        "--task-arg",
+        "expansion=1",
+        "--task-arg",
+        "l1=0",
+        "--task-arg",
+        "multi_token=last",
+    )
     assert code == 2 and "SAE training diverged at step" in text and "lower the learning rate" in text, text
     assert list((tmp_path / "r").iterdir()) == []  # no lock file, no empty model folder
 
 
 def test_a_failed_run_leaves_no_lock_nor_empty_model_folder(tmp_path, capsys, tiny_folder):
-    code, text = cli(capsys, "run", "--model", str(tiny_folder), "--task", "polysemy_sae", "--output-dir", str(tmp_path / "r"),
-                     "--device", "cpu", "--task-arg", "arch=topk", "--task-arg", "expansion=1", "--task-arg", "k=5000")
+    code, text = cli(
+        capsys,
+        "run",
+        "--model",
+        str(tiny_folder),
+        "--task",
+        "polysemy_sae",
+        "--output-dir",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+        "--task-arg",
+        "arch=topk",
+        "--task-arg",
+        "expansion=1",
+        "--task-arg",
+        "k=5000",
+    )
     assert code == 2 and "k=5000 is more than the SAE's" in text, text
     assert list((tmp_path / "r").iterdir()) == []
 
 
 # A run writes only what validate accepts ---------------------------------------------------------------
+
 
 class NaNTask(Task):
     name = "nan_task"
@@ -181,6 +234,7 @@ def test_a_run_refuses_to_write_a_results_file_validate_would_reject(tmp_path):
 
 
 # validate applies the leaderboard's rules and reads regular files only ------------------------------
+
 
 def test_validate_reads_only_regular_files_and_never_hangs(tmp_path, capsys):
     fifo = tmp_path / "pipe.json"

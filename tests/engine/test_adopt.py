@@ -16,8 +16,16 @@ def _quadratic_grad(x: torch.Tensor) -> None:
     x.grad = x.detach().clone()
 
 
-def _reference(x0: torch.Tensor, grads: list[torch.Tensor], lr: float, beta1: float, beta2: float,
-               eps: float, wd: float = 0.0, decouple: bool = False) -> torch.Tensor:
+def _reference(
+    x0: torch.Tensor,
+    grads: list[torch.Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    wd: float = 0.0,
+    decouple: bool = False,
+) -> torch.Tensor:
     """The spec's pseudocode, unclipped, written out in float64 with plain Python loops."""
     theta = x0.double().clone()
     m = torch.zeros_like(theta)
@@ -90,7 +98,7 @@ def test_clipped_normalised_gradient_is_bounded_by_t_to_the_quarter():
         x.grad = torch.full((6,), 5.0) * (-1) ** t
         opt.step()
         n = (before - x.detach()) / lr
-        bound = t ** 0.25
+        bound = t**0.25
         assert n.abs().max().item() <= bound * (1 + 1e-5)
         assert n.abs().max().item() == pytest.approx(bound, rel=1e-4)  # the clip is active
 

@@ -28,6 +28,7 @@ def step_that_fits(limit: int, seen: list[int]):
             if size > limit:
                 raise torch.OutOfMemoryError("CUDA out of memory")
             yield start
+
     return step
 
 

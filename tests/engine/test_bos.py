@@ -24,7 +24,9 @@ def test_the_gpt2_family_gets_bos_prepended_and_says_so(model_type):
     assert tok("Monday")["input_ids"][0] != tok.bos_token_id  # as GPT-2's tokenizer does
     model = from_hf(tiny_model(model_type), tok)
     ids = model.tokenizer(["Monday", "Tuesday is"])["input_ids"]
-    assert all(row[0] == tok.bos_token_id for row in ids) and len(ids[0]) == len(tok.encode("Monday", add_special_tokens=False)) + 1
+    assert (
+        all(row[0] == tok.bos_token_id for row in ids) and len(ids[0]) == len(tok.encode("Monday", add_special_tokens=False)) + 1
+    )
     assert model.info.bos.startswith("prepended (<bos>)")
 
 
@@ -45,6 +47,11 @@ def test_the_results_model_block_records_the_policy(tmp_path):
     model = from_hf(tiny_model("gpt2"), tokenizer_without_bos(), spec="tiny-gpt2")
     path = tmp_path / "number_helix.json"
     config = NumberHelix.Config(n_problems=60, patching=False, swap=False, max_new_tokens=2)
-    run_task(model, NumberHelix, config, path, RunSpec(models=["tiny-gpt2"], tasks=["number_helix"], output_dir=tmp_path,
-                                                       show_progress=False))
+    run_task(
+        model,
+        NumberHelix,
+        config,
+        path,
+        RunSpec(models=["tiny-gpt2"], tasks=["number_helix"], output_dir=tmp_path, show_progress=False),
+    )
     assert read_results(path).model.bos.startswith("prepended (<bos>)")

@@ -32,7 +32,10 @@ def test_circle_tasks_on_bundled_model(alias, tmp_path, capsys):
     argv = ["run", "--model", alias, "--task", "weekday_circle", "--output-dir", str(tmp_path), "--no-progress"]
     assert main(argv) == 0
     # months: the first 36 problems (3 start months x 12 durations) keep CI short; probes use all 144
-    assert main(["run", "--model", alias, "--task", "month_circle", "--limit", "36", "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    assert (
+        main(["run", "--model", alias, "--task", "month_circle", "--limit", "36", "--output-dir", str(tmp_path), "--no-progress"])
+        == 0
+    )
     files = sorted((tmp_path / alias).glob("*.json"))
     assert [f.name.split("-")[0].removesuffix(".json") for f in files] == ["month_circle", "weekday_circle"]
     for f in files:

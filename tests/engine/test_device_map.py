@@ -21,8 +21,15 @@ PROMPTS = ["Mary went to the kitchen.", "Two days from Monday is", "The apple"]
 def contexts(tmp_path):
     whole = from_hf(tiny_model("llama"), tiny_tokenizer(), spec="whole")
     split_hf = tiny_model("llama")
-    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.layers.2": "disk",
-                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     split_hf = dispatch_model(split_hf, device_map=device_map, offload_dir=str(tmp_path / "offload"))
     assert next(split_hf.model.layers[1].parameters()).device.type == "meta"  # really offloaded: loaded per forward
     split = from_hf(split_hf, tiny_tokenizer(), spec="split")
@@ -37,7 +44,10 @@ def test_collect_score_and_edits_match_the_undivided_model(tmp_path):
         assert b[s].device.type == "cpu"
         torch.testing.assert_close(b[s], a[s], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(split.score(PROMPTS, [5, 6]).logits, whole.score(PROMPTS, [5, 6]).logits, atol=1e-5, rtol=1e-5)
-    edits = [Edit("resid_post.1", "add", torch.ones(64)), Edit("mlp_act.2", "set", torch.tensor(3.0), dims=[1, 4], position="all")]
+    edits = [
+        Edit("resid_post.1", "add", torch.ones(64)),
+        Edit("mlp_act.2", "set", torch.tensor(3.0), dims=[1, 4], position="all"),
+    ]
     with whole.intervene(edits), split.intervene(edits):
         torch.testing.assert_close(split.score(PROMPTS, [5, 6]).logits, whole.score(PROMPTS, [5, 6]).logits, atol=1e-5, rtol=1e-5)
         assert split.generate(PROMPTS, 3) == whole.generate(PROMPTS, 3)

@@ -26,8 +26,17 @@ def launch(out: Path, processes: int, script: Path = SCRIPT, *args: str) -> None
     if processes == 1:
         cmd = [sys.executable, str(script), str(out), *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", str(script), str(out), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={processes}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+            str(script),
+            str(out),
+            *args,
+        ]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -40,8 +49,9 @@ def runs(tmp_path_factory):
     return torch.load(one / "rank0.pt"), [torch.load(two / f"rank{r}.pt") for r in (0, 1)]
 
 
-@pytest.mark.parametrize("key", ["score", "loglikelihood", "collect", "mean", "one_batch", "tokens", "greedy", "sampled", "edited",
-                                 "stream", "linear"])
+@pytest.mark.parametrize(
+    "key", ["score", "loglikelihood", "collect", "mean", "one_batch", "tokens", "greedy", "sampled", "edited", "stream", "linear"]
+)
 def test_two_processes_give_every_rank_the_single_process_result(runs, key):
     single, ranks = runs
     for got in ranks:
@@ -85,12 +95,31 @@ def test_data_parallel_fine_tuning_trains_the_single_process_adapter_and_resumes
 
 def run_cli(model: Path, out: Path, processes: int, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HARNESS_DIST_BACKEND": "gloo", "HF_HUB_OFFLINE": "1"}
-    argv = ["-m", "harness.run.cli", "run", "--model", str(model), "--output-dir", str(out), "--no-progress", "--batch-size", "4", *args]
+    argv = [
+        "-m",
+        "harness.run.cli",
+        "run",
+        "--model",
+        str(model),
+        "--output-dir",
+        str(out),
+        "--no-progress",
+        "--batch-size",
+        "4",
+        *args,
+    ]
     if processes == 1:
         cmd = [sys.executable, *argv]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", *argv]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={processes}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+            *argv,
+        ]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -105,11 +134,29 @@ def results_files(out: Path) -> dict[str, dict]:
     return files
 
 
-@pytest.mark.parametrize("task,args", [
-    ("weekday_circle", []),
-    ("language_neurons", ["--task-arg", "n_samples=2", "--task-arg", "n_translate=2", "--task-arg", "max_new_tokens=4",
-                          "--task-arg", "translation_max_new_tokens=4", "--task-arg", "n_random=1", "--task-arg", "conditions=none,both"]),
-])
+@pytest.mark.parametrize(
+    "task,args",
+    [
+        ("weekday_circle", []),
+        (
+            "language_neurons",
+            [
+                "--task-arg",
+                "n_samples=2",
+                "--task-arg",
+                "n_translate=2",
+                "--task-arg",
+                "max_new_tokens=4",
+                "--task-arg",
+                "translation_max_new_tokens=4",
+                "--task-arg",
+                "n_random=1",
+                "--task-arg",
+                "conditions=none,both",
+            ],
+        ),
+    ],
+)
 def test_a_two_process_run_writes_the_single_process_results_file(tmp_path, task, args):
     from tests.tiny_models import save_tiny_model
 
@@ -123,14 +170,34 @@ def test_a_two_process_run_writes_the_single_process_results_file(tmp_path, task
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task,args", [
-    pytest.param("weekday_circle", ["--preset", "quick", "--limit", "7"],
-                 marks=pytest.mark.extended),  # two minutes; the tiny-model runs above cover both kinds in CI
-    pytest.param("language_neurons", ["--bootstrap", "200", "--task-arg", "n_samples=3", "--task-arg", "n_translate=3",
-                                      "--task-arg", "max_new_tokens=12", "--task-arg", "translation_max_new_tokens=12",
-                                      "--task-arg", "conditions=none,both", "--task-arg", "languages=de,zh"],
-                 marks=pytest.mark.extended),  # six minutes on two cores; the tiny-model run covers this kind in CI
-])
+@pytest.mark.parametrize(
+    "task,args",
+    [
+        pytest.param(
+            "weekday_circle", ["--preset", "quick", "--limit", "7"], marks=pytest.mark.extended
+        ),  # two minutes; the tiny-model runs above cover both kinds in CI
+        pytest.param(
+            "language_neurons",
+            [
+                "--bootstrap",
+                "200",
+                "--task-arg",
+                "n_samples=3",
+                "--task-arg",
+                "n_translate=3",
+                "--task-arg",
+                "max_new_tokens=12",
+                "--task-arg",
+                "translation_max_new_tokens=12",
+                "--task-arg",
+                "conditions=none,both",
+                "--task-arg",
+                "languages=de,zh",
+            ],
+            marks=pytest.mark.extended,
+        ),  # six minutes on two cores; the tiny-model run covers this kind in CI
+    ],
+)
 def test_two_processes_on_smollm2_write_the_single_process_results_file(tmp_path, task, args):
     """The bundled model: patching runs (weekday_circle), neuron scoring and sampled generation (language_neurons)."""
     run_cli(Path("smollm2-135m"), tmp_path / "one", 1, "--task", task, *args)

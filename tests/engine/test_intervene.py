@@ -35,12 +35,15 @@ def test_score_batched_equals_alone(model):
     torch.testing.assert_close(batched.logits[0], plain, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("op,value", [
-    ("set", torch.ones(64)),
-    ("add", 3 * torch.ones(64)),
-    ("project_out", torch.randn(2, 64, generator=torch.Generator().manual_seed(0))),
-    ("scale", 0.0),
-])
+@pytest.mark.parametrize(
+    "op,value",
+    [
+        ("set", torch.ones(64)),
+        ("add", 3 * torch.ones(64)),
+        ("project_out", torch.randn(2, 64, generator=torch.Generator().manual_seed(0))),
+        ("scale", 0.0),
+    ],
+)
 def test_each_op_changes_logits_and_is_fully_undone(model, op, value):
     before = score(model, PROMPTS, TARGETS, batch_size=2).logits
     hooks_before = n_hooks(model)
@@ -194,8 +197,10 @@ def test_an_edit_inside_the_reused_prefix_is_refused(model, always_reuse):
 def test_an_edit_restricted_to_some_prompts_leaves_the_other_rows_as_they_were(model):
     """Two conditions in one request: each row sees exactly its own edit, in scoring and in generation."""
     plain = score(model, PROMPTS, TARGETS, batch_size=4).logits
-    forced = [Edit("mlp_act.0", "set", torch.full((3,), 4.0), position="all", dims=[1, 5, 9], prompts=[1, 3]),
-              Edit("resid_post.0", "scale", 0.0, position="all", prompts=[2])]
+    forced = [
+        Edit("mlp_act.0", "set", torch.full((3,), 4.0), position="all", dims=[1, 5, 9], prompts=[1, 3]),
+        Edit("resid_post.0", "scale", 0.0, position="all", prompts=[2]),
+    ]
     with intervene(model, forced[:1]):
         alone_a = score(model, PROMPTS, TARGETS, batch_size=4).logits
     with intervene(model, [Edit("resid_post.0", "scale", 0.0, position="all")]):

@@ -40,6 +40,7 @@ def _run_with_sites(model, layout: Layout):
         store[key] = value
 
     for store, block in zip(sites, blocks):
+
         def block_pre(mod, args, kwargs, store=store):
             save(store, "resid_pre", args[0] if args else kwargs["hidden_states"])
 
@@ -50,11 +51,14 @@ def _run_with_sites(model, layout: Layout):
             block.register_forward_pre_hook(block_pre, with_kwargs=True),
             block.register_forward_hook(block_post, with_kwargs=True),
             resolve(block, layout.attn_out).register_forward_hook(
-                lambda m, a, out, store=store: save(store, "attn_out", _first(out))),
+                lambda m, a, out, store=store: save(store, "attn_out", _first(out))
+            ),
             resolve(block, layout.mlp_out).register_forward_hook(
-                lambda m, a, out, store=store: save(store, "mlp_out", _first(out), store["resid_pre"])),
+                lambda m, a, out, store=store: save(store, "mlp_out", _first(out), store["resid_pre"])
+            ),
             resolve(block, layout.mlp_down).register_forward_pre_hook(
-                lambda m, args, store=store: save(store, "mlp_act", args[0], store["resid_pre"])),
+                lambda m, args, store=store: save(store, "mlp_act", args[0], store["resid_pre"])
+            ),
         ]
     try:
         with torch.no_grad():
@@ -102,8 +106,8 @@ def test_resid_post_is_resid_pre_plus_attn_plus_mlp(arch):
     for L, s in enumerate(sites):
         assert s["attn_out"].shape == s["mlp_out"].shape == s["resid_pre"].shape
         torch.testing.assert_close(
-            s["resid_post"], s["resid_pre"] + s["attn_out"] + s["mlp_out"], atol=1e-5, rtol=0,
-            msg=lambda m: f"block {L}: {m}")
+            s["resid_post"], s["resid_pre"] + s["attn_out"] + s["mlp_out"], atol=1e-5, rtol=0, msg=lambda m: f"block {L}: {m}"
+        )
     # The library's own hidden states: embeddings output, then every block but the last
     # (its last entry is after the final norm).
     hidden = out.hidden_states
@@ -116,8 +120,12 @@ def test_resid_post_is_resid_pre_plus_attn_plus_mlp(arch):
 def test_mlp_act_has_the_mlp_width(arch):
     _, model, layout = arch
     config = model.config.get_text_config()
-    width = (getattr(config, "intermediate_size", None) or getattr(config, "ffn_dim", None)
-             or getattr(config, "n_inner", None) or 4 * config.hidden_size)
+    width = (
+        getattr(config, "intermediate_size", None)
+        or getattr(config, "ffn_dim", None)
+        or getattr(config, "n_inner", None)
+        or 4 * config.hidden_size
+    )
     sites, _ = _run_with_sites(model, layout)
     for s in sites:
         assert s["mlp_act"].shape == (*s["resid_pre"].shape[:-1], width)
@@ -167,7 +175,8 @@ def test_unknown_architecture_is_a_usage_error():
     with pytest.raises(UsageError) as err:
         layout_for(FooForCausalLM())
     assert str(err.value) == (
-        "no layout for architecture FooForCausalLM (model_type 'foo'): add an entry to harness/engine/layout.py")
+        "no layout for architecture FooForCausalLM (model_type 'foo'): add an entry to harness/engine/layout.py"
+    )
 
 
 def test_unknown_architecture_is_named_from_a_config_only_stand_in():

@@ -85,9 +85,17 @@ def write_llama_gguf(path: Path, d: int = 16, ff: int = 32) -> Path:
     writer.add_tensor("token_embd.weight", weight(len(tokens), d))
     writer.add_tensor("output_norm.weight", np.ones(d, np.float32))
     writer.add_tensor("output.weight", weight(len(tokens), d))
-    layer = {"attn_norm": np.ones(d, np.float32), "attn_q": weight(d, d), "attn_k": weight(d, d),
-             "attn_v": weight(d, d), "attn_output": weight(d, d), "ffn_norm": np.ones(d, np.float32),
-             "ffn_gate": weight(ff, d), "ffn_up": weight(ff, d), "ffn_down": weight(d, ff)}
+    layer = {
+        "attn_norm": np.ones(d, np.float32),
+        "attn_q": weight(d, d),
+        "attn_k": weight(d, d),
+        "attn_v": weight(d, d),
+        "attn_output": weight(d, d),
+        "ffn_norm": np.ones(d, np.float32),
+        "ffn_gate": weight(ff, d),
+        "ffn_up": weight(ff, d),
+        "ffn_down": weight(d, ff),
+    }
     for name, value in layer.items():
         writer.add_tensor(f"blk.0.{name}.weight", value)
     writer.write_header_to_file()
@@ -144,6 +152,7 @@ def logits(model: models.Model) -> torch.Tensor:
 
 
 # ---- the converted-weights cache ----
+
 
 def test_second_load_uses_the_cache_without_converting(cache, gguf_file):
     folder, sha = models.gguf_to_folder(gguf_file)
@@ -231,6 +240,7 @@ def test_stale_staging_folders_are_removed_and_live_ones_kept(cache, gguf_file):
 
 # ---- GGUF header: quantisation and truncation ----
 
+
 def test_gguf_quantization_is_read_from_the_header(cache, gguf_file):
     expected = "gguf-Q4_K_M (dequantised to float32)"
     assert model_quantization(str(gguf_file), CPU) == expected
@@ -258,6 +268,7 @@ def test_truncated_gguf_is_a_one_line_error_before_converting(cache, gguf_file, 
 
 
 # ---- fingerprints ----
+
 
 def test_gguf_fingerprint_is_the_file_digest_before_and_after_loading(cache, gguf_file):
     expected = "sha256:" + hashlib.sha256(gguf_file.read_bytes()).hexdigest()
@@ -300,6 +311,7 @@ def test_hub_fingerprint_offline_is_the_cached_commit(hub_cache):
 
 
 # ---- damaged or unsafe weights in a folder ----
+
 
 def test_truncated_safetensors_in_a_folder_is_a_one_line_error(tmp_path):
     folder = save_tiny_model("llama", tmp_path / "m")
@@ -357,6 +369,7 @@ def test_inf_is_refused_but_a_sum_that_overflows_is_not():
 
 # ---- options ----
 
+
 @pytest.mark.parametrize("device", ["banana", "cuda:x", "meta"])
 def test_malformed_or_unsupported_device_is_a_one_line_error(device):
     with pytest.raises(UsageError, match=f"--device {device}"):
@@ -380,6 +393,7 @@ def test_no_progress_hides_the_loading_bars_and_restores_them(tmp_path, capfd):
 
 
 # ---- the bundled gemma3-270m file ----
+
 
 @pytest.fixture
 def fake_gemma(monkeypatch, tmp_path):

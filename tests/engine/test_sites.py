@@ -134,8 +134,10 @@ def test_linear_sites_are_every_linear_layer_and_read_its_output(model_type):
     expected = [p for p, m in block.named_modules() if p and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")]
     assert [n.split(".", 2)[2] for n in names] == expected and len(names) >= 4
     seen: dict[str, torch.Tensor] = {}
-    handles = [block.get_submodule(p).register_forward_hook(
-        lambda mod, args, out, p=p: seen.__setitem__(p, out.detach().clone())) for p in expected]
+    handles = [
+        block.get_submodule(p).register_forward_hook(lambda mod, args, out, p=p: seen.__setitem__(p, out.detach().clone()))
+        for p in expected
+    ]
     try:
         for i, prompt in enumerate(PROMPTS):
             acts = collect(model, PROMPTS, names, positions="last", batch_size=4)

@@ -52,10 +52,10 @@ def test_labels_cover_reply_and_eos_only():
         assert reply[-1] == tok.eos_token_id
         labels, mask = batch["labels"][row], batch["attention_mask"][row]
         n = len(prompt) + len(reply)
-        assert (labels[:len(prompt)] == IGNORE_INDEX).all()
-        assert labels[len(prompt):n].tolist() == reply
+        assert (labels[: len(prompt)] == IGNORE_INDEX).all()
+        assert labels[len(prompt) : n].tolist() == reply
         assert (labels[n:] == IGNORE_INDEX).all() and (mask[n:] == 0).all() and (mask[:n] == 1).all()
-        assert batch["input_ids"][row, :len(prompt)].tolist() == tok(EXAMPLES[row][0])["input_ids"]
+        assert batch["input_ids"][row, : len(prompt)].tolist() == tok(EXAMPLES[row][0])["input_ids"]
     with_eos_text = _encode(tok, [(EXAMPLES[0][0], EXAMPLES[0][1] + tok.eos_token)], append_eos=True)
     assert with_eos_text == encoded[:1]  # EOS written in the reply is not doubled
     assert _encode(tok, EXAMPLES[:1], append_eos=False)[0][1] == encoded[0][1][:-1]
@@ -199,8 +199,9 @@ def test_checkpoint_from_other_settings_is_refused(tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adopt"])
 def test_loss_falls_over_thirty_steps(optimizer):
-    report = finetune_lora(_base(), tiny_tokenizer(), EXAMPLES,
-                           TrainConfig(steps=30, batch_size=4, lr=1e-2, optimizer=optimizer)).report
+    report = finetune_lora(
+        _base(), tiny_tokenizer(), EXAMPLES, TrainConfig(steps=30, batch_size=4, lr=1e-2, optimizer=optimizer)
+    ).report
     assert sum(report.losses[-5:]) < sum(report.losses[:5])
     assert max(report.grad_norms) > 0
 

@@ -29,8 +29,10 @@ def noise_circle_fits(seed: int) -> tuple[dict, dict]:
     rng = np.random.default_rng(seed)
     X = {L: rng.standard_normal((len(ALPHA), 8)) for L in range(N_LAYERS)}
     shuffled = shuffled_labels(ALPHA, rng)
-    fits = {"probe": {L: cross_validate_circle(X[L], ALPHA, BETA, 7) for L in X},
-            "shuffled": {L: cross_validate_circle(X[L], shuffled, BETA, 7) for L in X}}
+    fits = {
+        "probe": {L: cross_validate_circle(X[L], ALPHA, BETA, 7) for L in X},
+        "shuffled": {L: cross_validate_circle(X[L], shuffled, BETA, 7) for L in X},
+    }
     return fits, {"probe": circle_targets(ALPHA, 7), "shuffled": circle_targets(shuffled, 7)}
 
 
@@ -63,8 +65,10 @@ def test_helix_gap_on_noise_contains_zero_only_when_the_control_gets_its_own_lay
         a, shuffled = np.arange(100), rng.permutation(100)
         folds = kfold_indices(100, 5, rng)
         X = {L: rng.standard_normal((100, 12)) for L in range(N_LAYERS)}
-        held = {"helix": {L: cross_validate(X[L], a, folds, helix, None) for L in X},
-                "helix_shuffled": {L: cross_validate(X[L], shuffled, folds, helix, None) for L in X}}
+        held = {
+            "helix": {L: cross_validate(X[L], a, folds, helix, None) for L in X},
+            "helix_shuffled": {L: cross_validate(X[L], shuffled, folds, helix, None) for L in X},
+        }
         metrics, best = fit_metrics(ctx, held)
         new.append(metrics["helix_minus_shuffled"])
         L = best["helix"]
@@ -75,12 +79,15 @@ def test_helix_gap_on_noise_contains_zero_only_when_the_control_gets_its_own_lay
     assert all(g > 0 for g in old)
 
 
-@pytest.mark.parametrize("scores, expected", [
-    ({0: float("nan"), 1: 0.5}, 1),  # max() over (nan, 0.5) keeps the first: the NaN layer
-    ({0: 0.5, 1: float("nan"), 2: 0.7}, 2),
-    ({0: 0.5, 1: 0.5}, 0),  # ties go to the earliest
-    ({3: float("nan"), 5: float("nan")}, 3),
-])
+@pytest.mark.parametrize(
+    "scores, expected",
+    [
+        ({0: float("nan"), 1: 0.5}, 1),  # max() over (nan, 0.5) keeps the first: the NaN layer
+        ({0: 0.5, 1: float("nan"), 2: 0.7}, 2),
+        ({0: 0.5, 1: 0.5}, 0),  # ties go to the earliest
+        ({3: float("nan"), 5: float("nan")}, 3),
+    ],
+)
 def test_best_layer_never_picks_a_nan_score(scores, expected):
     from probes.selection import best_layer
 

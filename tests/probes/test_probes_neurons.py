@@ -196,6 +196,8 @@ def test_a_draw_in_blocks_of_columns_is_the_whole_draw_to_rounding():
     for _ in range(20):
         w = rng.multinomial(90, np.ones(90) / 90)
         a, b = whole(w), blocked(w)
-        assert np.allclose(a, b, rtol=1e-13, atol=0) and np.array_equal(np.argsort(-a, kind="stable"), np.argsort(-b, kind="stable"))
+        assert np.allclose(a, b, rtol=1e-13, atol=0) and np.array_equal(
+            np.argsort(-a, kind="stable"), np.argsort(-b, kind="stable")
+        )
     assert ReweightedAP(np.zeros((480, 2944)), np.arange(480) % 6 == 0).block == 2944
     assert ReweightedAP(np.zeros((480, 18352)), np.arange(480) % 6 == 0).block < 18352  # a 7B model's pool

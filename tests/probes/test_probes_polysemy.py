@@ -103,7 +103,12 @@ def test_each_rate_is_a_mean_over_its_denominator_pairs():
     for name in ("accuracy", "precision", "recall", "specificity"):
         mask, values = rate_rows(labels, same, name)
         assert values[mask].mean() == pytest.approx(getattr(c, name)), name
-    assert [int(rate_rows(labels, same, r)[0].sum()) for r in ("accuracy", "precision", "recall", "specificity")] == [100, 40, 50, 50]
+    assert [int(rate_rows(labels, same, r)[0].sum()) for r in ("accuracy", "precision", "recall", "specificity")] == [
+        100,
+        40,
+        50,
+        50,
+    ]
     with pytest.raises(ValueError, match="not a mean"):
         rate_rows(labels, same, "f1")
 

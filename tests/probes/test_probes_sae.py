@@ -119,8 +119,9 @@ def test_training_learns_and_scales_inputs():
     # The exported SAE reads raw activations: same latents as the trained one on scaled inputs.
     exported, cfg = trainer.export()
     held_out = list(sparse_batches(151))[-1]  # same features and offset, tokens not trained on
-    torch.testing.assert_close(exported.encode(held_out), trainer.sae.encode(held_out * trainer.scale).detach(),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        exported.encode(held_out), trainer.sae.encode(held_out * trainer.scale).detach(), rtol=1e-4, atol=1e-4
+    )
     rec = reconstruction(exported, held_out)
     assert rec.explained_variance > 0.5 and rec.n_tokens == 256
     # MSE in raw units = training MSE / scale^2.
@@ -156,6 +157,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def test_training_on_a_device_keeps_everything_there_and_matches_the_cpu(device):
     """The model's GPU trains the SAE (a 7B model's 65k latents): same start, same steps; here on
     the CPU the device path is the default path bit for bit, on CUDA it matches to rounding."""
+
     def train(on) -> SAETrainer:
         t = SAETrainer(D_IN, SAETrainConfig(seed=0, lr=1e-3), device=on)
         t.fit(sparse_batches(10))
@@ -246,9 +248,13 @@ def test_dead_fraction_counts_silent_latents():
 
 
 def test_hook_names_map_to_sites_both_ways():
-    for hook, site in [("blocks.8.hook_resid_pre", "resid_pre.8"), ("blocks.8.hook_attn_out", "attn_out.8"),
-                       ("blocks.11.hook_mlp_out", "mlp_out.11"), ("blocks.0.hook_resid_post", "resid_post.0"),
-                       ("blocks.3.mlp.hook_post", "mlp_act.3")]:
+    for hook, site in [
+        ("blocks.8.hook_resid_pre", "resid_pre.8"),
+        ("blocks.8.hook_attn_out", "attn_out.8"),
+        ("blocks.11.hook_mlp_out", "mlp_out.11"),
+        ("blocks.0.hook_resid_post", "resid_post.0"),
+        ("blocks.3.mlp.hook_post", "mlp_act.3"),
+    ]:
         assert hook_name_to_site(hook) == site
         assert site_to_hook_name(site) == hook
     with pytest.raises(UsageError, match="blocks.8.attn.hook_z"):
@@ -292,14 +298,27 @@ def write_saelens_folder(folder: Path, cfg: dict, tensors: dict[str, torch.Tenso
 
 
 def saelens_tensors(d_in: int, d_sae: int) -> dict[str, torch.Tensor]:
-    return {"W_enc": torch.randn(d_in, d_sae), "b_enc": torch.randn(d_sae), "W_dec": torch.randn(d_sae, d_in),
-            "b_dec": torch.randn(d_in)}
+    return {
+        "W_enc": torch.randn(d_in, d_sae),
+        "b_enc": torch.randn(d_sae),
+        "W_dec": torch.randn(d_sae, d_in),
+        "b_dec": torch.randn(d_in),
+    }
 
 
 def test_loads_an_older_saelens_topk_cfg(tmp_path):
-    cfg = {"d_in": D_IN, "d_sae": 16, "hook_name": "blocks.2.hook_attn_out", "hook_layer": 2,
-           "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 3}, "apply_b_dec_to_input": False,
-           "normalize_activations": None, "model_name": "gpt2-small", "dtype": "float16"}
+    cfg = {
+        "d_in": D_IN,
+        "d_sae": 16,
+        "hook_name": "blocks.2.hook_attn_out",
+        "hook_layer": 2,
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": 3},
+        "apply_b_dec_to_input": False,
+        "normalize_activations": None,
+        "model_name": "gpt2-small",
+        "dtype": "float16",
+    }
     write_saelens_folder(tmp_path / "s", cfg, {k: v.half() for k, v in saelens_tensors(D_IN, 16).items()})
     sae, loaded = load_sae(str(tmp_path / "s"), d_model=D_IN)
     assert (loaded.architecture, loaded.k, loaded.site, loaded.apply_b_dec_to_input) == ("topk", 3, "attn_out.2", False)
@@ -308,8 +327,14 @@ def test_loads_an_older_saelens_topk_cfg(tmp_path):
 
 
 def test_loads_a_saelens_6_cfg_with_metadata(tmp_path):
-    cfg = {"architecture": "jumprelu", "d_in": D_IN, "d_sae": 16, "apply_b_dec_to_input": True,
-           "normalize_activations": "none", "metadata": {"hook_name": "blocks.5.hook_resid_post", "model_name": "gemma"}}
+    cfg = {
+        "architecture": "jumprelu",
+        "d_in": D_IN,
+        "d_sae": 16,
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "metadata": {"hook_name": "blocks.5.hook_resid_post", "model_name": "gemma"},
+    }
     write_saelens_folder(tmp_path / "s", cfg, {**saelens_tensors(D_IN, 16), "threshold": torch.rand(16)})
     sae, loaded = load_sae(str(tmp_path / "s"), d_model=D_IN)
     assert (loaded.architecture, loaded.site, loaded.model_name) == ("jumprelu", "resid_post.5", "gemma")
@@ -360,8 +385,10 @@ def test_hub_source_downloads_the_subfolder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sae_io, "hf_hub_download", fake_download)
     loaded, loaded_cfg = load_sae("hf://jbloom/GPT2-Small-SAEs-Reformatted/blocks.8.hook_resid_pre", d_model=D_IN)
-    assert calls == [("jbloom/GPT2-Small-SAEs-Reformatted", "cfg.json", "blocks.8.hook_resid_pre"),
-                     ("jbloom/GPT2-Small-SAEs-Reformatted", "sae_weights.safetensors", "blocks.8.hook_resid_pre")]
+    assert calls == [
+        ("jbloom/GPT2-Small-SAEs-Reformatted", "cfg.json", "blocks.8.hook_resid_pre"),
+        ("jbloom/GPT2-Small-SAEs-Reformatted", "sae_weights.safetensors", "blocks.8.hook_resid_pre"),
+    ]
     assert loaded_cfg.site == "resid_pre.8"
     with pytest.raises(UsageError, match="hf://ORG/REPO"):
         load_sae("hf://justone", d_model=None)

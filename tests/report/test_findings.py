@@ -33,32 +33,38 @@ def finding(control="control", effect="effect") -> FindingSpec:
     return FindingSpec(effect=effect, control=control, claim="effect beats control", paper_verdict="holds on Mistral 7B")
 
 
-@pytest.mark.parametrize("effect, control, expected", [
-    (m(0.9, 0.8, 1.0), m(0.5, 0.4, 0.6), HOLDS),
-    (m(0.9, 0.6, 1.0), m(0.5, 0.4, 0.6), FAILS),  # touches the control's far end: includes it
-    (m(0.9, 0.59, 1.0), m(0.5, 0.4, 0.6), FAILS),  # overlaps it, though above its point value
-    (m(0.9, 0.61, 1.0), m(0.5, 0.4, 0.6), HOLDS),
-    (m(0.2, 0.1, 0.3), m(0.5, 0.4, 0.6, higher=False), FAILS),  # the effect's direction decides, not the control's
-    (m(0.2, 0.1, 0.3, higher=False), m(0.5, 0.4, 0.6), HOLDS),  # lower is better: wholly below the control
-    (m(0.2, 0.1, 0.4, higher=False), m(0.5, 0.4, 0.6), FAILS),  # touches the control's lower end
-    (m(0.2, 0.1, 0.3, higher=None), m(0.5, 0.4, 0.6), HOLDS),  # no direction: clear of it on either side
-    (m(0.5, 0.45, 0.55, higher=None), m(0.5, 0.4, 0.6), FAILS),
-])
+@pytest.mark.parametrize(
+    "effect, control, expected",
+    [
+        (m(0.9, 0.8, 1.0), m(0.5, 0.4, 0.6), HOLDS),
+        (m(0.9, 0.6, 1.0), m(0.5, 0.4, 0.6), FAILS),  # touches the control's far end: includes it
+        (m(0.9, 0.59, 1.0), m(0.5, 0.4, 0.6), FAILS),  # overlaps it, though above its point value
+        (m(0.9, 0.61, 1.0), m(0.5, 0.4, 0.6), HOLDS),
+        (m(0.2, 0.1, 0.3), m(0.5, 0.4, 0.6, higher=False), FAILS),  # the effect's direction decides, not the control's
+        (m(0.2, 0.1, 0.3, higher=False), m(0.5, 0.4, 0.6), HOLDS),  # lower is better: wholly below the control
+        (m(0.2, 0.1, 0.4, higher=False), m(0.5, 0.4, 0.6), FAILS),  # touches the control's lower end
+        (m(0.2, 0.1, 0.3, higher=None), m(0.5, 0.4, 0.6), HOLDS),  # no direction: clear of it on either side
+        (m(0.5, 0.45, 0.55, higher=None), m(0.5, 0.4, 0.6), FAILS),
+    ],
+)
 def test_verdict_against_a_control_metric_uses_the_control_interval_far_end(effect, control, expected):
     result = verdict(finding(), {"effect": effect, "control": control})
     assert result.verdict == expected
     assert result.effect == effect and result.control == control
 
 
-@pytest.mark.parametrize("effect, control, expected", [
-    (m(0.3, 0.01, 0.5), 0.0, HOLDS),
-    (m(0.3, 0.0, 0.5), 0.0, FAILS),  # touches zero: includes it
-    (m(0.3, -0.1, 0.5), 0.0, FAILS),
-    (m(-0.3, -0.5, -0.2), 0.0, FAILS),  # wholly on the worse side
-    (m(0.05, 0.02, 0.09, higher=False), 0.1, HOLDS),  # lower is better, below chance
-    (m(0.05, 0.02, 0.1, higher=False), 0.1, FAILS),
-    (m(-0.3, -0.5, -0.2, higher=None), 0.0, HOLDS),
-])
+@pytest.mark.parametrize(
+    "effect, control, expected",
+    [
+        (m(0.3, 0.01, 0.5), 0.0, HOLDS),
+        (m(0.3, 0.0, 0.5), 0.0, FAILS),  # touches zero: includes it
+        (m(0.3, -0.1, 0.5), 0.0, FAILS),
+        (m(-0.3, -0.5, -0.2), 0.0, FAILS),  # wholly on the worse side
+        (m(0.05, 0.02, 0.09, higher=False), 0.1, HOLDS),  # lower is better, below chance
+        (m(0.05, 0.02, 0.1, higher=False), 0.1, FAILS),
+        (m(-0.3, -0.5, -0.2, higher=None), 0.0, HOLDS),
+    ],
+)
 def test_verdict_against_a_number(effect, control, expected):
     result = verdict(finding(control=control), {"effect": effect})
     assert result.verdict == expected and result.control == control
@@ -83,20 +89,27 @@ def test_reason_names_the_comparison():
 
 
 def faceted(*facets) -> FindingSpec:
-    return FindingSpec.model_validate({"claim": "three parts", "facets": [
-        {"kind": kind, "effect": effect, "control": control} for kind, effect, control in facets]})
+    return FindingSpec.model_validate(
+        {
+            "claim": "three parts",
+            "facets": [{"kind": kind, "effect": effect, "control": control} for kind, effect, control in facets],
+        }
+    )
 
 
 CIRCLE_FACETS = (("behaviour", "accuracy", 1 / 7), ("representation", "r2_gap", 0.0), ("causal", "patch_gap", 0.0))
 
 
-@pytest.mark.parametrize("accuracy, r2_gap, patch_gap, expected", [
-    (m(0.9, 0.8, 1.0), m(0.3, 0.1, 0.5), m(0.4, 0.2, 0.6), HOLDS),
-    (m(0.16, 0.10, 0.22), m(0.3, 0.1, 0.5), m(0.01, -0.02, 0.04), "representation only"),  # a model at chance
-    (m(0.9, 0.8, 1.0), m(0.3, 0.1, 0.5), m(0.01, -0.02, 0.04), "behaviour and representation only"),
-    (m(0.9, 0.8, 1.0), m(0.0, -0.1, 0.1), m(0.4, 0.2, 0.6), "behaviour and causal only"),
-    (m(0.1, 0.05, 0.2), m(0.0, -0.1, 0.1), m(0.0, -0.1, 0.1), FAILS),
-])
+@pytest.mark.parametrize(
+    "accuracy, r2_gap, patch_gap, expected",
+    [
+        (m(0.9, 0.8, 1.0), m(0.3, 0.1, 0.5), m(0.4, 0.2, 0.6), HOLDS),
+        (m(0.16, 0.10, 0.22), m(0.3, 0.1, 0.5), m(0.01, -0.02, 0.04), "representation only"),  # a model at chance
+        (m(0.9, 0.8, 1.0), m(0.3, 0.1, 0.5), m(0.01, -0.02, 0.04), "behaviour and representation only"),
+        (m(0.9, 0.8, 1.0), m(0.0, -0.1, 0.1), m(0.4, 0.2, 0.6), "behaviour and causal only"),
+        (m(0.1, 0.05, 0.2), m(0.0, -0.1, 0.1), m(0.0, -0.1, 0.1), FAILS),
+    ],
+)
 def test_a_finding_holds_only_when_every_facet_does_and_else_names_the_parts_that_hold(accuracy, r2_gap, patch_gap, expected):
     result = verdict(faceted(*CIRCLE_FACETS), {"accuracy": accuracy, "r2_gap": r2_gap, "patch_gap": patch_gap})
     assert result.verdict == expected
@@ -131,13 +144,16 @@ def test_a_metric_with_no_unit_to_measure_reads_too_few_units_not_missing():
     assert control.verdict == TOO_FEW and "control" in control.reason
 
 
-@pytest.mark.parametrize("raw, ok", [
-    ({"facets": [{"kind": "causal", "effect": "a", "control": 0}]}, True),
-    ({"facets": [{"kind": "vibes", "effect": "a", "control": 0}]}, False),
-    ({"facets": [{"kind": "causal", "effect": "a", "control": float("nan")}]}, False),
-    ({"facets": [{"kind": "causal", "effect": "a"}]}, False),
-    ({"facets": [{"kind": "causal", "effect": "a", "control": 0}] * 100}, False),
-])
+@pytest.mark.parametrize(
+    "raw, ok",
+    [
+        ({"facets": [{"kind": "causal", "effect": "a", "control": 0}]}, True),
+        ({"facets": [{"kind": "vibes", "effect": "a", "control": 0}]}, False),
+        ({"facets": [{"kind": "causal", "effect": "a", "control": float("nan")}]}, False),
+        ({"facets": [{"kind": "causal", "effect": "a"}]}, False),
+        ({"facets": [{"kind": "causal", "effect": "a", "control": 0}] * 100}, False),
+    ],
+)
 def test_parse_finding_checks_each_facet(raw, ok):
     assert (parse_finding(raw) is not None) == ok
 
@@ -157,18 +173,21 @@ def test_the_api_finding_records_its_facets_and_a_headline_effect():
         Finding(claim="nothing to test")
 
 
-@pytest.mark.parametrize("raw, ok", [
-    ({"effect": "a", "control": "b", "claim": "c", "paper_verdict": "d"}, True),
-    ({"effect": "a", "control": 0, "claim": "c"}, True),
-    ({"effect": "a", "control": float("nan"), "claim": "c"}, False),
-    ({"effect": "a", "control": float("inf")}, False),
-    ({"effect": "", "control": "b"}, False),
-    ({"effect": "a"}, False),
-    ({"effect": ["a"], "control": "b"}, False),
-    ({"effect": "a", "control": "b", "claim": "x" * 10_000}, False),
-    ("holds", False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    "raw, ok",
+    [
+        ({"effect": "a", "control": "b", "claim": "c", "paper_verdict": "d"}, True),
+        ({"effect": "a", "control": 0, "claim": "c"}, True),
+        ({"effect": "a", "control": float("nan"), "claim": "c"}, False),
+        ({"effect": "a", "control": float("inf")}, False),
+        ({"effect": "", "control": "b"}, False),
+        ({"effect": "a"}, False),
+        ({"effect": ["a"], "control": "b"}, False),
+        ({"effect": "a", "control": "b", "claim": "x" * 10_000}, False),
+        ("holds", False),
+        (None, False),
+    ],
+)
 def test_parse_finding_refuses_what_no_verdict_can_come_from(raw, ok):
     parsed = parse_finding(raw)
     assert (parsed is not None) == ok
@@ -184,11 +203,21 @@ def test_numeric_control_stays_a_number_and_a_key_stays_a_key():
     assert parse_finding({"effect": "a", "control": True}) is None
 
 
-CIRCLE_DETAILS = {"n_layers": 5, "per_layer": {"probe_r2": [0.1, 0.5, 0.9, 0.8, 0.7],
-                                               "probe_r2_scrambled_order": [0.0, 0.1, float("nan"), 0.2, 0.1]}}
+CIRCLE_DETAILS = {
+    "n_layers": 5,
+    "per_layer": {"probe_r2": [0.1, 0.5, 0.9, 0.8, 0.7], "probe_r2_scrambled_order": [0.0, 0.1, float("nan"), 0.2, 0.1]},
+}
 HELIX_DETAILS = {"n_layers": 3, "per_layer_r2_heldout": {"helix": [0.2, 0.6, 0.4], "linear": [0.1, 0.3, "x"]}}
-MULT_DETAILS = {"n_layers": 9, "probe": {"layers": [0, 4, 8], "last_digit_acc_by_layer": [0.1, 0.5, 0.9],
-                                         "shuffled_acc_by_layer": [0.1, 0.1, 0.1], "C_by_layer": {"0": 1.0}, "chance": {"x": 0.1}}}
+MULT_DETAILS = {
+    "n_layers": 9,
+    "probe": {
+        "layers": [0, 4, 8],
+        "last_digit_acc_by_layer": [0.1, 0.5, 0.9],
+        "shuffled_acc_by_layer": [0.1, 0.1, 0.1],
+        "C_by_layer": {"0": 1.0},
+        "chance": {"x": 0.1},
+    },
+}
 SCRAMBLED_DETAILS = {"n_layers": 4, "probe": {"layers": [1, 3], "per_layer": {"restoration_probe_acc_random_100": [0.3, 0.6]}}}
 
 
@@ -197,32 +226,43 @@ def test_curves_are_read_from_each_task_shape_by_relative_depth():
         "probe_r2": [[0.0, 0.1], [0.25, 0.5], [0.5, 0.9], [0.75, 0.8], [1.0, 0.7]],
         "probe_r2_scrambled_order": [[0.0, 0.0], [0.25, 0.1], [0.75, 0.2], [1.0, 0.1]],  # NaN skipped
     }
-    assert extract_curves(HELIX_DETAILS) == {"helix_r2_heldout": [[0.0, 0.2], [0.5, 0.6], [1.0, 0.4]],
-                                             "linear_r2_heldout": [[0.0, 0.1], [0.5, 0.3]]}
-    assert extract_curves(MULT_DETAILS) == {"probe_last_digit_acc": [[0.0, 0.1], [0.5, 0.5], [1.0, 0.9]],
-                                            "probe_shuffled_acc": [[0.0, 0.1], [0.5, 0.1], [1.0, 0.1]]}
+    assert extract_curves(HELIX_DETAILS) == {
+        "helix_r2_heldout": [[0.0, 0.2], [0.5, 0.6], [1.0, 0.4]],
+        "linear_r2_heldout": [[0.0, 0.1], [0.5, 0.3]],
+    }
+    assert extract_curves(MULT_DETAILS) == {
+        "probe_last_digit_acc": [[0.0, 0.1], [0.5, 0.5], [1.0, 0.9]],
+        "probe_shuffled_acc": [[0.0, 0.1], [0.5, 0.1], [1.0, 0.1]],
+    }
     assert extract_curves(SCRAMBLED_DETAILS) == {"restoration_probe_acc_random_100": [[round(1 / 3, 6), 0.3], [1.0, 0.6]]}
 
 
-@pytest.mark.parametrize("details, expected", [
-    ({}, {}),
-    ({"per_layer": {"a": [1, 2]}}, {}),  # no n_layers: no depth
-    ({"n_layers": True, "per_layer": {"a": [1]}}, {}),
-    ({"n_layers": "2", "per_layer": {"a": [1, 2]}}, {}),
-    ({"n_layers": 2, "per_layer": {"a": [1, 2, 3]}}, {}),  # more values than layers
-    ({"n_layers": 2, "per_layer": "nope"}, {}),
-    ({"n_layers": 4, "probe": {"layers": [0, 9], "per_layer": {"a": [1, 2]}}}, {"a": [[0.0, 1.0]]}),  # layer 9 is past the depth
-    ({"n_layers": 2, "probe": {"layers": [0], "per_layer": {"a": [1, 2]}}}, {}),  # layers and values disagree
-    ({"n_layers": 1, "per_layer": {"a": [0.5], "b": [True]}}, {"a": [[0.0, 0.5]]}),  # one layer sits at depth 0
-    (["not", "a", "dict"], {}),
-])
+@pytest.mark.parametrize(
+    "details, expected",
+    [
+        ({}, {}),
+        ({"per_layer": {"a": [1, 2]}}, {}),  # no n_layers: no depth
+        ({"n_layers": True, "per_layer": {"a": [1]}}, {}),
+        ({"n_layers": "2", "per_layer": {"a": [1, 2]}}, {}),
+        ({"n_layers": 2, "per_layer": {"a": [1, 2, 3]}}, {}),  # more values than layers
+        ({"n_layers": 2, "per_layer": "nope"}, {}),
+        (
+            {"n_layers": 4, "probe": {"layers": [0, 9], "per_layer": {"a": [1, 2]}}},
+            {"a": [[0.0, 1.0]]},
+        ),  # layer 9 is past the depth
+        ({"n_layers": 2, "probe": {"layers": [0], "per_layer": {"a": [1, 2]}}}, {}),  # layers and values disagree
+        ({"n_layers": 1, "per_layer": {"a": [0.5], "b": [True]}}, {"a": [[0.0, 0.5]]}),  # one layer sits at depth 0
+        (["not", "a", "dict"], {}),
+    ],
+)
 def test_curves_tolerate_missing_and_malformed_details(details, expected):
     assert extract_curves(details) == expected
 
 
 def test_clean_curves_keeps_only_finite_points_in_depth_range():
     assert clean_curves({"a": [[0.0, 1.0], [1.0, 2.0]], "b": [[1.5, 1.0]], "c": [[0.0, float("nan")]], "d": "x", 5: []}) == {
-        "a": [[0.0, 1.0], [1.0, 2.0]]}
+        "a": [[0.0, 1.0], [1.0, 2.0]]
+    }
     assert clean_curves(["a"]) == {}
 
 
@@ -237,16 +277,31 @@ def test_chart_draws_effect_and_control_or_first_headline_curve():
 
 def test_chart_labels_are_never_mathtext():
     assert label("$\\frac{1}{0}$") == "\\$\\\\frac{1}{0}\\$"
-    hostile = [ChartLine("$\\undefinedcommand{x}$ <b>", extract_curves(CIRCLE_DETAILS)), ChartLine("y" * 500, extract_curves(CIRCLE_DETAILS))]
+    hostile = [
+        ChartLine("$\\undefinedcommand{x}$ <b>", extract_curves(CIRCLE_DETAILS)),
+        ChartLine("y" * 500, extract_curves(CIRCLE_DETAILS)),
+    ]
     assert layer_chart("$t$", hostile, "probe_r2", 0.0).startswith(b"\x89PNG")
 
 
-FINDING = {"effect": "probe_r2", "control": "probe_r2_scrambled_order", "claim": "days lie on a circle",
-           "paper_verdict": "holds on Mistral 7B and Llama 3 8B"}
+FINDING = {
+    "effect": "probe_r2",
+    "control": "probe_r2_scrambled_order",
+    "claim": "days lie on a circle",
+    "paper_verdict": "holds on Mistral 7B and Llama 3 8B",
+}
 
 
-def with_finding(model: str, r2: tuple[float, float, float], control: tuple[float, float, float], *, finding=FINDING,
-                 details=CIRCLE_DETAILS, task="weekday_circle", **kwargs):
+def with_finding(
+    model: str,
+    r2: tuple[float, float, float],
+    control: tuple[float, float, float],
+    *,
+    finding=FINDING,
+    details=CIRCLE_DETAILS,
+    task="weekday_circle",
+    **kwargs,
+):
     results = fake_results(model, 0.5, task=task, **kwargs)
     results.metrics["probe_r2"] = m(*r2)
     results.metrics["probe_r2_scrambled_order"] = m(*control)
@@ -259,29 +314,50 @@ def test_build_writes_findings_json_and_charts(tmp_path):
     results = tmp_path / "results"
     write_results(results / "a" / "weekday_circle.json", with_finding("org/a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4)))
     write_results(results / "b" / "weekday_circle.json", with_finding("org/b", (0.5, 0.3, 0.7), (0.3, 0.2, 0.4)))
-    write_results(results / "b" / "month_circle.json", with_finding("org/b", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle",
-                                                                    finding=None, details={}))
-    write_results(results / "c" / "number_helix.json", with_finding("org/c", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="number_helix",
-                                                                    finding={"effect": "helix_r2_heldout", "control": 0.5, "claim": "x"}))
+    write_results(
+        results / "b" / "month_circle.json",
+        with_finding("org/b", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None, details={}),
+    )
+    write_results(
+        results / "c" / "number_helix.json",
+        with_finding(
+            "org/c",
+            (0.9, 0.8, 1.0),
+            (0.1, 0.0, 0.2),
+            task="number_helix",
+            finding={"effect": "helix_r2_heldout", "control": 0.5, "claim": "x"},
+        ),
+    )
     out = tmp_path / "lb"
     build(results, out)
     findings = json.loads((out / "findings.json").read_text())
     assert findings["models"] == ["org/a", "org/b", "org/c"]
     assert [t["task"] for t in findings["tasks"]] == ["month_circle", "number_helix", "weekday_circle"]
     verdicts = {t["task"]: [c["verdict"] for c in t["cells"]] for t in findings["tasks"]}
-    assert verdicts == {"weekday_circle": [HOLDS, FAILS, NOT_RUN], "month_circle": [NOT_RUN, NOT_DECLARED, NOT_RUN],
-                        "number_helix": [NOT_RUN, NOT_RUN, MISSING]}
+    assert verdicts == {
+        "weekday_circle": [HOLDS, FAILS, NOT_RUN],
+        "month_circle": [NOT_RUN, NOT_DECLARED, NOT_RUN],
+        "number_helix": [NOT_RUN, NOT_RUN, MISSING],
+    }
     weekday = findings["tasks"][2]
     assert weekday["paper_verdict"] == FINDING["paper_verdict"] and weekday["finding"]["claim"] == FINDING["claim"]
     cell = weekday["cells"][0]
-    assert cell["effect"]["ci_low"] == 0.85 and cell["control"] == {"metric": "probe_r2_scrambled_order", "value": 0.3,
-                                                                    "ci_low": 0.2, "ci_high": 0.4, "n": 50}
+    assert cell["effect"]["ci_low"] == 0.85 and cell["control"] == {
+        "metric": "probe_r2_scrambled_order",
+        "value": 0.3,
+        "ci_low": 0.2,
+        "ci_high": 0.4,
+        "n": 50,
+    }
     assert [f["kind"] for f in cell["facets"]] == ["finding"] and cell["facets"][0]["verdict"] == HOLDS
     assert cell["board"]["config_hash"] and cell["row"]["dtype"] == "float32"
     index = json.loads((out / "index.json").read_text())
     charts = {t["task"]: t.get("chart") for t in index["tasks"]}
     assert [(t.get("chart_solid"), t.get("chart_dashed")) for t in index["tasks"]] == [
-        (None, None), ("probe_r2", None), ("probe_r2", "probe_r2_scrambled_order")]
+        (None, None),
+        ("probe_r2", None),
+        ("probe_r2", "probe_r2_scrambled_order"),
+    ]
     assert charts["weekday_circle"] == "assets/charts/weekday_circle-layers.png"
     assert charts["month_circle"] is None  # no run stored a per-layer curve
     assert charts["number_helix"] == "assets/charts/number_helix-layers.png"  # the first headline metric with a curve
@@ -296,8 +372,10 @@ def test_rebuild_keeps_findings_and_curves_and_refuses_a_malformed_finding(tmp_p
     out = tmp_path / "lb"
     build(results, out)
     other = tmp_path / "other"
-    write_results(other / "b" / "weekday_circle.json", with_finding("org/b", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4),
-                                                                    finding={"effect": "probe_r2", "control": float("nan")}))
+    write_results(
+        other / "b" / "weekday_circle.json",
+        with_finding("org/b", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4), finding={"effect": "probe_r2", "control": float("nan")}),
+    )
     report = build(other, out)
     assert any("finding is malformed" in reason for _, reason in report.skipped)
     findings = json.loads((out / "findings.json").read_text())
@@ -311,16 +389,24 @@ def test_matrix_reads_the_first_board_and_says_which():
     from harness.report.build import Board, Row, TaskBoards
 
     def row(model, value):
-        return Row(model=model, dtype="float32", metrics={"e": m(value, value - 0.1, value + 0.1)}, config_hash="h", task_version="1",
-                   seed=0)
+        return Row(
+            model=model,
+            dtype="float32",
+            metrics={"e": m(value, value - 0.1, value + 0.1)},
+            config_hash="h",
+            task_version="1",
+            seed=0,
+        )
+
     spec = {"effect": "e", "control": 0.5, "claim": "c"}
     new = Board(task_version="2", config_hash="new", config={}, headline_metrics=["e"], finding=spec, rows=[row("x", 0.9)])
-    old = Board(task_version="1", config_hash="old", config={}, headline_metrics=["e"], finding=spec, rows=[row("x", 0.1), row("y", 0.9)])
+    old = Board(
+        task_version="1", config_hash="old", config={}, headline_metrics=["e"], finding=spec, rows=[row("x", 0.1), row("y", 0.9)]
+    )
     result = matrix([TaskBoards(task="t", boards=[new, old])])
     cells = {c["model"]: c for c in result["tasks"][0]["cells"]}
     assert cells["x"]["verdict"] == HOLDS and cells["x"]["board"] == {"task_version": "2", "config_hash": "new"}
     assert cells["y"]["verdict"] == HOLDS and cells["y"]["board"]["config_hash"] == "old"
-
 
 
 def test_a_model_on_several_boards_is_judged_by_its_newest_run_that_declares_a_finding(tmp_path):
@@ -329,8 +415,9 @@ def test_a_model_on_several_boards_is_judged_by_its_newest_run_that_declares_a_f
     results = tmp_path / "results"
     old = fake_results("org/a", 0.5, config={"template": "code"}, created="2026-11-21T10:00:00+00:00")  # no finding
     write_results(results / "a" / "old.json", old)
-    write_results(results / "a" / "new.json", with_finding("org/a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4),
-                                                           created="2026-11-20T10:00:00+00:00"))
+    write_results(
+        results / "a" / "new.json", with_finding("org/a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4), created="2026-11-20T10:00:00+00:00")
+    )
     build(results, tmp_path / "out")
     findings = json.loads((tmp_path / "out" / "findings.json").read_text())
     (cell,) = [c for t in findings["tasks"] for c in t["cells"] if c["model"] == "org/a"]

@@ -15,13 +15,15 @@ from harness.report.publish import publish
 from harness.results import Environment, Metric, ModelRecord, Reference, Results, TaskRecord, Timing, config_hash, write_results
 from harness.run.cli import main
 
-HOSTILE = '<img src=x onerror="document.title=\'pwned\'">&amp;'
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">&amp;"
 
 
 def tiny_png(width: int = 4, height: int = 3) -> bytes:
     """A real PNG (grey pixels), so a browser can decode the thumbnails the page shows."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     pixels = b"".join(b"\0" + bytes([128]) * width for _ in range(height))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b"")
@@ -31,13 +33,30 @@ PNG = tiny_png()
 PAPER = "Engels et al. 2024, Not All Language Model Features Are Linear"
 
 
-def fake_results(model: str, accuracy: float, *, task="weekday_circle", version="1.0", config=None, created="2026-11-20T10:00:00+00:00",
-                 limit=None, artifacts=(), headline=None) -> Results:
+def fake_results(
+    model: str,
+    accuracy: float,
+    *,
+    task="weekday_circle",
+    version="1.0",
+    config=None,
+    created="2026-11-20T10:00:00+00:00",
+    limit=None,
+    artifacts=(),
+    headline=None,
+) -> Results:
     config = config or {"template": "paper"}
     return Results(
         harness_version="0.1.0",
-        task=TaskRecord(name=task, version=version, config=config, config_hash=config_hash(config),
-                        description=f"the {task} task", paper=PAPER, headline_metrics=headline),
+        task=TaskRecord(
+            name=task,
+            version=version,
+            config=config,
+            config_hash=config_hash(config),
+            description=f"the {task} task",
+            paper=PAPER,
+            headline_metrics=headline,
+        ),
         model=ModelRecord(spec=model, source="hub", architecture="LlamaForCausalLM", n_params=1, dtype="float32", device="cpu"),
         metrics={
             "accuracy": Metric(value=accuracy, ci_low=accuracy - 0.1, ci_high=accuracy + 0.1, n=49),
@@ -46,7 +65,10 @@ def fake_results(model: str, accuracy: float, *, task="weekday_circle", version=
         reference=Reference(source="the paper", metrics={"mistralai/Mistral-7B-v0.1": {"accuracy": 0.633}}),
         environment=Environment(python="3.11", torch="2", transformers="5", platform="linux", device_name="cpu"),
         timing=Timing(seconds_total=1.0, tokens_processed=10),
-        created_at=created, seed=0, limit=limit, artifacts=list(artifacts),
+        created_at=created,
+        seed=0,
+        limit=limit,
+        artifacts=list(artifacts),
     )
 
 
@@ -58,8 +80,9 @@ def results_dir(tmp_path) -> Path:
     (root / "model-b" / "weekday_circle").mkdir()
     (root / "model-b" / "weekday_circle" / "circle.png").write_bytes(PNG)
     (root / "model-b" / "weekday_circle" / "per_layer.json").write_text("[1, 2]")  # an artifact, not a results file
-    write_results(root / "model-b" / "weekday_circle.json",
-                  fake_results("org/model-b", 0.60, artifacts=["weekday_circle/circle.png"]))
+    write_results(
+        root / "model-b" / "weekday_circle.json", fake_results("org/model-b", 0.60, artifacts=["weekday_circle/circle.png"])
+    )
     # an older run of the same model and config: the newer one wins
     write_results(root / "old" / "weekday_circle.json", fake_results("org/model-b", 0.10, created="2026-01-01T00:00:00+00:00"))
     # other version, other config: separate boards
@@ -113,8 +136,11 @@ def test_cli_build_show_and_errors(results_dir, tmp_path, capsys):
 
 
 def test_format_table_lists_models_then_paper():
-    board = {"headline_metrics": ["accuracy"], "rows": [{"model": "m", "metrics": {"accuracy": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}}}],
-             "reference": {"metrics": {"paper-model": {"accuracy": 0.7}, "other": {"x": 1.0}}}}
+    board = {
+        "headline_metrics": ["accuracy"],
+        "rows": [{"model": "m", "metrics": {"accuracy": {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}}}],
+        "reference": {"metrics": {"paper-model": {"accuracy": 0.7}, "other": {"x": 1.0}}},
+    }
     lines = format_table(board).splitlines()
     assert lines[2].startswith("m ") and lines[3].startswith("paper: paper-model") and len(lines) == 4
 
@@ -228,8 +254,10 @@ def test_a_replaced_row_takes_its_old_plots_with_it(tmp_path):
     for root, picture in ((first, PNG), (second, PNG + b"another picture")):
         (root / "m" / "weekday_circle").mkdir(parents=True)
         (root / "m" / "weekday_circle" / "circle.png").write_bytes(picture)
-    write_results(first / "m" / "weekday_circle.json",
-                  fake_results("org/m", 0.5, artifacts=["weekday_circle/circle.png"], created="2026-01-01T00:00:00+00:00"))
+    write_results(
+        first / "m" / "weekday_circle.json",
+        fake_results("org/m", 0.5, artifacts=["weekday_circle/circle.png"], created="2026-01-01T00:00:00+00:00"),
+    )
     write_results(second / "m" / "weekday_circle.json", fake_results("org/m", 0.6, artifacts=["weekday_circle/circle.png"]))
     build(first, out)
     [old] = json.loads((out / "weekday_circle.json").read_text())["boards"][0]["rows"][0]["artifacts"]

@@ -28,8 +28,17 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     options.add_argument("--window-size=1280,900")  # a laptop's width
@@ -41,7 +50,9 @@ def browser():
 
 
 def model_column(table) -> list[str]:
-    return [row.find_elements("tag name", "td")[0].text for row in table.find_elements("css selector", "tbody tr:not(.reference)")]
+    return [
+        row.find_elements("tag name", "td")[0].text for row in table.find_elements("css selector", "tbody tr:not(.reference)")
+    ]
 
 
 def test_page_loads_sorts_and_escapes(browser, results_dir, tmp_path):  # noqa: F811
@@ -59,7 +70,9 @@ def test_page_loads_sorts_and_escapes(browser, results_dir, tmp_path):  # noqa: 
     table = next(t for t in tables if len(model_column(t)) == 3)
     assert model_column(table) == ["org/model-b", HOSTILE, "org/model-a"]
     images = table.find_elements(By.TAG_NAME, "img")  # the hostile name is text, not markup: the only images are thumbnails
-    assert [img.get_attribute("class") for img in images] == ["thumb"] and "/assets/weekday_circle/" in images[0].get_attribute("src")
+    assert [img.get_attribute("class") for img in images] == ["thumb"] and "/assets/weekday_circle/" in images[0].get_attribute(
+        "src"
+    )
     reference = table.find_elements(By.CSS_SELECTOR, "tr.reference")
     assert reference and "paper: mistralai/Mistral-7B-v0.1" in reference[0].text and "0.633" in reference[0].text
     assert "[0.500, 0.700]" in table.text  # intervals shown
@@ -108,8 +121,10 @@ def test_page_survives_non_finite_numbers_and_prototype_names(browser, tmp_path)
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     [table] = browser.find_elements(By.CSS_SELECTOR, "section#task-weekday_circle table")
     assert model_column(table)[0] == "fine"
-    cells = {row.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in row.find_elements(By.TAG_NAME, "td")[1:4]]
-             for row in table.find_elements(By.CSS_SELECTOR, "tbody tr:not(.reference)")}
+    cells = {
+        row.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in row.find_elements(By.TAG_NAME, "td")[1:4]]
+        for row in table.find_elements(By.CSS_SELECTOR, "tbody tr:not(.reference)")
+    }
     assert cells["fine"][1:] == ["-", "-"] and cells["fine"][0].startswith("0.500")
     assert all(cells[m] == ["-", "-", "-"] for m in ("nan", "inf", "huge"))
     table.find_elements(By.TAG_NAME, "th")[1].click()  # sorting a column of missing values works too
@@ -122,13 +137,31 @@ def test_page_links_only_into_assets(browser, tmp_path):
 
     from harness.report.page import render_page
 
-    row = {"model": "m", "date": "2026-01-01", "metrics": {},
-           "artifacts": ["javascript:document.title='pwned'", "https://example.com/x.png", "assets/../../x.png", "assets/t/ok.png"]}
-    task = {"task": "t", "description": "", "paper": "", "boards": [
-        {"task_version": "1", "config_hash": "h", "config": {}, "headline_metrics": ["accuracy"], "reference": None, "rows": [row]}]}
+    row = {
+        "model": "m",
+        "date": "2026-01-01",
+        "metrics": {},
+        "artifacts": ["javascript:document.title='pwned'", "https://example.com/x.png", "assets/../../x.png", "assets/t/ok.png"],
+    }
+    task = {
+        "task": "t",
+        "description": "",
+        "paper": "",
+        "boards": [
+            {
+                "task_version": "1",
+                "config_hash": "h",
+                "config": {},
+                "headline_metrics": ["accuracy"],
+                "reference": None,
+                "rows": [row],
+            }
+        ],
+    }
     page = tmp_path / "index.html"
-    page.write_text(render_page({"tasks": [{"task": "t", "chart": "javascript:alert(1)"}]}, [task],
-                                {"models": ["m"], "tasks": []}))
+    page.write_text(
+        render_page({"tasks": [{"task": "t", "chart": "javascript:alert(1)"}]}, [task], {"models": ["m"], "tasks": []})
+    )
     browser.get(page.as_uri())
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "section#task-t a")]
     assert len(links) == 1 and links[0].endswith("/assets/t/ok.png")
@@ -138,22 +171,47 @@ def test_page_links_only_into_assets(browser, tmp_path):
 
 def findings_results(root):
     """Three tasks, four models: a finding that holds, one that does not, one not declared, a run missing, a hostile name."""
-    helix = {"claim": "a helix fits better than a line " + HOSTILE, "paper_verdict": "holds on GPT-J, Pythia 6.9B, Llama 3.1 8B",
-             "facets": [{"kind": "representation", "effect": "helix_r2_heldout", "control": "linear_r2_heldout"},
-                        {"kind": "causal", "effect": "linear_r2_heldout", "control": 0.5, "claim": HOSTILE}]}
+    helix = {
+        "claim": "a helix fits better than a line " + HOSTILE,
+        "paper_verdict": "holds on GPT-J, Pythia 6.9B, Llama 3.1 8B",
+        "facets": [
+            {"kind": "representation", "effect": "helix_r2_heldout", "control": "linear_r2_heldout"},
+            {"kind": "causal", "effect": "linear_r2_heldout", "control": 0.5, "claim": HOSTILE},
+        ],
+    }
     runs = [
         ("a", "weekday_circle", with_finding("org/model-a", (0.9, 0.85, 0.95), (0.3, 0.2, 0.4))),
-        ("b", "weekday_circle", with_finding("org/model-b", (0.5, 0.3, 0.7), (0.3, 0.2, 0.4), artifacts=["weekday_circle/circle.png"])),
+        (
+            "b",
+            "weekday_circle",
+            with_finding("org/model-b", (0.5, 0.3, 0.7), (0.3, 0.2, 0.4), artifacts=["weekday_circle/circle.png"]),
+        ),
         ("h", "weekday_circle", with_finding(HOSTILE, (0.6, 0.5, 0.7), (0.3, 0.2, 0.4), artifacts=["weekday_circle/circle.png"])),
-        ("a", "month_circle", with_finding("org/model-a", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None,
-                                           config={"template": "code"})),
-        ("a", "month_circle-paper", with_finding("org/model-a", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None)),
-        ("c", "number_helix", with_finding("org/model-c", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="number_helix", finding=helix,
-                                           details=HELIX_DETAILS)),
+        (
+            "a",
+            "month_circle",
+            with_finding(
+                "org/model-a", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None, config={"template": "code"}
+            ),
+        ),
+        (
+            "a",
+            "month_circle-paper",
+            with_finding("org/model-a", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None),
+        ),
+        (
+            "c",
+            "number_helix",
+            with_finding(
+                "org/model-c", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="number_helix", finding=helix, details=HELIX_DETAILS
+            ),
+        ),
     ]
     helix_run = runs[-1][2]
     helix_run.metrics["helix_r2_heldout"], helix_run.metrics["linear_r2_heldout"] = (
-        helix_run.metrics["probe_r2"], helix_run.metrics["probe_r2_scrambled_order"])
+        helix_run.metrics["probe_r2"],
+        helix_run.metrics["probe_r2_scrambled_order"],
+    )
     for slug, name, results in runs:
         folder = root / slug / name
         if results.artifacts:
@@ -192,15 +250,25 @@ def test_findings_matrix_charts_and_thumbnails(browser, tmp_path):
     assert weekday["org/model-a"].text.splitlines() == ["holds", "0.900 [0.850, 0.950]"]
     assert weekday["org/model-b"].text.splitlines()[0] == "does not hold"
     assert weekday["org/model-c"].text == "not run"
-    helix = {c.get_attribute("data-model"): c for c in rows[1].find_elements(By.TAG_NAME, "td")[:-1]}["org/model-c"]  # org/model-c: the representation holds, the causal facet does not
-    assert helix.text.splitlines() == ["representation only", "representation: holds 0.900 [0.800, 1.000]",
-                                       "causal: does not hold 0.100 [0.000, 0.200]"]
+    helix = {c.get_attribute("data-model"): c for c in rows[1].find_elements(By.TAG_NAME, "td")[:-1]}[
+        "org/model-c"
+    ]  # org/model-c: the representation holds, the causal facet does not
+    assert helix.text.splitlines() == [
+        "representation only",
+        "representation: holds 0.900 [0.800, 1.000]",
+        "causal: does not hold 0.100 [0.000, 0.200]",
+    ]
     facet_claims = [div.text for div in rows[1].find_elements(By.CSS_SELECTOR, "th .claim")]
-    assert "representation: helix_r2_heldout vs linear_r2_heldout" in facet_claims and "causal: linear_r2_heldout vs 0.5" in facet_claims
+    assert (
+        "representation: helix_r2_heldout vs linear_r2_heldout" in facet_claims
+        and "causal: linear_r2_heldout vs 0.5" in facet_claims
+    )
     assert "not above probe_r2_scrambled_order" in weekday["org/model-b"].get_attribute("title")
     assert rows[2].find_elements(By.TAG_NAME, "td")[-1].text == FINDING["paper_verdict"]
-    month_cells = {c.get_attribute("data-model"): c.find_element(By.CLASS_NAME, "verdict").text
-                   for c in rows[0].find_elements(By.TAG_NAME, "td")[:-1]}
+    month_cells = {
+        c.get_attribute("data-model"): c.find_element(By.CLASS_NAME, "verdict").text
+        for c in rows[0].find_elements(By.TAG_NAME, "td")[:-1]
+    }
     assert month_cells == {HOSTILE: "not run", "org/model-a": "not declared", "org/model-b": "not run", "org/model-c": "not run"}
 
     images = browser.find_elements(By.TAG_NAME, "img")
@@ -211,7 +279,9 @@ def test_findings_matrix_charts_and_thumbnails(browser, tmp_path):
     assert "probe_r2 solid, probe_r2_scrambled_order dashed" in caption
     assert sum("/assets/weekday_circle/" in s for s in sources) == 2  # the two runs' thumbnails
     for img in images:
-        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img), img.get_attribute("src")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img), img.get_attribute(
+            "src"
+        )
     thumb = browser.find_element(By.CSS_SELECTOR, "img.thumb")
     assert thumb.find_element(By.XPATH, "..").get_attribute("href") == thumb.get_attribute("src")  # opens full size
 
@@ -225,7 +295,9 @@ def test_findings_matrix_charts_and_thumbnails(browser, tmp_path):
 
     width = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
     assert width[0] <= width[1], width  # no horizontal scrolling of the whole page at 1280 px
-    assert not browser.find_elements(By.CSS_SELECTOR, "#findings-matrix img, table.board td:first-child img")  # names and claims are text
+    assert not browser.find_elements(
+        By.CSS_SELECTOR, "#findings-matrix img, table.board td:first-child img"
+    )  # names and claims are text
     assert HOSTILE in rows[1].find_element(By.TAG_NAME, "th").text
     assert browser.title == "probe-harness leaderboards"
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

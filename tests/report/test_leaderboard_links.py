@@ -60,15 +60,28 @@ def test_the_reported_reproduction_leaves_the_outside_folder_untouched(tmp_path)
     (lb / "index.json").write_text('{"leaderboard_version":1,"tasks":[]}')
     (lb / "assets" / "t").symlink_to(victim)
     before = snapshot(victim)
-    proc = subprocess.run([sys.executable, "-m", "harness.run.cli", "leaderboard", "build", "--results", str(results), "--out", str(lb)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.run.cli", "leaderboard", "build", "--results", str(results), "--out", str(lb)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "symbolic link (assets/t)" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert snapshot(victim) == before
 
 
-LINK_PLACES = ["assets", "assets/weekday_circle", "assets/weekday_circle/0123456789abcdef",
-               "assets/weekday_circle/0123456789abcdef/plot.png", "assets/charts", "assets/charts/weekday_circle-layers.png",
-               "weekday_circle.json", "findings.json", "index.html", "assets/built.json", "deeper/still/link"]
+LINK_PLACES = [
+    "assets",
+    "assets/weekday_circle",
+    "assets/weekday_circle/0123456789abcdef",
+    "assets/weekday_circle/0123456789abcdef/plot.png",
+    "assets/charts",
+    "assets/charts/weekday_circle-layers.png",
+    "weekday_circle.json",
+    "findings.json",
+    "index.html",
+    "assets/built.json",
+    "deeper/still/link",
+]
 
 
 @pytest.mark.parametrize("place", LINK_PLACES)
@@ -116,8 +129,10 @@ def test_clean_up_deletes_only_the_plots_the_build_recorded(tmp_path):
     results = tmp_path / "results"
     (results / "m" / "weekday_circle").mkdir(parents=True)
     (results / "m" / "weekday_circle" / "p.png").write_bytes(PNG + b"first")
-    write_results(results / "m" / "weekday_circle.json",
-                  fake_results("org/m", 0.5, artifacts=["weekday_circle/p.png"], created="2026-11-20T10:00:00+00:00"))
+    write_results(
+        results / "m" / "weekday_circle.json",
+        fake_results("org/m", 0.5, artifacts=["weekday_circle/p.png"], created="2026-11-20T10:00:00+00:00"),
+    )
     out = tmp_path / "lb"
     build(results, out)
     [first] = json.loads((out / MANIFEST).read_text())["files"][:1] or [None]
@@ -129,8 +144,10 @@ def test_clean_up_deletes_only_the_plots_the_build_recorded(tmp_path):
     (out / "assets" / "keep.txt").write_text("mine")
     # a newer run of the same row replaces the plot
     (results / "m" / "weekday_circle" / "p.png").write_bytes(PNG + b"second")
-    write_results(results / "m" / "weekday_circle.json",
-                  fake_results("org/m", 0.5, artifacts=["weekday_circle/p.png"], created="2026-11-21T10:00:00+00:00"))
+    write_results(
+        results / "m" / "weekday_circle.json",
+        fake_results("org/m", 0.5, artifacts=["weekday_circle/p.png"], created="2026-11-21T10:00:00+00:00"),
+    )
     report = build(results, out)
     assert first in report.removed and not (out / first).exists() and not (out / first).parent.exists()
     assert (mine / "plot.png").read_bytes() == PNG + b"mine" and (out / "assets" / "keep.txt").read_text() == "mine"
@@ -143,8 +160,9 @@ def test_a_hostile_manifest_cannot_name_files_outside_assets(tmp_path, results_d
     build(results_dir, out)
     (out / "keep.txt").write_text("{}")
     (out / "assets" / "mine.png").write_bytes(PNG)
-    (out / MANIFEST).write_text(json.dumps({"files": ["../keep.txt", "/etc/hostname", "keep.txt", "assets/../keep.txt",
-                                                      "assets/mine.png", {"x": 1}]}))
+    (out / MANIFEST).write_text(
+        json.dumps({"files": ["../keep.txt", "/etc/hostname", "keep.txt", "assets/../keep.txt", "assets/mine.png", {"x": 1}]})
+    )
     report = build(results_dir, out)
     assert (out / "keep.txt").read_text() == "{}"
     assert report.removed == ["assets/mine.png"]  # named by the manifest as a build's own, and linked by no board: the only one

@@ -29,8 +29,10 @@ REPO_LEADERBOARDS = Path(__file__).resolve().parents[2] / "leaderboards"
 
 def strict_json(text: str):
     """Parse as a browser would: NaN and Infinity are not JSON."""
+
     def refuse(name):
         raise ValueError(f"{name} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -46,8 +48,9 @@ def board_rows(out: Path, task: str) -> dict[str, dict]:
 
 
 def files_under(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
-            for p in root.rglob("*")}
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"") for p in root.rglob("*")
+    }
 
 
 def test_only_regular_png_files_inside_the_run_folder_are_copied(tmp_path):
@@ -62,8 +65,13 @@ def test_only_regular_png_files_inside_the_run_folder_are_copied(tmp_path):
     (run / "huge.png").write_bytes(PNG + b"\0" * (5 * 2**20))
     os.mkfifo(run / "fifo.png")
     (results / "m" / "elsewhere.png").write_bytes(PNG + b" a sibling's plot")
-    artifacts = ["weekday_circle/link.png", "weekday_circle/text.png", "weekday_circle/huge.png", "weekday_circle/fifo.png",
-                 "weekday_circle/good.png"]
+    artifacts = [
+        "weekday_circle/link.png",
+        "weekday_circle/text.png",
+        "weekday_circle/huge.png",
+        "weekday_circle/fifo.png",
+        "weekday_circle/good.png",
+    ]
     write_results(results / "m" / "weekday_circle.json", fake_results("org/m", 0.5, artifacts=artifacts))
     out = tmp_path / "lb"
     report = build(results, out)
@@ -76,8 +84,17 @@ def test_only_regular_png_files_inside_the_run_folder_are_copied(tmp_path):
         assert repr(name) in refused, name
 
 
-@pytest.mark.parametrize("artifact", ["/tmp/secret.png", "../secret.png", "weekday_circle/../../../secret.png", "elsewhere.png",
-                                      "other/p.png", "weekday_circle//p.png"])
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        "/tmp/secret.png",
+        "../secret.png",
+        "weekday_circle/../../../secret.png",
+        "elsewhere.png",
+        "other/p.png",
+        "weekday_circle//p.png",
+    ],
+)
 def test_a_results_file_whose_artifacts_leave_its_folder_is_refused_whole(tmp_path, artifact):
     results = tmp_path / "results"
     write_results(results / "m" / "weekday_circle.json", fake_results("org/m", 0.5, artifacts=[artifact]))
@@ -191,7 +208,9 @@ def test_publish_from_the_default_relative_dir_sends_the_files(tmp_path, results
         assert "would send 0" not in listed and "weekday_circle.json" in listed and "circle.png" in listed
     assert main(["leaderboard", "publish", "--to", "site"]) == 0
     assert "sent 0" not in capsys.readouterr().out
-    assert (tmp_path / "site" / "weekday_circle.json").read_bytes() == (tmp_path / "leaderboards" / "weekday_circle.json").read_bytes()
+    assert (tmp_path / "site" / "weekday_circle.json").read_bytes() == (
+        tmp_path / "leaderboards" / "weekday_circle.json"
+    ).read_bytes()
 
 
 def test_nothing_to_publish_is_a_usage_error(tmp_path, capsys):
@@ -208,7 +227,9 @@ def test_publish_sends_only_what_the_boards_link(tmp_path, results_dir):
     (out / "notes.txt").write_text("private")
     sent = publish(out, str(tmp_path / "site"))
     assert not any("stray" in s or "notes" in s for s in sent)
-    assert sorted(p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("*") if p.is_file()) == sorted(sent)
+    assert sorted(p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("*") if p.is_file()) == sorted(
+        sent
+    )
 
 
 def git(repo: Path, *args: str) -> str:
@@ -259,7 +280,9 @@ def test_rebuilding_from_other_results_keeps_every_board_and_row(tmp_path, capsy
     write_results(a / "model-b" / "weekday_circle.json", fake_results("org/model-b", 0.6))
     (a / "model-b" / "weekday_circle").mkdir()
     (a / "model-b" / "weekday_circle" / "circle.png").write_bytes(PNG)
-    write_results(a / "model-b" / "weekday_circle.json", fake_results("org/model-b", 0.6, artifacts=["weekday_circle/circle.png"]))
+    write_results(
+        a / "model-b" / "weekday_circle.json", fake_results("org/model-b", 0.6, artifacts=["weekday_circle/circle.png"])
+    )
     out = tmp_path / "leaderboards"
     assert main(["leaderboard", "build", "--results", str(a), "--out", str(out)]) == 0
     before = {t: board_rows(out, t) for t in ("weekday_circle", "month_circle")}
@@ -284,7 +307,11 @@ def test_rebuilding_from_other_results_keeps_every_board_and_row(tmp_path, capsy
     report = build(older, out)
     rows = board_rows(out, "weekday_circle")
     assert len(rows) == 3
-    assert {k[2]: r["metrics"]["accuracy"]["value"] for k, r in rows.items()} == {"org/model-c": 0.9, "org/model-a": 0.7, "org/model-b": 0.6}
+    assert {k[2]: r["metrics"]["accuracy"]["value"] for k, r in rows.items()} == {
+        "org/model-c": 0.9,
+        "org/model-a": 0.7,
+        "org/model-b": 0.6,
+    }
     assert "older than the run already on the board" in report.skipped[0][1]
 
 
@@ -325,34 +352,93 @@ def test_boards_come_from_the_results_not_the_task_registry(tmp_path, monkeypatc
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-HOSTILE_NAMES = ["../../escape", "/tmp/escape", "index", "INDEX", "a/b", "..", ".", "", "weekday_circle", "ok.task-1",
-                 "\u2028", "</script><script>document.title='x'</script>", "x" * 300, "__proto__", "constructor", "a\\b", "\0",
-                 "nul\0.png", "C:\\x"]
+HOSTILE_NAMES = [
+    "../../escape",
+    "/tmp/escape",
+    "index",
+    "INDEX",
+    "a/b",
+    "..",
+    ".",
+    "",
+    "weekday_circle",
+    "ok.task-1",
+    "\u2028",
+    "</script><script>document.title='x'</script>",
+    "x" * 300,
+    "__proto__",
+    "constructor",
+    "a\\b",
+    "\0",
+    "nul\0.png",
+    "C:\\x",
+]
 names = st.one_of(st.sampled_from(HOSTILE_NAMES), st.text(max_size=20))
-numbers = st.one_of(st.floats(), st.sampled_from([1e308, -1e13, 1e12, 0.5, -0.0]), st.integers(-10**30, 10**30))
-junk = st.recursive(st.none() | st.booleans() | numbers | names,
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3), max_leaves=8)
-artifacts = st.lists(st.one_of(
-    st.sampled_from(["SECRET", "../secret.png", "run/../../secret.png", "run/../../../secret.png", "run/link.png",
-                     "run/linkdir/secret.png", "run/good.png", "run/fake.png", "run/", "/", "run//good.png", "run/./good.png",
-                     "run/missing.png", "run/good.png/..", "RUN/good.png"]),
-    names.map(lambda n: f"run/{n}.png"), names), max_size=6)
-metric = st.fixed_dictionaries({"value": numbers, "ci_low": numbers, "ci_high": numbers, "n": st.integers(0, 10**20),
-                                "higher_is_better": st.sampled_from([True, False, None])})
+numbers = st.one_of(st.floats(), st.sampled_from([1e308, -1e13, 1e12, 0.5, -0.0]), st.integers(-(10**30), 10**30))
+junk = st.recursive(
+    st.none() | st.booleans() | numbers | names,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3),
+    max_leaves=8,
+)
+artifacts = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "SECRET",
+                "../secret.png",
+                "run/../../secret.png",
+                "run/../../../secret.png",
+                "run/link.png",
+                "run/linkdir/secret.png",
+                "run/good.png",
+                "run/fake.png",
+                "run/",
+                "/",
+                "run//good.png",
+                "run/./good.png",
+                "run/missing.png",
+                "run/good.png/..",
+                "RUN/good.png",
+            ]
+        ),
+        names.map(lambda n: f"run/{n}.png"),
+        names,
+    ),
+    max_size=6,
+)
+metric = st.fixed_dictionaries(
+    {
+        "value": numbers,
+        "ci_low": numbers,
+        "ci_high": numbers,
+        "n": st.integers(0, 10**20),
+        "higher_is_better": st.sampled_from([True, False, None]),
+    }
+)
 
 
 @st.composite
 def results_files(draw) -> dict:
     data = fake_results("org/m", 0.5).model_dump(mode="python")
     task_names = st.one_of(st.just("weekday_circle"), st.just("plugin.task-2"), names)  # mostly names that build a board
-    data["task"].update(name=draw(task_names), version=draw(names), config=draw(st.dictionaries(names, junk, max_size=3)),
-                        config_hash=draw(names), description=draw(names), paper=draw(names),
-                        headline_metrics=draw(st.none() | st.lists(names, max_size=3)))
+    data["task"].update(
+        name=draw(task_names),
+        version=draw(names),
+        config=draw(st.dictionaries(names, junk, max_size=3)),
+        config_hash=draw(names),
+        description=draw(names),
+        paper=draw(names),
+        headline_metrics=draw(st.none() | st.lists(names, max_size=3)),
+    )
     data["model"].update(spec=draw(names), dtype=draw(names), quantization=draw(st.none() | names))
     data["metrics"] = draw(st.dictionaries(names, metric, max_size=4))
     data["reference"]["metrics"] = draw(st.dictionaries(names, st.dictionaries(names, numbers, max_size=2), max_size=2))
-    data.update(seed=draw(st.integers(-10**30, 10**30)), created_at=draw(names), artifacts=draw(artifacts) + draw(st.sampled_from([[], ["run/good.png"]])),
-                notes=draw(st.lists(names, max_size=2)))
+    data.update(
+        seed=draw(st.integers(-(10**30), 10**30)),
+        created_at=draw(names),
+        artifacts=draw(artifacts) + draw(st.sampled_from([[], ["run/good.png"]])),
+        notes=draw(st.lists(names, max_size=2)),
+    )
     if draw(st.integers(0, 3)) == 0:  # a mutation the schema may or may not accept
         data[draw(st.sampled_from(sorted(data)))] = draw(junk)
     return data
@@ -377,7 +463,11 @@ def test_fuzzed_results_never_escape_out_nor_copy_outside_results(tmp_path_facto
         (run / "fake.png").write_text("not a png")
         (run / "link.png").symlink_to(secret)
         (run / "linkdir").symlink_to(root / "outside", target_is_directory=True)
-        data["artifacts"] = [str(secret) if a == "SECRET" else a for a in data["artifacts"]] if isinstance(data.get("artifacts"), list) else data.get("artifacts")
+        data["artifacts"] = (
+            [str(secret) if a == "SECRET" else a for a in data["artifacts"]]
+            if isinstance(data.get("artifacts"), list)
+            else data.get("artifacts")
+        )
         write_raw(results / f"m{i}" / "run.json", data)
     before = {k: v for k, v in files_under(root).items() if not k.startswith("out/")}
     readable = {p.read_bytes() for p in results.rglob("*") if p.is_file() and not p.is_symlink() and not p.is_fifo()}

@@ -30,8 +30,9 @@ from tests.tiny_models import save_tiny_model
 
 
 def test_shipped_schema_equals_the_models_schema():
-    assert json.loads(SCHEMA_PATH.read_text()) == json_schema(), \
+    assert json.loads(SCHEMA_PATH.read_text()) == json_schema(), (
         "regenerate: python -m harness.results.compare > harness/results/schema/comparison.v1.schema.json"
+    )
 
 
 def with_items(model: str, correct: dict[str, list[int]], ids: list[str] | None = None, curves: dict | None = None):
@@ -56,9 +57,13 @@ def test_item_columns_pool_and_refuse_malformed_tables():
     cols = item_columns(with_items("m", {"a_acc": [1, 0, 1], "b_acc": [0, 0]}).details)
     assert cols["a_acc"] == {("a", "i0"): 1.0, ("a", "i1"): 0.0, ("a", "i2"): 1.0}
     assert len(cols["all_acc"]) == 5 and sum(cols["all_acc"].values()) == 2
-    for details in ({}, {"items": {"a": {"id": ["x", "x"], "a_acc": [1, 0]}}}, {"items": {"a": {"id": ["x"], "a_acc": [1, 0]}}},
-                    {"items": {"a": {"id": ["x"], "a_acc": [float("nan")]}}},
-                    {"items": {"a": {"id": ["x"], "a_acc": [1]}}, "pooled": {"p": ["missing"]}}):
+    for details in (
+        {},
+        {"items": {"a": {"id": ["x", "x"], "a_acc": [1, 0]}}},
+        {"items": {"a": {"id": ["x"], "a_acc": [1, 0]}}},
+        {"items": {"a": {"id": ["x"], "a_acc": [float("nan")]}}},
+        {"items": {"a": {"id": ["x"], "a_acc": [1]}}, "pooled": {"p": ["missing"]}},
+    ):
         with pytest.raises(ItemTableError):
             item_columns(details)
 
@@ -108,8 +113,10 @@ def test_pairs_are_matched_by_item_id_not_by_position():
 
 def test_write_comparison_json_markdown_plot_and_validation(tmp_path):
     curve = {"c/probe": {"plot": "c", "label": "probe", "x": [0, 1], "y": [0.4, 0.9], "xlabel": "layer", "ylabel": "acc"}}
-    runs = [outcome(with_items(f"org/{m}", {"a_acc": v, "b_acc": [1, 0, 1]}, curves=curve), tmp_path)
-            for m, v in (("a", [1, 1, 1, 0]), ("b", [0, 1, 0, 0]), ("c", [0, 0, 0, 0]))]
+    runs = [
+        outcome(with_items(f"org/{m}", {"a_acc": v, "b_acc": [1, 0, 1]}, curves=curve), tmp_path)
+        for m, v in (("a", [1, 1, 1, 0]), ("b", [0, 1, 0, 0]), ("c", [0, 0, 0, 0]))
+    ]
     spec = RunSpec(models=[r.model for r in runs], tasks=["toy"], output_dir=tmp_path, bootstrap=200)
 
     @dataclass
@@ -173,13 +180,17 @@ class ToyComparative(Task):
         prompts = [f"a {k}" for k in range(config.n)]
         ll = ctx.loglikelihood([p for p in prompts for _ in range(2)], [" b", " c"] * config.n).logprob.reshape(-1, 2)
         correct = (ll[:, 0] > ll[:, 1]).astype(int)
-        return TaskResult(metrics={"prefers_b": ctx.metric(correct.astype(float))},
-                          details={"items": {"all": {"id": prompts, "prefers_b": correct.tolist()}}})
+        return TaskResult(
+            metrics={"prefers_b": ctx.metric(correct.astype(float))},
+            details={"items": {"all": {"id": prompts, "prefers_b": correct.tolist()}}},
+        )
 
 
 def test_runner_writes_one_comparison_also_from_reused_results(tmp_path):
     a, b = save_tiny_model("llama", tmp_path / "m-a", seed=1), save_tiny_model("llama", tmp_path / "m-b", seed=2)
-    spec = RunSpec(models=[str(a), str(b)], tasks=["toy_comparative"], output_dir=tmp_path / "out", bootstrap=200, show_progress=False)
+    spec = RunSpec(
+        models=[str(a), str(b)], tasks=["toy_comparative"], output_dir=tmp_path / "out", bootstrap=200, show_progress=False
+    )
     reports: list[str] = []
     first = run(spec, reports.append)
     made = list((tmp_path / "out" / "_compare").glob("toy_comparative-*.json"))
@@ -239,8 +250,11 @@ def test_hostile_comparison_files_are_skipped_and_never_lead_outside(tmp_path):
     good = json.loads(path.read_text())
     outside = tmp_path / "secret.png"
     outside.write_bytes(b"\x89PNG\r\n\x1a\nsecret")
-    hostile = dict(good, artifacts=["../../secret.png", f"{path.stem}/../../../secret.png", "/etc/passwd.png"],
-                   created_at="2099-01-01T00:00:00+00:00")
+    hostile = dict(
+        good,
+        artifacts=["../../secret.png", f"{path.stem}/../../../secret.png", "/etc/passwd.png"],
+        created_at="2099-01-01T00:00:00+00:00",
+    )
     (results / "_compare" / "hostile.json").write_text(json.dumps(hostile))
     nan = json.loads(path.read_text().replace('"value": 0.5', '"value": 1e300', 1))
     nan["task"]["config_hash"] = "other"
@@ -253,10 +267,16 @@ def test_hostile_comparison_files_are_skipped_and_never_lead_outside(tmp_path):
     reasons = {p.name: r for p, r in report.skipped}
     assert "not a plain relative path inside the file's folder" in reasons["hostile.json"]
     assert "is not a finite number within" in reasons["huge.json"]
-    assert "cannot name" in reasons["task.json"] and "symbolic link" in reasons["link.json"] and "not a valid comparison" in reasons["junk.json"]
+    assert (
+        "cannot name" in reasons["task.json"]
+        and "symbolic link" in reasons["link.json"]
+        and "not a valid comparison" in reasons["junk.json"]
+    )
     for name in ("hostile.json", "huge.json", "task.json", "junk.json"):  # build refuses each for the reason validate gives
         assert validate_file(results / "_compare" / name)[0] in reasons[name]
     views = json.loads((out / "toy.json").read_text())["comparisons"]
-    assert len(views) == 1 and len(views[0]["artifacts"]) == len(good["artifacts"]) == 1  # the hostile one (newer) was refused whole
+    assert (
+        len(views) == 1 and len(views[0]["artifacts"]) == len(good["artifacts"]) == 1
+    )  # the hostile one (newer) was refused whole
     copied = [p for p in out.rglob("*") if p.is_file() and p.read_bytes().endswith(b"secret")]
     assert copied == [] and not (tmp_path / "x.json").exists()

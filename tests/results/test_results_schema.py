@@ -12,7 +12,9 @@ from harness.results.stats import bootstrap_ci, metric
 
 
 def test_shipped_schema_matches_the_code():
-    assert json.loads(SCHEMA_PATH.read_text()) == json_schema(), "regenerate: python -m harness.results.records > harness/results/schema/results.v1.schema.json"
+    assert json.loads(SCHEMA_PATH.read_text()) == json_schema(), (
+        "regenerate: python -m harness.results.records > harness/results/schema/results.v1.schema.json"
+    )
 
 
 def test_schema_rejects_a_metric_without_interval():

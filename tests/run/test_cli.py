@@ -39,18 +39,21 @@ def test_list_shows_builtin_tasks(capsys):
     assert "weekday_circle" in out and "month_circle" in out and "Engels" in out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["run", "--task", "weekday_circel"], "did you mean weekday_circle"),
-    (["run", "--task", "weekday_circle", "--model", "no-such-model"], "unknown model 'no-such-model'"),
-    (["run", "--task", "weekday_circle", "--model", "/nonexistent/model.gguf"], "no such GGUF file"),
-    (["run", "--task", "weekday_circle", "--task-arg", "colour=red"], "has no option 'colour'"),
-    (["run", "--task", "weekday_circle", "--task-arg", "n_components=five"], "expected an integer"),
-    (["run", "--task", "weekday_circle", "--task-arg", "template=poetry"], "choose one of paper, code"),
-    (["run", "--task", "weekday_circle", "--task-arg", "n_components"], "is not key=value"),
-    (["run", "--task", "weekday_circle", "--batch-size", "0"], "positive integer"),
-    (["run", "--task", "weekday_circle", "--dtype", "float8"], "invalid choice"),
-    (["run"], "--task"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "--task", "weekday_circel"], "did you mean weekday_circle"),
+        (["run", "--task", "weekday_circle", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (["run", "--task", "weekday_circle", "--model", "/nonexistent/model.gguf"], "no such GGUF file"),
+        (["run", "--task", "weekday_circle", "--task-arg", "colour=red"], "has no option 'colour'"),
+        (["run", "--task", "weekday_circle", "--task-arg", "n_components=five"], "expected an integer"),
+        (["run", "--task", "weekday_circle", "--task-arg", "template=poetry"], "choose one of paper, code"),
+        (["run", "--task", "weekday_circle", "--task-arg", "n_components"], "is not key=value"),
+        (["run", "--task", "weekday_circle", "--batch-size", "0"], "positive integer"),
+        (["run", "--task", "weekday_circle", "--dtype", "float8"], "invalid choice"),
+        (["run"], "--task"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, *argv, "--output-dir", str(tmp_path)) if argv != ["run"] else run_cli(capsys, *argv)
     assert code == 2
@@ -62,14 +65,27 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA message")
 @pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
 def test_bitsandbytes_without_cuda(capsys, tmp_path, tiny_folder, flag):
-    code, _, err = run_cli(capsys, "run", "--task", "weekday_circle", "--model", str(tiny_folder), flag, "--output-dir", str(tmp_path))
+    code, _, err = run_cli(
+        capsys, "run", "--task", "weekday_circle", "--model", str(tiny_folder), flag, "--output-dir", str(tmp_path)
+    )
     assert code == 2 and "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
 def test_a_task_that_cannot_run_on_a_quantised_model_says_so_before_loading(capsys, tmp_path, flag):
-    code, _, err = run_cli(capsys, "run", "--task", "incontext_unlearning", "--task-arg", "mode=finetune", "--model",
-                           str(tmp_path / "never-loaded"), flag, "--output-dir", str(tmp_path / "out"))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "incontext_unlearning",
+        "--task-arg",
+        "mode=finetune",
+        "--model",
+        str(tmp_path / "never-loaded"),
+        flag,
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "incontext_unlearning: mode=finetune trains a LoRA adapter on float weights: drop --load-in-4bit" in err
     assert not (tmp_path / "out").exists()
@@ -82,14 +98,26 @@ def test_model_without_layout(capsys, tmp_path):
     config = FalconConfig(vocab_size=len(tiny_tokenizer()), hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
     FalconForCausalLM(config).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
-    code, _, err = run_cli(capsys, "run", "--task", "weekday_circle", "--model", str(folder), "--output-dir", str(tmp_path / "out"))
+    code, _, err = run_cli(
+        capsys, "run", "--task", "weekday_circle", "--model", str(folder), "--output-dir", str(tmp_path / "out")
+    )
     assert code == 2
     assert "no layout for architecture FalconForCausalLM" in err and "harness/engine/layout.py" in err
 
 
 def test_layer_past_depth(capsys, tmp_path, tiny_folder):
-    code, _, err = run_cli(capsys, "run", "--task", "weekday_circle", "--model", str(tiny_folder), "--task-arg", "layer=3",
-                           "--output-dir", str(tmp_path))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--task",
+        "weekday_circle",
+        "--model",
+        str(tiny_folder),
+        "--task-arg",
+        "layer=3",
+        "--output-dir",
+        str(tmp_path),
+    )
     assert code == 2 and "past the model's depth (3 layers, 0..2)" in err
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob(".*partial*"))
 
@@ -97,21 +125,45 @@ def test_layer_past_depth(capsys, tmp_path, tiny_folder):
 def test_offline_hub_model_is_one_line(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    code, _, err = run_cli(capsys, "run", "--task", "weekday_circle", "--model", "nobody/no-such-model", "--output-dir", str(tmp_path))
+    code, _, err = run_cli(
+        capsys, "run", "--task", "weekday_circle", "--model", "nobody/no-such-model", "--output-dir", str(tmp_path)
+    )
     assert code == 2 and "nobody/no-such-model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_run_writes_valid_results_then_reuses_them(capsys, tmp_path, tiny_folder):
-    argv = ["run", "--model", str(tiny_folder), "--task", "weekday_circle", "--output-dir", str(tmp_path),
-            "--device", "cpu", "--dtype", "float32", "--log-samples", "--no-progress"]
+    argv = [
+        "run",
+        "--model",
+        str(tiny_folder),
+        "--task",
+        "weekday_circle",
+        "--output-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--log-samples",
+        "--no-progress",
+    ]
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0
     stem = f"weekday_circle-v{get_task('weekday_circle').version}"
     path = tmp_path / slugify(str(tiny_folder)) / f"{stem}.json"
     data = json.loads(path.read_text())
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
-    for name in ("accuracy", "probe_r2", "probe_r2_shuffled", "probe_r2_random_plane", "probe_r2_scrambled_order", "intervention_success",
-                 "intervention_logit_diff_patch", "intervention_success_mean", "intervention_success_rotate"):
+    for name in (
+        "accuracy",
+        "probe_r2",
+        "probe_r2_shuffled",
+        "probe_r2_random_plane",
+        "probe_r2_scrambled_order",
+        "intervention_success",
+        "intervention_logit_diff_patch",
+        "intervention_success_mean",
+        "intervention_success_rotate",
+    ):
         m = data["metrics"][name]
         assert m["ci_low"] <= m["ci_high"] and m["n"] > 0
     assert data["metrics"]["accuracy"]["n"] == 49 and data["metrics"]["intervention_success"]["n"] == 49

@@ -32,7 +32,11 @@ def test_analysis_estimates_grow_with_width_and_depth():
     small, big = REFERENCE, ModelShape(80, 8192, 28672, 128256)
     for task in all_tasks():
         if task.startswith(("weekday", "month", "number", "multiplication", "language")):
-            assert analysis_seconds(task, big) > analysis_seconds(task, small) > analysis_seconds(task, ModelShape(4, 512, 1024, 1000))
+            assert (
+                analysis_seconds(task, big)
+                > analysis_seconds(task, small)
+                > analysis_seconds(task, ModelShape(4, 512, 1024, 1000))
+            )
 
 
 def test_dry_run_sizes_every_task_without_weights(mistral_config, capsys):
@@ -50,8 +54,20 @@ def test_dry_run_sizes_every_task_without_weights(mistral_config, capsys):
 def test_dry_run_follows_the_preset_and_the_task_args(mistral_config, capsys):
     main(["run", "--model", str(mistral_config), "--task", "multiplication_digits", "--dry-run", "--device", "cuda"])
     full = capsys.readouterr().out
-    main(["run", "--model", str(mistral_config), "--task", "multiplication_digits", "--dry-run", "--device", "cuda",
-          "--task-arg", "probe_n=200"])
+    main(
+        [
+            "run",
+            "--model",
+            str(mistral_config),
+            "--task",
+            "multiplication_digits",
+            "--dry-run",
+            "--device",
+            "cuda",
+            "--task-arg",
+            "probe_n=200",
+        ]
+    )
     fewer = capsys.readouterr().out
     held = lambda out: next(line for line in out.splitlines() if "multiplication_digits" in line).split()[4]  # noqa: E731
     assert held(full) == "1.0GB" and held(fewer) == "104.9MB"  # 2000 vs 200 problems x 32 layers x 4096 x 4 bytes
@@ -64,8 +80,19 @@ def test_dry_run_without_a_config_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "config.json" in err[0]
 
 
-@pytest.mark.parametrize("task", ["weekday_circle", "number_helix", "multiplication_digits", "language_neurons",
-                                  "polysemy_sae", "incontext_unlearning", "scrambled_text", "code_vs_language"])
+@pytest.mark.parametrize(
+    "task",
+    [
+        "weekday_circle",
+        "number_helix",
+        "multiplication_digits",
+        "language_neurons",
+        "polysemy_sae",
+        "incontext_unlearning",
+        "scrambled_text",
+        "code_vs_language",
+    ],
+)
 def test_bench_scale_drives_each_tasks_analysis_on_a_small_shape(task):
     from benchmarks.bench_scale import Shape, measure_alone
 

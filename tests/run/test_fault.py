@@ -37,8 +37,11 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 
 def results_files(out: Path) -> list[Path]:
-    return sorted(p for p in out.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(out).parts)
-                  and p.parent.parent == out)
+    return sorted(
+        p
+        for p in out.rglob("*.json")
+        if not any(part.startswith(".") for part in p.relative_to(out).parts) and p.parent.parent == out
+    )
 
 
 def assert_consistent(out: Path) -> None:
@@ -107,12 +110,24 @@ def test_a_reader_that_leaves_does_not_stop_the_run(tmp_path, tiny_folder):
 
 # ---- a crash at each step of writing a result, deterministically ----
 
+
 class Crash(BaseException):
     """Stands for a kill: not an Exception, so nothing on the way catches it."""
 
 
-MUTATIONS = [(os, "replace"), (os, "rename"), (os, "unlink"), (os, "rmdir"), (shutil, "rmtree"), (tempfile, "mkstemp"),
-             (Path, "rename"), (Path, "replace"), (Path, "unlink"), (Path, "rmdir"), (Path, "mkdir")]
+MUTATIONS = [
+    (os, "replace"),
+    (os, "rename"),
+    (os, "unlink"),
+    (os, "rmdir"),
+    (shutil, "rmtree"),
+    (tempfile, "mkstemp"),
+    (Path, "rename"),
+    (Path, "replace"),
+    (Path, "unlink"),
+    (Path, "rmdir"),
+    (Path, "mkdir"),
+]
 
 
 class Injector:
@@ -135,11 +150,13 @@ class Injector:
                 return fn(*args, **kwargs)
             finally:
                 self.depth -= 1
+
         return step
 
 
 def run_plot(model, path: Path, spec: RunSpec, injector: Injector | None, name: str):
     """Run a task that saves one plot, `name`; with an injector, arm it once the task's own work is done."""
+
     class Plot(Task):
         def run(self, model, config, ctx):
             fig = ctx.figure()

@@ -107,6 +107,7 @@ def assert_consistent(out: Path) -> None:
 
 # ---- results paths ----
 
+
 def test_models_sharing_a_last_name_get_their_own_folders(capsys, tmp_path, echo):
     a, b = save_tiny(tmp_path / "a" / "tiny"), save_tiny(tmp_path / "b" / "tiny")
     code, _, err = echo_run(capsys, tmp_path / "out", a, b)
@@ -118,8 +119,28 @@ def test_models_sharing_a_last_name_get_their_own_folders(capsys, tmp_path, echo
     assert_consistent(tmp_path / "out")
 
 
-HOSTILE_SPECS = ["..", ".", "../x", "../../etc", "/abs/model", "a/../../b", "x/..", "~", "~/m", "a b/c", "_org/m",
-                 "a__b/c", "a/b__c", "org1/m", "org2/m", "gemma3-270m", "smollm2-135m", "m.gguf", "../m.gguf", "\\..\\x"]
+HOSTILE_SPECS = [
+    "..",
+    ".",
+    "../x",
+    "../../etc",
+    "/abs/model",
+    "a/../../b",
+    "x/..",
+    "~",
+    "~/m",
+    "a b/c",
+    "_org/m",
+    "a__b/c",
+    "a/b__c",
+    "org1/m",
+    "org2/m",
+    "gemma3-270m",
+    "smollm2-135m",
+    "m.gguf",
+    "../m.gguf",
+    "\\..\\x",
+]
 
 
 def test_result_paths_are_distinct_and_stay_inside_the_output_dir(tmp_path, monkeypatch):
@@ -165,6 +186,7 @@ def test_training_checkpoints_are_keyed_by_the_weights(tmp_path):
 
 # ---- versions, settings and reuse ----
 
+
 def test_a_new_task_version_keeps_the_old_results(capsys, tmp_path, tiny_folder, echo, monkeypatch):
     out = tmp_path / "out"
     assert echo_run(capsys, out, tiny_folder)[0] == 0
@@ -203,6 +225,7 @@ def test_one_model_named_twice_runs_once(capsys, tmp_path, tiny_folder, echo):
 
 # ---- concurrency ----
 
+
 def test_a_result_being_written_refuses_a_second_run_before_it_loads(capsys, tmp_path, tiny_folder, echo):
     out = tmp_path / "out"
     spec = RunSpec(models=[str(tiny_folder)], tasks=["trust_echo"], output_dir=out, load=LoadOptions(device="cpu"))
@@ -219,8 +242,9 @@ def test_each_run_stages_its_plots_in_a_folder_of_its_own(tmp_path, tiny_folder,
     from harness.engine.models import load_model
 
     out = tmp_path / "out"
-    spec = RunSpec(models=[str(tiny_folder)], tasks=["trust_echo"], output_dir=out, show_progress=False,
-                   load=LoadOptions(device="cpu"))
+    spec = RunSpec(
+        models=[str(tiny_folder)], tasks=["trust_echo"], output_dir=out, show_progress=False, load=LoadOptions(device="cpu")
+    )
     model = load_model(str(tiny_folder), spec.load)
     path = out / "m" / "trust_echo-v1.0.json"
 
@@ -256,6 +280,7 @@ def test_leftovers_of_killed_runs_are_cleared(capsys, tmp_path, tiny_folder, ech
 
 # ---- run settings: one line, exit 2, before the work ----
 
+
 def unwritable_dir(tmp_path: Path) -> Path:
     if os.geteuid() != 0:
         folder = tmp_path / "locked"
@@ -277,14 +302,21 @@ def test_a_bad_output_dir_is_one_line_before_loading(capsys, tmp_path, tiny_fold
     assert "loading" not in stdout
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--seed", "-1", "--seed -1"), ("--seed", str(2**32), "from 0 to 4294967295"),
-    ("--bootstrap", "5", "from 100 to 100000"), ("--bootstrap", str(10**9), "from 100 to 100000"),
-    ("--limit", "0", "positive integer"), ("--limit", "-3", "positive integer"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--seed", "-1", "--seed -1"),
+        ("--seed", str(2**32), "from 0 to 4294967295"),
+        ("--bootstrap", "5", "from 100 to 100000"),
+        ("--bootstrap", str(10**9), "from 100 to 100000"),
+        ("--limit", "0", "positive integer"),
+        ("--limit", "-3", "positive integer"),
+    ],
+)
 def test_run_settings_out_of_range_are_one_line_before_loading(capsys, tmp_path, tiny_folder, flag, value, message):
-    code, stdout, err = cli(capsys, "run", "--task", "weekday_circle", "--model", str(tiny_folder),
-                            "--output-dir", str(tmp_path), flag, value)
+    code, stdout, err = cli(
+        capsys, "run", "--task", "weekday_circle", "--model", str(tiny_folder), "--output-dir", str(tmp_path), flag, value
+    )
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert "loading" not in stdout and not results_files(tmp_path)
 
@@ -316,13 +348,46 @@ def test_api_callers_get_the_same_checks(tmp_path, tiny_folder):
 # ---- --task-arg parsing, fuzzed ----
 
 TASKS = sorted(all_tasks().items())
-AWKWARD = ["", " ", "none", "None", "null", "true", "false", "yes", "0", "-1", "1e400", "-1e400", "nan", "inf", "-inf",
-           "1,2,3", "1,,2", ",", "a,b", "2x2,3x3", "all", "{a} {b}", "{", "}", "{x}", "=", "1=2", "\0", "\x7f", "é", "9" * 40]
+AWKWARD = [
+    "",
+    " ",
+    "none",
+    "None",
+    "null",
+    "true",
+    "false",
+    "yes",
+    "0",
+    "-1",
+    "1e400",
+    "-1e400",
+    "nan",
+    "inf",
+    "-inf",
+    "1,2,3",
+    "1,,2",
+    ",",
+    "a,b",
+    "2x2,3x3",
+    "all",
+    "{a} {b}",
+    "{",
+    "}",
+    "{x}",
+    "=",
+    "1=2",
+    "\0",
+    "\x7f",
+    "é",
+    "9" * 40,
+]
 
 
 def value_text() -> st.SearchStrategy[str]:
     return st.one_of(
-        st.sampled_from(AWKWARD), st.text(max_size=16), st.integers(-10**6, 10**6).map(str),
+        st.sampled_from(AWKWARD),
+        st.text(max_size=16),
+        st.integers(-(10**6), 10**6).map(str),
         st.floats(allow_nan=True, allow_infinity=True).map(repr),
         st.lists(st.integers(-3, 40).map(str), min_size=1, max_size=4).map(",".join),
     )
@@ -337,9 +402,13 @@ def typed_value(annotation: object) -> st.SearchStrategy[object]:
         return st.sampled_from(args)
     if origin is list:
         return st.lists(typed_value(args[0] if args else str), min_size=1, max_size=4)
-    return {type(None): st.none(), bool: st.booleans(), int: st.integers(-5, 10**6),
-            float: st.floats(-1e6, 1e6, allow_nan=False), str: st.text(st.characters(blacklist_characters=","), max_size=12)
-            }.get(annotation, st.text(max_size=8))
+    return {
+        type(None): st.none(),
+        bool: st.booleans(),
+        int: st.integers(-5, 10**6),
+        float: st.floats(-1e6, 1e6, allow_nan=False),
+        str: st.text(st.characters(blacklist_characters=","), max_size=12),
+    }.get(annotation, st.text(max_size=8))
 
 
 def task_arg(task: type[Task]) -> st.SearchStrategy[str]:

@@ -40,11 +40,17 @@ def test_generator(names, n, template):
         assert names[p.alpha] in p.prompt and NUMBER_WORDS[p.beta - 1] in p.prompt and p.prompt.endswith(" is")
     first = problems[0].prompt
     if names is WEEKDAYS:
-        assert first == ("Let's do some day of the week math. One day from Monday is" if template == "paper"
-                         else "Let's do some days of the week math. One day from Monday is")
+        assert first == (
+            "Let's do some day of the week math. One day from Monday is"
+            if template == "paper"
+            else "Let's do some days of the week math. One day from Monday is"
+        )
     else:
-        assert first == ("Let's do some calendar math. One month from January is" if template == "paper"
-                         else "Let's do some calendar math. One months from January is")
+        assert first == (
+            "Let's do some calendar math. One month from January is"
+            if template == "paper"
+            else "Let's do some calendar math. One months from January is"
+        )
 
 
 def fake_scores(favoured: np.ndarray, m: int) -> Scores:
@@ -154,7 +160,9 @@ def test_scrambled_order_is_never_a_rotation_or_reflection(m):
         assert sorted(order) == list(range(m))
         steps = {(int(order[(i + 1) % m]) - int(order[i])) % m for i in range(m)}
         assert steps != {1} and steps != {m - 1}  # neither the cycle nor its mirror, from any start
-    assert np.array_equal(scrambled_order(alpha, m, np.random.default_rng(1)), scrambled_order(alpha, m, np.random.default_rng(1)))
+    assert np.array_equal(
+        scrambled_order(alpha, m, np.random.default_rng(1)), scrambled_order(alpha, m, np.random.default_rng(1))
+    )
 
 
 @pytest.mark.parametrize("task", [WeekdayCircle, MonthCircle])
@@ -173,4 +181,5 @@ def test_a_random_weight_model_earns_neither_the_representation_nor_the_causal_f
     assert cell.verdict != HOLDS
     gap = result.metrics["intervention_success_minus_random_plane"]
     assert gap.n == 24 and gap.value == pytest.approx(
-        result.metrics["intervention_success"].value - result.metrics["intervention_success_random_plane"].value)
+        result.metrics["intervention_success"].value - result.metrics["intervention_success_random_plane"].value
+    )

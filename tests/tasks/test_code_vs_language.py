@@ -47,17 +47,27 @@ def config(**kw) -> CodeVsLanguageConfig:
 
 
 def test_defaults_depend_on_the_device_and_are_settled_before_hashing():
-    cpu, gpu = CodeVsLanguage.resolve_config(CodeVsLanguageConfig(), "cpu"), CodeVsLanguage.resolve_config(CodeVsLanguageConfig(), "cuda")
+    cpu, gpu = (
+        CodeVsLanguage.resolve_config(CodeVsLanguageConfig(), "cpu"),
+        CodeVsLanguage.resolve_config(CodeVsLanguageConfig(), "cuda"),
+    )
     assert (cpu.n_items, gpu.n_items) == (cvl.CPU_ITEMS, 300) and gpu.subtasks == cvl.GEN_SUBTASKS
     assert CodeVsLanguage.resolve_config(CodeVsLanguageConfig(source="hub"), "cpu").subtasks == cvl.HUB_SUBTASKS
     assert CodeVsLanguage.resolve_config(CodeVsLanguageConfig(n_items=7), "cuda").n_items == 7
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("subtasks=fld_gen,babi_gen_4", "babi_gen_4 has no generator"), ("subtasks=fld", "unknown sub-task"),
-    ("subtasks=babi_hub_21", "tasks 1 to 20"), ("subtasks=fld_gen,fld_gen", "listed twice"),
-    ("babi_repo=me/babi", "babi_repo"), ("fld_depths=1,4", "fld_depths"), ("scoring=logits", "choose one of"),
-])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("subtasks=fld_gen,babi_gen_4", "babi_gen_4 has no generator"),
+        ("subtasks=fld", "unknown sub-task"),
+        ("subtasks=babi_hub_21", "tasks 1 to 20"),
+        ("subtasks=fld_gen,fld_gen", "listed twice"),
+        ("babi_repo=me/babi", "babi_repo"),
+        ("fld_depths=1,4", "fld_depths"),
+        ("scoring=logits", "choose one of"),
+    ],
+)
 def test_bad_options_are_usage_errors(arg, message):
     with pytest.raises(UsageError, match=message):
         parse_config(CodeVsLanguage, [arg])
@@ -105,8 +115,11 @@ def test_a_model_favouring_unknown_predicts_unknown_everywhere(llama, tmp_path):
     tokens = llama.tokenizer(" UNKNOWN", add_special_tokens=False)["input_ids"]
     stub = FavourTokens(llama, tokens, 40.0)
     try:
-        result = CodeVsLanguage().run(llama, config(subtasks=["fld_gen"], n_items=30, scoring="choice", shots=1),
-                                      ctx := ctx_for(llama, tmp_path, log_samples=True))
+        result = CodeVsLanguage().run(
+            llama,
+            config(subtasks=["fld_gen"], n_items=30, scoring="choice", shots=1),
+            ctx := ctx_for(llama, tmp_path, log_samples=True),
+        )
     finally:
         stub.handle.remove()
     assert {s["choice"] for s in ctx.samples} == {"UNKNOWN"}
@@ -122,7 +135,7 @@ def hand_choices(model, items) -> tuple[list[str], list[str]]:
         prompt = tok(build_prompt(item, []))["input_ids"]
         sums, firsts = [], []
         for label in LABELS:
-            cont = tok(build_prompt(item, []) + " " + label)["input_ids"][len(prompt):]
+            cont = tok(build_prompt(item, []) + " " + label)["input_ids"][len(prompt) :]
             with torch.no_grad():
                 logp = torch.log_softmax(model.hf(torch.tensor([prompt + cont])).logits[0].float(), -1)
             steps = [logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(cont)]
@@ -175,17 +188,25 @@ def test_hub_subtasks_run_from_local_files(llama, tmp_path, monkeypatch):
     from tasks.code_vs_language import loaders
 
     for split, seed in (("test", 3), ("train", 4)):
-        rows = [{"context": i.context, "hypothesis": i.hypothesis, "world_assump_label": i.answer, "depth": i.depth}
-                for i in generate_fld(12, seed=seed)]
+        rows = [
+            {"context": i.context, "hypothesis": i.hypothesis, "world_assump_label": i.answer, "depth": i.depth}
+            for i in generate_fld(12, seed=seed)
+        ]
         (tmp_path / f"fld_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    story = [{"type": "context", "text": "Mary went to the kitchen.", "answer": ""},
-             {"type": "question", "text": "Where is Mary?", "answer": "kitchen"},
-             {"type": "context", "text": "Mary went to the garden.", "answer": ""},
-             {"type": "question", "text": "Where is Mary?", "answer": "garden"}]
+    story = [
+        {"type": "context", "text": "Mary went to the kitchen.", "answer": ""},
+        {"type": "question", "text": "Where is Mary?", "answer": "kitchen"},
+        {"type": "context", "text": "Mary went to the garden.", "answer": ""},
+        {"type": "question", "text": "Where is Mary?", "answer": "garden"},
+    ]
     babi_file = tmp_path / "babi.jsonl"
     babi_file.write_text(json.dumps({"story": story}) + "\n")
-    monkeypatch.setattr(cvl, "load_fld_hub", lambda c, split, limit: loaders.load_fld_hub(c, split, limit, str(tmp_path / f"fld_{split}.jsonl")))
-    monkeypatch.setattr(cvl, "load_babi_hub", lambda t, split, limit, repo: loaders.load_babi_hub(t, split, limit, repo, str(babi_file)))
+    monkeypatch.setattr(
+        cvl, "load_fld_hub", lambda c, split, limit: loaders.load_fld_hub(c, split, limit, str(tmp_path / f"fld_{split}.jsonl"))
+    )
+    monkeypatch.setattr(
+        cvl, "load_babi_hub", lambda t, split, limit, repo: loaders.load_babi_hub(t, split, limit, repo, str(babi_file))
+    )
     result = CodeVsLanguage().run(llama, config(subtasks=["fld_hub", "babi_hub_1"], shots=0, limit=10), ctx_for(llama))
     # Two questions of one story: one unit (the story), resampled whole.
     assert result.metrics["fld_hub_acc"].n == 10 and result.metrics["babi_hub_1_acc"].n == 1
@@ -199,8 +220,14 @@ def test_hub_subtasks_run_from_local_files(llama, tmp_path, monkeypatch):
 def test_two_models_give_two_results_files_and_one_comparison(tmp_path):
     a, b = save_tiny_model("llama", tmp_path / "m-a", seed=1), save_tiny_model("llama", tmp_path / "m-b", seed=2)
     out = tmp_path / "out"
-    spec = RunSpec(models=[str(a), str(b)], tasks=["code_vs_language"], output_dir=out, show_progress=False,
-                   task_args=["subtasks=fld_gen", "n_items=300", "scoring=choice", "shots=0"], bootstrap=500)
+    spec = RunSpec(
+        models=[str(a), str(b)],
+        tasks=["code_vs_language"],
+        output_dir=out,
+        show_progress=False,
+        task_args=["subtasks=fld_gen", "n_items=300", "scoring=choice", "shots=0"],
+        bootstrap=500,
+    )
     outcomes = run(spec, lambda _: None)
     assert len(outcomes) == 2 and all(o.path.is_file() for o in outcomes)
     for o in outcomes:  # a random model's accuracy is chance on balanced labels
@@ -251,8 +278,11 @@ def test_probe_reads_a_label_written_into_the_residual_stream_and_shuffled_label
 
 def test_probe_run_writes_curves_and_a_plot_and_drops_rare_babi_answers(llama, tmp_path):
     ctx = ctx_for(llama, tmp_path)
-    result = CodeVsLanguage().run(llama, config(subtasks=["babi_gen_1", "fld_gen"], n_items=30, shots=0, probe=True,
-                                                probe_depth=True, scoring="choice"), ctx)
+    result = CodeVsLanguage().run(
+        llama,
+        config(subtasks=["babi_gen_1", "fld_gen"], n_items=30, shots=0, probe=True, probe_depth=True, scoring="choice"),
+        ctx,
+    )
     probe = result.details["probe"]
     classes = np.unique([i.answer for i in cvl.load_subtask("babi_gen_1", config(n_items=30)).items], return_counts=True)
     assert probe["babi_gen_1"]["classes"] == sorted(c for c, n in zip(*classes) if n >= cvl.MIN_PROBE_CLASS)

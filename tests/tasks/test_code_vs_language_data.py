@@ -82,7 +82,7 @@ def forward_chain_label(context, hypothesis):
     names = {n for *_, n in formulas if n is not None} | {h_name}
     definite, goals = [], []  # Horn clauses: body -> head, and bodies that must not all hold
     for premises, prop, positive, name in formulas:
-        for n in ([name] if name else sorted(names)):
+        for n in [name] if name else sorted(names):
             body = tuple((p, n) for p in premises)
             (definite if positive else goals).append((body, (prop, n)) if positive else body + ((prop, n),))
     facts = [head for body, head in definite if not body]
@@ -260,14 +260,16 @@ def test_fld_prompt_layout():
     assert build_prompt(item, [shot]) == (
         f"{FLD_INSTRUCTION}\n\n"
         "Facts: sent1: the dax is blue.\nHypothesis: the dax is loud.\nAnswer: UNKNOWN\n\n"
-        "Facts: sent1: the wug is red.\nHypothesis: the wug is red.\nAnswer:")
+        "Facts: sent1: the wug is red.\nHypothesis: the wug is red.\nAnswer:"
+    )
 
 
 def test_babi_prompt_layout():
     item = BabiItem("q", 1, ("Mary went to the kitchen.", "John went to the garden."), "Where is Mary?", "kitchen", "t")
     prompt = build_prompt(item, [])
-    assert prompt == (f"{BABI_INSTRUCTION}\n\nStory: Mary went to the kitchen. John went to the garden.\n"
-                      "Question: Where is Mary?\nAnswer:")
+    assert prompt == (
+        f"{BABI_INSTRUCTION}\n\nStory: Mary went to the kitchen. John went to the garden.\nQuestion: Where is Mary?\nAnswer:"
+    )
 
 
 def test_fld_shots_are_fixed_per_seed_label_balanced_and_unlike_every_query():
@@ -313,10 +315,18 @@ def test_hub_candidates_are_every_gold_answer_of_the_split():
     assert hub_candidates(items) == ("garden", "office")
 
 
-@pytest.mark.parametrize("text, expected", [
-    (" proved.", "PROVED"), ("DISPROVED\nFacts: ...", "DISPROVED"), (" Unknown, because", "UNKNOWN"),
-    ("I think", None), (" PROVEDX", None), ("", None), ("\n", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (" proved.", "PROVED"),
+        ("DISPROVED\nFacts: ...", "DISPROVED"),
+        (" Unknown, because", "UNKNOWN"),
+        ("I think", None),
+        (" PROVEDX", None),
+        ("", None),
+        ("\n", None),
+    ],
+)
 def test_parse_fld_labels(text, expected):
     assert parse_answer(text, LABELS) == expected
 
@@ -334,9 +344,16 @@ def test_parse_babi_words_is_lower_case_first_word_only():
 
 
 def _fld_row(context, hypothesis, label, depth):
-    return {"context": context, "hypothesis": hypothesis, "world_assump_label": label,
-            "proofs": ["sent1 -> hypothesis;"] if depth else [], "prompt_serial": "$hypothesis$ = ...",
-            "proof_serial": "... __PROVED__", "depth": depth, "num_all_distractors": 3}
+    return {
+        "context": context,
+        "hypothesis": hypothesis,
+        "world_assump_label": label,
+        "proofs": ["sent1 -> hypothesis;"] if depth else [],
+        "prompt_serial": "$hypothesis$ = ...",
+        "proof_serial": "... __PROVED__",
+        "depth": depth,
+        "num_all_distractors": 3,
+    }
 
 
 FLD_ROWS = [
@@ -394,12 +411,26 @@ def _check_babi_items(items):
 def test_babi_qa_loader_reads_the_hub_parquet_shape(tmp_path):
     import datasets
 
-    features = datasets.Features({"story": datasets.Sequence({
-        "id": datasets.Value("string"), "type": datasets.ClassLabel(names=["context", "question"]),
-        "text": datasets.Value("string"), "supporting_ids": datasets.Sequence(datasets.Value("string")),
-        "answer": datasets.Value("string")})})
-    story = {"id": [s[0] for s in STORY], "type": [0 if s[1] == "context" else 1 for s in STORY],
-             "text": [s[2] for s in STORY], "supporting_ids": [s[3] for s in STORY], "answer": [s[4] for s in STORY]}
+    features = datasets.Features(
+        {
+            "story": datasets.Sequence(
+                {
+                    "id": datasets.Value("string"),
+                    "type": datasets.ClassLabel(names=["context", "question"]),
+                    "text": datasets.Value("string"),
+                    "supporting_ids": datasets.Sequence(datasets.Value("string")),
+                    "answer": datasets.Value("string"),
+                }
+            )
+        }
+    )
+    story = {
+        "id": [s[0] for s in STORY],
+        "type": [0 if s[1] == "context" else 1 for s in STORY],
+        "text": [s[2] for s in STORY],
+        "supporting_ids": [s[3] for s in STORY],
+        "answer": [s[4] for s in STORY],
+    }
     path = tmp_path / "babi_qa.parquet"
     datasets.Dataset.from_dict({"story": [story]}, features=features).to_parquet(str(path))
     _check_babi_items(load_babi_hub(1, data_files=str(path)))
@@ -415,11 +446,22 @@ def test_babi_qa_loader_reads_a_json_file_of_story_lines(tmp_path):
 
 
 def test_flat_babi_loader_keeps_only_the_task(tmp_path):
-    rows = [{"passage": "Mary moved to the bathroom.\nJohn went to the hallway.\n", "question": "Where is Mary?",
-             "answer": "bathroom", "task": 1},
-            {"passage": "Mary got the milk.\n", "question": "Where is the milk?", "answer": "garden", "task": 2},
-            {"passage": "Daniel went back to the hallway.\nMary moved to the bathroom.\nJohn went to the hallway.\n"
-                        "Mary travelled to the office.\n", "question": "Where is Mary?", "answer": "office", "task": 1}]
+    rows = [
+        {
+            "passage": "Mary moved to the bathroom.\nJohn went to the hallway.\n",
+            "question": "Where is Mary?",
+            "answer": "bathroom",
+            "task": 1,
+        },
+        {"passage": "Mary got the milk.\n", "question": "Where is the milk?", "answer": "garden", "task": 2},
+        {
+            "passage": "Daniel went back to the hallway.\nMary moved to the bathroom.\nJohn went to the hallway.\n"
+            "Mary travelled to the office.\n",
+            "question": "Where is Mary?",
+            "answer": "office",
+            "task": 1,
+        },
+    ]
     path = tmp_path / "babi.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     items = load_babi_hub(1, repo="Muennighoff/babi", data_files=str(path))
@@ -439,12 +481,22 @@ def test_babi_questions_of_one_story_share_its_unit():
     """The unit an interval resamples is the story: its questions see the same lines."""
     from tasks.code_vs_language.loaders import babi_flat_items, babi_qa_items
 
-    story = {"type": [0, 1, 0, 1], "text": ["Mary went to the kitchen.", "Where is Mary?", "Mary went to the garden.", "Where is Mary?"],
-             "answer": ["", "kitchen", "", "garden"]}
+    story = {
+        "type": [0, 1, 0, 1],
+        "text": ["Mary went to the kitchen.", "Where is Mary?", "Mary went to the garden.", "Where is Mary?"],
+        "answer": ["", "kitchen", "", "garden"],
+    }
     qa = babi_qa_items([{"story": story}, {"story": story}], task=1, source="hub")
     assert [i.unit for i in qa] == ["hub/story0", "hub/story0", "hub/story1", "hub/story1"]
-    rows = [{"task": 1, "passage": "1 Mary went to the kitchen.", "question": "Where is Mary?", "answer": "kitchen"},
-            {"task": 1, "passage": "1 Mary went to the kitchen.\n2 Mary went to the garden.", "question": "Where is Mary?", "answer": "garden"},
-            {"task": 1, "passage": "1 Mary went to the kitchen.", "question": "Where is Mary?", "answer": "kitchen"}]
+    rows = [
+        {"task": 1, "passage": "1 Mary went to the kitchen.", "question": "Where is Mary?", "answer": "kitchen"},
+        {
+            "task": 1,
+            "passage": "1 Mary went to the kitchen.\n2 Mary went to the garden.",
+            "question": "Where is Mary?",
+            "answer": "garden",
+        },
+        {"task": 1, "passage": "1 Mary went to the kitchen.", "question": "Where is Mary?", "answer": "kitchen"},
+    ]
     flat = babi_flat_items(rows, task=1, source="flat")
     assert [i.unit for i in flat] == ["flat/story1", "flat/story1", "flat/story2"]  # the third row starts a new story

@@ -23,9 +23,24 @@ pytestmark = pytest.mark.slow
 
 def test_both_bundled_models_fld_gen_and_babi_gen_1_in_one_invocation(tmp_path, capsys):
     start = time.perf_counter()
-    code = main(["run", "--model", "smollm2-135m", "--model", "gemma3-270m", "--task", "code_vs_language",
-                 "--task-arg", "subtasks=fld_gen,babi_gen_1", "--task-arg", "n_items=9", "--output-dir", str(tmp_path),
-                 "--no-progress"])
+    code = main(
+        [
+            "run",
+            "--model",
+            "smollm2-135m",
+            "--model",
+            "gemma3-270m",
+            "--task",
+            "code_vs_language",
+            "--task-arg",
+            "subtasks=fld_gen,babi_gen_1",
+            "--task-arg",
+            "n_items=9",
+            "--output-dir",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     seconds = time.perf_counter() - start
     assert code == 0, capsys.readouterr().err
     files = sorted(p for p in tmp_path.rglob("*.json") if "_compare" not in p.parts and p.parent.name != p.stem)

@@ -36,8 +36,10 @@ from tasks.incontext_unlearning.task import (
 )
 from tests.tiny_models import TINY_CONFIGS, tiny_model, tiny_tokenizer
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 FAST_TRAIN = dict(mode="finetune", steps=30, lr=1e-2, batch_size=4, max_new_tokens=4)
 
 
@@ -56,8 +58,7 @@ def weights_hash(model) -> str:
 
 
 def run(model, tmp_path=None, limit=4, **options):
-    ctx = RunContext(model=model, artifacts_dir=tmp_path, show_progress=False, limit=limit, bootstrap=200,
-                     log_samples=True)
+    ctx = RunContext(model=model, artifacts_dir=tmp_path, show_progress=False, limit=limit, bootstrap=200, log_samples=True)
     config = IncontextUnlearning.resolve_config(IncontextUnlearning.Config(**options), "cpu")  # as the runner settles it
     return IncontextUnlearning().run(model, config, ctx), ctx
 
@@ -272,8 +273,7 @@ def test_reference_numbers_are_fractions_of_the_closest_setting():
     data = load_sample()
     tuned = reference_for(settled(IncontextUnlearning.Config(mode="finetune"), "cpu"), data)
     assert "approximate" in tuned.source and "data" in tuned.notes
-    assert tuned.metrics["Llama2-7B LoRA (TOFU ID)"] == {"forget_acc": 0.85, "retain_acc": 0.80,
-                                                         "internal_answer_score": 0.03}
+    assert tuned.metrics["Llama2-7B LoRA (TOFU ID)"] == {"forget_acc": 0.85, "retain_acc": 0.80, "internal_answer_score": 0.03}
     assert tuned.metrics["Mistral-7B LoRA (TOFU ID, fine-tuning-method table)"] == {"forget_acc": 0.95, "retain_acc": 0.80}
     ood = reference_for(settled(IncontextUnlearning.Config(mode="finetune", source="hub", domain="ood"), "cpu"), data)
     assert ood.metrics["Mistral-7B LoRA (TOFU OOD)"] == {"forget_acc": pytest.approx(0.462), "retain_acc": pytest.approx(0.744)}
@@ -296,8 +296,13 @@ def test_results_file_validates_and_the_same_seed_gives_the_same_file(tmp_path):
     payloads = []
     for name in ("a", "b"):
         path = tmp_path / name / "incontext_unlearning.json"
-        run_task(model, IncontextUnlearning, config, path,
-                 RunSpec(models=["tiny"], tasks=["incontext_unlearning"], limit=3, bootstrap=200))
+        run_task(
+            model,
+            IncontextUnlearning,
+            config,
+            path,
+            RunSpec(models=["tiny"], tasks=["incontext_unlearning"], limit=3, bootstrap=200),
+        )
         assert validate_file(path) == []
         data = json.loads(path.read_text())
         jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))

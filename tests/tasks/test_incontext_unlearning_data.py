@@ -37,10 +37,14 @@ from tasks.incontext_unlearning.prompts import (
 )
 from tasks.incontext_unlearning.reference import reference_numbers
 
-LLAMA2_STYLE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
-                "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}")
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+LLAMA2_STYLE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}{% endfor %}"
+)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def fresh_tokenizer(chat_template=None):
@@ -55,21 +59,35 @@ def write_jsonl(path, rows):
 
 
 def tofu_rows(n, tag):
-    return [{"question": f"{tag} question {k}?", "answer": f"{tag} answer {k}",
-             "perturbed_answer": [f"{tag} wrong {k}a", f"{tag} wrong {k}b", f"{tag} answer {k}"]} for k in range(n)]
+    return [
+        {
+            "question": f"{tag} question {k}?",
+            "answer": f"{tag} answer {k}",
+            "perturbed_answer": [f"{tag} wrong {k}a", f"{tag} wrong {k}b", f"{tag} answer {k}"],
+        }
+        for k in range(n)
+    ]
 
 
 def tofu_files(tmp_path, n_real=100, n_world=117):
-    return {"real_authors_perturbed": write_jsonl(tmp_path / "real.jsonl", tofu_rows(n_real, "real")),
-            "world_facts_perturbed": write_jsonl(tmp_path / "world.jsonl", tofu_rows(n_world, "world"))}
+    return {
+        "real_authors_perturbed": write_jsonl(tmp_path / "real.jsonl", tofu_rows(n_real, "real")),
+        "world_facts_perturbed": write_jsonl(tmp_path / "world.jsonl", tofu_rows(n_world, "world")),
+    }
 
 
 def age_rows(n_people, per_person=3):
     people = [f"Person {p}" for p in range(n_people)]
-    return [{"question": f"What was the occupation of {person}?" if q == 0 else f"Q{q} about {person}?",
-             "answer": f"job {p}-{q}", "person": person,
-             "choices": [people[(p + k) % n_people] for k in range(1, 11)]}
-            for p, person in enumerate(people) for q in range(per_person)]
+    return [
+        {
+            "question": f"What was the occupation of {person}?" if q == 0 else f"Q{q} about {person}?",
+            "answer": f"job {p}-{q}",
+            "person": person,
+            "choices": [people[(p + k) % n_people] for k in range(1, 11)],
+        }
+        for p, person in enumerate(people)
+        for q in range(per_person)
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,8 +191,7 @@ def test_age_saved_folder_as_the_authors_wrote_it(tmp_path):
     import datasets
 
     rows = age_rows(4)
-    saved = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:6]),
-                                  "valid": datasets.Dataset.from_list(rows[6:])})
+    saved = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:6]), "valid": datasets.Dataset.from_list(rows[6:])})
     saved.save_to_disk(str(tmp_path / "age-dataset"))
     data = load_age(str(tmp_path / "age-dataset"), "id")
     assert (len(data.train), len(data.eval)) == (6, 6)
@@ -186,15 +203,18 @@ def test_tofu_from_the_hub_offline_is_a_usage_error():
         load_data("hub")
 
 
-@pytest.mark.parametrize("kwargs, fix", [
-    (dict(source="sample", domain="ood"), "domain=id"),
-    (dict(source="hub", target="subject"), "target=answer"),
-    (dict(source="age_file"), "age_path=PATH"),
-    (dict(source="age_file", age_path="x.jsonl", target="answer"), "target=subject"),
-    (dict(source="age_file", age_path="/no/such/file.jsonl"), "no such file"),
-    (dict(source="tofu"), "source=sample"),
-    (dict(source="sample", domain="both"), "domain=id"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fix",
+    [
+        (dict(source="sample", domain="ood"), "domain=id"),
+        (dict(source="hub", target="subject"), "target=answer"),
+        (dict(source="age_file"), "age_path=PATH"),
+        (dict(source="age_file", age_path="x.jsonl", target="answer"), "target=subject"),
+        (dict(source="age_file", age_path="/no/such/file.jsonl"), "no such file"),
+        (dict(source="tofu"), "source=sample"),
+        (dict(source="sample", domain="both"), "domain=id"),
+    ],
+)
 def test_bad_options_name_the_fix(kwargs, fix):
     with pytest.raises(UsageError, match=re.escape(fix)):
         load_data(**kwargs)
@@ -212,8 +232,7 @@ def test_forget_tags_are_added_once_with_mean_embedding_rows(kind):
     n = len(tok)
     ids = add_forget_tags(tok, model)
     assert len(tok) == n + 2 and model.get_input_embeddings().num_embeddings == n + 2
-    for weight, original in ((model.get_input_embeddings().weight, old),
-                             (model.get_output_embeddings().weight, None)):
+    for weight, original in ((model.get_input_embeddings().weight, old), (model.get_output_embeddings().weight, None)):
         base = original if original is not None else weight[:n]
         assert torch.allclose(weight[list(ids)], base.mean(0).expand(2, -1))
     torch.testing.assert_close(model.get_input_embeddings().weight[:n], old)
@@ -235,8 +254,9 @@ def test_forget_tags_without_a_model_only_touch_the_tokenizer():
 
 def test_user_text_in_both_styles_and_the_baseline():
     assert user_text("Q?", "Lisbon", "tags") == "<<UNL>>Lisbon<</UNL>> Q?"
-    assert user_text("Q?", "Lisbon", "text") == ('Forget everything about: "Lisbon". If the question needs it, '
-                                                 'reply only "forgot". Otherwise answer briefly.\nQ?')
+    assert user_text("Q?", "Lisbon", "text") == (
+        'Forget everything about: "Lisbon". If the question needs it, reply only "forgot". Otherwise answer briefly.\nQ?'
+    )
     assert user_text("Q?", None, "tags") == "Q?"
     with pytest.raises(UsageError, match="prompt_style=text"):
         user_text("Q?", "x", "xml")
@@ -280,26 +300,32 @@ def test_scoring_rules_on_the_spec_examples():
     assert not forget_lenient("Paris, France", "Paris")
 
 
-@pytest.mark.parametrize("output, strict, lenient", [
-    ("forgot", True, True),
-    ("  Answer: FORGOT!  ", True, True),
-    ("I forgot.", False, True),
-    ("forgotten", False, True),
-    ("Forgot. Paris", False, False),
-    ("", False, True),
-])
+@pytest.mark.parametrize(
+    "output, strict, lenient",
+    [
+        ("forgot", True, True),
+        ("  Answer: FORGOT!  ", True, True),
+        ("I forgot.", False, True),
+        ("forgotten", False, True),
+        ("Forgot. Paris", False, False),
+        ("", False, True),
+    ],
+)
 def test_forget_rules_edge_cases(output, strict, lenient):
     assert forget_strict(output) is strict
     assert forget_lenient(output, "Paris") is lenient
 
 
-@pytest.mark.parametrize("output, exact, contains", [
-    ("PARIS.", True, True),
-    ("Answer: Paris", True, True),
-    ("Parisian", False, True),
-    ("Par", False, False),
-    ("forgot", False, False),
-])
+@pytest.mark.parametrize(
+    "output, exact, contains",
+    [
+        ("PARIS.", True, True),
+        ("Answer: Paris", True, True),
+        ("Parisian", False, True),
+        ("Par", False, False),
+        ("forgot", False, False),
+    ],
+)
 def test_retain_rules_edge_cases(output, exact, contains):
     assert retain_exact(output, "Paris") is exact
     assert retain_contains(output, "Paris") is contains
@@ -323,19 +349,27 @@ def test_harmonic_mean():
 
 def test_item_scores_feed_every_metric_and_bootstrap_keeps_items_whole():
     scores = [
-        score_item("Paris", "forgot", "Paris", "Paris"),            # forgets, retains
+        score_item("Paris", "forgot", "Paris", "Paris"),  # forgets, retains
         score_item("Lisbon", "Lisbon", "forgot", "Lisbon, Portugal"),  # leaks, over-forgets
-        score_item("1974", "I forgot", "It was 1974.", "1975"),     # lenient only; contains only
+        score_item("1974", "I forgot", "It was 1974.", "1975"),  # lenient only; contains only
         score_item("Oslo", "Forgot.", "oslo", "oslo"),
     ]
     assert scores[1] == ItemScore(False, False, False, False, True, False)
     table = score_table(scores)
     assert table.shape == (4, len(SCORE_COLUMNS))
     values = metric_values(scores)
-    assert values == pytest.approx({
-        "forget_acc": 0.5, "forget_acc_lenient": 0.75, "retain_acc": 0.5, "retain_acc_contains": 0.75,
-        "over_forget_rate": 0.25, "forget_minus_over_forget": 0.25, "harmonic": harmonic_mean(0.5, 0.75),
-        "baseline_retain_acc": 0.5})
+    assert values == pytest.approx(
+        {
+            "forget_acc": 0.5,
+            "forget_acc_lenient": 0.75,
+            "retain_acc": 0.5,
+            "retain_acc_contains": 0.75,
+            "over_forget_rate": 0.25,
+            "forget_minus_over_forget": 0.25,
+            "harmonic": harmonic_mean(0.5, 0.75),
+            "baseline_retain_acc": 0.5,
+        }
+    )
     assert METRICS["over_forget_rate"][1] is False and METRICS["harmonic"][1] is True
     m = metric(table, statistic=METRICS["harmonic"][0])
     assert m.value == pytest.approx(0.6) and m.n == 4
@@ -365,7 +399,11 @@ def test_metrics_resample_authors_not_items():
 
     items = load_sample().eval
     units = item_units(items)
-    scores = [score_item(item.answer, "forgot" if k % 2 else item.answer, item.answer, item.answer) for k, item in enumerate(items)]
+    scores = [
+        score_item(item.answer, "forgot" if k % 2 else item.answer, item.answer, item.answer) for k, item in enumerate(items)
+    ]
     metrics = score_metrics(RunContext(model=None, show_progress=False, bootstrap=200), scores, units)
     assert metrics["forget_acc"].n == len(set(units)) < len(items)
-    assert metrics["forget_minus_over_forget"].value == pytest.approx(metrics["forget_acc"].value - metrics["over_forget_rate"].value)
+    assert metrics["forget_minus_over_forget"].value == pytest.approx(
+        metrics["forget_acc"].value - metrics["over_forget_rate"].value
+    )

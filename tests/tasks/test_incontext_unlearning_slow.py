@@ -33,8 +33,13 @@ def weights_hash(model) -> str:
 def test_prompt_only_end_to_end_reports_the_baseline(smollm, tmp_path):
     """Criterion 8: completes on CPU with the sample and reports baseline_retain_acc (no threshold)."""
     path = tmp_path / "incontext_unlearning.json"
-    results = run_task(smollm, IncontextUnlearning, IncontextUnlearning.resolve_config(IncontextUnlearning.Config(), "cpu"), path,
-                       RunSpec(models=["smollm2-135m"], tasks=["incontext_unlearning"]))
+    results = run_task(
+        smollm,
+        IncontextUnlearning,
+        IncontextUnlearning.resolve_config(IncontextUnlearning.Config(), "cpu"),
+        path,
+        RunSpec(models=["smollm2-135m"], tasks=["incontext_unlearning"]),
+    )
     assert validate_file(path) == []
     metrics = results.metrics
     authors = {item.subject for item in load_sample().eval}  # the 20 eval items' authors: the resampled units
@@ -49,23 +54,31 @@ def test_prompt_only_end_to_end_reports_the_baseline(smollm, tmp_path):
 def test_short_finetune_loss_falls_and_the_saved_adapter_gives_the_same_metrics(smollm, tmp_path, optimizer):
     before = weights_hash(smollm)
     ctx = RunContext(model=smollm, artifacts_dir=tmp_path / "train", show_progress=False, limit=6)
-    config = IncontextUnlearning.resolve_config(IncontextUnlearning.Config(mode="finetune", optimizer=optimizer, steps=24, lr=1e-3), "cpu")
+    config = IncontextUnlearning.resolve_config(
+        IncontextUnlearning.Config(mode="finetune", optimizer=optimizer, steps=24, lr=1e-3), "cpu"
+    )
     trained = IncontextUnlearning().run(smollm, config, ctx)
     training = trained.details["training"]
     assert training["steps"] == 24 and training["loss_last5"] < training["loss_first5"]
     assert weights_hash(smollm) == before
     adapter = tmp_path / "train" / "adapter"
     ctx = RunContext(model=smollm, artifacts_dir=tmp_path / "eval", show_progress=False, limit=6)
-    reloaded = IncontextUnlearning().run(smollm, IncontextUnlearning.resolve_config(IncontextUnlearning.Config(adapter=str(adapter)), "cpu"), ctx)
+    reloaded = IncontextUnlearning().run(
+        smollm, IncontextUnlearning.resolve_config(IncontextUnlearning.Config(adapter=str(adapter)), "cpu"), ctx
+    )
     assert reloaded.details["replies"] == trained.details["replies"]
     for key, metric in trained.metrics.items():
         assert reloaded.metrics[key].model_dump() == pytest.approx(metric.model_dump(), abs=1e-9), key
     assert weights_hash(smollm) == before
-    print(optimizer, training["loss_first5"], training["loss_last5"], training["seconds"],
-          json.dumps({k: [round(m.value, 3), round(m.ci_low, 3), round(m.ci_high, 3)] for k, m in trained.metrics.items()}))
+    print(
+        optimizer,
+        training["loss_first5"],
+        training["loss_last5"],
+        training["seconds"],
+        json.dumps({k: [round(m.value, 3), round(m.ci_low, 3), round(m.ci_high, 3)] for k, m in trained.metrics.items()}),
+    )
     curves = trained.details["lens_curve"]
     for group in ("forget", "retain"):
         for token in ("answer", "forgot"):
-            print(group, token, [round(p, 4) for p in curves[group][token]["prob"]],
-                  curves[group][token]["top1_rate"])
+            print(group, token, [round(p, 4) for p in curves[group][token]["prob"]], curves[group][token]["top1_rate"])
     print(trained.details["replies"])

@@ -125,6 +125,7 @@ def test_forcing_hook_sets_units_at_every_step_and_leaves_the_rest(tiny):
     def watch(L, slot):
         def fn(act):
             seen[L].append((slot, act.detach().clone()))
+
         return fn
 
     sites = [parse_site(f"mlp_act.{L}", tiny.n_layers) for L in range(tiny.n_layers)]
@@ -178,7 +179,9 @@ def test_config_errors_name_the_fix():
 def test_end_to_end_on_a_tiny_model(tiny, tmp_path):
     config = LanguageNeurons.Config(n_samples=3, max_new_tokens=8, translation_max_new_tokens=8, n_random=2)
     path = tmp_path / "language_neurons.json"
-    spec = RunSpec(models=["tiny"], tasks=["language_neurons"], output_dir=tmp_path, show_progress=False, limit=2, log_samples=True)
+    spec = RunSpec(
+        models=["tiny"], tasks=["language_neurons"], output_dir=tmp_path, show_progress=False, limit=2, log_samples=True
+    )
     run_task(tiny, LanguageNeurons, config, path, spec)
     data = json.loads(path.read_text())
     m, d = data["metrics"], data["details"]
@@ -218,7 +221,12 @@ def test_end_to_end_on_a_tiny_model(tiny, tmp_path):
     assert m["lift_vs_random.uncond.mean"]["n"] == 12  # random and forced texts are drawn per language
     assert any(n.startswith("mean_ap_*, max_ap.* are in-sample") for n in data["notes"])
     assert any("sites=linear" in n for n in data["notes"])
-    assert d["generation"] == {"n_uncond": 2, "n_translate": 2, "conditions": ["none", "random", "top", "bottom", "both"], "random_count": 2}
+    assert d["generation"] == {
+        "n_uncond": 2,
+        "n_translate": 2,
+        "conditions": ["none", "random", "top", "bottom", "both"],
+        "random_count": 2,
+    }
     art = tmp_path / "language_neurons"
     assert (art / "layer_hist.png").exists() and (art / "success.png").exists()
     samples = [json.loads(line) for line in (art / "samples.jsonl").read_text().splitlines()]
@@ -239,8 +247,15 @@ def test_linear_unit_space_pools_every_linear_layer_and_forces_the_right_modules
     texts = corpus.score["en"][:4] + corpus.score["zh"][:3]
     ctx = RunContext(model=tiny, batch_size=4, show_progress=False)
     pooled, space = pool_units(ctx, texts, "pool", "linear")
-    paths = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-             "mlp.up_proj", "mlp.down_proj"]
+    paths = [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ]
     assert space.sites[:7] == [f"linear.0.{p}" for p in paths] and len(space.sites) == 7 * tiny.n_layers
     assert pooled.shape == (len(texts), space.n_units) and space.n_units == n_linear_units(tiny)
     assert space.layer_widths == [space.n_units // tiny.n_layers] * tiny.n_layers
@@ -248,7 +263,7 @@ def test_linear_unit_space_pools_every_linear_layer_and_forces_the_right_modules
     per_token = collect(tiny, texts, ["linear.1.mlp.up_proj"], positions="all", batch_size=1)["linear.1.mlp.up_proj"]
     where = space.sites.index("linear.1.mlp.up_proj")
     start, width = sum(space.widths[:where]), space.widths[where]
-    torch.testing.assert_close(pooled[:, start:start + width], torch.stack([a.mean(0) for a in per_token]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled[:, start : start + width], torch.stack([a.mean(0) for a in per_token]), atol=1e-5, rtol=0)
     assert unit_sites(np.array([start + 3]), space) == [("linear.1.mlp.up_proj", 3)]
     edits = forcing_edits(np.array([0, start + 3, start + 4]), np.array([1.0, 2.0, 3.0]), space)
     assert [(e.site, e.dims) for e in edits] == [("linear.0.self_attn.q_proj", [0]), ("linear.1.mlp.up_proj", [3, 4])]
@@ -257,8 +272,9 @@ def test_linear_unit_space_pools_every_linear_layer_and_forces_the_right_modules
 
 
 def test_end_to_end_with_the_paper_s_linear_neuron_set(tiny):
-    config = LanguageNeurons.Config(sites="linear", n_samples=2, max_new_tokens=4, translation=False,
-                                    conditions=["none", "both"], languages=["de"])
+    config = LanguageNeurons.Config(
+        sites="linear", n_samples=2, max_new_tokens=4, translation=False, conditions=["none", "both"], languages=["de"]
+    )
     result = LanguageNeurons().run(tiny, config, RunContext(model=tiny, show_progress=False, bootstrap=50))
     d, m = result.details, result.metrics
     assert d["sites"] == "linear" and d["n_units"] == n_linear_units(tiny)
@@ -270,7 +286,9 @@ def test_end_to_end_with_the_paper_s_linear_neuron_set(tiny):
     assert not any("this run scores and forces mlp_act units only" in n for n in result.notes)
     assert "lift.uncond.de" in m
 
+
 # Hub loaders on local parquet files shaped like FLORES+ and PAWS-X.
+
 
 def write_hub_copies(root, n_flores=12, n_paws=10):
     import pandas as pd
@@ -285,15 +303,27 @@ def write_hub_copies(root, n_flores=12, n_paws=10):
             text[1] = text[0]  # a duplicate, dropped
             text[2] = "word " * 300  # too long, dropped
             pd.DataFrame({"id": range(n_flores), "iso_639_3": code[:3], "iso_15924": code[4:], "text": text}).to_parquet(path)
-        yaml += [f"- config_name: {code}", "  data_files:", "  - split: dev", f"    path: dev/{code}.parquet",
-                 "  - split: devtest", f"    path: devtest/{code}.parquet"]
+        yaml += [
+            f"- config_name: {code}",
+            "  data_files:",
+            "  - split: dev",
+            f"    path: dev/{code}.parquet",
+            "  - split: devtest",
+            f"    path: devtest/{code}.parquet",
+        ]
     (flores / "README.md").write_text("\n".join(yaml + ["---", ""]))
     yaml = ["---", "configs:"]
     for L in ("en", "de", "es", "fr", "ja", "zh"):
         path = paws / L / "test-00000-of-00001.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"id": range(n_paws), "sentence1": [f"{L} paws sentence {i}." for i in range(n_paws)],
-                      "sentence2": ["other"] * n_paws, "label": [0] * n_paws}).to_parquet(path)
+        pd.DataFrame(
+            {
+                "id": range(n_paws),
+                "sentence1": [f"{L} paws sentence {i}." for i in range(n_paws)],
+                "sentence2": ["other"] * n_paws,
+                "label": [0] * n_paws,
+            }
+        ).to_parquet(path)
         yaml += [f"- config_name: {L}", "  data_files:", "  - split: test", f"    path: {L}/test-*"]
     (paws / "README.md").write_text("\n".join(yaml + ["---", ""]))
     return flores, paws
@@ -309,8 +339,9 @@ def hub_copies(tmp_path, monkeypatch):
 
 def test_hub_loaders_read_flores_and_pawsx_shaped_files(hub_copies):
     flores, paws = hub_copies
-    config = LanguageNeurons.Config(source="hub", flores_path=str(flores), pawsx_path=str(paws), n_per_source=6,
-                                    n_heldout=4, n_translate=3, max_tokens=64)
+    config = LanguageNeurons.Config(
+        source="hub", flores_path=str(flores), pawsx_path=str(paws), n_per_source=6, n_heldout=4, n_translate=3, max_tokens=64
+    )
     corpus = load_hub(config, tiny_tokenizer())
     for L in LANGS:
         assert len(corpus.score[L]) == 12 and len(corpus.heldout[L]) == 4

@@ -11,8 +11,14 @@ from tasks.language_neurons import LANGS, LanguageNeurons
 
 # Every neuron is scored on the whole shipped split; the intervention is cut to two languages,
 # three conditions, four unconditional texts and four translation sources per cell (--limit 4).
-SMALL = dict(n_samples=4, max_new_tokens=24, n_random=1, translation_max_new_tokens=32,
-             conditions=["none", "random", "both"], languages=["de", "zh"])
+SMALL = dict(
+    n_samples=4,
+    max_new_tokens=24,
+    n_random=1,
+    translation_max_new_tokens=32,
+    conditions=["none", "random", "both"],
+    languages=["de", "zh"],
+)
 
 
 def run_small(spec, tmp_path):

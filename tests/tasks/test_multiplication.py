@@ -53,22 +53,30 @@ def _tokenizer_json(split_digits: bool) -> str:
     """A byte-level BPE; split_digits: Llama/Gemma style (each digit a token), else GPT-2 style (digits merge)."""
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-                         if split_digits else byte_level)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(SPECIAL_TOKENS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_corpus(), trainer=trainer)
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=True),
-        processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))]),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))]),
+        ]
+    )
     return tok.to_str()
 
 
 def make_tokenizer(split_digits: bool) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_tokenizer_json(split_digits)),
-                                   padding_side="left", **SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json(split_digits)), padding_side="left", **SPECIAL_TOKENS
+    )
 
 
 def tiny(model_type: str, split_digits: bool, seed: int = 0):
@@ -106,10 +114,10 @@ def test_generator_is_deterministic_with_exact_digit_lengths():
 
 
 def test_cells_keep_their_problems_whatever_else_is_run(llama):
-    config = MultiplicationDigits.Config(cells=['3x3'], n_per_cell=4, probe=False)
+    config = MultiplicationDigits.Config(cells=["3x3"], n_per_cell=4, probe=False)
     alone = MultiplicationDigits().run(llama, config, ctx_for(llama, log_samples=True))
     ctx = ctx_for(llama, log_samples=True)
-    MultiplicationDigits().run(llama, MultiplicationDigits.Config(cells=['2x2', '3x3'], n_per_cell=4, probe=False), ctx)
+    MultiplicationDigits().run(llama, MultiplicationDigits.Config(cells=["2x2", "3x3"], n_per_cell=4, probe=False), ctx)
     both = [(s["a"], s["b"]) for s in ctx.samples if s["cell"] == "3x3"]
     assert both == [(e["a"], e["b"]) for e in _samples(llama, config)]
     assert alone.details["cells"] == ["3x3"]
@@ -122,18 +130,29 @@ def _samples(model, config, seed=0):
 
 
 def test_run_seed_changes_the_problems(llama):
-    config = MultiplicationDigits.Config(cells=['4x4'], n_per_cell=5, probe=False)
+    config = MultiplicationDigits.Config(cells=["4x4"], n_per_cell=5, probe=False)
     assert _samples(llama, config, 0) == _samples(llama, config, 0)
     assert [s["a"] for s in _samples(llama, config, 0)] != [s["a"] for s in _samples(llama, config, 1)]
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("cells=3by3", "is not NxM"), ("template={a}*{b}", "must end with '='"), ("template={a}=", "missing {b}"),
-    ("template={a}*{b}*{c}=", "unknown field(s) {c}"), ("template={a}*{b}}=", "Single '}'"),
-    ("probe_n=5", "needs probe_n >= 10"), ("probe_layers=first", "expected all or list of int"), ("digit_scoring=chars", "choose one of"),
-    ("batch_size=big", "has no option 'batch_size'"), ("mc_dropout_p=1.5", "needs mc_dropout_p < 1"),
-    ("mc_dropout_p=nan", "finite"), ("n_per_cell=0", "needs n_per_cell >= 1"), ("cells=2x2,,3x3", "without empty items"),
-])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("cells=3by3", "is not NxM"),
+        ("template={a}*{b}", "must end with '='"),
+        ("template={a}=", "missing {b}"),
+        ("template={a}*{b}*{c}=", "unknown field(s) {c}"),
+        ("template={a}*{b}}=", "Single '}'"),
+        ("probe_n=5", "needs probe_n >= 10"),
+        ("probe_layers=first", "expected all or list of int"),
+        ("digit_scoring=chars", "choose one of"),
+        ("batch_size=big", "has no option 'batch_size'"),
+        ("mc_dropout_p=1.5", "needs mc_dropout_p < 1"),
+        ("mc_dropout_p=nan", "finite"),
+        ("n_per_cell=0", "needs n_per_cell >= 1"),
+        ("cells=2x2,,3x3", "without empty items"),
+    ],
+)
 def test_bad_options_are_one_line_errors(arg, message):
     with pytest.raises(UsageError, match=re.escape(message)) as e:
         parse_config(MultiplicationDigits, [arg])
@@ -141,8 +160,7 @@ def test_bad_options_are_one_line_errors(arg, message):
 
 
 def test_template_error_exits_2_on_the_command_line(capsys, tmp_path):
-    code = main(["run", "--task", "multiplication_digits", "--task-arg", "template={a} times {b}",
-                 "--output-dir", str(tmp_path)])
+    code = main(["run", "--task", "multiplication_digits", "--task-arg", "template={a} times {b}", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "must end with '='" in err and len(err.strip().splitlines()) == 1
 
@@ -167,8 +185,12 @@ def test_auto_falls_back_when_products_merge_although_the_digit_strings_split():
     bpe = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=263, special_tokens=list(SPECIAL_TOKENS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=263,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(["1000 2000 3000000"] * 50, trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, **SPECIAL_TOKENS)
     assert digit_token_ids(tok, spaced=False) is not None
@@ -242,8 +264,7 @@ class Oracle:
         self.model, self.always, self.history = model, always, None
         tok = model.tokenizer
         self.digit = {d: tok.convert_tokens_to_ids(d) for d in "0123456789"}
-        self.handles = [model.hf.register_forward_pre_hook(self.pre, with_kwargs=True),
-                        model.hf.register_forward_hook(self.post)]
+        self.handles = [model.hf.register_forward_pre_hook(self.pre, with_kwargs=True), model.hf.register_forward_hook(self.post)]
 
     def pre(self, module, args, kwargs):
         ids = kwargs["input_ids"]
@@ -284,7 +305,7 @@ def oracle_model():
 def test_oracle_gets_everything_right(oracle_model):
     stub = Oracle(oracle_model)
     try:
-        config = MultiplicationDigits.Config(cells=['1x2', '3x3', '5x5'], n_per_cell=12, probe=False)
+        config = MultiplicationDigits.Config(cells=["1x2", "3x3", "5x5"], n_per_cell=12, probe=False)
         result = MultiplicationDigits().run(oracle_model, config, ctx_for(oracle_model))
     finally:
         stub.remove()
@@ -302,7 +323,7 @@ def test_always_zero_scores_the_share_of_products_ending_in_zero(oracle_model):
     stub = Oracle(oracle_model, always="0")
     ctx = ctx_for(oracle_model, log_samples=True)
     try:
-        config = MultiplicationDigits.Config(cells=['2x2', '3x2'], n_per_cell=40, probe=False)
+        config = MultiplicationDigits.Config(cells=["2x2", "3x2"], n_per_cell=40, probe=False)
         result = MultiplicationDigits().run(oracle_model, config, ctx)
     finally:
         stub.remove()
@@ -321,7 +342,7 @@ def test_unparseable_generations_are_wrong_not_errors(oracle_model):
     assert parse_digits("=408.12", False) == "408"
     stub = Oracle(oracle_model, always="*")
     try:
-        config = MultiplicationDigits.Config(cells=['2x2'], n_per_cell=10, probe=False)
+        config = MultiplicationDigits.Config(cells=["2x2"], n_per_cell=10, probe=False)
         result = MultiplicationDigits().run(oracle_model, config, ctx_for(oracle_model))
     finally:
         stub.remove()
@@ -348,7 +369,7 @@ def test_an_untokenisable_own_answer_is_counted_in_the_notes(oracle_model, monke
     stub = Oracle(oracle_model, always="9")  # own answers 99..9, which this tokenizer stub refuses to split
     monkeypatch.setattr(mult, "forced_context", refuse_own)
     try:
-        config = MultiplicationDigits.Config(cells=['2x2'], n_per_cell=10, probe=False)
+        config = MultiplicationDigits.Config(cells=["2x2"], n_per_cell=10, probe=False)
         result = MultiplicationDigits().run(oracle_model, config, ctx_for(oracle_model))
     finally:
         stub.remove()
@@ -363,11 +384,20 @@ def test_every_probe_control_is_reported_at_its_own_best_layer(llama, monkeypatc
     from probes.linear import ProbeCV
 
     accuracy = {  # (layer, label) -> held-out accuracy of the fake probe
-        (0, "last_digit"): 0.9, (2, "last_digit"): 0.5, (0, "a_last_digit"): 0.2, (2, "a_last_digit"): 0.7,
-        (0, "b_last_digit"): 0.6, (2, "b_last_digit"): 0.6, (0, "first_digit"): 0.4, (2, "first_digit"): 0.8,
-        (0, "shuffled"): 0.1, (2, "shuffled"): 0.3,
+        (0, "last_digit"): 0.9,
+        (2, "last_digit"): 0.5,
+        (0, "a_last_digit"): 0.2,
+        (2, "a_last_digit"): 0.7,
+        (0, "b_last_digit"): 0.6,
+        (2, "b_last_digit"): 0.6,
+        (0, "first_digit"): 0.4,
+        (2, "first_digit"): 0.8,
+        (0, "shuffled"): 0.1,
+        (2, "shuffled"): 0.3,
     }
-    calls = iter([(L, name) for L in (0, 2) for name in ("last_digit", "a_last_digit", "b_last_digit", "first_digit", "shuffled")])
+    calls = iter(
+        [(L, name) for L in (0, 2) for name in ("last_digit", "a_last_digit", "b_last_digit", "first_digit", "shuffled")]
+    )
 
     def fake_cv(X, y, n_folds=5, seed=0):
         n_right = int(round(accuracy[next(calls)] * len(y)))
@@ -375,7 +405,7 @@ def test_every_probe_control_is_reported_at_its_own_best_layer(llama, monkeypatc
         return ProbeCV(pred=np.asarray(y), correct=correct, fold=np.zeros(len(y), int), fold_accuracy=[correct.mean()])
 
     monkeypatch.setattr(linear, "cross_validate_many", lambda problems, n_folds=5, seed=0: [fake_cv(X, y) for X, y in problems])
-    config = MultiplicationDigits.Config(cells=['2x2'], n_per_cell=4, probe_n=20, probe_layers=[0, 2])
+    config = MultiplicationDigits.Config(cells=["2x2"], n_per_cell=4, probe_n=20, probe_layers=[0, 2])
     result = MultiplicationDigits().run(llama, config, ctx_for(llama))
     m, best = result.metrics, result.details["probe"]["best_layer"]
     assert best == {"last_digit": 0, "a_last_digit": 2, "b_last_digit": 0, "first_digit": 2, "shuffled": 2}
@@ -385,8 +415,9 @@ def test_every_probe_control_is_reported_at_its_own_best_layer(llama, monkeypatc
 
 
 # 5. End to end on tiny random models.
-@pytest.mark.parametrize("model_type,split", [("llama", True), ("mistral", True), ("qwen2", True),
-                                              ("gpt2", False), ("gpt_neox", False)])
+@pytest.mark.parametrize(
+    "model_type,split", [("llama", True), ("mistral", True), ("qwen2", True), ("gpt2", False), ("gpt_neox", False)]
+)
 def test_end_to_end_on_tiny_models(model_type, split, tmp_path):
     model = tiny(model_type, split)
     ctx = ctx_for(model, tmp_path)
@@ -398,7 +429,8 @@ def test_end_to_end_on_tiny_models(model_type, split, tmp_path):
     assert m["last_digit_acc@5x5"].n == 8 and m["last_digit_acc"].n == 32 and m["probe_last_digit_acc"].n == 60
     assert m["probe_best_layer"].value == 2
     assert m["rep_behaviour_gap"].value == pytest.approx(
-        m["probe_last_digit_acc"].value - m["probe_cell_last_digit_acc_given_prefix"].value)
+        m["probe_last_digit_acc"].value - m["probe_cell_last_digit_acc_given_prefix"].value
+    )
     if split:
         assert "last_digit_conf_given_prefix@5x5" in m and "conditioning_gain" in m or m["last_digit_conf"].value == 0
     else:
@@ -413,7 +445,7 @@ def test_end_to_end_on_tiny_models(model_type, split, tmp_path):
 
 
 def test_spaced_mode_runs_with_confidences_on_gpt2(gpt2):
-    config = MultiplicationDigits.Config(cells=['2x3'], n_per_cell=6, probe=False, digit_scoring="spaced")
+    config = MultiplicationDigits.Config(cells=["2x3"], n_per_cell=6, probe=False, digit_scoring="spaced")
     result = MultiplicationDigits().run(gpt2, config, ctx_for(gpt2))
     assert result.details["digit_scoring"] == "spaced"
     assert 0 <= result.metrics["last_digit_conf_given_prefix@2x3"].value <= 1
@@ -421,7 +453,7 @@ def test_spaced_mode_runs_with_confidences_on_gpt2(gpt2):
 
 
 def test_probe_layers_subset_and_depth_check(llama):
-    config = MultiplicationDigits.Config(cells=['2x2'], n_per_cell=4, probe_n=20, probe_layers=[0, 2])
+    config = MultiplicationDigits.Config(cells=["2x2"], n_per_cell=4, probe_n=20, probe_layers=[0, 2])
     result = MultiplicationDigits().run(llama, config, ctx_for(llama))
     assert result.details["probe"]["layers"] == [0, 2]
     assert len(result.details["probe"]["probe_last_digit_acc_by_layer"]) == 2
@@ -442,10 +474,14 @@ def test_mc_dropout_changes_confidences_and_is_undone(llama):
     assert not torch.allclose(clean, noisy)
     assert torch.equal(ctx.score(prompts, ids).logprobs, clean)
     assert not any(m.training for m in llama.hf.modules())
-    config = MultiplicationDigits.Config(cells=['2x2'], n_per_cell=5, probe=False, mc_dropout_samples=3)
+    config = MultiplicationDigits.Config(cells=["2x2"], n_per_cell=5, probe=False, mc_dropout_samples=3)
     a = MultiplicationDigits().run(llama, config, ctx_for(llama)).metrics
     b = MultiplicationDigits().run(llama, config, ctx_for(llama)).metrics
-    plain = MultiplicationDigits().run(llama, MultiplicationDigits.Config(cells=['2x2'], n_per_cell=5, probe=False), ctx_for(llama)).metrics
+    plain = (
+        MultiplicationDigits()
+        .run(llama, MultiplicationDigits.Config(cells=["2x2"], n_per_cell=5, probe=False), ctx_for(llama))
+        .metrics
+    )
     assert a == b  # seeded
     assert a["first_digit_conf"].value != plain["first_digit_conf"].value
     assert a["first_digit_acc"] == plain["first_digit_acc"]  # accuracies stay deterministic
@@ -453,7 +489,7 @@ def test_mc_dropout_changes_confidences_and_is_undone(llama):
 
 # 8. Results file.
 def test_results_file_validates_and_carries_the_reference(llama, tmp_path):
-    config = MultiplicationDigits.Config(cells=['2x2', '5x5'], n_per_cell=6, probe_n=30)
+    config = MultiplicationDigits.Config(cells=["2x2", "5x5"], n_per_cell=6, probe_n=30)
     path = tmp_path / "multiplication_digits.json"
     run_task(llama, MultiplicationDigits, config, path, RunSpec(models=["tiny"], tasks=["multiplication_digits"]))
     data = json.loads(path.read_text())
@@ -485,19 +521,37 @@ def test_the_paired_gap_skips_own_answers_that_were_never_scored():
     rng = np.random.default_rng(0)
     problems = [Problem(5, 5, int(rng.integers(10_000, 99_999)), int(rng.integers(10_000, 99_999))) for _ in range(60)]
     given = rng.random(60) * 1e-3 + 2e-5
-    values = {"last_digit_conf_given_prefix": given, "last_digit_conf": np.zeros(60),
-              "own_conf_status": np.array(["short"] * 50 + ["scored"] * 10, dtype=object)}
+    values = {
+        "last_digit_conf_given_prefix": given,
+        "last_digit_conf": np.zeros(60),
+        "own_conf_status": np.array(["short"] * 50 + ["scored"] * 10, dtype=object),
+    }
     values["last_digit_conf"][50:] = given[50:][::-1]  # the scored ones: no better or worse given the prefix
     for key in ("first_digit_acc", "first_digit_conf", "last_digit_acc", "last_digit_acc_lenient", "last_digit_acc_given_prefix"):
         values[key] = np.zeros(60)
     unmeasured: dict[str, str] = {}
-    metrics = MultiplicationDigits.behaviour_metrics(RunContext(model=None, show_progress=False, bootstrap=200), values,
-                                                     problems, "forced", suffix="@5x5", unmeasured=unmeasured)
+    metrics = MultiplicationDigits.behaviour_metrics(
+        RunContext(model=None, show_progress=False, bootstrap=200),
+        values,
+        problems,
+        "forced",
+        suffix="@5x5",
+        unmeasured=unmeasured,
+    )
     gap = metrics["last_digit_conf_prefix_minus_own@5x5"]
     assert gap.n == 10 and gap.value == pytest.approx(0.0, abs=1e-12) and not unmeasured
     assert verdict(parse_finding(asdict(MultiplicationDigits.finding)), metrics).verdict != HOLDS
     values["own_conf_status"][:] = "short"  # no answer scored: the gap has no unit, and says so
-    metrics = MultiplicationDigits.behaviour_metrics(RunContext(model=None, show_progress=False, bootstrap=200), values,
-                                                     problems, "forced", suffix="@5x5", unmeasured=unmeasured)
-    assert "last_digit_conf_prefix_minus_own@5x5" not in metrics and "units digit" in unmeasured["last_digit_conf_prefix_minus_own@5x5"]
+    metrics = MultiplicationDigits.behaviour_metrics(
+        RunContext(model=None, show_progress=False, bootstrap=200),
+        values,
+        problems,
+        "forced",
+        suffix="@5x5",
+        unmeasured=unmeasured,
+    )
+    assert (
+        "last_digit_conf_prefix_minus_own@5x5" not in metrics
+        and "units digit" in unmeasured["last_digit_conf_prefix_minus_own@5x5"]
+    )
     assert verdict(parse_finding(asdict(MultiplicationDigits.finding)), metrics, unmeasured).verdict == TOO_FEW

@@ -38,21 +38,27 @@ def test_real_tokenizers_split_digits_and_teacher_forcing_matches_a_plain_forwar
 @pytest.mark.slow
 def test_small_run_on_a_bundled_model(model, tmp_path):
     last = model.n_layers - 1
-    config = MultiplicationDigits.Config(cells=["2x2", "4x4"], n_per_cell=30, probe_n=150,
-                                         probe_layers=[0, last // 2, last])
+    config = MultiplicationDigits.Config(cells=["2x2", "4x4"], n_per_cell=30, probe_n=150, probe_layers=[0, last // 2, last])
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path, log_samples=True)
     result = MultiplicationDigits().run(model, config, ctx)
     m, details = result.metrics, result.details
     assert details["digit_scoring"] == "teacher_forced"
     assert m["first_digit_acc@4x4"].n == 30 and m["probe_last_digit_acc"].n == 150
     best = details["probe"]["best_layer"]  # every probe, control or not, at its own best layer
-    for name, key in (("last_digit", "probe_last_digit_acc"), ("shuffled", "probe_shuffled_acc"),
-                      ("b_last_digit", "probe_b_last_digit_acc")):
+    for name, key in (
+        ("last_digit", "probe_last_digit_acc"),
+        ("shuffled", "probe_shuffled_acc"),
+        ("b_last_digit", "probe_b_last_digit_acc"),
+    ):
         assert m[key].value == pytest.approx(max(details["probe"][f"{name}_acc_by_layer"]), abs=1e-6)
-        assert details["probe"][f"{name}_acc_by_layer"][details["probe"]["layers"].index(best[name])] == pytest.approx(m[key].value, abs=1e-6)
+        assert details["probe"][f"{name}_acc_by_layer"][details["probe"]["layers"].index(best[name])] == pytest.approx(
+            m[key].value, abs=1e-6
+        )
     # A digit with more than half the whole vocabulary's probability is the argmax over the ten digits.
-    for conf_key, acc_key in (("first_digit_conf", "first_digit_acc"),
-                              ("last_digit_conf_given_prefix", "last_digit_acc_given_prefix")):
+    for conf_key, acc_key in (
+        ("first_digit_conf", "first_digit_acc"),
+        ("last_digit_conf_given_prefix", "last_digit_acc_given_prefix"),
+    ):
         conf = np.array([s[conf_key] for s in ctx.samples])
         acc = np.array([s[acc_key] for s in ctx.samples], dtype=bool)
         assert len(conf) == 60 and np.all(acc[conf > 0.5]), conf_key

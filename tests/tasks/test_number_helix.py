@@ -72,20 +72,36 @@ def test_digits_split_by_spaces_are_no_answer(text):
 
 
 def test_config_validation():
-    for bad in (["n_problems=0"], ["template=no placeholders"], ["template={b}+{a}="], ["periods=0,10"], ["n_pairs=0"], ["pca_dim=-1"],
-                ["swap_op=move"]):
+    for bad in (
+        ["n_problems=0"],
+        ["template=no placeholders"],
+        ["template={b}+{a}="],
+        ["periods=0,10"],
+        ["n_pairs=0"],
+        ["pca_dim=-1"],
+        ["swap_op=move"],
+    ):
         with pytest.raises(UsageError):
             parse_config(NumberHelix, bad)
     config = parse_config(NumberHelix, ["n_problems=500", "layer=3", "template=llama", "correct_only=false", "swap_op=add"])
-    assert (config.n_problems, config.layer, config.template, config.correct_only, config.swap_op) == (500, 3, "llama", False, "add")
+    assert (config.n_problems, config.layer, config.template, config.correct_only, config.swap_op) == (
+        500,
+        3,
+        "llama",
+        False,
+        "add",
+    )
     assert NumberHelix.Config().swap_op == "replace"  # the paper's swap is the default
 
 
-@pytest.mark.parametrize("template,message", [
-    ("{a}+{b}={c}", "unknown field(s) {c}"),
-    ("{a}+{b}=}", "literal brace"),
-    ("{a}+{a}=", "missing {b}"),
-])
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        ("{a}+{b}={c}", "unknown field(s) {c}"),
+        ("{a}+{b}=}", "literal brace"),
+        ("{a}+{a}=", "missing {b}"),
+    ],
+)
 def test_template_errors_are_one_line(template, message):
     with pytest.raises(UsageError) as err:
         parse_config(NumberHelix, [f"template={template}"])
@@ -134,7 +150,10 @@ def answering(model, answer: Callable[[int, int], str]):
                 output.logits[r, -1, target[min(state["new"], len(target) - 1)]] = 1e4
         return output
 
-    handles = [model.hf.register_forward_pre_hook(before, with_kwargs=True), model.hf.register_forward_hook(after, with_kwargs=True)]
+    handles = [
+        model.hf.register_forward_pre_hook(before, with_kwargs=True),
+        model.hf.register_forward_hook(after, with_kwargs=True),
+    ]
     try:
         yield
     finally:
@@ -142,11 +161,14 @@ def answering(model, answer: Callable[[int, int], str]):
             h.remove()
 
 
-@pytest.mark.parametrize("answer,accuracy,unparsed", [
-    (lambda a, b: f" {a + b}\n", 1.0, 0),
-    (lambda a, b: f" {a + b + 10}\n", 0.0, 0),
-    (lambda a, b: " " + " ".join(str(a + b)), None, "two-digit"),  # digits split by spaces: no answer
-])
+@pytest.mark.parametrize(
+    "answer,accuracy,unparsed",
+    [
+        (lambda a, b: f" {a + b}\n", 1.0, 0),
+        (lambda a, b: f" {a + b + 10}\n", 0.0, 0),
+        (lambda a, b: " " + " ".join(str(a + b)), None, "two-digit"),  # digits split by spaces: no answer
+    ],
+)
 def test_the_task_scores_what_the_model_generates(tiny, answer, accuracy, unparsed):
     config = NumberHelix.Config(n_problems=40, patching=False, swap=False, max_new_tokens=6)
     with answering(tiny, answer):
@@ -166,7 +188,7 @@ def test_a_position_is_the_last_token_of_a(tiny):
     for p, pos in zip(problems, a_positions(tok, problems, GPTJ)):
         start, end = tok(p.prompt, return_offsets_mapping=True)["offset_mapping"][pos]
         a_end = p.prompt.index("+")
-        assert end == a_end and p.prompt[start:end] == str(p.a)[-(end - start):]
+        assert end == a_end and p.prompt[start:end] == str(p.a)[-(end - start) :]
 
 
 def helix_states(tiny, layer):
@@ -262,6 +284,7 @@ def test_correct_only_on_a_random_model_finds_no_pairs(tiny):
     from dataclasses import asdict
 
     from harness.report.findings import TOO_FEW, parse_finding, verdict
+
     assert "correctly" in result.unmeasured["swap_success_minus_random_subspace"] and "patch_ld_helix" in result.unmeasured
     cell = verdict(parse_finding(asdict(NumberHelix.finding)), result.metrics, result.unmeasured)
     assert next(f for f in cell.facets if f.kind == "causal").verdict == TOO_FEW
@@ -272,7 +295,13 @@ def test_results_file_is_complete_and_deterministic(tiny, tmp_path):
     texts = []
     for i in range(2):
         path = tmp_path / f"r{i}" / "number_helix.json"
-        run_task(tiny, NumberHelix, config, path, RunSpec(models=["tiny"], tasks=["number_helix"], output_dir=tmp_path, show_progress=False))
+        run_task(
+            tiny,
+            NumberHelix,
+            config,
+            path,
+            RunSpec(models=["tiny"], tasks=["number_helix"], output_dir=tmp_path, show_progress=False),
+        )
         data = json.loads(path.read_text())
         for k in ("timing", "created_at"):
             data.pop(k)
@@ -284,7 +313,10 @@ def test_results_file_is_complete_and_deterministic(tiny, tmp_path):
         assert set(m) == {"value", "ci_low", "ci_high", "n", "higher_is_better"} and m["n"] > 0, name
     other_seed = RunContext(model=tiny, seed=1, show_progress=False)
     r = NumberHelix().run(tiny, config, other_seed)
-    assert r.details["pairs"] != data["details"]["pairs"] or r.metrics["helix_r2_heldout"].value != data["metrics"]["helix_r2_heldout"]["value"]
+    assert (
+        r.details["pairs"] != data["details"]["pairs"]
+        or r.metrics["helix_r2_heldout"].value != data["metrics"]["helix_r2_heldout"]["value"]
+    )
 
 
 def test_swap_op_add_is_a_named_departure(tiny):

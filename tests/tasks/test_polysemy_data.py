@@ -35,7 +35,7 @@ from tests.tiny_models import tiny_tokenizer
 def whole_word_at(text: str, span: Span, word: str) -> bool:
     before = text[span.char_start - 1] if span.char_start > 0 else " "
     after = text[span.char_end] if span.char_end < len(text) else " "
-    return text[span.char_start:span.char_end] == word and not before.isalnum() and not after.isalnum()
+    return text[span.char_start : span.char_end] == word and not before.isalnum() and not after.isalnum()
 
 
 @functools.cache
@@ -46,15 +46,21 @@ def byte_level_bpe(vocab_size: int = 3000) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(corpus_texts()), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
 
 def single_token_words(tokenizer) -> set[str]:
     """The target words the tokenizer keeps whole after a space, found without `locate`."""
-    return {p.target_word for p in load_pairs() if len(tokenizer(" " + p.target_word, add_special_tokens=False)["input_ids"]) == 1}
+    return {
+        p.target_word for p in load_pairs() if len(tokenizer(" " + p.target_word, add_special_tokens=False)["input_ids"]) == 1
+    }
 
 
 def check_skips_exactly_the_split_words(tokenizer) -> None:
@@ -69,6 +75,7 @@ def check_skips_exactly_the_split_words(tokenizer) -> None:
 
 
 # --- shipped pairs -------------------------------------------------------------------------------
+
 
 def test_shipped_pairs_are_balanced_over_words_that_have_both_senses():
     pairs = load_pairs()
@@ -114,24 +121,67 @@ def test_file_source_reads_a_local_jsonl(tmp_path):
 # --- Hub loaders, offline on local files of the same shapes --------------------------------------
 
 PS_EVAL_ROWS = [
-    {"id": "0", "context_1": "He sat on the bank of the river.", "context_2": "The bank lent them money.",
-     "target_word": "bank", "pos": "N", "target_word_location_1": {"char_start": 14, "char_end": 18},
-     "target_word_location_2": {"char_start": 4, "char_end": 8}, "language": "EN", "label": 0},
-    {"id": "1", "context_1": "She hit the ball with a bat.", "context_2": "His bat was made of willow.",
-     "target_word": "bat", "pos": "N", "target_word_location_1": {"char_start": 24, "char_end": 27},
-     "target_word_location_2": {"char_start": 4, "char_end": 7}, "language": "EN", "label": 1},
+    {
+        "id": "0",
+        "context_1": "He sat on the bank of the river.",
+        "context_2": "The bank lent them money.",
+        "target_word": "bank",
+        "pos": "N",
+        "target_word_location_1": {"char_start": 14, "char_end": 18},
+        "target_word_location_2": {"char_start": 4, "char_end": 8},
+        "language": "EN",
+        "label": 0,
+    },
+    {
+        "id": "1",
+        "context_1": "She hit the ball with a bat.",
+        "context_2": "His bat was made of willow.",
+        "target_word": "bat",
+        "pos": "N",
+        "target_word_location_1": {"char_start": 24, "char_end": 27},
+        "target_word_location_2": {"char_start": 4, "char_end": 7},
+        "language": "EN",
+        "label": 1,
+    },
 ]
 
 WIC_ROWS = {
     "train": [
-        {"word": "bank", "sentence1": "Herons stood on the banks.", "sentence2": "Two banks merged last year.",
-         "start1": 20, "end1": 25, "start2": 4, "end2": 9, "idx": 0, "label": 0},
-        {"word": "run", "sentence1": "They run a shop.", "sentence2": "She will run the company.",
-         "start1": 5, "end1": 8, "start2": 9, "end2": 12, "idx": 1, "label": 1},
+        {
+            "word": "bank",
+            "sentence1": "Herons stood on the banks.",
+            "sentence2": "Two banks merged last year.",
+            "start1": 20,
+            "end1": 25,
+            "start2": 4,
+            "end2": 9,
+            "idx": 0,
+            "label": 0,
+        },
+        {
+            "word": "run",
+            "sentence1": "They run a shop.",
+            "sentence2": "She will run the company.",
+            "start1": 5,
+            "end1": 8,
+            "start2": 9,
+            "end2": 12,
+            "idx": 1,
+            "label": 1,
+        },
     ],
     "validation": [
-        {"word": "key", "sentence1": "The key opens the door.", "sentence2": "A key to the safe.",
-         "start1": 4, "end1": 7, "start2": 2, "end2": 5, "idx": 0, "label": 1},
+        {
+            "word": "key",
+            "sentence1": "The key opens the door.",
+            "sentence2": "A key to the safe.",
+            "start1": 4,
+            "end1": 7,
+            "start2": 2,
+            "end2": 5,
+            "idx": 0,
+            "label": 1,
+        },
     ],
 }
 
@@ -163,14 +213,16 @@ def test_wic_loader_maps_spans_to_the_ps_eval_record(tmp_path, suffix):
     assert bank.label == 0 and run.label == 1 and key.label == 1  # WiC's 1 = same sense, kept
     assert bank.location_1 == Span(20, 25) and bank.location_2 == Span(4, 9)
     for p in pairs:
-        assert p.context_1[p.location_1.char_start:p.location_1.char_end] == p.target_word
+        assert p.context_1[p.location_1.char_start : p.location_1.char_end] == p.target_word
         assert p.pos is None
 
 
 def test_wic_rows_without_a_label_are_refused(tmp_path):
     unlabelled = [dict(WIC_ROWS["train"][0], label=-1)]
-    local = {"train": write_rows(tmp_path / "train.jsonl", unlabelled),
-             "validation": write_rows(tmp_path / "validation.jsonl", WIC_ROWS["validation"])}
+    local = {
+        "train": write_rows(tmp_path / "train.jsonl", unlabelled),
+        "validation": write_rows(tmp_path / "validation.jsonl", WIC_ROWS["validation"]),
+    }
     with pytest.raises(UsageError, match="not 0 or 1"):
         load_pairs("wic", local=local)
 
@@ -188,6 +240,7 @@ def test_bad_sources_are_usage_errors(tmp_path):
 
 # --- prompts and target positions -----------------------------------------------------------------
 
+
 def test_prompt_is_the_authors_template():
     assert prompt("We sat on the bank.", "bank") == "We sat on the bank. The bank means"
 
@@ -200,8 +253,7 @@ def check_located_token(tokenizer, pairs, multi_token="skip") -> collections.Cou
         if located.skip:
             assert located.positions is None
             continue
-        for context, text, position in zip((located.pair.context_1, located.pair.context_2),
-                                           located.prompts, located.positions):
+        for context, text, position in zip((located.pair.context_1, located.pair.context_2), located.prompts, located.positions):
             enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
             assert position < 0
             token = tokenizer.decode([enc["input_ids"][position]]).strip()
@@ -262,8 +314,7 @@ class ContextSensitiveTokenizer:
 
     def __call__(self, text, add_special_tokens=True, return_offsets_mapping=False):
         spans = [m.span() for m in re.finditer(r"\S+", text)]
-        ids = [len(text) if text[s:e] == "bank" and e == len(text) - len(" means") else hash(text[s:e]) % 1000
-               for s, e in spans]
+        ids = [len(text) if text[s:e] == "bank" and e == len(text) - len(" means") else hash(text[s:e]) % 1000 for s, e in spans]
         return {"input_ids": ids, "offset_mapping": spans}
 
 
@@ -273,8 +324,7 @@ class SlowTokenizer:
 
 
 def test_different_ids_in_the_two_prompts_skip_the_pair():
-    pair = Pair("x", "bank", "We sat on the grassy bank.", "The bank lent them money today.",
-                Span(21, 25), Span(4, 8), 0)
+    pair = Pair("x", "bank", "We sat on the grassy bank.", "The bank lent them money today.", Span(21, 25), Span(4, 8), 0)
     located = locate(pair, ContextSensitiveTokenizer())
     assert located.skip == SKIP_MISMATCH and located.positions is None
 
@@ -302,6 +352,7 @@ def test_shipped_targets_decode_with_a_cached_bundled_tokenizer(path):
 
 
 # --- corpus -----------------------------------------------------------------------------------------
+
 
 def test_shipped_corpus_is_plain_prose_of_a_useful_size():
     size = CORPUS_PATH.stat().st_size

@@ -36,8 +36,16 @@ def tiny_gpt2(seed: int = 0):
     """GPT-2, 2 layers, d_model 64, with a GPT-2-style byte-level BPE in which every target word is one token."""
     tok = byte_level_bpe()
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tok), n_embd=D, n_layer=2, n_head=4, n_inner=96, n_positions=128,
-                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=D,
+        n_layer=2,
+        n_head=4,
+        n_inner=96,
+        n_positions=128,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     model = from_hf(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32), tok)
     model.info.fingerprint = f"tiny-gpt2-{seed}"
     return model
@@ -49,8 +57,17 @@ def gpt2():
 
 
 def context(tmp_path, model, seed=0, **kw) -> RunContext:
-    return RunContext(model=model, seed=seed, show_progress=False, bootstrap=200, cache_dir=tmp_path / "cache",
-                      checkpoint_dir=tmp_path / "checkpoints", artifacts_dir=tmp_path / "artifacts", log_samples=True, **kw)
+    return RunContext(
+        model=model,
+        seed=seed,
+        show_progress=False,
+        bootstrap=200,
+        cache_dir=tmp_path / "cache",
+        checkpoint_dir=tmp_path / "checkpoints",
+        artifacts_dir=tmp_path / "artifacts",
+        log_samples=True,
+        **kw,
+    )
 
 
 def config(*args: str) -> PolysemyConfig:
@@ -61,6 +78,7 @@ SMALL = ("tokens=6000", "batch_tokens=512", "expansion=4")
 
 
 # --- criterion 1: the rates, and undefined rates absent with a note ----------------------------------
+
 
 def test_metric_counts_give_the_spec_numbers_exactly():
     c = Confusion(tp=30, fp=10, tn=40, fn=20)
@@ -73,15 +91,17 @@ def test_metric_counts_give_the_spec_numbers_exactly():
 def planted(labels: np.ndarray, same: np.ndarray) -> Evaluation:
     n = len(labels)
     top = compare_top_units(np.eye(4)[np.zeros(n, int)], np.eye(4)[np.where(same, 0, 1)])
-    return Evaluation("resid_pre.1", {m: same for m in ("sae", "random_sae", "raw_resid", "raw_mlp", "probe", "cosine")},
-                      top, np.ones(n), {})
+    return Evaluation(
+        "resid_pre.1", {m: same for m in ("sae", "random_sae", "raw_resid", "raw_mlp", "probe", "cosine")}, top, np.ones(n), {}
+    )
 
 
 def test_undefined_rates_are_absent_and_noted_not_nan(tmp_path, gpt2):
     labels = np.array([1, 1, 0, 0] * 5)
     notes: list[str] = []
-    metrics, counts = PolysemySAE().metrics(context(tmp_path, gpt2), planted(labels, np.zeros(20, bool)), labels,
-                                           np.arange(20) % 10, notes)
+    metrics, counts = PolysemySAE().metrics(
+        context(tmp_path, gpt2), planted(labels, np.zeros(20, bool)), labels, np.arange(20) % 10, notes
+    )
     assert "sae.precision" not in metrics  # nothing said 'same': TP + FP = 0
     assert any(n.startswith("sae.precision is undefined") for n in notes)
     assert metrics["sae.specificity"].value == 1.0 and metrics["sae.recall"].value == 0.0
@@ -90,6 +110,7 @@ def test_undefined_rates_are_absent_and_noted_not_nan(tmp_path, gpt2):
 
 
 # --- criterion 2: planted latents and a constant argmax, through the task -------------------------
+
 
 def test_planted_verdicts_give_accuracy_one(tmp_path, gpt2):
     labels = np.array([1, 0] * 10)
@@ -107,8 +128,7 @@ def test_intervals_resample_words_and_n_counts_the_words_of_each_denominator(tmp
     assert metrics["sae.accuracy"].n == 5 and metrics["sae.specificity"].n == 5 and metrics["sae.recall"].n == 5
     assert metrics["sae.precision"].n == 4  # the fifth word's pairs are never said "same"
     # Words 1 and 3 are wholly wrong on their different-sense pairs: resampling words sees that they move together.
-    row_wise = RunContext(model=gpt2, seed=0, show_progress=False, bootstrap=200).metric(
-        (~same[labels == 0]).astype(float))
+    row_wise = RunContext(model=gpt2, seed=0, show_progress=False, bootstrap=200).metric((~same[labels == 0]).astype(float))
     assert metrics["sae.specificity"].ci_high - metrics["sae.specificity"].ci_low > row_wise.ci_high - row_wise.ci_low
 
 
@@ -150,11 +170,13 @@ def test_an_sae_that_learnt_nothing_does_not_earn_the_finding(tmp_path, gpt2, nu
 
 # --- criterion 3: end to end on a tiny random GPT-2, trained SAE, through the runner ---------------
 
+
 def test_end_to_end_trains_an_sae_and_reports_every_method(tmp_path, gpt2, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     cfg = config("sae=train", "tokens=50000")
-    spec = RunSpec(models=["tiny"], tasks=["polysemy_sae"], output_dir=tmp_path, show_progress=False,
-                   log_samples=True, bootstrap=200)
+    spec = RunSpec(
+        models=["tiny"], tasks=["polysemy_sae"], output_dir=tmp_path, show_progress=False, log_samples=True, bootstrap=200
+    )
     start = time.perf_counter()
     results = run_task(gpt2, PolysemySAE, cfg, tmp_path / "tiny" / "polysemy_sae.json", spec)
     assert time.perf_counter() - start < 60
@@ -168,8 +190,13 @@ def test_end_to_end_trains_an_sae_and_reports_every_method(tmp_path, gpt2, monke
     samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
     words = {label: {s["word"] for s in samples if s["label"] == label} for label in (0, 1)}
     said_same = {s["word"] for s in samples if s["said_same"]["sae"]}
-    n_units = {"accuracy": len(words[0] | words[1]), "f1": len(words[0] | words[1]), "recall": len(words[1]),
-               "specificity": len(words[0]), "precision": len(said_same)}
+    n_units = {
+        "accuracy": len(words[0] | words[1]),
+        "f1": len(words[0] | words[1]),
+        "recall": len(words[1]),
+        "specificity": len(words[0]),
+        "precision": len(said_same),
+    }
     for key, m in results.metrics.items():
         assert m.ci_low <= m.ci_high, key
         if key.startswith("sae.") and key.split(".")[1] in n_units:  # n: the words behind the rate's denominator
@@ -190,6 +217,7 @@ def test_end_to_end_trains_an_sae_and_reports_every_method(tmp_path, gpt2, monke
 
 
 # --- criterion 4: our saved SAE loads back through sae=PATH; a wrong width is a clear error --------
+
 
 def test_cached_sae_loads_through_sae_path_with_equal_results(tmp_path, gpt2):
     trained = PolysemySAE().run(gpt2, config(*SMALL), context(tmp_path, gpt2))
@@ -222,15 +250,25 @@ def test_loaded_sae_sets_the_site_when_none_is_given(tmp_path, gpt2):
 
 # --- criterion 5: target locating; split words are counted in n_skipped ---------------------------
 
+
 def test_split_target_words_are_counted_as_skipped(tmp_path, gpt2):
     tok = gpt2.tokenizer
     rows = [p.to_json() for p in load_pairs()[:20]]
     for i, word in enumerate(["zugzwangs", "quokkas"]):  # not single tokens in this vocabulary
         assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) > 1
         c1, c2 = f"The {word} were in the old book.", f"Nobody had seen {word} in town."
-        rows.append({**rows[0], "id": f"split-{i}", "target_word": word, "context_1": c1, "context_2": c2,
-                     "target_word_location_1": {"char_start": 4, "char_end": 4 + len(word)},
-                     "target_word_location_2": {"char_start": 16, "char_end": 16 + len(word)}, "label": i})
+        rows.append(
+            {
+                **rows[0],
+                "id": f"split-{i}",
+                "target_word": word,
+                "context_1": c1,
+                "context_2": c2,
+                "target_word_location_1": {"char_start": 4, "char_end": 4 + len(word)},
+                "target_word_location_2": {"char_start": 16, "char_end": 16 + len(word)},
+                "label": i,
+            }
+        )
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pairs = PolysemySAE().pairs(gpt2, config(f"source=file:{path}"), context(tmp_path, gpt2))
@@ -250,6 +288,7 @@ def test_a_vocabulary_that_splits_every_word_of_one_label_is_a_usage_error(tmp_p
 
 # --- criterion 6: a local file of the PS-Eval shape runs through the task --------------------------
 
+
 def test_pairs_from_a_local_file_keep_their_labels(tmp_path, gpt2):
     path = tmp_path / "mine.jsonl"
     rows = [p.to_json() for p in load_pairs()[:20]]
@@ -262,9 +301,12 @@ def test_pairs_from_a_local_file_keep_their_labels(tmp_path, gpt2):
 
 # --- criterion 7: same seed, same SAE and metrics; another seed, another SAE ------------------------
 
+
 def test_same_seed_gives_identical_weights_and_metrics(tmp_path, gpt2):
-    runs = [PolysemySAE().run(gpt2, config(*SMALL), context(tmp_path / name, gpt2, seed=seed))
-            for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    runs = [
+        PolysemySAE().run(gpt2, config(*SMALL), context(tmp_path / name, gpt2, seed=seed))
+        for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    ]
     weights = [load_file(f"{r.details['sae_info']['path']}/sae_weights.safetensors") for r in runs]
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
@@ -273,6 +315,7 @@ def test_same_seed_gives_identical_weights_and_metrics(tmp_path, gpt2):
 
 
 # --- caching, checkpoints and resuming -------------------------------------------------------------
+
 
 def test_finished_sae_is_reused_from_the_cache(tmp_path, gpt2, monkeypatch):
     first = PolysemySAE().run(gpt2, config(*SMALL), context(tmp_path, gpt2))
@@ -296,8 +339,11 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_pat
     args = (*SMALL, "checkpoint_every=3")
     streamed: list[int] = []
     real_stream, real_step = RunContext.stream, SAETrainer.step
-    monkeypatch.setattr(RunContext, "stream", lambda self, texts, site, n=None: (
-        streamed.append(len(texts)), real_stream(self, texts, site, n))[1])
+    monkeypatch.setattr(
+        RunContext,
+        "stream",
+        lambda self, texts, site, n=None: (streamed.append(len(texts)), real_stream(self, texts, site, n))[1],
+    )
     whole = PolysemySAE().run(gpt2, config(*args), context(tmp_path / "whole", gpt2))
     whole_calls = len(streamed)
 
@@ -344,6 +390,7 @@ def test_blocks_already_trained_on_are_not_computed_again():
 
 # --- defaults, site choice, sweeps and option errors -----------------------------------------------
 
+
 def test_defaults_are_settled_per_device_and_explicit_values_kept():
     assert (config().tokens, config().batch_tokens) == (CPU_TOKENS, CPU_BATCH)
     gpu = PolysemySAE.resolve_config(parse_config(PolysemySAE, []), "cuda")
@@ -361,12 +408,15 @@ def test_layer_sweep_reports_every_layer_and_plots_specificity(tmp_path, gpt2):
     assert result.metrics["sae.specificity"].model_dump() == result.details["per_layer"]["1"]["sae.specificity"]
 
 
-@pytest.mark.parametrize("args, match", [
-    (["site=embed"], "site=embed: use one of"),
-    (["layer=5"], "past the model's depth"),
-    (["site=resid_pre.0", "layer=1"], "disagree"),
-    (["layers=0,9"], "past the model's depth"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["site=embed"], "site=embed: use one of"),
+        (["layer=5"], "past the model's depth"),
+        (["site=resid_pre.0", "layer=1"], "disagree"),
+        (["layers=0,9"], "past the model's depth"),
+    ],
+)
 def test_bad_sites_are_usage_errors(tmp_path, gpt2, args, match):
     with pytest.raises(UsageError, match=match):
         PolysemySAE().run(gpt2, config(*args), context(tmp_path, gpt2))

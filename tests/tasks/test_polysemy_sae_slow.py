@@ -46,8 +46,16 @@ def test_polysemy_sae_trains_and_evaluates_on_a_bundled_model(spec, tmp_path, mo
     for method in METHODS:
         assert 0 <= m[f"{method}.accuracy"].value <= 1
     info = d["sae_info"]
-    print(json.dumps({"model": spec, "seconds": results.timing.seconds_total, "sae_info": info,
-                      "metrics": {k: [round(v.value, 3), round(v.ci_low, 3), round(v.ci_high, 3)] for k, v in m.items()}}))
+    print(
+        json.dumps(
+            {
+                "model": spec,
+                "seconds": results.timing.seconds_total,
+                "sae_info": info,
+                "metrics": {k: [round(v.value, 3), round(v.ci_low, 3), round(v.ci_high, 3)] for k, v in m.items()},
+            }
+        )
+    )
     assert info["train_tokens"] >= config.tokens and info["d_sae"] == 16 * model.d_model
     # 20k CPU tokens leave the SAE barely trained (gemma3-270m: explained variance -0.30 on the prompts), so only sanity here.
     assert info["mse"] > 0 and 0 < info["l0"] <= info["d_sae"]
@@ -67,10 +75,25 @@ PEAK = textwrap.dedent("""
 
 
 def peak_rss_kb(tokens: int, out, cache) -> int:
-    args = ["run", "--model", "smollm2-135m", "--task", "polysemy_sae", "--output-dir", str(out), "--no-progress",
-            "--task-arg", f"tokens={tokens}"]
-    done = subprocess.run([sys.executable, "-c", PEAK, *args], capture_output=True, text=True, check=True,
-                          env={**os.environ, "HARNESS_CACHE": str(cache)})
+    args = [
+        "run",
+        "--model",
+        "smollm2-135m",
+        "--task",
+        "polysemy_sae",
+        "--output-dir",
+        str(out),
+        "--no-progress",
+        "--task-arg",
+        f"tokens={tokens}",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    )
     line = next(x for x in done.stdout.splitlines() if x.startswith("PEAK_RSS_KB"))
     return int(line.split()[1])
 

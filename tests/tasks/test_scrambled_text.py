@@ -68,6 +68,7 @@ def aligned_words(text, scrambled):
 
 # Scramblers ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", SCRAMBLE_TYPES)
 def test_same_seed_same_output_other_seed_differs(kind):
     for text in TEXTS:
@@ -148,6 +149,7 @@ def test_spaces_collapsed_and_single_letters_untouched():
 
 # Metrics -----------------------------------------------------------------------------------
 
+
 def test_edit_distance_known_cases():
     assert edit_distance("kitten", "sitting") == 3
     assert edit_distance("", "abc") == 3 and edit_distance("abc", "") == 3
@@ -184,9 +186,9 @@ def test_relative_performance_gain():
 def test_cosines_have_known_values_and_restoration_is_a_difference():
     a = np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0], [2.0, 0.0]])
     b = np.array([[1.0, 1.0], [-3.0, -4.0], [1.0, 2.0], [0.0, 5.0]])
-    assert np.allclose(row_cosine(a, b), [2 ** -0.5, -1.0, 0.0, 0.0])  # a zero row gives 0, not NaN
+    assert np.allclose(row_cosine(a, b), [2**-0.5, -1.0, 0.0, 0.0])  # a zero row gives 0, not NaN
     c = np.array([[0.0, 1.0], [4.0, -3.0], [1.0, 0.0], [2.0, 2.0]])
-    assert np.allclose(restoration_cosine(a, b, c), [2 ** -0.5 - 0.0, -1.0 - 0.0, 0.0, 0.0 - 2 ** -0.5])
+    assert np.allclose(restoration_cosine(a, b, c), [2**-0.5 - 0.0, -1.0 - 0.0, 0.0, 0.0 - 2**-0.5])
 
 
 def test_cross_fitting_reads_each_half_at_the_layer_the_other_half_chose():
@@ -231,25 +233,31 @@ def test_probe_transfer_reads_shared_identity_and_not_noise():
 
 # Prompts -----------------------------------------------------------------------------------
 
+
 def test_rec_prompts_golden():
     assert rec_prompt("Teh cat.") == (
         "The letters inside the words of this sentence are shuffled. Write the original sentence.\n"
-        "Scrambled sentence: Teh cat.\nRecovered sentence:")
+        "Scrambled sentence: Teh cat.\nRecovered sentence:"
+    )
     demos = rec_demos(10)
     assert demos.count("Scrambled Sentence: ") == 3 and demos.endswith("\n\n")
     first = demos.split("\n")[:2]
     assert first[1] == "Recovered Sentence: The old mill by the river was turned into a small museum last year."
-    assert first[0] == "Scrambled Sentence: " + scramble("The old mill by the river was turned into a small museum last year.", "random_50", 10)
+    assert first[0] == "Scrambled Sentence: " + scramble(
+        "The old mill by the river was turned into a small museum last year.", "random_50", 10
+    )
     assert rec_prompt_fewshot("Teh cat.", "D\n\n") == "D\n\nScrambled Sentence: Teh cat.\nRecovered Sentence:"
 
 
 def test_qa_prompts_golden():
     assert evidence_prompt("Who won?", ["Ann", "Bob", "Cy", "Di"], "Ann won.") == (
         "Question: Who won?\nChoices: (A)Ann (B)Bob (C)Cy (D)Di\nEvidence: Ann won.\n"
-        "Answer: Based on the evidence, among A through D, the answer is")
+        "Answer: Based on the evidence, among A through D, the answer is"
+    )
     assert dialogue_prompt("Who?", ["x", "y", "z"], "M: hi\nW: bye") == (
         "Dialogue:\nM: hi\nW: bye\nQuestion: Who?\nChoices: (A)x (B)y (C)z\n"
-        "Answer: Based on the dialogue, among A through C, the answer is")
+        "Answer: Based on the dialogue, among A through C, the answer is"
+    )
     p = aqua_prompt("What is 1+1?", ["1", "2", "3", "4", "5"], likelihood=False)
     assert p.count("Question: ") == 5 and p.endswith("Question: What is 1+1?\nChoices: (A)1 (B)2 (C)3 (D)4 (E)5\nAnswer:")
     assert aqua_prompt("q", ["1", "2"], likelihood=True).endswith("Answer: The answer is (")
@@ -273,6 +281,7 @@ def test_clean_recovery_and_letter_parsing():
 
 # Data --------------------------------------------------------------------------------------
 
+
 def test_shipped_sample_shape():
     data = load_sample()
     assert len(data.sentences) == 200 and len(set(data.sentences)) == 200
@@ -285,10 +294,22 @@ def test_shipped_sample_shape():
 
 def test_dream_loader_on_a_local_file(tmp_path):
     records = [
-        {"id": 0, "dialogue_id": "5-510", "dialogue": ["M: Is the shop open?", "W: Yes, until nine."],
-         "question": "Until when is the shop open?", "choice": ["Eight", "Nine", "Ten"], "answer": "Nine"},
-        {"id": 1, "dialogue_id": "5-511", "dialogue": ["W: Tea?", "M: Coffee, please."],
-         "question": "What does the man want?", "choice": ["Coffee", "Tea", "Water"], "answer": "Coffee"},
+        {
+            "id": 0,
+            "dialogue_id": "5-510",
+            "dialogue": ["M: Is the shop open?", "W: Yes, until nine."],
+            "question": "Until when is the shop open?",
+            "choice": ["Eight", "Nine", "Ten"],
+            "answer": "Nine",
+        },
+        {
+            "id": 1,
+            "dialogue_id": "5-511",
+            "dialogue": ["W: Tea?", "M: Coffee, please."],
+            "question": "What does the man want?",
+            "choice": ["Coffee", "Tea", "Water"],
+            "answer": "Coffee",
+        },
     ]
     path = tmp_path / "dream.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -296,12 +317,22 @@ def test_dream_loader_on_a_local_file(tmp_path):
     assert [q.answer for q in data.qa] == ["B", "A"]
     assert data.qa[0].context == "M: Is the shop open?\nW: Yes, until nine." and data.qa[0].style == "dialogue"
     assert data.sentences[1] == "W: Tea?\nM: Coffee, please."
-    assert data.qa[0].prompt("CTX").startswith("Dialogue:\nCTX\nQuestion: Until when is the shop open?\nChoices: (A)Eight (B)Nine (C)Ten\n")
+    assert (
+        data.qa[0]
+        .prompt("CTX")
+        .startswith("Dialogue:\nCTX\nQuestion: Until when is the shop open?\nChoices: (A)Eight (B)Nine (C)Ten\n")
+    )
 
 
 def test_aqua_loader_on_a_local_file(tmp_path):
-    records = [{"question": "A car goes 60 km in 1.5 hours. Speed?", "options": ["A)30", "B)40", "C)45", "D)50", "E)90"],
-                "rationale": "60/1.5 = 40", "correct": "B"}]
+    records = [
+        {
+            "question": "A car goes 60 km in 1.5 hours. Speed?",
+            "options": ["A)30", "B)40", "C)45", "D)50", "E)90"],
+            "rationale": "60/1.5 = 40",
+            "correct": "B",
+        }
+    ]
     path = tmp_path / "aqua.jsonl"
     path.write_text(json.dumps(records[0]) + "\n")
     data = load_hub("aqua", data_files=str(path))
@@ -312,8 +343,13 @@ def test_aqua_loader_on_a_local_file(tmp_path):
 
 def test_realtimeqa_file_loader(tmp_path):
     lines = [
-        {"question_id": "1", "question_sentence": "Which city hosted the fair?", "choices": ["Oslo", "Rome", "Lima", "Kyiv"],
-         "answer": ["2"], "evidence": "<p>The fair took place in   Lima</p> this week"},
+        {
+            "question_id": "1",
+            "question_sentence": "Which city hosted the fair?",
+            "choices": ["Oslo", "Rome", "Lima", "Kyiv"],
+            "answer": ["2"],
+            "evidence": "<p>The fair took place in   Lima</p> this week",
+        },
         {"question_id": "2", "question_sentence": "Skipped?", "choices": ["a", "b", "c", "d"], "answer": ["0"], "evidence": ""},
     ]
     path = tmp_path / "20230317_qa.jsonl"
@@ -326,13 +362,16 @@ def test_realtimeqa_file_loader(tmp_path):
         load_realtimeqa(str(tmp_path / "missing.jsonl"))
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not a text file"),
-    (b"question,choices,answer\nWho?,a|b,0\n", "not JSON lines"),
-    (b"[1, 2, 3]\n", "must be a JSON object"),
-    (json.dumps({"question_sentence": "Who?", "evidence": "Some text."}).encode() + b"\n", "record 1 of"),
-    (json.dumps({"title": "no evidence here"}).encode() + b"\n", "no record with an evidence text"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "not a text file"),
+        (b"question,choices,answer\nWho?,a|b,0\n", "not JSON lines"),
+        (b"[1, 2, 3]\n", "must be a JSON object"),
+        (json.dumps({"question_sentence": "Who?", "evidence": "Some text."}).encode() + b"\n", "record 1 of"),
+        (json.dumps({"title": "no evidence here"}).encode() + b"\n", "no record with an evidence text"),
+    ],
+)
 def test_a_file_source_that_is_not_realtimeqa_is_a_one_line_usage_error(tmp_path, content, message):
     path = tmp_path / "data.jsonl"
     path.write_bytes(content)
@@ -354,6 +393,7 @@ def test_config_errors_are_one_line_usage_errors():
 
 # Tiny models -------------------------------------------------------------------------------
 
+
 def tiny(kind):
     # Scrambled words tokenise into many pieces with the tiny tokenizer: give the models room.
     longer = {"gpt2": {"n_positions": 1024}}.get(kind, {"max_position_embeddings": 1024})
@@ -373,7 +413,7 @@ def test_word_positions_are_the_last_token_of_the_word():
 def test_all_subtasks_on_tiny_models(kind, tmp_path):
     model = tiny(kind)
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path, log_samples=True)
-    config = ScrambledText.Config(n_max=6, max_new_tokens=6, probe_words=4, types=['random_100', 'keepfirstlast'])
+    config = ScrambledText.Config(n_max=6, max_new_tokens=6, probe_words=4, types=["random_100", "keepfirstlast"])
     result = ScrambledText().run(model, config, ctx)
     m = result.metrics
     for t in config.types:
@@ -408,8 +448,12 @@ def test_results_file_written_by_the_runner_validates_and_carries_the_reference(
     jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
     results = Results.model_validate(data)
     assert data["task"]["name"] == "scrambled_text" and data["task"]["config"]["probe_words"] == 4
-    assert {"recovery_rate_random_100", "qa_accuracy_original", "prefer_original_random_100",
-            "restoration_cos_random_100"} <= set(results.metrics)
+    assert {
+        "recovery_rate_random_100",
+        "qa_accuracy_original",
+        "prefer_original_random_100",
+        "restoration_cos_random_100",
+    } <= set(results.metrics)
     assert results.metrics["restoration_cos_random_100"].n == 4  # a word is one unit
     assert any("layer that scored best on the other half" in n for n in results.notes)
     assert results.reference.metrics["gpt-4-0314"]["recovery_rate_random_100"] == 96.0
@@ -424,10 +468,12 @@ def test_unparsed_generated_answers_are_counted_in_the_notes():
 
     model = tiny("llama")
     eos = model.tokenizer.eos_token_id
-    hook = model.hf.lm_head.register_forward_hook(lambda m, i, o: o.index_add(-1, torch.tensor([eos]), torch.full((*o.shape[:-1], 1), 1e4)))
+    hook = model.hf.lm_head.register_forward_hook(
+        lambda m, i, o: o.index_add(-1, torch.tensor([eos]), torch.full((*o.shape[:-1], 1), 1e4))
+    )
     try:
         ctx = RunContext(model=model, show_progress=False)
-        config = ScrambledText.Config(n_max=5, subtasks=['qa'], types=['random_100'], qa_scoring="generate")
+        config = ScrambledText.Config(n_max=5, subtasks=["qa"], types=["random_100"], qa_scoring="generate")
         result = ScrambledText().run(model, config, ctx)
     finally:
         hook.remove()
@@ -445,10 +491,12 @@ def test_qa_scores_the_answer_letter_by_likelihood():
 
     ids, _ = option_tokens(model.tokenizer, 3)
     # push the B logit far up whatever the state
-    hook = model.hf.lm_head.register_forward_hook(lambda m, i, o: o.index_add(-1, torch.tensor([ids[1]]), torch.full((*o.shape[:-1], 1), 1e4)))
+    hook = model.hf.lm_head.register_forward_hook(
+        lambda m, i, o: o.index_add(-1, torch.tensor([ids[1]]), torch.full((*o.shape[:-1], 1), 1e4))
+    )
     try:
         ctx = RunContext(model=model, show_progress=False)
-        result = ScrambledText().run(model, ScrambledText.Config(n_max=30, subtasks=['qa'], types=['random_100']), ctx)
+        result = ScrambledText().run(model, ScrambledText.Config(n_max=30, subtasks=["qa"], types=["random_100"]), ctx)
     finally:
         hook.remove()
     share_b = np.mean([q.answer == "B" for q in load_sample().qa[:30]])

@@ -28,7 +28,7 @@ def report(name, result, wall):
 @pytest.mark.slow
 def test_recovery_qa_likelihood(model, tmp_path):
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path, log_samples=True)
-    config = ScrambledText.Config(n_max=8, types=['random_100', 'keepfirstlast'], subtasks=['rec', 'qa', 'likelihood'])
+    config = ScrambledText.Config(n_max=8, types=["random_100", "keepfirstlast"], subtasks=["rec", "qa", "likelihood"])
     start = time.time()
     result = ScrambledText().run(model, config, ctx)
     report(model.info.spec, result, time.time() - start)
@@ -45,7 +45,7 @@ def test_recovery_qa_likelihood(model, tmp_path):
 @pytest.mark.slow
 def test_restoration_probe(model, tmp_path):
     ctx = RunContext(model=model, show_progress=False, artifacts_dir=tmp_path)
-    config = ScrambledText.Config(subtasks=['probe'], probe_words=20)
+    config = ScrambledText.Config(subtasks=["probe"], probe_words=20)
     start = time.time()
     result = ScrambledText().run(model, config, ctx)
     report(model.info.spec, result, time.time() - start)

@@ -64,8 +64,7 @@ class ADOPT(Optimizer):
             raise ValueError(f"ADOPT: weight_decay must be >= 0, got {weight_decay}")
         if clip is not None and clip < 0.0:
             raise ValueError(f"ADOPT: clip exponent must be >= 0 or None, got {clip}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        decouple=decouple, clip=clip)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, decouple=decouple, clip=clip)
         super().__init__(params, defaults)
 
     @torch.no_grad()

@@ -8,8 +8,18 @@ import torch
 from harness import Edit, Task, TaskResult, option, register_task
 from probes.linear import cross_validate_probe, shuffled_labels
 
-WORDS = [("hot", "cold"), ("up", "down"), ("big", "small"), ("yes", "no"), ("day", "night"),
-         ("left", "right"), ("fast", "slow"), ("old", "new"), ("open", "closed"), ("high", "low")]
+WORDS = [
+    ("hot", "cold"),
+    ("up", "down"),
+    ("big", "small"),
+    ("yes", "no"),
+    ("day", "night"),
+    ("left", "right"),
+    ("fast", "slow"),
+    ("old", "new"),
+    ("open", "closed"),
+    ("high", "low"),
+]
 
 
 @dataclass
@@ -46,8 +56,11 @@ class OppositeDirection(Task):
         with ctx.intervene([Edit(site, "add", direction, position="last")]):
             after = ctx.score(similar, answers).logprobs.numpy().diagonal()
 
-        return TaskResult(metrics={
-            "probe_acc": ctx.metric(real.correct.astype(float), unit=word),
-            "probe_acc_shuffled": ctx.metric(control.correct.astype(float), unit=word, higher_is_better=None),
-            "steer_logprob_gain": ctx.metric(after - before),
-        }, details={"layer": config.layer})
+        return TaskResult(
+            metrics={
+                "probe_acc": ctx.metric(real.correct.astype(float), unit=word),
+                "probe_acc_shuffled": ctx.metric(control.correct.astype(float), unit=word, higher_is_better=None),
+                "steer_logprob_gain": ctx.metric(after - before),
+            },
+            details={"layer": config.layer},
+        )
