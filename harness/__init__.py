@@ -58,7 +58,9 @@ _EXPORTS = {
     "FineTuneResult": "harness.engine.train",
     "load_sae": "harness.engine.sae_io",
     "save_sae": "harness.engine.sae_io",
+    "Curve": "harness.results.records",
     "Metric": "harness.results.records",
+    "read_results": "harness.report.table",
     "Reference": "harness.results.records",
     "metric": "harness.results.stats",
 }

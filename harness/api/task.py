@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
 
 from harness.errors import UsageError
-from harness.results import Metric, Reference
+from harness.results import Curve, Metric, Reference
 from harness.results.records import FACET_KINDS
 
 if TYPE_CHECKING:  # the contract's types, without importing the engine (and torch) to read them
@@ -132,8 +132,10 @@ class TaskResult:
     metrics: {key: Metric}, each with value, 95% interval and n (make them with `ctx.metric`);
         keys are stable, leaderboards read them.
     reference: the paper's numbers beside ours (`Reference`), or None.
-    details: anything JSON-serialisable that is not a headline number: per-layer curves,
-        counts, the resolved settings (nested dicts and lists of numbers and strings).
+    curves: per-layer numbers as `Curve`s (`Curve.each({metric key: [value per layer]}, layers)`):
+        the one form the leaderboard's charts and the comparisons across models read.
+    details: anything JSON-serialisable that is not a headline number: counts, the resolved
+        settings, per-item tables (nested dicts and lists of numbers and strings).
     notes: one sentence per departure from the paper's method or caveat a reader must see.
     unmeasured: {key: why} for metrics this run could not measure because no unit qualified
         (no problem the model answers, so nothing to intervene on): a finding's facet on one
@@ -143,6 +145,7 @@ class TaskResult:
     metrics: dict[str, Metric]
     reference: Reference | None = None
     unmeasured: dict[str, str] = field(default_factory=dict)
+    curves: list[Curve] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 

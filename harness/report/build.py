@@ -105,7 +105,7 @@ def row_for(path: Path, results: Results, artifacts: list[str], report: BuildRep
         created_at=results.created_at,
         notes=results.notes,
         artifacts=artifacts,
-        curves=extract_curves(results.details),
+        curves=extract_curves(results),
     )
 
 

@@ -1,11 +1,9 @@
 """Per-layer charts for the leaderboard page, drawn with matplotlib at build time.
 
 Each task stores its per-layer curves somewhere in the results' `details`, under names of
-its own. `CURVE_SOURCES` is the one table that says where: a path of keys to a mapping of
-{series name: [value per layer]}, how a series name becomes the metric key it is the
-per-layer version of, and where the probed layers are listed (absent: every layer from 0).
-A source that is missing, or a value that is not a finite number, is skipped; nothing here
-knows a task by name, so a plugin whose details follow one of these shapes gets a chart too.
+its own, from the run's `Results.curves` (the one contract for per-layer numbers: a metric
+key, the layers, a value at each). A value that is not a finite number is skipped; nothing
+here knows a task by name, so a plugin that returns curves gets a chart too.
 
 A curve is stored in the leaderboard row as [[relative depth, value], ...], relative depth
 being layer / (n_layers - 1), so models of different depths share one x axis.
@@ -23,6 +21,7 @@ import io
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from harness.results import Results
 from harness.results.validate import is_number
 
 MAX_CURVES = 64  # series kept per row
@@ -32,60 +31,23 @@ MAX_MODELS_DRAWN = 20
 MAX_LABEL = 48
 
 
-@dataclass(frozen=True)
-class CurveSource:
-    """Where one shape of per-layer curves lives in `details`.
-
-    series: path of keys to {name: [value per layer]}; a name must end with `suffix`
-        (then removed), others are ignored;
-    key: how the remaining name becomes a metric key ("{}" is the name);
-    layers: path of keys to the list of layer indices the values belong to (None: 0, 1, ...).
-    """
-
-    series: tuple[str, ...]
-    key: str = "{}"
-    suffix: str = ""
-    layers: Optional[tuple[str, ...]] = None
-
-
-CURVE_SOURCES: tuple[CurveSource, ...] = (
-    CurveSource(series=("per_layer",)),  # circles: probe_r2, probe_r2_scrambled_order, ...
-    CurveSource(series=("per_layer_r2_heldout",), key="{}_r2_heldout"),  # number_helix: helix, linear, ...
-    CurveSource(series=("probe",), suffix="_acc_by_layer", key="probe_{}_acc", layers=("probe", "layers")),  # multiplication
-    CurveSource(series=("probe", "per_layer"), layers=("probe", "layers")),  # scrambled_text: restoration_probe_acc_*
-)
-
-
-def dig(data: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
 def finite(x: Any) -> bool:
     return is_number(x)
 
 
-def extract_curves(details: Any) -> dict[str, list[list[float]]]:
-    """The per-layer curves in a run's `details`, keyed by metric key, as [[relative depth, value], ...]."""
-    n_layers = dig(details, ("n_layers",))
+def extract_curves(results: Results) -> dict[str, list[list[float]]]:
+    """A run's per-layer curves (`Results.curves`), keyed by metric key, as [[relative depth, value], ...].
+
+    The first curve of a metric key counts; the depth is the model's (`Results.model.n_layers`),
+    so a file that does not record it, or a curve of no finite value, gives no curve.
+    """
     curves: dict[str, list[list[float]]] = {}
-    for source in CURVE_SOURCES:
-        series = dig(details, source.series)
-        if not isinstance(series, dict):
-            continue
-        layers = dig(details, source.layers) if source.layers else None
-        for name, values in series.items():
-            if len(curves) >= MAX_CURVES:
-                return curves
-            if not (isinstance(name, str) and name.endswith(source.suffix) and isinstance(values, list)):
-                continue
-            key = source.key.format(name[: len(name) - len(source.suffix)] if source.suffix else name)
-            points = to_points(values, layers, n_layers)
-            if points and key not in curves:
-                curves[key] = points
+    for curve in results.curves:
+        if len(curves) >= MAX_CURVES:
+            break
+        points = to_points(curve.values, curve.layers, results.model.n_layers)
+        if points and curve.metric not in curves:
+            curves[curve.metric] = points
     return curves
 
 

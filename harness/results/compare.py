@@ -18,9 +18,9 @@ comparison can be rebuilt from reused results. The contract a comparative task f
   them; without it every item is its own unit.
 - `details["pooled"][metric key] = [metric keys]` (optional): a metric that is the mean over the
   rows of the listed columns pooled (e.g. `fld_acc` over every FLD sub-task).
-- `details["curves"][name] = {"plot", "label", "x", "y", "xlabel", "ylabel"}` (optional): one
-  line of a per-model curve (a probe's accuracy by layer); the comparison draws each `plot`
-  with one colour per model and one line style per `label`.
+- `TaskResult.curves` (optional): per-layer curves (`harness.results.Curve`, a probe's accuracy
+  by layer); the comparison draws each `plot` with one colour per model and one line style per
+  `label`.
 
 The comparison file `<output_dir>/_compare/<task>-<hash>.json` (no model's folder can be named
 `_compare`: model slugs never start with "_") is a pydantic model like the results file, with
@@ -195,24 +195,20 @@ def paired_difference(
     return value, lo, hi, len(set(labels))
 
 
-def curves_of(details: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The well-formed curves of a results file, by plot; malformed ones are left out."""
+def curves_of(results: Any) -> dict[str, list[dict[str, Any]]]:
+    """A run's curves (`Results.curves`) by plot (a curve's `plot`, else its metric), finite points only."""
     out: dict[str, list[dict[str, Any]]] = {}
-    curves = details.get("curves", {})
-    for curve in curves.values() if isinstance(curves, dict) else []:
-        if not isinstance(curve, dict):
-            continue
-        x, y, plot, label = curve.get("x"), curve.get("y"), curve.get("plot"), curve.get("label")
-        if (
-            isinstance(plot, str)
-            and isinstance(label, str)
-            and isinstance(x, list)
-            and isinstance(y, list)
-            and len(x) == len(y)
-            and all(_number(v) for v in x + y)
-        ):
-            out.setdefault(plot, []).append(
-                {"label": label, "x": x, "y": y, "xlabel": str(curve.get("xlabel", "")), "ylabel": str(curve.get("ylabel", ""))}
+    for curve in results.curves:
+        points = [(L, v) for L, v in zip(curve.layers, curve.values) if _number(v)]
+        if points:
+            out.setdefault(curve.plot or curve.metric, []).append(
+                {
+                    "label": curve.label or curve.metric,
+                    "x": [L for L, _ in points],
+                    "y": [v for _, v in points],
+                    "xlabel": curve.xlabel,
+                    "ylabel": curve.ylabel,
+                }
             )
     return out
 
@@ -296,7 +292,7 @@ def write_comparison(task: Any, config: Any, runs: Sequence[Any], spec: Any) -> 
     keys, shown, differences, notes = compare(runs, spec.seed, spec.bootstrap, task.headline_metrics)
     plots: dict[str, list[CurveLine]] = {}
     for run in runs:
-        for plot, lines in curves_of(run.results.details).items():
+        for plot, lines in curves_of(run.results).items():
             plots.setdefault(plot, []).extend(CurveLine(model=run.model, label=c["label"], x=c["x"], y=c["y"]) for c in lines)
     first = runs[0].results
     comparison = Comparison(
@@ -322,7 +318,7 @@ def write_comparison(task: Any, config: Any, runs: Sequence[Any], spec: Any) -> 
         notes=notes,
     )
     refuse_invalid(comparison, path, f"{first.task.name}: the comparison of {len(runs)} models")
-    axes = {plot: lines[0] for run in runs for plot, lines in curves_of(run.results.details).items()}
+    axes = {plot: lines[0] for run in runs for plot, lines in curves_of(run.results).items()}
     comparison.artifacts = draw_plots(comparison, path.with_suffix(""), axes)
     write_atomic(path.with_suffix(".md"), markdown(comparison))
     write_atomic(path, comparison.model_dump_json(indent=2) + "\n")  # last: its presence means the comparison is complete

@@ -14,9 +14,9 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Iterable, Literal, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schema" / "results.v1.schema.json"
@@ -86,6 +86,9 @@ class ModelRecord(BaseModel):
         default=None,
         description="the BOS policy: added by the tokenizer, prepended (the GPT-2 family, as TransformerLens does), or none",
     )
+    n_layers: Optional[int] = Field(
+        default=None, ge=1, description="blocks of the model: the depth its curves' layers are read against"
+    )
 
 
 class Environment(BaseModel):
@@ -104,6 +107,42 @@ class Timing(BaseModel):
         description="seconds per kind of model call (score, loglikelihood, generate, collect, stream, logit_lens, finetune; "
         "'(edited)' when interventions were in force) and 'analysis' for everything else (probes, statistics, plots)",
     )
+
+
+class Curve(BaseModel):
+    """One per-layer curve of a run: `values[i]` was measured at layer `layers[i]`.
+
+    The one contract for per-layer numbers that the leaderboard charts and the comparisons
+    across models read (`TaskResult.curves`). `metric` names the metric key the curve is the
+    per-layer version of, where there is one (the leaderboard draws a finding's effect and its
+    control from the curves of those keys), or a name of its own; curves that share `plot` are
+    drawn in one comparison plot, one line style per `label`. A value may be None where a layer
+    has no number (a fit that did not converge); charts skip it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str = Field(min_length=1, max_length=200)
+    layers: list[int]
+    values: list[Optional[float]]
+    plot: str = Field(default="", max_length=200, description="curves drawn together in a comparison ('': one plot per metric)")
+    label: str = Field(default="", max_length=200, description="the line's name in its plot ('': the metric)")
+    xlabel: str = Field(default="layer", max_length=200)
+    ylabel: str = Field(default="", max_length=200)
+
+    @model_validator(mode="after")
+    def _one_value_per_layer(self) -> Curve:
+        if len(self.layers) != len(self.values):
+            raise ValueError(f"curve {self.metric}: {len(self.layers)} layers for {len(self.values)} values")
+        return self
+
+    @classmethod
+    def each(cls, series: dict[str, Sequence[Optional[float]]], layers: Iterable[int], **fields: Any) -> list[Curve]:
+        """One curve per {metric key: [value per layer]}, all on the same `layers`."""
+        layers = list(layers)
+        return [
+            cls(metric=key, layers=layers, values=[None if v is None else float(v) for v in values], **fields)
+            for key, values in series.items()
+        ]
 
 
 class Results(BaseModel):
@@ -128,7 +167,8 @@ class Results(BaseModel):
     limit: Optional[int] = None
     bootstrap: int = Field(default=1000, ge=1, description="bootstrap resamples behind every interval (harness run --bootstrap)")
     notes: list[str] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict, description="per-layer curves and other non-headline numbers")
+    curves: list[Curve] = Field(default_factory=list, description="per-layer curves (the charts and comparisons read these)")
+    details: dict[str, Any] = Field(default_factory=dict, description="non-headline numbers: counts, settings, per-item tables")
     artifacts: list[str] = Field(default_factory=list, description="plots and samples, relative to the results file")
 
 

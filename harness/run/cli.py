@@ -115,7 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--to", required=True)
     pub.add_argument("--dir", type=Path, default=Path("leaderboards"))
     pub.add_argument("--dry-run", action="store_true", help="list the files that would be sent, send nothing")
-    for p in (build, show, pub):
+    export = board_sub.add_parser(
+        "export", help="write the results as one table (a row per model, task and metric) in CSV or Parquet"
+    )
+    export.add_argument(
+        "--dir", type=Path, default=Path("leaderboards"), help="a leaderboard folder, a folder of results files or one file"
+    )
+    export.add_argument("--out", type=Path, required=True, help="the table to write: .csv or .parquet")
+    export.add_argument("--format", choices=("csv", "parquet"), default=None, help="default: from the suffix of --out")
+    for p in (build, show, pub, export):
         p.add_argument("--debug", action="store_true")
     return parser
 
@@ -246,6 +254,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(
             f"built {len(report.tasks)} leaderboard(s) from {len(report.used)} results file(s) in {args.out}: {', '.join(report.tasks) or 'none'}"
         )
+        return 0
+    if args.action == "export":
+        from harness.report.table import export
+
+        rows = export(args.dir, args.out, args.format)
+        print(f"wrote {rows} rows to {args.out}")
         return 0
     if args.action == "show":
         data = leaderboard.read_board(args.dir, args.task)

@@ -31,7 +31,7 @@ from harness.api.context import RunContext
 from harness.api.task import Task
 from harness.engine import distributed
 from harness.engine.models import Model, cache_root, load_model, model_fingerprint, pick_dtype, target_device
-from harness.results import Environment, ModelRecord, Results, TaskRecord, Timing, config_hash
+from harness.results import Curve, Environment, ModelRecord, Results, TaskRecord, Timing, config_hash
 from harness.results.validate import refuse_invalid
 from harness.run.plan import Planned, RunSpec, check_spec, plan_tasks, prepare_output_dir, unique_models
 from harness.run.store import artifacts_dir, checkpoint_dir, clear_leftovers, install, result_lock, result_path, reusable
@@ -73,6 +73,19 @@ def environment(model: Model) -> Environment:
         platform=platform.platform(),
         device_name=name,
     )
+
+
+def checked_curves(curves: list[Curve], n_layers: int, task: str) -> list[Curve]:
+    """A task's curves, each layer inside the model and each (plot, label) once: a task bug fails here, not in a chart."""
+    seen = set()
+    for c in curves:
+        if any(not 0 <= L < n_layers for L in c.layers):
+            raise ValueError(f"{task}: curve {c.metric} has a layer outside 0..{n_layers - 1}")
+        key = (c.plot or c.metric, c.label or c.metric)
+        if key in seen:
+            raise ValueError(f"{task}: two curves named {key}: give each its own metric or label")
+        seen.add(key)
+    return curves
 
 
 def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunSpec) -> Results:
@@ -132,6 +145,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
                 device=info.device,
                 fingerprint=info.fingerprint,
                 bos=info.bos,
+                n_layers=model.n_layers,
             ),
             metrics=outcome.metrics,
             unmeasured=outcome.unmeasured,
@@ -147,6 +161,7 @@ def run_task(model: Model, task: type[Task], config: Any, path: Path, spec: RunS
             limit=spec.limit,
             bootstrap=spec.bootstrap,
             notes=outcome.notes,
+            curves=checked_curves(outcome.curves, model.n_layers, task.name),
             details=outcome.details,
             artifacts=[f"{artifacts_dir(path).name}/{a}" for a in written],
         )

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from harness import (
+    Curve,
     Edit,
     Facet,
     Finding,
@@ -419,7 +420,8 @@ class CircleTask(Task):
             if config.offdist:
                 metrics["angle_consistency"] = self.offdist(ctx, X[layer], layer, problems, positions, answers, alpha, config)
 
-        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes)
+        curves = Curve.each(details.get("per_layer", {}), range(model.n_layers))
+        return TaskResult(metrics=metrics, reference=self.reference(), curves=curves, details=details, notes=notes)
 
     def intervene(self, ctx, H, layer, problems, used, positions, answers, alpha, shuffled, config, details) -> dict[str, Metric]:
         """Every (problem, alpha' != alpha) under each patch; success = answer moves to gamma'."""

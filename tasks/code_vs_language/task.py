@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness import Facet, Finding, Metric, ModelShape, Reference, Task, TaskResult, Workload, option, register_task
+from harness import Curve, Facet, Finding, Metric, ModelShape, Reference, Task, TaskResult, Workload, option, register_task
 from probes.linear import cross_validate_grid, shuffled_labels
 from probes.selection import best_layers
 
@@ -208,6 +208,7 @@ class CodeVsLanguage(Task):
         items_table: dict[str, dict[str, list]] = {}
         pooled: dict[str, list[str]] = {}
         details: dict[str, Any] = {"n_layers": model.n_layers, "subtasks": {}}
+        curves: list[Curve] = []
         notes = self.notes(config)
         gold_of: dict[str, np.ndarray] = {}
         units_of: dict[str, list[str]] = {}
@@ -227,15 +228,16 @@ class CodeVsLanguage(Task):
                 "shots": [s.uid for s in shots],
             }
             if config.probe:
-                metrics.update(self.probe(ctx, model, data, config, details))
+                metrics.update(self.probe(ctx, model, data, config, details, curves))
         self.aggregate(ctx, config, items_table, gold_of, units_of, metrics, pooled)
         if config.probe:
-            self.plot_probe(ctx, details["curves"])
+            self.plot_probe(ctx, curves)
         details["items"] = items_table
         details["item_units"] = units_of
         details["pooled"] = pooled
         return TaskResult(
             metrics=metrics,
+            curves=curves,
             reference=Reference(
                 source=PAPER,
                 notes={
@@ -318,7 +320,7 @@ class CodeVsLanguage(Task):
 
     # Probe --------------------------------------------------------------------------
 
-    def probe(self, ctx, model, data: SubtaskData, config, details: dict) -> dict[str, Metric]:
+    def probe(self, ctx, model, data: SubtaskData, config, details: dict, curves: list[Curve]) -> dict[str, Metric]:
         """Per layer, a probe of the gold label at the last prompt token, and the same on shuffled labels."""
         name = data.name
         shots = pick_shots(data.pool, data.items, config.probe_shots, config.seed)
@@ -330,7 +332,6 @@ class CodeVsLanguage(Task):
         acts = ctx.collect(prompts, [f"resid_post.{L}" for L in layers], positions="last", desc=f"{name} probe activations")
         X = {L: acts[f"resid_post.{L}"].numpy().astype(np.float32) for L in layers}
         out: dict[str, Metric] = {}
-        curves = details.setdefault("curves", {})
         info = details.setdefault("probe", {})
         for suffix, y in targets.items():
             values, counts = np.unique(y, return_counts=True)
@@ -356,27 +357,30 @@ class CodeVsLanguage(Task):
                 "acc_by_layer": {m: [round(fits[m][L].accuracy, 6) for L in layers] for m in fits},
             }
             for method in fits:
-                curves[f"{key}/{method}"] = {
-                    "plot": key,
-                    "label": method,
-                    "x": layers,
-                    "y": info[f"{name}{suffix}"]["acc_by_layer"][method],
-                    "xlabel": "layer (resid_post.L)",
-                    "ylabel": "held-out probe accuracy",
-                }
+                curves.append(
+                    Curve(
+                        metric=f"{key}{'' if method == 'probe' else '_' + method}_acc",
+                        plot=key,
+                        label=method,
+                        layers=layers,
+                        values=info[f"{name}{suffix}"]["acc_by_layer"][method],
+                        xlabel="layer (resid_post.L)",
+                        ylabel="held-out probe accuracy",
+                    )
+                )
         return out
 
-    def plot_probe(self, ctx, curves: dict[str, dict]) -> None:
+    def plot_probe(self, ctx, curves: list[Curve]) -> None:
         """One panel per probed target: accuracy by layer, real and shuffled labels."""
-        plots = sorted({c["plot"] for c in curves.values()})
+        plots = sorted({c.plot for c in curves})
         if not plots:
             return
         fig = ctx.figure(figsize=(5, 3 * len(plots)))
         axes = np.atleast_1d(fig.subplots(len(plots), 1, squeeze=False)[:, 0])
         for ax, plot in zip(axes, plots):
-            for curve in (c for c in curves.values() if c["plot"] == plot):
+            for curve in (c for c in curves if c.plot == plot):
                 ax.plot(
-                    curve["x"], curve["y"], marker="o", ms=3, ls="-" if curve["label"] == "probe" else ":", label=curve["label"]
+                    curve.layers, curve.values, marker="o", ms=3, ls="-" if curve.label == "probe" else ":", label=curve.label
                 )
             ax.set_title(plot), ax.set_xlabel("layer (resid_post.L)"), ax.set_ylabel("held-out accuracy")
             ax.legend(fontsize=7)

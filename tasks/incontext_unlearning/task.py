@@ -34,6 +34,7 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 
 from harness import (
+    Curve,
     Facet,
     Finding,
     Metric,
@@ -446,9 +447,16 @@ class IncontextUnlearning(Task):
                 result = evaluate(model, ctx, items, eval_examples, config, "prompt only")
 
         metrics = score_metrics(ctx, result.scores, item_units(items))
+        curves: list[Curve] = []
         if result.lens is not None:
-            curves = result.lens["curves"]
-            details["lens_curve"] = curves
+            lens_curves = result.lens["curves"]
+            details["lens_curve"] = lens_curves
+            curves = [
+                Curve(metric=f"lens_{group}_{name}_prob", plot=f"lens_{group}", label=f"{name} token",
+                      layers=list(range(len(c["prob"]))), values=c["prob"], xlabel="layer (resid_post.L)",
+                      ylabel="mean logit-lens probability")
+                for group, by_token in lens_curves.items() for name, c in by_token.items()
+            ]  # fmt: skip
             details["lens_answer_is_forgot_token"] = result.lens["answer_is_forgot_token"]
             internal = internal_answer_metric(ctx, result.scores, result.lens, item_units(items))
             if internal is None:
@@ -456,9 +464,9 @@ class IncontextUnlearning(Task):
             else:
                 metrics["internal_answer_score"] = internal
             for group in GROUPS:
-                plot_lens(ctx, curves, group, f"{group} examples: logit lens at the last prompt position")
+                plot_lens(ctx, lens_curves, group, f"{group} examples: logit lens at the last prompt position")
         details["replies"] = [{"item": item.id, **out} for item, out in zip(items, result.outputs)]
-        return TaskResult(metrics=metrics, reference=reference_for(config, data), details=details, notes=notes)
+        return TaskResult(metrics=metrics, reference=reference_for(config, data), curves=curves, details=details, notes=notes)
 
     @staticmethod
     def training_details(report: Any, train: Any, n_pairs: int) -> dict[str, Any]:

@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 from harness import (
+    Curve,
     Facet,
     Finding,
     Metric,
@@ -318,7 +319,13 @@ class MultiplicationDigits(Task):
                         "best layer by the same rule, details.probe.best_layer); the intervals leave out "
                         "that choice, which favours every method alike"
                     )
-        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes, unmeasured=unmeasured)
+        probe = details.get("probe", {})
+        by_layer = {f"probe_{k.removesuffix('_acc_by_layer')}_acc": v for k, v in probe.items()
+                    if k.endswith("_acc_by_layer") and not k.startswith("probe_")}  # fmt: skip
+        curves = Curve.each(by_layer, probe.get("layers", []), ylabel="held-out probe accuracy")
+        return TaskResult(
+            metrics=metrics, reference=self.reference(), curves=curves, details=details, notes=notes, unmeasured=unmeasured
+        )
 
     # Behaviour.
     def behaviour(self, ctx, model, problems: list[Problem], config, mode: str, digit_ids, desc: str) -> dict[str, np.ndarray]:

@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from harness import (
+    Curve,
     Edit,
     Facet,
     Finding,
@@ -482,7 +483,11 @@ class NumberHelix(Task):
                 if config.patching:
                     unmeasured.update({f"patch_ld_{m}": why for m in PATCH_METHODS})
         self.plot_layers(ctx, details, best)
-        return TaskResult(metrics=metrics, reference=self.reference(), details=details, notes=notes, unmeasured=unmeasured)
+        held_out = {f"{k}_r2_heldout": v for k, v in details.get("per_layer_r2_heldout", {}).items()}
+        curves = Curve.each(held_out, range(n_layers), ylabel="held-out R^2")
+        return TaskResult(
+            metrics=metrics, reference=self.reference(), curves=curves, details=details, notes=notes, unmeasured=unmeasured
+        )
 
     @staticmethod
     def fit_layer(X: np.ndarray, a: np.ndarray, shuffled: np.ndarray, bases, pca_dim, k: int) -> dict:

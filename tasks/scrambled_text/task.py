@@ -37,7 +37,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from harness import Facet, Finding, Metric, ModelShape, Task, TaskResult, Workload, option, register_task, tokens
+from harness import Curve, Facet, Finding, Metric, ModelShape, Task, TaskResult, Workload, option, register_task, tokens
 from probes.selection import best_layer
 from probes.text_metrics import (
     pooled_recovery,
@@ -193,7 +193,9 @@ class ScrambledText(Task):
             self.likelihood(model, sentences, config, ctx, metrics, details)
         if "probe" in config.subtasks:
             self.restoration_probe(model, config, ctx, metrics, details, notes)
-        return TaskResult(metrics=metrics, reference=reference(), details=details, notes=notes)
+        probe = details.get("probe", {})
+        curves = Curve.each(probe.get("per_layer", {}), probe.get("layers", []))
+        return TaskResult(metrics=metrics, reference=reference(), curves=curves, details=details, notes=notes)
 
     @staticmethod
     def load(config: ScrambledConfig) -> Data:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from harness.report.build import build
 from harness.report.charts import ChartLine, choose_keys, clean_curves, extract_curves, label, layer_chart
@@ -21,7 +22,7 @@ from harness.report.findings import (
     parse_finding,
     verdict,
 )
-from harness.results import Metric, write_results
+from harness.results import Curve, Metric, write_results
 from tests.report.test_leaderboard import fake_results
 
 
@@ -203,60 +204,56 @@ def test_numeric_control_stays_a_number_and_a_key_stays_a_key():
     assert parse_finding({"effect": "a", "control": True}) is None
 
 
-CIRCLE_DETAILS = {
-    "n_layers": 5,
-    "per_layer": {"probe_r2": [0.1, 0.5, 0.9, 0.8, 0.7], "probe_r2_scrambled_order": [0.0, 0.1, float("nan"), 0.2, 0.1]},
-}
-HELIX_DETAILS = {"n_layers": 3, "per_layer_r2_heldout": {"helix": [0.2, 0.6, 0.4], "linear": [0.1, 0.3, "x"]}}
-MULT_DETAILS = {
-    "n_layers": 9,
-    "probe": {
-        "layers": [0, 4, 8],
-        "last_digit_acc_by_layer": [0.1, 0.5, 0.9],
-        "shuffled_acc_by_layer": [0.1, 0.1, 0.1],
-        "C_by_layer": {"0": 1.0},
-        "chance": {"x": 0.1},
-    },
-}
-SCRAMBLED_DETAILS = {"n_layers": 4, "probe": {"layers": [1, 3], "per_layer": {"restoration_probe_acc_random_100": [0.3, 0.6]}}}
+def curves_run(n_layers, curves):
+    """A results file of a model `n_layers` deep with these curves."""
+    results = fake_results("org/a", 0.5)
+    results.model.n_layers = n_layers
+    results.curves = list(curves)
+    return results
 
 
-def test_curves_are_read_from_each_task_shape_by_relative_depth():
-    assert extract_curves(CIRCLE_DETAILS) == {
+CIRCLE_CURVES = (
+    5,
+    Curve.each({"probe_r2": [0.1, 0.5, 0.9, 0.8, 0.7], "probe_r2_scrambled_order": [0.0, 0.1, float("nan"), 0.2, 0.1]}, range(5)),
+)
+HELIX_CURVES = (3, Curve.each({"helix_r2_heldout": [0.2, 0.6, 0.4], "linear_r2_heldout": [0.1, 0.3, None]}, range(3)))
+CIRCLE = curves_run(*CIRCLE_CURVES)
+HELIX = curves_run(*HELIX_CURVES)
+
+
+def test_curves_are_read_by_relative_depth():
+    assert extract_curves(CIRCLE) == {
         "probe_r2": [[0.0, 0.1], [0.25, 0.5], [0.5, 0.9], [0.75, 0.8], [1.0, 0.7]],
         "probe_r2_scrambled_order": [[0.0, 0.0], [0.25, 0.1], [0.75, 0.2], [1.0, 0.1]],  # NaN skipped
     }
-    assert extract_curves(HELIX_DETAILS) == {
+    assert extract_curves(HELIX) == {
         "helix_r2_heldout": [[0.0, 0.2], [0.5, 0.6], [1.0, 0.4]],
-        "linear_r2_heldout": [[0.0, 0.1], [0.5, 0.3]],
+        "linear_r2_heldout": [[0.0, 0.1], [0.5, 0.3]],  # a layer without a number skipped
     }
-    assert extract_curves(MULT_DETAILS) == {
-        "probe_last_digit_acc": [[0.0, 0.1], [0.5, 0.5], [1.0, 0.9]],
-        "probe_shuffled_acc": [[0.0, 0.1], [0.5, 0.1], [1.0, 0.1]],
-    }
-    assert extract_curves(SCRAMBLED_DETAILS) == {"restoration_probe_acc_random_100": [[round(1 / 3, 6), 0.3], [1.0, 0.6]]}
+    probed = curves_run(9, Curve.each({"probe_last_digit_acc": [0.1, 0.5, 0.9]}, [0, 4, 8]))  # some layers probed
+    assert extract_curves(probed) == {"probe_last_digit_acc": [[0.0, 0.1], [0.5, 0.5], [1.0, 0.9]]}
+    some = curves_run(4, Curve.each({"restoration_probe_acc_random_100": [0.3, 0.6]}, [1, 3]))
+    assert extract_curves(some) == {"restoration_probe_acc_random_100": [[round(1 / 3, 6), 0.3], [1.0, 0.6]]}
 
 
 @pytest.mark.parametrize(
-    "details, expected",
+    "n_layers, curves, expected",
     [
-        ({}, {}),
-        ({"per_layer": {"a": [1, 2]}}, {}),  # no n_layers: no depth
-        ({"n_layers": True, "per_layer": {"a": [1]}}, {}),
-        ({"n_layers": "2", "per_layer": {"a": [1, 2]}}, {}),
-        ({"n_layers": 2, "per_layer": {"a": [1, 2, 3]}}, {}),  # more values than layers
-        ({"n_layers": 2, "per_layer": "nope"}, {}),
-        (
-            {"n_layers": 4, "probe": {"layers": [0, 9], "per_layer": {"a": [1, 2]}}},
-            {"a": [[0.0, 1.0]]},
-        ),  # layer 9 is past the depth
-        ({"n_layers": 2, "probe": {"layers": [0], "per_layer": {"a": [1, 2]}}}, {}),  # layers and values disagree
-        ({"n_layers": 1, "per_layer": {"a": [0.5], "b": [True]}}, {"a": [[0.0, 0.5]]}),  # one layer sits at depth 0
-        (["not", "a", "dict"], {}),
+        (5, [], {}),
+        (None, Curve.each({"a": [1, 2]}, [0, 1]), {}),  # no depth recorded: no curve
+        (2, Curve.each({"a": [1, 2, 3]}, [0, 1, 2]), {}),  # more values than layers
+        (4, Curve.each({"a": [1, 2]}, [0, 9]), {"a": [[0.0, 1.0]]}),  # layer 9 is past the depth
+        (1, Curve.each({"a": [0.5], "b": [None]}, [0]), {"a": [[0.0, 0.5]]}),  # one layer sits at depth 0; b has no number
+        (3, [Curve(metric="a", layers=[0], values=[0.1]), Curve(metric="a", layers=[1], values=[0.2])], {"a": [[0.0, 0.1]]}),
     ],
 )
-def test_curves_tolerate_missing_and_malformed_details(details, expected):
-    assert extract_curves(details) == expected
+def test_curves_tolerate_missing_depth_and_bad_layers(n_layers, curves, expected):
+    assert extract_curves(curves_run(n_layers, curves)) == expected
+
+
+def test_a_curve_has_one_value_per_layer():
+    with pytest.raises(ValidationError, match="2 layers for 1 values"):
+        Curve(metric="a", layers=[0, 1], values=[0.5])
 
 
 def test_clean_curves_keeps_only_finite_points_in_depth_range():
@@ -267,7 +264,7 @@ def test_clean_curves_keeps_only_finite_points_in_depth_range():
 
 
 def test_chart_draws_effect_and_control_or_first_headline_curve():
-    lines = [ChartLine("a", extract_curves(CIRCLE_DETAILS)), ChartLine("b", extract_curves(HELIX_DETAILS))]
+    lines = [ChartLine("a", extract_curves(CIRCLE)), ChartLine("b", extract_curves(HELIX))]
     assert choose_keys(lines, "probe_r2", "probe_r2_scrambled_order", []) == ("probe_r2", "probe_r2_scrambled_order")
     assert choose_keys(lines, "probe_r2", 0.5, []) == ("probe_r2", 0.5)
     assert choose_keys(lines, "probe_r2_minus_shuffled", 0.0, ["accuracy", "helix_r2_heldout"]) == ("helix_r2_heldout", None)
@@ -278,8 +275,8 @@ def test_chart_draws_effect_and_control_or_first_headline_curve():
 def test_chart_labels_are_never_mathtext():
     assert label("$\\frac{1}{0}$") == "\\$\\\\frac{1}{0}\\$"
     hostile = [
-        ChartLine("$\\undefinedcommand{x}$ <b>", extract_curves(CIRCLE_DETAILS)),
-        ChartLine("y" * 500, extract_curves(CIRCLE_DETAILS)),
+        ChartLine("$\\undefinedcommand{x}$ <b>", extract_curves(CIRCLE)),
+        ChartLine("y" * 500, extract_curves(CIRCLE)),
     ]
     assert layer_chart("$t$", hostile, "probe_r2", 0.0).startswith(b"\x89PNG")
 
@@ -298,7 +295,7 @@ def with_finding(
     control: tuple[float, float, float],
     *,
     finding=FINDING,
-    details=CIRCLE_DETAILS,
+    curves=CIRCLE_CURVES,
     task="weekday_circle",
     **kwargs,
 ):
@@ -306,7 +303,7 @@ def with_finding(
     results.metrics["probe_r2"] = m(*r2)
     results.metrics["probe_r2_scrambled_order"] = m(*control)
     results.task.finding = finding
-    results.details = details
+    results.model.n_layers, results.curves = curves[0], list(curves[1])
     return results
 
 
@@ -316,7 +313,7 @@ def test_build_writes_findings_json_and_charts(tmp_path):
     write_results(results / "b" / "weekday_circle.json", with_finding("org/b", (0.5, 0.3, 0.7), (0.3, 0.2, 0.4)))
     write_results(
         results / "b" / "month_circle.json",
-        with_finding("org/b", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None, details={}),
+        with_finding("org/b", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="month_circle", finding=None, curves=(5, [])),
     )
     write_results(
         results / "c" / "number_helix.json",

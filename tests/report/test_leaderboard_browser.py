@@ -10,7 +10,7 @@ import pytest
 
 from harness.report.build import build
 from harness.results import write_results
-from tests.report.test_findings import FINDING, HELIX_DETAILS, with_finding
+from tests.report.test_findings import FINDING, HELIX_CURVES, with_finding
 from tests.report.test_leaderboard import HOSTILE, PNG, results_dir  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -203,7 +203,7 @@ def findings_results(root):
             "c",
             "number_helix",
             with_finding(
-                "org/model-c", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="number_helix", finding=helix, details=HELIX_DETAILS
+                "org/model-c", (0.9, 0.8, 1.0), (0.1, 0.0, 0.2), task="number_helix", finding=helix, curves=HELIX_CURVES
             ),
         ),
     ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness import Finding, Task, TaskResult, option, register_task
-from harness.results import Metric, config_hash
+from harness.results import Curve, Metric, config_hash
 from harness.results.compare import (
     SCHEMA_PATH,
     Comparison,
@@ -35,7 +35,7 @@ def test_shipped_schema_equals_the_models_schema():
     )
 
 
-def with_items(model: str, correct: dict[str, list[int]], ids: list[str] | None = None, curves: dict | None = None):
+def with_items(model: str, correct: dict[str, list[int]], ids: list[str] | None = None, curves: list | None = None):
     """A results file whose details carry per-item tables (one table per metric key 'x_acc')."""
     results = fake_results(model, 0.5, task="toy", headline=["all_acc", "a_acc"])
     tables = {}
@@ -44,7 +44,8 @@ def with_items(model: str, correct: dict[str, list[int]], ids: list[str] | None 
         tables[key.removesuffix("_acc")] = {"id": rows, key: values}
         results.metrics[key] = Metric(value=float(np.mean(values)), ci_low=0.0, ci_high=1.0, n=len(values))
     results.metrics["all_acc"] = Metric(value=0.5, ci_low=0.0, ci_high=1.0, n=1)
-    results.details = {"items": tables, "pooled": {"all_acc": list(correct)}, "curves": curves or {}}
+    results.details = {"items": tables, "pooled": {"all_acc": list(correct)}}
+    results.model.n_layers, results.curves = 2, list(curves or [])
     return results
 
 
@@ -112,7 +113,7 @@ def test_pairs_are_matched_by_item_id_not_by_position():
 
 
 def test_write_comparison_json_markdown_plot_and_validation(tmp_path):
-    curve = {"c/probe": {"plot": "c", "label": "probe", "x": [0, 1], "y": [0.4, 0.9], "xlabel": "layer", "ylabel": "acc"}}
+    curve = [Curve(metric="c_acc", plot="c", label="probe", layers=[0, 1], values=[0.4, 0.9], ylabel="acc")]
     runs = [
         outcome(with_items(f"org/{m}", {"a_acc": v, "b_acc": [1, 0, 1]}, curves=curve), tmp_path)
         for m, v in (("a", [1, 1, 1, 0]), ("b", [0, 1, 0, 0]), ("c", [0, 0, 0, 0]))
@@ -212,7 +213,7 @@ def comparison_folder(tmp_path: Path) -> tuple[Path, Path]:
     from harness.results import write_results
 
     results = tmp_path / "results"
-    curve = {"c/probe": {"plot": "c", "label": "probe", "x": [0, 1], "y": [0.4, 0.9]}}
+    curve = [Curve(metric="c_acc", plot="c", label="probe", layers=[0, 1], values=[0.4, 0.9])]
     runs = []
     for m, v in (("a", [1, 1, 1, 0]), ("b", [0, 1, 0, 0])):
         r = with_items(f"org/{m}", {"a_acc": v, "b_acc": [1, 0, 1]}, curves=curve)

@@ -267,13 +267,13 @@ def test_probe_reads_a_label_written_into_the_residual_stream_and_shuffled_label
     directions[np.arange(3), np.arange(3) * 7] = 30.0
     ctx = ctx_for(llama)
     with ctx.intervene([Edit("resid_post.0", "add", directions[gold], position="last")]):
-        metrics = CodeVsLanguage().probe(ctx, llama, data, cfg, details := {})
+        metrics = CodeVsLanguage().probe(ctx, llama, data, cfg, details := {}, curves := [])
     by_layer = details["probe"]["fld_gen"]["acc_by_layer"]
     assert len(by_layer["probe"]) == len(by_layer["shuffled"]) == llama.n_layers
     assert metrics["fld_gen_probe_best_acc"].value > 0.95 and min(by_layer["probe"]) > 0.95
     assert abs(metrics["fld_gen_probe_shuffled_best_acc"].value - 1 / 3) < 0.2
     assert details["probe"]["fld_gen"]["best_layer"]["shuffled"] == int(metrics["fld_gen_probe_shuffled_best_layer"].value)
-    assert {c["label"] for c in details["curves"].values()} == {"probe", "shuffled"}
+    assert {c.label for c in curves} == {"probe", "shuffled"}
 
 
 def test_probe_run_writes_curves_and_a_plot_and_drops_rare_babi_answers(llama, tmp_path):
@@ -287,7 +287,8 @@ def test_probe_run_writes_curves_and_a_plot_and_drops_rare_babi_answers(llama, t
     classes = np.unique([i.answer for i in cvl.load_subtask("babi_gen_1", config(n_items=30)).items], return_counts=True)
     assert probe["babi_gen_1"]["classes"] == sorted(c for c, n in zip(*classes) if n >= cvl.MIN_PROBE_CLASS)
     assert "fld_gen_probe_depth_best_acc" in result.metrics and "probe_layers.png" in ctx.artifacts
-    assert all(len(c["y"]) == llama.n_layers for c in result.details["curves"].values())
+    assert all(c.layers == list(range(llama.n_layers)) and len(c.values) == llama.n_layers for c in result.curves)
+    assert {c.metric for c in result.curves} >= {"fld_gen_probe_acc", "fld_gen_probe_shuffled_acc"}
 
 
 # 8. Determinism and schema ------------------------------------------------------------------------
