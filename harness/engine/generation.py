@@ -83,25 +83,48 @@ def generate(
     token_ids = tokenize_prompts(tok, prompts)
     check_lengths(model.hf, token_ids, extra=max_new_tokens)
     config = decoding_config(max_new_tokens, temperature, top_p, stop, tok.pad_token_id)
-    with_tokenizer = {"tokenizer": tok} if stop else {}  # stop strings are matched on decoded tokens
-    device = model.input_device
-    rng_devices = [device.index or 0] if device.type == "cuda" else []
-    out: list[str | None] = [None] * len(prompts)
+    request = _Continuations(model, token_ids, config, seed, stop, progress)
+    BatchSizer.of(batch_size, model.input_device, CPU_GENERATE_BATCH_SIZE).run(len(prompts), request.run)
+    return request.result()
 
-    def step(size: int) -> Iterator[None]:
-        batches = distributed.mine(make_batches(token_ids, size, tok.pad_token_id))
-        for b, batch in progress(batches) if progress else batches:
-            with in_flight(model, batch), torch.random.fork_rng(devices=rng_devices):
-                if config.do_sample:
-                    torch.manual_seed(int(np.random.default_rng([0 if seed is None else seed, b]).integers(2**31)))
-                inputs = batch.model_inputs(device, with_positions=False)
-                new = model.hf.generate(**inputs, generation_config=config, **with_tokenizer)[:, batch.input_ids.shape[1] :]
+
+class _Continuations:
+    """One `generate` call: each batch's decoded continuations, filed by prompt."""
+
+    def __init__(self, model: Model, token_ids: list[list[int]], config: Any, seed: int | None, stop: Sequence[str],
+                 progress: Callable[[Any], Any] | None) -> None:  # fmt: skip
+        self.model, self.token_ids, self.config, self.seed, self.stop, self.progress = (
+            model,
+            token_ids,
+            config,
+            seed,
+            stop,
+            progress,
+        )
+        self.with_tokenizer = {"tokenizer": model.tokenizer} if stop else {}  # stop strings are matched on decoded tokens
+        device = model.input_device
+        self.rng_devices = [device.index or 0] if device.type == "cuda" else []
+        self.texts: list[str | None] = [None] * len(token_ids)
+
+    def run(self, size: int) -> Iterator[None]:
+        """This rank's batches of `size` prompts, one yield each (the sizer halves `size` on out-of-memory)."""
+        model, tok = self.model, self.model.tokenizer
+        batches = distributed.mine(make_batches(self.token_ids, size, tok.pad_token_id))
+        for b, batch in self.progress(batches) if self.progress else batches:
+            with in_flight(model, batch), torch.random.fork_rng(devices=self.rng_devices):
+                if self.config.do_sample:  # seeded per batch: the same seed and batch size give the same texts
+                    torch.manual_seed(int(np.random.default_rng([0 if self.seed is None else self.seed, b]).integers(2**31)))
+                inputs = batch.model_inputs(model.input_device, with_positions=False)
+                generated = model.hf.generate(**inputs, generation_config=self.config, **self.with_tokenizer)
+                new = generated[:, batch.input_ids.shape[1] :]
             model.tokens_processed += new.numel()
             for r, i in enumerate(batch.indices):
-                out[i] = cut_at_stop(tok.decode(new[r], skip_special_tokens=True), stop)
+                self.texts[i] = cut_at_stop(tok.decode(new[r], skip_special_tokens=True), self.stop)
             yield None
 
-    BatchSizer.of(batch_size, device, CPU_GENERATE_BATCH_SIZE).run(len(prompts), step)
-    if distributed.world_size() > 1:
-        return distributed.gather_rows({i: text for i, text in enumerate(out) if text is not None}, len(prompts))
-    return cast(list[str], out)  # one process runs every batch: no row is left None
+    def result(self) -> list[str]:
+        """Every prompt's text, gathered from every rank under data parallelism."""
+        if distributed.world_size() > 1:
+            filled = {i: text for i, text in enumerate(self.texts) if text is not None}
+            return distributed.gather_rows(filled, len(self.texts))
+        return cast(list[str], self.texts)  # one process runs every batch: no row is left None
