@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from harness.errors import UsageError
+from harness.results.records import write_atomic
 
 log = logging.getLogger(__name__)
 _DIGESTS: dict[tuple[str, tuple[int, ...]], str] = {}
@@ -293,10 +294,8 @@ def manifest_of(folder: Path, source_sha: str) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    """The cache's manifests and stamps, written atomically (a reader never sees half a file)."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_json(path: Path) -> Any:
