@@ -35,8 +35,8 @@ def clean_finding(raw: Any) -> dict[str, Any] | None:
     return finding.model_dump(exclude_none=True, exclude={"facets"} if not finding.facets else None)
 
 
-def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Results]]:
-    """Every valid results file under `results_dir`; the rest go to report.skipped with a reason."""
+def results_paths(results_dir: Path, report: BuildReport) -> list[Path]:
+    """The .json files under `results_dir` that can be results files, found without following links."""
     found = []
     for path in json_files(results_dir, report):
         if any(part.startswith(".") for part in path.relative_to(results_dir).parts):
@@ -45,6 +45,14 @@ def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Res
             continue  # comparisons across models: load_comparisons reads them
         if (path.parent.parent / f"{path.parent.name}.json").is_file():  # not with_suffix: versions have dots
             continue  # an artifact of the results file beside its folder (plots, samples, tables)
+        found.append(path)
+    return found
+
+
+def load_results(results_dir: Path, report: BuildReport) -> list[tuple[Path, Results]]:
+    """Every valid, complete results file under `results_dir`; the rest go to report.skipped with a reason."""
+    found = []
+    for path in results_paths(results_dir, report):
         results = accepted(path, Results, report, "results", "not ranked")
         if results is not None:
             found.append((path, results))

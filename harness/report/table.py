@@ -11,17 +11,15 @@ more than reporting does. The pydantic reader of one results file is `harness.re
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from harness.errors import UsageError
-from harness.report.boards import BuildReport, TaskBoards
-from harness.report.inputs import json_files
-from harness.results import Results
-from harness.results.compare import COMPARE_DIR
-from harness.results.validate import MAX_JSON_BYTES, InvalidFile, load_valid, task_name_ok
-from harness.safepath import UnsafePath, read_plain_file
+from harness.report.boards import BuildReport
+from harness.report.inputs import results_paths
+from harness.results import Metric, Results, write_atomic
+from harness.results.validate import InvalidFile, load_valid
 
 if TYPE_CHECKING:
     import pandas
@@ -30,7 +28,6 @@ COLUMNS = (
     "model", "task", "task_version", "metric", "value", "ci_low", "ci_high", "n", "higher_is_better",
     "config_hash", "seed", "dtype", "quantization", "limit", "bootstrap", "created_at", "source",
 )  # fmt: skip
-BOARD_FILES_OF_ANOTHER_KIND = ("index.json", "findings.json")
 EXPORT_FORMATS = ("csv", "parquet")
 
 
@@ -62,13 +59,7 @@ def export(path: str | Path, out: str | Path, fmt: str | None = None) -> int:
     table = read_results(path)
     if out.is_dir():
         raise UsageError(f"{out} is a folder: give a file name such as results.{fmt}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        table.to_csv(tmp, index=False) if fmt == "csv" else table.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out, table.to_csv(index=False) if fmt == "csv" else table.to_parquet(index=False))
     return len(table)
 
 
@@ -76,15 +67,20 @@ def _is_leaderboard(folder: Path) -> bool:
     return (folder / "index.json").is_file() and not (folder / "index.json").is_symlink()
 
 
+def _metric_rows(metrics: dict[str, Metric], **fields: Any) -> Iterator[dict[str, Any]]:
+    """One row per metric, each with the run's `fields`."""
+    for key, m in metrics.items():
+        yield {**fields, "metric": key, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n,
+               "higher_is_better": m.higher_is_better}  # fmt: skip
+
+
 def _result_rows(results: Results, source: str) -> Iterator[dict[str, Any]]:
-    for key, m in results.metrics.items():
-        yield {
-            "model": results.model.spec, "task": results.task.name, "task_version": results.task.version, "metric": key,
-            "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n, "higher_is_better": m.higher_is_better,
-            "config_hash": results.task.config_hash, "seed": results.seed, "dtype": results.model.dtype,
-            "quantization": results.model.quantization, "limit": results.limit, "bootstrap": results.bootstrap,
-            "created_at": results.created_at, "source": source,
-        }  # fmt: skip
+    yield from _metric_rows(
+        results.metrics, model=results.model.spec, task=results.task.name, task_version=results.task.version,
+        config_hash=results.task.config_hash, seed=results.seed, dtype=results.model.dtype,
+        quantization=results.model.quantization, limit=results.limit, bootstrap=results.bootstrap,
+        created_at=results.created_at, source=source,
+    )  # fmt: skip
 
 
 def _file_rows(path: Path, source: str) -> Iterator[dict[str, Any]]:
@@ -96,18 +92,12 @@ def _file_rows(path: Path, source: str) -> Iterator[dict[str, Any]]:
 
 
 def _folder_rows(folder: Path) -> Iterator[dict[str, Any]]:
-    """Every valid results file below `folder`; an invalid one is left out with a warning on stderr, as a build does."""
-    import sys
-
+    """Every valid results file below `folder`, found as a build finds them; an invalid one is left out
+    with a line on stderr, as a build does."""
     report = BuildReport()
-    for path in json_files(folder, report):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or rel.parts[0] == COMPARE_DIR:
-            continue  # staging folders of unfinished runs; comparisons across models
-        if (path.parent.parent / f"{path.parent.name}.json").is_file():
-            continue  # an artifact of the results file beside its folder
+    for path in results_paths(folder, report):
         try:
-            yield from _result_rows(load_valid(path, Results), str(rel))
+            yield from _result_rows(load_valid(path, Results), str(path.relative_to(folder)))
         except InvalidFile as e:
             report.skipped.append((path, f"not a valid results file ({e})"))
     for path, reason in report.skipped:
@@ -115,23 +105,14 @@ def _folder_rows(folder: Path) -> Iterator[dict[str, Any]]:
 
 
 def _board_rows(folder: Path) -> Iterator[dict[str, Any]]:
-    """The rows of every board in a leaderboard folder (`<task>.json`), as `leaderboard build` wrote them."""
-    for path in sorted(folder.glob("*.json")):
-        if path.name in BOARD_FILES_OF_ANOTHER_KIND or not task_name_ok(path.stem) or path.is_symlink():
-            continue
-        try:
-            info = TaskBoards.model_validate_json(read_plain_file(path, MAX_JSON_BYTES))
-        except (UnsafePath, ValueError) as e:
-            raise UsageError(
-                f"{path} is not a leaderboard file ({str(e).splitlines()[0]}): rebuild it with `harness leaderboard build`"
-            ) from None
+    """The rows of every board in a leaderboard folder, read and cleaned as a build reads the boards it merges into."""
+    from harness.report.build import read_existing
+
+    for name, info in read_existing(folder, BuildReport()).items():
         for board in info.boards:
             for row in board.rows:
-                for key, m in row.metrics.items():
-                    yield {
-                        "model": row.model, "task": info.task, "task_version": board.task_version, "metric": key,
-                        "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n,
-                        "higher_is_better": m.higher_is_better, "config_hash": board.config_hash, "seed": row.seed,
-                        "dtype": row.dtype, "quantization": row.quantization, "limit": None, "bootstrap": None,
-                        "created_at": row.when(), "source": path.name,
-                    }  # fmt: skip
+                yield from _metric_rows(
+                    row.metrics, model=row.model, task=info.task, task_version=board.task_version,
+                    config_hash=board.config_hash, seed=row.seed, dtype=row.dtype, quantization=row.quantization,
+                    limit=None, bootstrap=None, created_at=row.when(), source=f"{name}.json",
+                )  # fmt: skip

@@ -260,6 +260,7 @@ class MultiplicationDigits(Task):
         metrics: dict[str, Metric] = {}
         unmeasured: dict[str, str] = {}
         notes: list[str] = []
+        curves: list[Curve] = []
         details: dict[str, Any] = {
             "digit_scoring": mode,
             "digit_token_ids": digit_ids,
@@ -312,17 +313,13 @@ class MultiplicationDigits(Task):
             if len(probe_problems) < 10:
                 notes.append("probe skipped: fewer than 10 probe problems (raise --limit)")
             else:
-                metrics.update(self.probe(ctx, model, probe_problems, layers, config, mode, digit_ids, details))
+                metrics.update(self.probe(ctx, model, probe_problems, layers, config, mode, digit_ids, details, curves))
                 if len(layers) > 1:
                     notes.append(
                         f"probe accuracies are each method's maximum over {len(layers)} layers (each its own "
                         "best layer by the same rule, details.probe.best_layer); the intervals leave out "
                         "that choice, which favours every method alike"
                     )
-        probe = details.get("probe", {})
-        by_layer = {f"probe_{k.removesuffix('_acc_by_layer')}_acc": v for k, v in probe.items()
-                    if k.endswith("_acc_by_layer") and not k.startswith("probe_")}  # fmt: skip
-        curves = Curve.each(by_layer, probe.get("layers", []), ylabel="held-out probe accuracy")
         return TaskResult(
             metrics=metrics, reference=self.reference(), curves=curves, details=details, notes=notes, unmeasured=unmeasured
         )
@@ -489,7 +486,16 @@ class MultiplicationDigits(Task):
         return layers
 
     def probe(
-        self, ctx, model, problems: list[Problem], layers: list[int], config, mode: str, digit_ids, details
+        self,
+        ctx,
+        model,
+        problems: list[Problem],
+        layers: list[int],
+        config,
+        mode: str,
+        digit_ids,
+        details,
+        curves: list[Curve],
     ) -> dict[str, Metric]:
         spaced = mode == "spaced"
         prompts = [render_prompt(config.template, config.instruction, p.a, p.b, spaced) for p in problems]
@@ -550,6 +556,7 @@ class MultiplicationDigits(Task):
             "fold_accuracy_at_best": fits["last_digit"][target_best].fold_accuracy,
         }
         details["probe"]["probe_last_digit_acc_by_layer"] = by_layer["last_digit"]
+        curves += Curve.each({f"probe_{name}_acc": by_layer[name] for name in labels}, layers, ylabel="held-out probe accuracy")
         ctx.save_json("probe_layers.json", details["probe"])
         self.plot_probe(ctx, layers, by_layer, chance, target_best, config.probe_cell)
         return out

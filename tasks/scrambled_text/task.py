@@ -183,6 +183,7 @@ class ScrambledText(Task):
             "n_layers": model.n_layers,
         }
         notes: list[str] = []
+        curves: list[Curve] = []
         if data.source.startswith("hub"):
             notes.append("ScrRec on Hub data uses the QA contexts as sentences (no Hub copy of RealtimeQA)")
         if "rec" in config.subtasks:
@@ -192,9 +193,7 @@ class ScrambledText(Task):
         if "likelihood" in config.subtasks:
             self.likelihood(model, sentences, config, ctx, metrics, details)
         if "probe" in config.subtasks:
-            self.restoration_probe(model, config, ctx, metrics, details, notes)
-        probe = details.get("probe", {})
-        curves = Curve.each(probe.get("per_layer", {}), probe.get("layers", []))
+            self.restoration_probe(model, config, ctx, metrics, details, notes, curves)
         return TaskResult(metrics=metrics, reference=reference(), curves=curves, details=details, notes=notes)
 
     @staticmethod
@@ -328,7 +327,7 @@ class ScrambledText(Task):
             details["likelihood"][t] = {"mean_ll_original": float(lo.mean()), "mean_ll_scrambled": float(ls.mean())}
 
     # Word restoration probe ----------------------------------------------------------------
-    def restoration_probe(self, model, config, ctx, metrics, details, notes) -> None:
+    def restoration_probe(self, model, config, ctx, metrics, details, notes, curves: list[Curve]) -> None:
         spec = json.loads((DATA / "probe_words.json").read_text(encoding="utf-8"))
         words, frames = spec["words"][: config.probe_words], spec["frames"]
         layers = list(range(model.n_layers)) if config.probe_layers == "all" else sorted(set(config.probe_layers))
@@ -369,6 +368,7 @@ class ScrambledText(Task):
                 probe_rows[v][L] = fit.correct_scrambled[v].astype(float)
                 per_layer.setdefault(f"restoration_probe_acc_{v}", []).append(round(float(probe_rows[v][L].mean()), 6))
             per_layer.setdefault("probe_acc_original", []).append(round(float(ceiling[L].mean()), 6))
+        curves += Curve.each(per_layer, layers)
         details["probe"] = {
             "layers": layers,
             "per_layer": per_layer,
